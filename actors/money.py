@@ -1,0 +1,131 @@
+"""Units, transaction types, transfers and the rate card. Money is always an int."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from actors.errors import InvalidInput, InvariantViolation
+
+COINS = "coins"
+PAISE = "paise"
+
+PURCHASE = "purchase"
+SPEND = "spend"
+EARN = "earn"
+WITHDRAW = "withdraw"
+BONUS = "bonus"
+REFERRAL_BONUS = "referral_bonus"
+
+TX_TYPES = (PURCHASE, SPEND, EARN, WITHDRAW, BONUS, REFERRAL_BONUS)
+# Transfers from the outside that create coins: the only way coins enter the system.
+TOP_UP_TYPES = (PURCHASE, BONUS, REFERRAL_BONUS)
+
+# unit and sign of each transaction type: the writer and the audit check both against this.
+TX_UNIT_SIGN = {
+    PURCHASE: (COINS, 1),
+    BONUS: (COINS, 1),
+    REFERRAL_BONUS: (COINS, 1),
+    SPEND: (COINS, -1),
+    EARN: (PAISE, 1),
+    WITHDRAW: (PAISE, -1),
+}
+
+CALL_TYPES = ("audio", "video")
+TIERS = ("basic", "bronze", "silver", "gold")
+ROLES = ("user", "listener")
+
+ONGOING = "ongoing"
+COMPLETED = "completed"
+DROPPED = "dropped"
+REASON_HANGUP = "hangup"
+REASON_INSUFFICIENT = "insufficient_coins"
+REASON_EXPIRED = "expired"
+
+# PostgreSQL bigint bounds every amount and balance.
+AMOUNT_MAX = 2**62
+
+
+class Transfer(NamedTuple):
+    """One ledger row. A plain tuple so that msgpack packs it without help."""
+
+    transfer_id: str
+    user_id: int
+    unit: str
+    amount: int
+    tx_type: str
+    call_id: int | None
+    minute_no: int | None
+    at_ms: int
+
+
+def check_transfer(t: Transfer) -> None:
+    """Second check of money, where transfers are read back (writer, recovery)."""
+    if type(t.amount) is not int:
+        raise InvariantViolation(f"transfer {t.transfer_id}: amount {t.amount!r} is not an int")
+    if t.tx_type not in TX_UNIT_SIGN:
+        raise InvariantViolation(f"transfer {t.transfer_id}: unknown type {t.tx_type!r}")
+    unit, sign = TX_UNIT_SIGN[t.tx_type]
+    if t.unit != unit:
+        raise InvariantViolation(f"transfer {t.transfer_id}: {t.tx_type} in {t.unit}, not {unit}")
+    if t.amount * sign <= 0:
+        raise InvariantViolation(
+            f"transfer {t.transfer_id}: {t.tx_type} of {t.amount} has the wrong sign"
+        )
+
+
+def positive_amount(value: object, what: str) -> int:
+    """An amount of money from outside: a positive int (bool is not one)."""
+    if type(value) is not int:
+        raise InvalidInput(f"{what} must be a positive integer, got {value!r}")
+    if value <= 0:
+        raise InvalidInput(f"{what} must be a positive integer, got {value}")
+    if value > AMOUNT_MAX:
+        raise InvalidInput(f"{what} must be at most {AMOUNT_MAX}, got {value}")
+    return value
+
+
+def entity_id(value: object, what: str) -> int:
+    """A user, listener or call id: a positive int."""
+    if type(value) is not int or value <= 0 or value > AMOUNT_MAX:
+        raise InvalidInput(f"{what} must be a positive integer id, got {value!r}")
+    return value
+
+
+def one_of(value: object, allowed: tuple[str, ...], what: str) -> str:
+    if not isinstance(value, str) or value not in allowed:
+        raise InvalidInput(f"{what} must be one of {', '.join(allowed)}; got {value!r}")
+    return value
+
+
+def _default_coins() -> dict[str, int]:
+    return {"audio": 10, "video": 60}
+
+
+def _default_paise() -> dict[str, dict[str, int]]:
+    return {
+        "basic": {"audio": 100, "video": 600},
+        "bronze": {"audio": 125, "video": 700},
+        "silver": {"audio": 150, "video": 850},
+        "gold": {"audio": 180, "video": 1000},
+    }
+
+
+@dataclass(frozen=True)
+class RateCard:
+    """Coins per minute the user pays per call type; paise per minute the listener earns."""
+
+    coins_per_minute: dict[str, int] = field(default_factory=_default_coins)
+    paise_per_minute: dict[str, dict[str, int]] = field(default_factory=_default_paise)
+
+    def __post_init__(self) -> None:
+        for call_type in CALL_TYPES:
+            positive_amount(self.coins_per_minute.get(call_type), f"rate {call_type} coins")
+            for tier in TIERS:
+                rate = self.paise_per_minute.get(tier, {}).get(call_type)
+                positive_amount(rate, f"rate {tier}/{call_type} paise")
+
+    def rates(self, call_type: str, tier: str) -> tuple[int, int]:
+        one_of(call_type, CALL_TYPES, "call_type")
+        one_of(tier, TIERS, "tier")
+        return self.coins_per_minute[call_type], self.paise_per_minute[tier][call_type]

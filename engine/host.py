@@ -1,0 +1,152 @@
+"""Hosts wallets in a process and turns their transfers into durable records.
+
+A shard hosts the wallets of many people; a wallet actor hosts one. Either way the code is
+this class: the logic lives in `actors.Wallet`, the writes go through one `WriterClient`.
+External inputs (top-ups, withdrawals, call start, call end) are written through: the method
+returns after PostgreSQL committed them. Call minutes are appended and written behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from actors.call import Call, Settlement
+from actors.errors import InvariantViolation, UnknownUser
+from actors.wallet import Wallet
+from persistence import store
+from persistence.client import WriterClient
+from persistence.db import get_pool
+from persistence.records import (
+    call_start_record,
+    settlement_records,
+    transfer_record,
+)
+
+
+class WalletHost:
+    def __init__(self, database_url: str, client: WriterClient, user_calls_max: int) -> None:
+        self.database_url = database_url
+        self.client = client
+        self.user_calls_max = user_calls_max
+        self.wallets: dict[int, Wallet] = {}
+        self._loading: dict[int, asyncio.Future] = {}
+
+    async def pool(self):
+        return await get_pool(self.database_url)
+
+    async def preload(self, user_ids: list[int]) -> None:
+        """Load wallets in bulk (recovery); wallets already here are kept as they are."""
+        missing = [u for u in set(user_ids) if u not in self.wallets]
+        for chunk_start in range(0, len(missing), 10_000):
+            chunk = missing[chunk_start : chunk_start + 10_000]
+            loaded = await store.load_wallets(await self.pool(), chunk)
+            for uid, w in loaded.items():
+                self.wallets.setdefault(uid, w)
+
+    async def wallet(self, user_id: int) -> Wallet:
+        """The wallet, loaded from PostgreSQL the first time it is needed."""
+        w = self.wallets.get(user_id)
+        if w is not None:
+            return w
+        pending = self._loading.get(user_id)
+        if pending is None:
+            pending = asyncio.get_running_loop().create_future()
+            self._loading[user_id] = pending
+            try:
+                loaded = await store.load_wallets(await self.pool(), [user_id])
+                if user_id in loaded:
+                    self.wallets.setdefault(user_id, loaded[user_id])
+                pending.set_result(None)
+            except BaseException as e:
+                pending.set_exception(e)
+                pending.exception()  # retrieved: the raise below reports it
+                raise
+            finally:
+                del self._loading[user_id]
+        else:
+            await pending
+        w = self.wallets.get(user_id)
+        if w is None:
+            raise UnknownUser(f"no user with id {user_id}")
+        return w
+
+    # -- external inputs, written through ----------------------------------------------------
+
+    async def apply_external(
+        self, user_id: int, tx_type: str, amount: int, key: str, now: float
+    ) -> dict:
+        w = await self.wallet(user_id)
+        await self.client.room()
+        t = w.apply_external(key, tx_type, amount, int(now * 1000))
+        if t is not None:
+            await self.client.durable([transfer_record(t)])
+        else:
+            # A repeat: answer once the original is committed, with nothing applied again.
+            await self.client.wait_committed()
+        return {
+            "transfer_id": f"ext:{user_id}:{key}",
+            "applied": t is not None,
+            "user_id": user_id,
+            "balance_coins": w.balance_coins,
+            "earnings_paise": w.earnings_paise,
+        }
+
+    async def open_call(self, call: Call, now: float) -> None:
+        """Charge minute 1 and record the call's start, both committed before returning."""
+        w = await self.wallet(call.user_id)
+        await self.client.room()
+        first = w.open_call(call.call_id, call.rate_coins, self.user_calls_max, int(now * 1000))
+        call.after_billing(1, False, now)
+        await self.client.durable([call_start_record(call), transfer_record(first)])
+
+    def bill(self, user_id: int, call_id: int, through_minute: int, now: float) -> tuple[int, bool]:
+        """Bill due minutes (written behind). Returns (last billed minute, short)."""
+        w = self.wallets.get(user_id)
+        if w is None:
+            raise InvariantViolation(f"call {call_id}: payer {user_id} is not hosted here")
+        transfers, last, short = w.bill_call(call_id, through_minute, int(now * 1000))
+        if transfers:
+            self.client.append([transfer_record(t) for t in transfers])
+        return last, short
+
+    def close_call(self, s: Settlement) -> int:
+        """Record a settlement (end of call and the listener's credit); returns the sequence
+        number to wait on for it to be committed."""
+        w = self.wallets.get(s.user_id)
+        if w is not None:
+            last = w.close_call(s.call_id)
+            if last is not None and last != s.billed_minutes:
+                raise InvariantViolation(
+                    f"call {s.call_id}: wallet billed {last} minutes, call says {s.billed_minutes}"
+                )
+        return self.client.append(settlement_records(s))
+
+    def user_in_call(self, user_id: int) -> bool:
+        w = self.wallets.get(user_id)
+        return bool(w and w.calls)
+
+    # -- the listener's side -----------------------------------------------------------------
+
+    async def reserve_listener(self, listener_id: int, call_id: int) -> None:
+        (await self.wallet(listener_id)).reserve_listener(call_id)
+
+    async def cancel_reservation(self, listener_id: int, call_id: int) -> None:
+        (await self.wallet(listener_id)).cancel_reservation(call_id)
+
+    async def release_listeners(self, items: list[tuple[int, int, int]]) -> int:
+        """Free listeners of settled calls, mirroring the credit already committed."""
+        released = 0
+        for listener_id, call_id, earned in items:
+            released += (await self.wallet(listener_id)).release_listener(call_id, earned)
+        return released
+
+    async def balance(self, user_id: int) -> dict:
+        w = await self.wallet(user_id)
+        return {
+            "user_id": user_id,
+            "balance_coins": w.balance_coins,
+            "earnings_paise": w.earnings_paise,
+        }
+
+    async def inspect_wallet(self, user_id: int) -> dict:
+        return (await self.wallet(user_id)).state()

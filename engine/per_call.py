@@ -1,0 +1,177 @@
+"""Placement `actor-per-call`: a Ray actor per ongoing call and one per wallet.
+
+`wallet:{user_id}` hosts one person's wallet (the same `WalletHost` a shard uses);
+`call:{call_id}` holds one `Call`, ticks on its own timer and bills against its payer's wallet
+actor with one Ray call per due minute or batch of minutes. Both reload from PostgreSQL when Ray
+restarts them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+
+from actors.call import Call, Settlement
+from actors.errors import InvariantViolation
+from engine.config import Config
+from engine.host import WalletHost
+from engine.raycalls import WRITER_NAME, actor, is_transient, remote, wallet_name
+from persistence import store
+from persistence.client import WriterClient
+from persistence.db import get_pool
+from persistence.presence import Presence
+
+log = logging.getLogger("billing.per_call")
+
+
+class WalletActor:
+    def __init__(self, user_id: int, config: Config, database_url: str) -> None:
+        self.user_id = user_id
+        self.config = config
+        self.client = WriterClient(self._send, config.client, is_transient)
+        self.host = WalletHost(database_url, self.client, config.user_calls_max)
+        self._writer = None
+
+    async def _send(self, packed: bytes, urgent: bool) -> None:
+        if self._writer is None:
+            self._writer = actor(WRITER_NAME, self.config.namespace)
+        await remote(self._writer.write.remote(packed, urgent))
+
+    async def apply_external(self, user_id, tx_type, amount, key, now) -> dict:
+        return await self.host.apply_external(user_id, tx_type, amount, key, now)
+
+    async def balance(self, user_id: int) -> dict:
+        return await self.host.balance(user_id)
+
+    async def reserve_listener(self, listener_id: int, call_id: int) -> None:
+        await self.host.reserve_listener(listener_id, call_id)
+
+    async def cancel_reservation(self, listener_id: int, call_id: int) -> None:
+        await self.host.cancel_reservation(listener_id, call_id)
+
+    async def release_listeners(self, items: list[tuple[int, int, int]]) -> int:
+        return await self.host.release_listeners(items)
+
+    async def open_call(self, spec: dict, now: float) -> dict:
+        call = Call(**spec)
+        await self.host.open_call(call, now)
+        return call.state()
+
+    async def bill(self, call_id: int, through_minute: int, now: float) -> tuple[int, bool]:
+        await self.host.wallet(self.user_id)
+        await self.client.room()
+        return self.host.bill(self.user_id, call_id, through_minute, now)
+
+    async def close_call(self, s: Settlement) -> bool:
+        """Record the settlement; returns once committed, and whether the user is still in a
+        call (for presence)."""
+        await self.host.wallet(self.user_id)
+        await self.client.wait_committed(self.host.close_call(s), urgent=True)
+        return self.host.user_in_call(self.user_id)
+
+    async def idle(self) -> bool:
+        """No call, no reservation, nothing unwritten: safe to retire."""
+        w = self.host.wallets.get(self.user_id)
+        busy = w is not None and (w.calls or w.listener_call_id is not None)
+        return not busy and self.client.pending == 0
+
+    async def sync(self) -> None:
+        await self.client.wait_committed()
+
+    async def inspect_wallet(self, user_id: int) -> dict:
+        out = await self.host.inspect_wallet(user_id)
+        out["actor"] = wallet_name(user_id)
+        out["pid"] = os.getpid()
+        out["writer_client"] = self.client.state()
+        return out
+
+
+class CallActor:
+    def __init__(self, spec: dict, config: Config, database_url: str, redis_url: str | None):
+        self.spec = spec
+        self.config = config
+        self.database_url = database_url
+        self.presence = Presence(redis_url)
+        self.call = Call(**spec)
+        self._lock = asyncio.Lock()  # a tick and a hang-up never interleave (rule 7)
+        self._loaded: asyncio.Task | None = None
+        self._loop_task: asyncio.Task | None = None
+        self._payer = None
+        self._listener = None
+
+    async def _ready(self) -> None:
+        if self._loaded is None:
+            self._loaded = asyncio.get_running_loop().create_task(self._load())
+        await asyncio.shield(self._loaded)
+        if (
+            self.config.clock == "real"
+            and self.call.settlement is None
+            and (self._loop_task is None or self._loop_task.done())
+        ):
+            self._loop_task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def _load(self) -> None:
+        """On a (re)start: PostgreSQL says how far the call got."""
+        pool = await get_pool(self.database_url)
+        row = await store.read_call(pool, self.call.call_id)
+        last = await store.last_billed_minutes(pool, [self.call.call_id])
+        self.call.billed_minutes = last[self.call.call_id]
+        if row["status"] != "ongoing":
+            self.call.billed_minutes = row["billed_minutes"]
+            self.call.settle(row["status"], row["end_reason"], row["ended_at"])
+        self._payer = actor(wallet_name(self.call.user_id), self.config.namespace)
+        self._listener = actor(wallet_name(self.call.listener_id), self.config.namespace)
+
+    async def _bill(self, now: float) -> Settlement | None:
+        due = self.call.due_minute(now)
+        if due <= self.call.billed_minutes and now < self.call.expires_at():
+            return None
+        last, short = await remote(self._payer.bill.remote(self.call.call_id, due, now))
+        return self.call.after_billing(last, short, now)
+
+    async def _settled(self, s: Settlement) -> None:
+        still = await remote(self._payer.close_call.remote(s))
+        await remote(
+            self._listener.release_listeners.remote([(s.listener_id, s.call_id, s.earnings_paise)])
+        )
+        await self.presence.call_settled(s.as_dict(), still)
+
+    async def run_due(self, now: float) -> dict:
+        await self._ready()
+        async with self._lock:
+            if self.call.settlement is None:
+                s = await self._bill(now)
+                if s is not None:
+                    await self._settled(s)
+        return self.call.state(now)
+
+    async def end(self, now: float) -> dict:
+        await self._ready()
+        async with self._lock:
+            if self.call.settlement is None:
+                s = await self._bill(now) or self.call.hang_up(now)
+                await self._settled(s)
+        return self.call.settlement.as_dict()
+
+    async def _loop(self) -> None:
+        try:
+            while self.call.settlement is None:
+                delay = max(0.0, self.call.next_due_at() - time.time())
+                await asyncio.sleep(min(delay, self.config.shard_loop_interval_ms / 1000))
+                await self.run_due(time.time())
+        except InvariantViolation as e:
+            log.critical("call %d: %s; exiting to be rebuilt", self.call.call_id, e)
+            os._exit(70)
+
+    async def state(self, now: float) -> dict:
+        await self._ready()
+        out = self.call.state(now)
+        out["actor"] = f"call:{self.call.call_id}"
+        out["pid"] = os.getpid()
+        return out
+
+    async def ping(self) -> str:
+        await self._ready()
+        return self.call.status

@@ -1,0 +1,241 @@
+"""Where wallets and calls live. Both placements serve the same methods to the Engine."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import ray
+
+from actors.call import Call
+from actors.errors import CapacityExceeded
+from engine.config import Config
+from engine.per_call import CallActor, WalletActor
+from engine.raycalls import actor_or_none, call_name, remote, shard_name, wallet_name
+from engine.shard import Shard
+
+log = logging.getLogger("billing.placement")
+
+ACTOR_OPTIONS = {"max_restarts": -1, "max_concurrency": 1000, "num_cpus": 0}
+
+
+class ShardedPlacement:
+    name = "sharded"
+
+    def __init__(self, config: Config, database_url: str, redis_url: str | None) -> None:
+        self.config = config
+        cls = ray.remote(Shard)
+        self.shards = [
+            cls.options(name=shard_name(i), namespace=config.namespace, **ACTOR_OPTIONS).remote(
+                i, config, database_url, redis_url
+            )
+            for i in range(config.shards)
+        ]
+
+    def _shard(self, user_id: int):
+        return self.shards[user_id % len(self.shards)]
+
+    async def start(self) -> None:
+        await asyncio.gather(*(remote(s.start.remote()) for s in self.shards))
+
+    async def wallet(self, user_id: int, method: str, *args):
+        return await remote(getattr(self._shard(user_id), method).remote(*args))
+
+    async def start_call(self, call: Call, spec: dict, now: float) -> dict:
+        return await remote(self._shard(call.user_id).start_call.remote(spec, now))
+
+    async def end_call(self, call_id: int, user_id: int, now: float) -> dict | None:
+        return await remote(self._shard(user_id).end_call.remote(call_id, now))
+
+    async def call_state(self, call_id: int, user_id: int, now: float) -> dict | None:
+        return await remote(self._shard(user_id).inspect_call.remote(call_id, now))
+
+    async def run_due(self, now: float) -> int:
+        billed = await asyncio.gather(*(remote(s.run_due.remote(now)) for s in self.shards))
+        return sum(billed)
+
+    async def sync(self) -> None:
+        await asyncio.gather(*(remote(s.sync.remote()) for s in self.shards))
+
+    async def keep(self) -> None:
+        """Wake shards Ray restarted, so that they reload and tick again."""
+        await asyncio.gather(*(remote(s.ping.remote()) for s in self.shards))
+
+    async def inspect(self) -> list[dict]:
+        return await asyncio.gather(*(remote(s.state.remote()) for s in self.shards))
+
+    async def stop(self) -> None:
+        await self.sync()
+        for s in self.shards:
+            ray.kill(s)
+
+
+class ActorPerCallPlacement:
+    name = "actor-per-call"
+
+    def __init__(self, config: Config, database_url: str, redis_url: str | None) -> None:
+        self.config = config
+        self.database_url = database_url
+        self.redis_url = redis_url
+        self.calls: dict[int, object] = {}
+        self.wallets: dict[int, object] = {}
+        self._create = asyncio.Lock()
+
+    def _capacity(self) -> int:
+        nodes = max(1, sum(1 for n in ray.nodes() if n.get("Alive")))
+        return self.config.actors_per_node_max * nodes
+
+    def actors(self) -> int:
+        return len(self.calls) + len(self.wallets)
+
+    def _wallet_actor(self, user_id: int):
+        h = self.wallets.get(user_id)
+        if h is None:
+            if self.actors() + 1 > self._capacity():
+                raise CapacityExceeded(self._full_message(1))
+            h = (
+                ray.remote(WalletActor)
+                .options(
+                    name=wallet_name(user_id),
+                    namespace=self.config.namespace,
+                    get_if_exists=True,
+                    **ACTOR_OPTIONS,
+                )
+                .remote(user_id, self.config, self.database_url)
+            )
+            self.wallets[user_id] = h
+        return h
+
+    def _full_message(self, needed: int) -> str:
+        nodes = self._capacity() // self.config.actors_per_node_max
+        return (
+            f"placement actor-per-call is full: {self.actors()} Ray actors running, "
+            f"{needed} more needed, at most {self.config.actors_per_node_max} per node "
+            f"(BILLING_ACTORS_PER_NODE_MAX) on {nodes} node(s); "
+            "end calls first, or use --placement sharded for this load"
+        )
+
+    async def start(self) -> None:
+        """Recovery: an actor for every call PostgreSQL says is ongoing."""
+        from persistence import store
+        from persistence.db import get_pool
+
+        calls = await store.load_ongoing_calls(
+            await get_pool(self.database_url),
+            self.config.minute_seconds,
+            self.config.max_call_minutes,
+        )
+        for c in calls:
+            self._wallet_actor(c.user_id)
+            self._wallet_actor(c.listener_id)
+            self._spawn_call(c)
+        await self.keep()
+
+    async def wallet(self, user_id: int, method: str, *args):
+        return await remote(getattr(self._wallet_actor(user_id), method).remote(*args))
+
+    def _spawn_call(self, call: Call) -> None:
+        spec = call_spec(call)
+        self.calls[call.call_id] = (
+            ray.remote(CallActor)
+            .options(name=call_name(call.call_id), namespace=self.config.namespace, **ACTOR_OPTIONS)
+            .remote(spec, self.config, self.database_url, self.redis_url)
+        )
+
+    async def start_call(self, call: Call, spec: dict, now: float) -> dict:
+        needed = 1 + (call.user_id not in self.wallets) + (call.listener_id not in self.wallets)
+        if self.actors() + needed > self._capacity():
+            raise CapacityExceeded(self._full_message(needed))
+        state = await remote(self._wallet_actor(call.user_id).open_call.remote(spec, now))
+        call.billed_minutes = state["billed_minutes"]
+        self._spawn_call(call)
+        await remote(self.calls[call.call_id].ping.remote())
+        return state
+
+    async def end_call(self, call_id: int, user_id: int, now: float) -> dict | None:
+        h = self.calls.get(call_id) or actor_or_none(call_name(call_id), self.config.namespace)
+        if h is None:
+            return None
+        out = await remote(h.end.remote(now))
+        await self._retire(call_id)
+        return out
+
+    async def call_state(self, call_id: int, user_id: int, now: float) -> dict | None:
+        h = self.calls.get(call_id)
+        return None if h is None else await remote(h.state.remote(now))
+
+    async def run_due(self, now: float) -> int:
+        ids = list(self.calls)
+        states = await asyncio.gather(*(remote(self.calls[c].run_due.remote(now)) for c in ids))
+        for c, st in zip(ids, states, strict=True):
+            if st["status"] != "ongoing":
+                await self._retire(c)
+        return 0
+
+    async def _retire(self, call_id: int) -> None:
+        h = self.calls.pop(call_id, None)
+        if h is not None:
+            ray.kill(h, no_restart=True)
+
+    async def reap(self) -> None:
+        """Retire settled call actors and idle wallet actors."""
+        ids = list(self.calls)
+        states = await asyncio.gather(
+            *(remote(self.calls[c].ping.remote()) for c in ids), return_exceptions=True
+        )
+        for c, st in zip(ids, states, strict=True):
+            if st in ("completed", "dropped"):
+                await self._retire(c)
+        users = list(self.wallets)
+        idle = await asyncio.gather(
+            *(remote(self.wallets[u].idle.remote()) for u in users), return_exceptions=True
+        )
+        for u, is_idle in zip(users, idle, strict=True):
+            if is_idle is True:
+                ray.kill(self.wallets.pop(u), no_restart=True)
+
+    async def keep(self) -> None:
+        await self.reap()
+
+    async def sync(self) -> None:
+        await asyncio.gather(*(remote(w.sync.remote()) for w in self.wallets.values()))
+
+    async def inspect(self) -> list[dict]:
+        return [
+            {
+                "placement": self.name,
+                "call_actors": len(self.calls),
+                "wallet_actors": len(self.wallets),
+                "capacity": self._capacity(),
+            }
+        ]
+
+    async def stop(self) -> None:
+        await self.sync()
+        for h in [*self.calls.values(), *self.wallets.values()]:
+            ray.kill(h, no_restart=True)
+        self.calls.clear()
+        self.wallets.clear()
+
+
+SPEC_FIELDS = (
+    "call_id",
+    "user_id",
+    "listener_id",
+    "call_type",
+    "tier",
+    "rate_coins",
+    "rate_paise",
+    "connected_at",
+    "minute_seconds",
+    "max_minutes",
+)
+
+
+def call_spec(call: Call) -> dict:
+    return {k: getattr(call, k) for k in SPEC_FIELDS}
+
+
+def make_placement(config: Config, database_url: str, redis_url: str | None):
+    cls = ShardedPlacement if config.placement == "sharded" else ActorPerCallPlacement
+    return cls(config, database_url, redis_url)

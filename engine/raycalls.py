@@ -1,0 +1,55 @@
+"""The seam to Ray: handles by name, remote calls that raise the real error, transient errors."""
+
+from __future__ import annotations
+
+import ray
+from ray.exceptions import (
+    ActorUnavailableError,
+    GetTimeoutError,
+    RayActorError,
+    RayTaskError,
+)
+
+from actors.errors import BillingError, InvariantViolation
+
+NAMESPACE = "billing"
+WRITER_NAME = "writer"
+
+
+def shard_name(index: int) -> str:
+    return f"shard:{index}"
+
+
+def call_name(call_id: int) -> str:
+    return f"call:{call_id}"
+
+
+def wallet_name(user_id: int) -> str:
+    return f"wallet:{user_id}"
+
+
+def is_transient(exc: BaseException) -> bool:
+    """The actor on the other side is restarting or unreachable: worth a retry."""
+    return isinstance(exc, RayActorError | ActorUnavailableError | GetTimeoutError | OSError)
+
+
+async def remote(ref):
+    """Await a remote call, raising the callee's own BillingError/InvariantViolation."""
+    try:
+        return await ref
+    except RayTaskError as e:
+        cause = getattr(e, "cause", None)
+        if isinstance(cause, BillingError | InvariantViolation | ConnectionError):
+            raise cause from None
+        raise
+
+
+def actor(name: str, namespace: str = NAMESPACE):
+    return ray.get_actor(name, namespace=namespace)
+
+
+def actor_or_none(name: str, namespace: str = NAMESPACE):
+    try:
+        return ray.get_actor(name, namespace=namespace)
+    except ValueError:
+        return None

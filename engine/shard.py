@@ -1,0 +1,264 @@
+"""A shard: one Ray actor hosting the wallets of many people and the calls they pay for.
+
+A call lives on its payer's shard, so a tick is a local method call. Each shard keeps a heap of
+due ticks and bills whatever is due in one pass; listener releases that belong to other shards
+go out in one message per shard and pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import os
+import time
+
+from actors.call import Call, Settlement
+from actors.errors import InvariantViolation
+from engine.config import Config
+from engine.host import WalletHost
+from engine.raycalls import WRITER_NAME, actor, is_transient, remote, shard_name
+from persistence import store
+from persistence.client import WriterClient
+from persistence.presence import Presence
+from persistence.waiting import wait_event
+
+log = logging.getLogger("billing.shard")
+
+# Calls billed per slice of a pass before yielding to requests and checking backpressure.
+TICK_SLICE_MAX = 5_000
+
+
+class Shard:
+    def __init__(self, index: int, config: Config, database_url: str, redis_url: str | None):
+        self.index = index
+        self.n_shards = config.shards
+        self.config = config
+        self.client = WriterClient(self._send, config.client, is_transient)
+        self.host = WalletHost(database_url, self.client, config.user_calls_max)
+        self.presence = Presence(redis_url)
+        self.calls: dict[int, Call] = {}
+        self.heap: list[tuple[float, int]] = []
+        self._settling: dict[int, asyncio.Future] = {}
+        self._loaded: asyncio.Task | None = None
+        self._loop_task: asyncio.Task | None = None
+        self._wake: asyncio.Event | None = None
+        self._writer = None
+        self.stats = {"minutes_billed": 0, "calls_settled": 0, "passes": 0, "recovered_calls": 0}
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    async def _send(self, packed: bytes, urgent: bool) -> None:
+        if self._writer is None:
+            self._writer = actor(WRITER_NAME, self.config.namespace)
+        await remote(self._writer.write.remote(packed, urgent))
+
+    def owns(self, user_id: int) -> bool:
+        return user_id % self.n_shards == self.index
+
+    async def _ready(self) -> None:
+        if self._loaded is None:
+            self._loaded = asyncio.get_running_loop().create_task(self._load())
+        await asyncio.shield(self._loaded)
+        if self.config.clock == "real" and (self._loop_task is None or self._loop_task.done()):
+            self._wake = asyncio.Event()
+            self._loop_task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def _load(self) -> None:
+        """Recovery: the ongoing calls of this shard's payers, as PostgreSQL has them."""
+        pool = await self.host.pool()
+        calls = await store.load_ongoing_calls(
+            pool,
+            self.config.minute_seconds,
+            self.config.max_call_minutes,
+            shard=(self.index, self.n_shards),
+        )
+        await self.host.preload([c.user_id for c in calls])
+        for c in calls:
+            self._add(c)
+        self.stats["recovered_calls"] = len(calls)
+
+    def _add(self, call: Call) -> None:
+        self.calls[call.call_id] = call
+        heapq.heappush(self.heap, (call.next_due_at(), call.call_id))
+        if self._wake is not None:
+            self._wake.set()
+
+    async def start(self) -> dict:
+        await self._ready()
+        return await self.state()
+
+    # -- money in and out --------------------------------------------------------------------
+
+    async def apply_external(self, user_id, tx_type, amount, key, now) -> dict:
+        await self._ready()
+        return await self.host.apply_external(user_id, tx_type, amount, key, now)
+
+    async def balance(self, user_id: int) -> dict:
+        await self._ready()
+        return await self.host.balance(user_id)
+
+    async def reserve_listener(self, listener_id: int, call_id: int) -> None:
+        await self._ready()
+        await self.host.reserve_listener(listener_id, call_id)
+
+    async def cancel_reservation(self, listener_id: int, call_id: int) -> None:
+        await self._ready()
+        await self.host.cancel_reservation(listener_id, call_id)
+
+    async def release_listeners(self, items: list[tuple[int, int, int]]) -> int:
+        await self._ready()
+        return await self.host.release_listeners(items)
+
+    # -- calls -------------------------------------------------------------------------------
+
+    async def start_call(self, spec: dict, now: float) -> dict:
+        await self._ready()
+        call = Call(**spec)
+        await self.host.open_call(call, now)
+        self._add(call)
+        return call.state()
+
+    async def end_call(self, call_id: int, now: float) -> dict | None:
+        """Hang up: bill what is due, settle once, return after the settlement committed.
+        None when the call is not (or no longer) on this shard."""
+        await self._ready()
+        pending = self._settling.get(call_id)
+        if pending is None:
+            call = self.calls.get(call_id)
+            if call is None:
+                return None
+            last, short = self.host.bill(call.user_id, call_id, call.due_minute(now), now)
+            self.stats["minutes_billed"] += last - call.billed_minutes
+            s = call.after_billing(last, short, now) or call.hang_up(now)
+            self._settle([s], urgent=True)
+            pending = self._settling[call_id]
+        return (await asyncio.shield(pending)).as_dict()
+
+    async def run_due(self, now: float) -> int:
+        """Bill every minute due by `now`; returns the number of minutes billed."""
+        await self._ready()
+        billed = 0
+        self.stats["passes"] += 1
+        while self.heap and self.heap[0][0] <= now:
+            await self.client.room()
+            settlements: list[Settlement] = []
+            billed += self._tick_slice(now, settlements)
+            if settlements:
+                self._settle(settlements, urgent=False)
+            await asyncio.sleep(0)
+        self.stats["minutes_billed"] += billed
+        return billed
+
+    def _tick_slice(self, now: float, settlements: list[Settlement]) -> int:
+        heap, calls, host = self.heap, self.calls, self.host
+        billed = 0
+        for _ in range(TICK_SLICE_MAX):
+            if not heap or heap[0][0] > now:
+                break
+            _, call_id = heapq.heappop(heap)
+            call = calls.get(call_id)
+            if call is None or call.settlement is not None:
+                continue
+            before = call.billed_minutes
+            last, short = host.bill(call.user_id, call_id, call.due_minute(now), now)
+            billed += last - before
+            s = call.after_billing(last, short, now)
+            if s is not None:
+                settlements.append(s)
+            else:
+                heapq.heappush(heap, (call.next_due_at(), call_id))
+        return billed
+
+    def _settle(self, settlements: list[Settlement], urgent: bool) -> None:
+        loop = asyncio.get_running_loop()
+        seq = 0
+        for s in settlements:
+            self._settling[s.call_id] = loop.create_future()
+            seq = self.host.close_call(s)
+        loop.create_task(self._finish(settlements, seq, urgent))
+
+    async def _finish(self, settlements: list[Settlement], seq: int, urgent: bool) -> None:
+        """After the settlements committed: free listeners (batched per shard), clear
+        presence, answer anyone waiting on them."""
+        try:
+            await self.client.wait_committed(seq, urgent=urgent)
+            by_shard: dict[int, list[tuple[int, int, int]]] = {}
+            for s in settlements:
+                self.calls.pop(s.call_id, None)
+                item = (s.listener_id, s.call_id, s.earnings_paise)
+                by_shard.setdefault(s.listener_id % self.n_shards, []).append(item)
+            sends = []
+            for index, items in by_shard.items():
+                if index == self.index:
+                    await self.host.release_listeners(items)
+                else:
+                    peer = actor(shard_name(index), self.config.namespace)
+                    sends.append(remote(peer.release_listeners.remote(items)))
+            await asyncio.gather(*sends)
+            for s in settlements:
+                await self.presence.call_settled(s.as_dict(), self.host.user_in_call(s.user_id))
+            self.stats["calls_settled"] += len(settlements)
+            for s in settlements:
+                self._settling.pop(s.call_id).set_result(s)
+        except BaseException as e:
+            for s in settlements:
+                fut = self._settling.pop(s.call_id, None)
+                if fut is not None and not fut.done():
+                    fut.set_exception(e)
+            raise
+
+    async def _loop(self) -> None:
+        interval_s = self.config.shard_loop_interval_ms / 1000
+        try:
+            while True:
+                await self.run_due(time.time())
+                delay = interval_s
+                if self.heap:
+                    delay = min(delay, max(0.0, self.heap[0][0] - time.time()))
+                await wait_event(self._wake, delay)
+        except InvariantViolation as e:
+            # A broken rule of money: die, and let Ray rebuild this shard from PostgreSQL.
+            log.critical("shard %d: %s; exiting to be rebuilt", self.index, e)
+            os._exit(70)
+
+    # -- flushing and looking inside ---------------------------------------------------------
+
+    async def sync(self) -> None:
+        """Wait until everything this shard produced is committed."""
+        await self._ready()
+        await asyncio.gather(*self._settling.values(), return_exceptions=True)
+        await self.client.wait_committed()
+
+    async def inspect_call(self, call_id: int, now: float) -> dict | None:
+        await self._ready()
+        call = self.calls.get(call_id)
+        if call is None:
+            return None
+        out = call.state(now)
+        out["shard"] = self.index
+        return out
+
+    async def inspect_wallet(self, user_id: int) -> dict:
+        await self._ready()
+        out = await self.host.inspect_wallet(user_id)
+        out["shard"] = self.index
+        return out
+
+    async def state(self) -> dict:
+        return {
+            "shard": self.index,
+            "pid": os.getpid(),
+            "ongoing_calls": len(self.calls),
+            "wallets_loaded": len(self.host.wallets),
+            "heap_entries": len(self.heap),
+            "next_tick_at": self.heap[0][0] if self.heap else None,
+            "settling": len(self._settling),
+            "writer_client": self.client.state(),
+            "presence": self.presence.state(),
+            **self.stats,
+        }
+
+    async def ping(self) -> bool:
+        await self._ready()
+        return True

@@ -1,0 +1,76 @@
+"""One asyncpg pool per process, per database URL."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import asyncpg
+
+from persistence.schema import migrate
+
+POOL_SIZE_MAX = 8
+CONNECT_TIMEOUT_S = 5.0
+STAGING_TABLE = "ledger_staging"
+
+_pools: dict[tuple[str, int], asyncpg.Pool] = {}
+_locks: dict[int, asyncio.Lock] = {}
+
+
+def mask_url(url: str | None) -> str:
+    """The URL with any password replaced, for logs, errors and `inspect`."""
+    if not url:
+        return str(url)
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    # The writer COPYs each batch into this table, then inserts from it with ON CONFLICT.
+    await conn.execute(
+        f"""CREATE TEMP TABLE IF NOT EXISTS {STAGING_TABLE} (
+                transfer_id text COLLATE "C", user_id bigint, unit text, amount bigint,
+                tx_type text, call_id bigint, minute_no integer, at_ms bigint
+            ) ON COMMIT DELETE ROWS"""
+    )
+
+
+async def get_pool(url: str) -> asyncpg.Pool:
+    """The process's pool for `url`, created (and the schema migrated) on first use."""
+    loop = asyncio.get_running_loop()
+    key = (url, id(loop))
+    pool = _pools.get(key)
+    if pool is not None:
+        return pool
+    async with _locks.setdefault(id(loop), asyncio.Lock()):
+        pool = _pools.get(key)
+        if pool is None:
+            pool = await _create_pool(url)
+            _pools[key] = pool
+    return pool
+
+
+async def _create_pool(url: str) -> asyncpg.Pool:
+    try:
+        conn = await asyncpg.connect(url, timeout=CONNECT_TIMEOUT_S)
+    except (TimeoutError, OSError, asyncpg.PostgresError) as e:
+        raise ConnectionError(f"cannot reach PostgreSQL at {mask_url(url)}: {e}") from None
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    try:
+        return await asyncpg.create_pool(
+            url,
+            min_size=1,
+            max_size=POOL_SIZE_MAX,
+            init=_init_connection,
+            timeout=CONNECT_TIMEOUT_S,
+        )
+    except (TimeoutError, OSError, asyncpg.PostgresError) as e:
+        raise ConnectionError(f"cannot reach PostgreSQL at {mask_url(url)}: {e}") from None
+
+
+async def close_pools() -> None:
+    loop = asyncio.get_running_loop()
+    for key in [k for k in _pools if k[1] == id(loop)]:
+        await _pools.pop(key).close()

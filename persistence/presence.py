@@ -1,0 +1,118 @@
+"""Presence and the ongoing-call cache in Redis. A cache: losing Redis loses no money.
+
+Every method swallows Redis errors after logging them and counting them, and after a failure
+Redis is left alone for `retry_after_s`, so a dead Redis costs billing nothing but a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from persistence import keys
+from persistence.db import mask_url
+
+log = logging.getLogger("billing.presence")
+
+SOCKET_TIMEOUT_S = 0.5
+RETRY_AFTER_S = 5.0
+
+
+def connect(url: str) -> aioredis.Redis:
+    return aioredis.Redis.from_url(
+        url,
+        socket_timeout=SOCKET_TIMEOUT_S,
+        socket_connect_timeout=SOCKET_TIMEOUT_S,
+        decode_responses=True,
+    )
+
+
+class Presence:
+    def __init__(self, url: str | None, retry_after_s: float = RETRY_AFTER_S) -> None:
+        self.url = url
+        self.retry_after_s = retry_after_s
+        self._redis: aioredis.Redis | None = None
+        self._down_until = 0.0
+        self.errors = 0
+        self.last_error: str | None = None
+
+    def _client(self) -> aioredis.Redis | None:
+        if self.url is None or time.monotonic() < self._down_until:
+            return None
+        if self._redis is None:
+            self._redis = connect(self.url)
+        return self._redis
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        self.errors += 1
+        self.last_error = f"{what}: {type(exc).__name__}"
+        self._down_until = time.monotonic() + self.retry_after_s
+        log.warning("redis %s at %s failed, skipped: %s", what, mask_url(self.url), exc)
+
+    async def _pipeline(self, what: str, build) -> bool:
+        r = self._client()
+        if r is None:
+            return False
+        try:
+            async with r.pipeline(transaction=True) as pipe:
+                build(pipe)
+                await pipe.execute()
+            return True
+        except (RedisError, OSError) as exc:
+            self._failed(what, exc)
+            return False
+
+    async def call_started(self, call: dict) -> bool:
+        def build(pipe):
+            pipe.hset(keys.call_key(call["call_id"]), mapping={k: str(v) for k, v in call.items()})
+            in_call = {str(call["user_id"]): "inf", str(call["listener_id"]): "inf"}
+            pipe.zadd(keys.BUSY_UNTIL, in_call)
+
+        return await self._pipeline("call_started", build)
+
+    async def call_settled(self, settlement: dict, user_still_in_call: bool = False) -> bool:
+        def build(pipe):
+            pipe.delete(keys.call_key(settlement["call_id"]))
+            pipe.zrem(keys.BUSY_UNTIL, str(settlement["listener_id"]))
+            if not user_still_in_call:
+                pipe.zrem(keys.BUSY_UNTIL, str(settlement["user_id"]))
+
+        return await self._pipeline("call_settled", build)
+
+    async def heartbeat(self, user_id: int, now: float) -> bool:
+        def build(pipe):
+            pipe.sadd(keys.ONLINE, str(user_id))
+            pipe.zadd(keys.LAST_SEEN, {str(user_id): now})
+
+        return await self._pipeline("heartbeat", build)
+
+    async def busy_until(self, user_id: int) -> float | None:
+        r = self._client()
+        if r is None:
+            return None
+        try:
+            return await r.zscore(keys.BUSY_UNTIL, str(user_id))
+        except (RedisError, OSError) as exc:
+            self._failed("busy_until", exc)
+            return None
+
+    async def cached_call(self, call_id: int) -> dict | None:
+        r = self._client()
+        if r is None:
+            return None
+        try:
+            return await r.hgetall(keys.call_key(call_id)) or None
+        except (RedisError, OSError) as exc:
+            self._failed("cached_call", exc)
+            return None
+
+    def state(self) -> dict:
+        return {"redis": mask_url(self.url), "errors": self.errors, "last_error": self.last_error}
+
+    async def close(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None

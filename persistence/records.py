@@ -1,0 +1,95 @@
+"""What travels from the actors to the writer: flat lists packed with msgpack.
+
+A record is a list whose first element says what it is. Plain lists of ints and strings keep
+packing cheap and let the writer check every field it reads back.
+"""
+
+from __future__ import annotations
+
+import msgpack
+
+from actors.call import Settlement
+from actors.errors import InvariantViolation
+from actors.money import Transfer, check_transfer
+
+TRANSFER = 0
+CALL_START = 1
+CALL_END = 2
+
+
+def transfer_record(t: Transfer) -> list:
+    return [TRANSFER, *t]
+
+
+def call_start_record(call) -> list:
+    return [
+        CALL_START,
+        call.call_id,
+        call.user_id,
+        call.listener_id,
+        call.call_type,
+        call.tier,
+        call.rate_coins,
+        call.rate_paise,
+        int(call.connected_at * 1000),
+    ]
+
+
+def call_end_record(s: Settlement) -> list:
+    return [
+        CALL_END,
+        s.call_id,
+        s.status,
+        s.end_reason,
+        s.billed_minutes,
+        s.coins_spent,
+        s.earnings_paise,
+        int(s.ended_at * 1000),
+    ]
+
+
+def settlement_records(s: Settlement) -> list[list]:
+    """A settlement is written in one batch: the call's end and the listener's credit."""
+    out = [call_end_record(s)]
+    earn = s.earn_transfer()
+    if earn is not None:
+        out.append(transfer_record(earn))
+    return out
+
+
+def pack(records: list[list]) -> bytes:
+    return msgpack.packb(records, use_bin_type=True)
+
+
+def unpack(data: bytes) -> list[list]:
+    return msgpack.unpackb(data, raw=False, use_list=True)
+
+
+class Batch:
+    """Records of one flush, split by kind and checked a second time."""
+
+    __slots__ = ("transfers", "starts", "ends")
+
+    def __init__(self) -> None:
+        self.transfers: list[tuple] = []
+        self.starts: list[list] = []
+        self.ends: list[list] = []
+
+    def add(self, records: list[list]) -> None:
+        for r in records:
+            kind = r[0]
+            if kind == TRANSFER:
+                t = Transfer(*r[1:])
+                check_transfer(t)
+                self.transfers.append(t)
+            elif kind == CALL_START:
+                self.starts.append(r[1:])
+            elif kind == CALL_END:
+                if r[5] < 0 or r[6] < 0 or r[4] < 0:
+                    raise InvariantViolation(f"call end {r[1]}: negative totals {r[4:7]}")
+                self.ends.append(r[1:])
+            else:
+                raise InvariantViolation(f"unknown record kind {kind!r}")
+
+    def __len__(self) -> int:
+        return len(self.transfers) + len(self.starts) + len(self.ends)

@@ -1,0 +1,116 @@
+"""Versioned migrations, applied in order at start and recorded in `schema_migrations`."""
+
+from __future__ import annotations
+
+import asyncpg
+
+# Held while migrating so that two processes starting at once do not both migrate.
+MIGRATION_LOCK_KEY = 0x6269_6C6C
+
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (
+        1,
+        "users, wallets, earnings, ledger, calls, badges",
+        """
+        CREATE TABLE users (
+            user_id     bigserial PRIMARY KEY,
+            name        text NOT NULL,
+            role        text NOT NULL CHECK (role IN ('user', 'listener')),
+            created_at  timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE TABLE wallets (
+            user_id        bigint PRIMARY KEY REFERENCES users,
+            opening_coins  bigint NOT NULL DEFAULT 0 CHECK (opening_coins >= 0),
+            balance_coins  bigint NOT NULL DEFAULT 0 CHECK (balance_coins >= 0)
+        );
+        CREATE TABLE listener_earnings (
+            listener_id     bigint PRIMARY KEY REFERENCES users,
+            opening_paise   bigint NOT NULL DEFAULT 0 CHECK (opening_paise >= 0),
+            earnings_paise  bigint NOT NULL DEFAULT 0 CHECK (earnings_paise >= 0)
+        );
+        -- One row per transfer. The id is deterministic (rule 2); "C" collation lets a prefix
+        -- range ('call:42:' ..) use the primary key.
+        CREATE TABLE ledger (
+            transfer_id  text COLLATE "C" PRIMARY KEY,
+            user_id      bigint NOT NULL,
+            unit         text NOT NULL CHECK (unit IN ('coins', 'paise')),
+            amount       bigint NOT NULL CHECK (amount <> 0),
+            tx_type      text NOT NULL CHECK (tx_type IN
+                           ('purchase', 'spend', 'earn', 'withdraw', 'bonus', 'referral_bonus')),
+            call_id      bigint,
+            minute_no    integer,
+            created_at   timestamptz NOT NULL
+        );
+        -- Everything but call minutes, by account: idempotency keys and earnings reload from it.
+        -- Call minutes (the hot path) stay out of it, so a billed minute costs one index entry.
+        CREATE INDEX ledger_external_by_user ON ledger (user_id) WHERE tx_type <> 'spend';
+        CREATE TABLE calls (
+            call_id         bigint PRIMARY KEY,
+            user_id         bigint NOT NULL REFERENCES users,
+            listener_id     bigint NOT NULL REFERENCES users,
+            call_type       text NOT NULL CHECK (call_type IN ('audio', 'video')),
+            tier            text NOT NULL CHECK (tier IN ('basic', 'bronze', 'silver', 'gold')),
+            rate_coins      bigint NOT NULL CHECK (rate_coins > 0),
+            rate_paise      bigint NOT NULL CHECK (rate_paise > 0),
+            status          text NOT NULL CHECK (status IN ('ongoing', 'completed', 'dropped')),
+            end_reason      text,
+            connected_at    timestamptz NOT NULL,
+            ended_at        timestamptz,
+            billed_minutes  integer NOT NULL DEFAULT 0 CHECK (billed_minutes >= 0),
+            coins_spent     bigint NOT NULL DEFAULT 0 CHECK (coins_spent >= 0),
+            earnings_paise  bigint NOT NULL DEFAULT 0 CHECK (earnings_paise >= 0),
+            CHECK ((status = 'ongoing') = (ended_at IS NULL)),
+            CHECK ((status = 'ongoing') = (end_reason IS NULL))
+        );
+        CREATE SEQUENCE calls_call_id_seq OWNED BY calls.call_id;
+        -- Rule 8 in the database too: one ongoing call per listener.
+        CREATE UNIQUE INDEX calls_one_ongoing_per_listener ON calls (listener_id)
+            WHERE status = 'ongoing';
+        CREATE INDEX calls_ongoing_by_user ON calls (user_id) WHERE status = 'ongoing';
+        CREATE TABLE listener_badges (
+            listener_id  bigint NOT NULL REFERENCES users,
+            day          date NOT NULL,
+            tier         text NOT NULL CHECK (tier IN ('basic', 'bronze', 'silver', 'gold')),
+            minutes      integer NOT NULL CHECK (minutes >= 0),
+            assigned_at  timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (listener_id, day)
+        );
+        """,
+    ),
+]
+
+
+async def migrate(conn: asyncpg.Connection) -> int:
+    """Apply the migrations not applied yet; returns the schema version."""
+    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
+    try:
+        await conn.execute(
+            """CREATE TABLE IF NOT EXISTS schema_migrations (
+                   version     integer PRIMARY KEY,
+                   description text NOT NULL,
+                   applied_at  timestamptz NOT NULL DEFAULT now())"""
+        )
+        applied = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        for version, description, sql in MIGRATIONS:
+            if version in applied:
+                continue
+            async with conn.transaction():
+                await conn.execute(sql)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, description) VALUES ($1, $2)",
+                    version,
+                    description,
+                )
+        return max(v for v, _, _ in MIGRATIONS)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
+
+
+TABLES = (
+    "listener_badges",
+    "ledger",
+    "calls",
+    "listener_earnings",
+    "wallets",
+    "users",
+)

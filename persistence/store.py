@@ -1,0 +1,170 @@
+"""Queries outside the hot path: users, recovery loads, call reads, database totals."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import asyncpg
+
+from actors.call import Call
+from actors.errors import InvalidInput, UnknownCall, UnknownUser
+from actors.wallet import Wallet
+
+
+def to_epoch(ts: dt.datetime | None) -> float | None:
+    return None if ts is None else ts.timestamp()
+
+
+async def create_user(pool: asyncpg.Pool, name: str, role: str) -> int:
+    """A user (payer) or listener, with its empty wallet (and earnings account)."""
+    async with pool.acquire() as conn, conn.transaction():
+        user_id = await conn.fetchval(
+            "INSERT INTO users (name, role) VALUES ($1, $2) RETURNING user_id", name, role
+        )
+        await conn.execute("INSERT INTO wallets (user_id) VALUES ($1)", user_id)
+        if role == "listener":
+            await conn.execute("INSERT INTO listener_earnings (listener_id) VALUES ($1)", user_id)
+    return user_id
+
+
+async def roles(pool: asyncpg.Pool, user_ids: list[int]) -> dict[int, str]:
+    rows = await pool.fetch("SELECT user_id, role FROM users WHERE user_id = ANY($1)", user_ids)
+    return {r["user_id"]: r["role"] for r in rows}
+
+
+async def require_role(pool: asyncpg.Pool, user_id: int, role: str) -> None:
+    found = (await roles(pool, [user_id])).get(user_id)
+    if found is None:
+        raise UnknownUser(f"no user with id {user_id}")
+    if found != role:
+        raise InvalidInput(f"user {user_id} is a {found}, not a {role}")
+
+
+async def next_call_id(pool: asyncpg.Pool) -> int:
+    return await pool.fetchval("SELECT nextval('calls_call_id_seq')")
+
+
+async def listener_tier(pool: asyncpg.Pool, listener_id: int, day: dt.date) -> str:
+    tier = await pool.fetchval(
+        "SELECT tier FROM listener_badges WHERE listener_id = $1 AND day = $2", listener_id, day
+    )
+    return tier or "basic"
+
+
+LAST_MINUTES_SQL = """
+SELECT c.call_id,
+       coalesce((SELECT max(l.minute_no) FROM ledger l
+                 WHERE l.transfer_id >= 'call:' || c.call_id || ':'
+                   AND l.transfer_id <  'call:' || c.call_id || ';'), 0) AS last_minute
+FROM unnest($1::bigint[]) AS c(call_id)
+"""
+
+
+async def last_billed_minutes(conn, call_ids: list[int]) -> dict[int, int]:
+    """Last minute committed in the ledger per call (a primary-key range per call)."""
+    if not call_ids:
+        return {}
+    rows = await conn.fetch(LAST_MINUTES_SQL, call_ids)
+    return {r["call_id"]: r["last_minute"] for r in rows}
+
+
+async def load_wallets(pool: asyncpg.Pool, user_ids: list[int]) -> dict[int, Wallet]:
+    """Wallets as PostgreSQL has them: balances, ongoing calls with their last billed
+    minute, idempotency keys used, and the call a listener is in."""
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            """SELECT u.user_id, u.role, w.balance_coins, coalesce(e.earnings_paise, 0) AS earn
+               FROM users u JOIN wallets w USING (user_id)
+               LEFT JOIN listener_earnings e ON e.listener_id = u.user_id
+               WHERE u.user_id = ANY($1)""",
+            user_ids,
+        )
+        calls = await conn.fetch(
+            """SELECT call_id, user_id, listener_id, rate_coins FROM calls
+               WHERE status = 'ongoing' AND (user_id = ANY($1) OR listener_id = ANY($1))""",
+            user_ids,
+        )
+        external = await conn.fetch(
+            """SELECT user_id, transfer_id, tx_type, amount FROM ledger
+               WHERE user_id = ANY($1) AND tx_type <> 'spend' AND transfer_id LIKE 'ext:%'""",
+            user_ids,
+        )
+        last = await last_billed_minutes(conn, [c["call_id"] for c in calls])
+    wallets = {
+        r["user_id"]: Wallet(r["user_id"], r["role"], r["balance_coins"], r["earn"]) for r in rows
+    }
+    for c in calls:
+        if c["user_id"] in wallets:
+            wallets[c["user_id"]].calls[c["call_id"]] = [c["rate_coins"], last[c["call_id"]]]
+        if c["listener_id"] in wallets:
+            wallets[c["listener_id"]].listener_call_id = c["call_id"]
+    for x in external:
+        wallets[x["user_id"]].external[x["transfer_id"]] = (x["tx_type"], abs(x["amount"]))
+    return wallets
+
+
+CALL_COLUMNS = """call_id, user_id, listener_id, call_type, tier, rate_coins, rate_paise, status,
+    end_reason, connected_at, ended_at, billed_minutes, coins_spent, earnings_paise"""
+
+
+def call_from_row(row, minute_seconds: float, max_minutes: int, billed: int) -> Call:
+    return Call(
+        row["call_id"],
+        row["user_id"],
+        row["listener_id"],
+        row["call_type"],
+        row["tier"],
+        row["rate_coins"],
+        row["rate_paise"],
+        row["connected_at"].timestamp(),
+        minute_seconds,
+        max_minutes,
+        billed,
+    )
+
+
+async def load_ongoing_calls(
+    pool: asyncpg.Pool,
+    minute_seconds: float,
+    max_minutes: int,
+    shard: tuple[int, int] | None = None,
+    call_ids: list[int] | None = None,
+) -> list[Call]:
+    """Ongoing calls, all or those of one shard (user_id % n = i) or of the given ids."""
+    where = "status = 'ongoing'"
+    args: list = []
+    if shard is not None:
+        where += " AND user_id % $1 = $2"
+        args = [shard[1], shard[0]]
+    elif call_ids is not None:
+        where += " AND call_id = ANY($1)"
+        args = [call_ids]
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(f"SELECT {CALL_COLUMNS} FROM calls WHERE {where}", *args)
+        last = await last_billed_minutes(conn, [r["call_id"] for r in rows])
+    return [call_from_row(r, minute_seconds, max_minutes, last[r["call_id"]]) for r in rows]
+
+
+def call_row_dict(row) -> dict:
+    out = dict(row)
+    out["connected_at"] = to_epoch(row["connected_at"])
+    out["ended_at"] = to_epoch(row["ended_at"])
+    return out
+
+
+async def read_call(pool: asyncpg.Pool, call_id: int) -> dict:
+    row = await pool.fetchrow(f"SELECT {CALL_COLUMNS} FROM calls WHERE call_id = $1", call_id)
+    if row is None:
+        raise UnknownCall(f"no call with id {call_id}")
+    return call_row_dict(row)
+
+
+async def totals(pool: asyncpg.Pool) -> dict:
+    """What the database says about calls and money, for the demo's table."""
+    by_reason = await pool.fetch(
+        """SELECT status, coalesce(end_reason, '-') AS reason, count(*) AS calls,
+                  sum(billed_minutes)::bigint AS minutes, sum(coins_spent)::bigint AS coins,
+                  sum(earnings_paise)::bigint AS earnings
+           FROM calls GROUP BY 1, 2 ORDER BY 1, 2"""
+    )
+    return {"by_reason": [dict(r) for r in by_reason]}

@@ -1,0 +1,304 @@
+"""The write-behind ledger writer: batches of records in, one PostgreSQL transaction per flush.
+
+Each `write` call returns once its records are committed. The writer groups the writes of many
+producers into one transaction, flushing when the batch reaches `batch_size_max` records, when
+its oldest record is `flush_interval_ms` old, or at once if a producer waits on a write-through.
+
+Inside a flush, transfers are COPYed into a temporary staging table, inserted into the ledger
+with ON CONFLICT DO NOTHING, and each account touched is moved by the sum of the rows that were
+actually inserted, in the same transaction: a replayed transfer moves nothing, and the database
+always holds a consistent prefix of what the actors did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import asyncpg
+
+from actors.errors import InvariantViolation
+from persistence.db import STAGING_TABLE, get_pool, mask_url
+from persistence.records import Batch, unpack
+from persistence.waiting import wait_event
+
+log = logging.getLogger("billing.writer")
+
+STAGING_COLUMNS = (
+    "transfer_id",
+    "user_id",
+    "unit",
+    "amount",
+    "tx_type",
+    "call_id",
+    "minute_no",
+    "at_ms",
+)
+
+APPLY_TRANSFERS_SQL = f"""
+WITH ins AS (
+    INSERT INTO ledger (transfer_id, user_id, unit, amount, tx_type, call_id, minute_no,
+                        created_at)
+    SELECT transfer_id, user_id, unit, amount, tx_type, call_id, minute_no,
+           to_timestamp(at_ms / 1000.0)
+    FROM {STAGING_TABLE}
+    ON CONFLICT (transfer_id) DO NOTHING
+    RETURNING user_id, unit, amount
+), d AS (
+    SELECT user_id, unit, sum(amount)::bigint AS delta FROM ins GROUP BY user_id, unit
+), w AS (
+    UPDATE wallets x SET balance_coins = x.balance_coins + d.delta
+    FROM d WHERE d.unit = 'coins' AND x.user_id = d.user_id RETURNING 1
+), e AS (
+    UPDATE listener_earnings x SET earnings_paise = x.earnings_paise + d.delta
+    FROM d WHERE d.unit = 'paise' AND x.listener_id = d.user_id RETURNING 1
+)
+SELECT (SELECT count(*) FROM ins) AS inserted,
+       (SELECT count(*) FROM d) AS accounts,
+       (SELECT count(*) FROM w) + (SELECT count(*) FROM e) AS updated
+"""
+
+INSERT_STARTS_SQL = """
+INSERT INTO calls (call_id, user_id, listener_id, call_type, tier, rate_coins, rate_paise,
+                   status, connected_at)
+SELECT v.call_id, v.user_id, v.listener_id, v.call_type, v.tier, v.rate_coins, v.rate_paise,
+       'ongoing', to_timestamp(v.connected_ms / 1000.0)
+FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::bigint[],
+            $7::bigint[], $8::bigint[])
+     AS v(call_id, user_id, listener_id, call_type, tier, rate_coins, rate_paise, connected_ms)
+ON CONFLICT (call_id) DO NOTHING
+"""
+
+APPLY_ENDS_SQL = """
+UPDATE calls c SET status = v.status, end_reason = v.reason, billed_minutes = v.billed,
+       coins_spent = v.coins, earnings_paise = v.earnings,
+       ended_at = to_timestamp(v.ended_ms / 1000.0)
+FROM unnest($1::bigint[], $2::text[], $3::text[], $4::int[], $5::bigint[], $6::bigint[],
+            $7::bigint[]) AS v(call_id, status, reason, billed, coins, earnings, ended_ms)
+WHERE c.call_id = v.call_id AND c.status = 'ongoing'
+"""
+
+# Errors that mean "PostgreSQL is not reachable right now": retry with backoff, keep the buffer.
+TRANSIENT_ERRORS = (
+    OSError,
+    ConnectionError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+)
+
+
+@dataclass(frozen=True)
+class WriterLimits:
+    batch_size_max: int = 20_000
+    flush_interval_ms: int = 200
+    buffer_records_max: int = 200_000
+    retry_backoff_min_ms: int = 50
+    retry_backoff_max_ms: int = 5_000
+
+
+class _Entry:
+    __slots__ = ("records", "future", "enqueued_at", "urgent")
+
+    def __init__(self, records: list[list], future: asyncio.Future, urgent: bool) -> None:
+        self.records = records
+        self.future = future
+        self.enqueued_at = time.monotonic()
+        self.urgent = urgent
+
+
+async def commit_batch(conn: asyncpg.Connection, batch: Batch) -> int:
+    """Write one batch in one transaction. Returns the number of ledger rows inserted."""
+    inserted = 0
+    async with conn.transaction():
+        if batch.starts:
+            cols = list(zip(*batch.starts, strict=True))
+            await conn.execute(INSERT_STARTS_SQL, *cols)
+        if batch.transfers:
+            await conn.copy_records_to_table(
+                STAGING_TABLE, records=batch.transfers, columns=STAGING_COLUMNS
+            )
+            row = await conn.fetchrow(APPLY_TRANSFERS_SQL)
+            if row["accounts"] != row["updated"]:
+                raise InvariantViolation(
+                    f"transfers for {row['accounts']} accounts moved only {row['updated']}: "
+                    "a transfer names an account that does not exist"
+                )
+            inserted = row["inserted"]
+        if batch.ends:
+            cols = list(zip(*batch.ends, strict=True))
+            await conn.execute(APPLY_ENDS_SQL, *cols)
+    return inserted
+
+
+class LedgerWriter:
+    """Buffered, bounded, retrying writer. Runs inside whatever process hosts it."""
+
+    def __init__(self, database_url: str, limits: WriterLimits | None = None) -> None:
+        self.database_url = database_url
+        self.limits = limits or WriterLimits()
+        self._queue: deque[_Entry] = deque()
+        self._queued_records = 0
+        self._wake = asyncio.Event()
+        self._room = asyncio.Condition()
+        self._admission = asyncio.Lock()  # FIFO: writers get room in arrival order
+        self._flushing = asyncio.Lock()  # one transaction at a time keeps the prefix ordered
+        self._task: asyncio.Task | None = None
+        self._stopping = False
+        self.stats = {
+            "batches_committed": 0,
+            "records_committed": 0,
+            "ledger_rows_inserted": 0,
+            "last_flush_records": 0,
+            "last_flush_ms": 0.0,
+            "flush_ms_max": 0.0,
+            "retries": 0,
+            "failed_batches": 0,
+            "last_error": None,
+        }
+
+    def _ensure_started(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def write(self, records: list[list] | bytes, urgent: bool = False) -> None:
+        """Queue records and return once they are committed (backpressure: waits for room)."""
+        if isinstance(records, bytes | bytearray):
+            records = unpack(records)
+        if not records:
+            return
+        self._ensure_started()
+        future = asyncio.get_running_loop().create_future()
+        async with self._admission, self._room:
+            await self._room.wait_for(
+                lambda: (
+                    self._queued_records == 0
+                    or self._queued_records + len(records) <= self.limits.buffer_records_max
+                )
+            )
+            self._queue.append(_Entry(records, future, urgent))
+            self._queued_records += len(records)
+        self._wake.set()
+        await future
+
+    def lag(self) -> dict:
+        oldest = self._queue[0].enqueued_at if self._queue else None
+        return {
+            "queued_writes": len(self._queue),
+            "queued_records": self._queued_records,
+            "oldest_queued_ms": 0.0 if oldest is None else (time.monotonic() - oldest) * 1000,
+        }
+
+    def state(self) -> dict:
+        return {
+            "database": mask_url(self.database_url),
+            "limits": self.limits.__dict__,
+            **self.lag(),
+            **self.stats,
+        }
+
+    def _due(self) -> float | None:
+        """Seconds until the next flush is due, 0 for now, None when there is nothing."""
+        if not self._queue:
+            return None
+        if self._stopping or self._queued_records >= self.limits.batch_size_max:
+            return 0.0
+        if any(e.urgent for e in self._queue):
+            return 0.0
+        age = time.monotonic() - self._queue[0].enqueued_at
+        return max(0.0, self.limits.flush_interval_ms / 1000 - age)
+
+    async def _run(self) -> None:
+        while True:
+            due = self._due()
+            if due is None or due > 0:
+                await wait_event(self._wake, due)
+                continue
+            await self._flush_once()
+
+    def _take(self) -> list[_Entry]:
+        taken: list[_Entry] = []
+        count = 0
+        while self._queue and (
+            not taken or count + len(self._queue[0].records) <= self.limits.batch_size_max
+        ):
+            entry = self._queue.popleft()
+            taken.append(entry)
+            count += len(entry.records)
+        return taken
+
+    async def _flush_once(self) -> None:
+        async with self._flushing:
+            if self._queue:
+                await self._flush_taken(self._take())
+
+    async def _flush_taken(self, entries: list[_Entry]) -> None:
+        batch = Batch()
+        try:
+            for e in entries:
+                batch.add(e.records)
+        except InvariantViolation as exc:
+            await self._fail(entries, exc)
+            return
+        await self._commit_with_retry(entries, batch)
+
+    async def _commit_with_retry(self, entries: list[_Entry], batch: Batch) -> None:
+        backoff_ms = self.limits.retry_backoff_min_ms
+        while True:
+            started = time.monotonic()
+            try:
+                pool = await get_pool(self.database_url)
+                async with pool.acquire() as conn:
+                    inserted = await commit_batch(conn, batch)
+                break
+            except TRANSIENT_ERRORS as exc:
+                # PostgreSQL is away: keep the batch, wait, retry. Producers block on the
+                # bounded buffer meanwhile (rule 6).
+                self.stats["retries"] += 1
+                self.stats["last_error"] = f"{type(exc).__name__}: {exc}"
+                log.warning("ledger flush failed, retrying in %d ms: %s", backoff_ms, exc)
+                await asyncio.sleep(backoff_ms / 1000)
+                backoff_ms = min(backoff_ms * 2, self.limits.retry_backoff_max_ms)
+            except (asyncpg.PostgresError, InvariantViolation) as exc:
+                # A CHECK or constraint refused the batch: a broken rule of money, not load.
+                await self._fail(entries, InvariantViolation(f"ledger batch refused: {exc}"))
+                return
+        elapsed_ms = (time.monotonic() - started) * 1000
+        n = len(batch)
+        self.stats["batches_committed"] += 1
+        self.stats["records_committed"] += n
+        self.stats["ledger_rows_inserted"] += inserted
+        self.stats["last_flush_records"] = n
+        self.stats["last_flush_ms"] = round(elapsed_ms, 2)
+        self.stats["flush_ms_max"] = round(max(self.stats["flush_ms_max"], elapsed_ms), 2)
+        await self._release(entries)
+        for e in entries:
+            if not e.future.done():
+                e.future.set_result(None)
+
+    async def _release(self, entries: list[_Entry]) -> None:
+        async with self._room:
+            self._queued_records -= sum(len(e.records) for e in entries)
+            self._room.notify_all()
+
+    async def _fail(self, entries: list[_Entry], exc: Exception) -> None:
+        log.error("ledger batch failed: %s", exc)
+        self.stats["failed_batches"] += 1
+        self.stats["last_error"] = str(exc)
+        await self._release(entries)
+        for e in entries:
+            if not e.future.done():
+                e.future.set_exception(exc)
+
+    async def drain(self) -> None:
+        """Flush everything queued (a clean stop)."""
+        self._stopping = True
+        self._wake.set()
+        while self._queue:
+            await self._flush_once()
+        self._stopping = False
