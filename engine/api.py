@@ -87,7 +87,7 @@ class Engine:
                 namespace=cfg.namespace,
                 include_dashboard=False,
                 logging_level=logging.WARNING,
-                log_to_driver=False,
+                log_to_driver=True,
             )
             self._started_ray = True
         self.writer = (

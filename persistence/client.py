@@ -82,9 +82,11 @@ class WriterClient:
         self._ensure_started()
         if self._oldest_at is None:
             self._oldest_at = time.monotonic()
+        was_empty = not self._buffer
         self._buffer.extend(records)
         self._appended += len(records)
-        if len(self._buffer) >= self.limits.batch_size_max:
+        if was_empty or len(self._buffer) >= self.limits.batch_size_max:
+            # The sender sleeps without a deadline while the buffer is empty: start its clock.
             self._wake.set()
         return self._appended
 
