@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import os
 import uuid
 
 import ray
@@ -87,7 +88,7 @@ class Engine:
                 namespace=cfg.namespace,
                 include_dashboard=False,
                 logging_level=logging.WARNING,
-                log_to_driver=True,
+                log_to_driver=os.environ.get("BILLING_LOG_ACTORS") == "1",
             )
             self._started_ray = True
         self.writer = (

@@ -14,7 +14,7 @@ import os
 import time
 
 from actors.call import Call, Settlement
-from actors.errors import InvariantViolation
+from actors.errors import InvariantViolation, UnknownUser
 from engine.config import Config
 from engine.host import WalletHost
 from engine.raycalls import WRITER_NAME, actor, is_transient, remote, wallet_name
@@ -73,8 +73,11 @@ class WalletActor:
 
     async def idle(self) -> bool:
         """No call, no reservation, nothing unwritten: safe to retire."""
-        w = self.host.wallets.get(self.user_id)
-        busy = w is not None and (w.calls or w.listener_call_id is not None)
+        try:
+            w = await self.host.wallet(self.user_id)  # as PostgreSQL has it, if not loaded yet
+        except UnknownUser:
+            return True
+        busy = bool(w.calls) or w.listener_call_id is not None
         return not busy and self.client.pending == 0
 
     async def sync(self) -> None:

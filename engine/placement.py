@@ -16,6 +16,8 @@ from engine.shard import Shard
 
 log = logging.getLogger("billing.placement")
 
+# Rounds of 50 ms to wait for a retired actor's name to be released.
+RETIRE_WAIT_ROUNDS_MAX = 100
 ACTOR_OPTIONS = {"max_restarts": -1, "max_concurrency": 1000, "num_cpus": 0}
 
 
@@ -79,7 +81,9 @@ class ActorPerCallPlacement:
         self.redis_url = redis_url
         self.calls: dict[int, object] = {}
         self.wallets: dict[int, object] = {}
-        self._create = asyncio.Lock()
+        self._inflight: dict[int, int] = {}  # engine requests under way, per wallet actor
+        self._touched: dict[int, int] = {}  # requests ever made, per wallet actor
+        self._retiring: dict[int, asyncio.Task] = {}
 
     def _capacity(self) -> int:
         nodes = max(1, sum(1 for n in ray.nodes() if n.get("Alive")))
@@ -88,7 +92,10 @@ class ActorPerCallPlacement:
     def actors(self) -> int:
         return len(self.calls) + len(self.wallets)
 
-    def _wallet_actor(self, user_id: int):
+    async def _wallet_actor(self, user_id: int):
+        retiring = self._retiring.get(user_id)
+        if retiring is not None:
+            await retiring  # its name must be free before a successor takes it
         h = self.wallets.get(user_id)
         if h is None:
             if self.actors() + 1 > self._capacity():
@@ -126,13 +133,21 @@ class ActorPerCallPlacement:
             self.config.max_call_minutes,
         )
         for c in calls:
-            self._wallet_actor(c.user_id)
-            self._wallet_actor(c.listener_id)
+            await self._wallet_actor(c.user_id)
+            await self._wallet_actor(c.listener_id)
             self._spawn_call(c)
         await self.keep()
 
     async def wallet(self, user_id: int, method: str, *args):
-        return await remote(getattr(self._wallet_actor(user_id), method).remote(*args))
+        self._inflight[user_id] = self._inflight.get(user_id, 0) + 1
+        self._touched[user_id] = self._touched.get(user_id, 0) + 1
+        try:
+            h = await self._wallet_actor(user_id)
+            return await remote(getattr(h, method).remote(*args))
+        finally:
+            self._inflight[user_id] -= 1
+            if not self._inflight[user_id]:
+                del self._inflight[user_id]
 
     def _spawn_call(self, call: Call) -> None:
         spec = call_spec(call)
@@ -146,7 +161,7 @@ class ActorPerCallPlacement:
         needed = 1 + (call.user_id not in self.wallets) + (call.listener_id not in self.wallets)
         if self.actors() + needed > self._capacity():
             raise CapacityExceeded(self._full_message(needed))
-        state = await remote(self._wallet_actor(call.user_id).open_call.remote(spec, now))
+        state = await self.wallet(call.user_id, "open_call", spec, now)
         call.billed_minutes = state["billed_minutes"]
         self._spawn_call(call)
         await remote(self.calls[call.call_id].ping.remote())
@@ -186,13 +201,31 @@ class ActorPerCallPlacement:
         for c, st in zip(ids, states, strict=True):
             if st in ("completed", "dropped"):
                 await self._retire(c)
-        users = list(self.wallets)
+        # A request in flight now may reach the actor after its idle answer: skip those.
+        users = [u for u in self.wallets if u not in self._inflight]
+        touched = [self._touched.get(u, 0) for u in users]
         idle = await asyncio.gather(
             *(remote(self.wallets[u].idle.remote()) for u in users), return_exceptions=True
         )
-        for u, is_idle in zip(users, idle, strict=True):
-            if is_idle is True:
-                ray.kill(self.wallets.pop(u), no_restart=True)
+        for u, t, is_idle in zip(users, touched, idle, strict=True):
+            # Idle, and untouched since it said so. No await between this check and the kill,
+            # so no request can slip in between.
+            untouched = self._touched.get(u, 0) == t and u not in self._inflight
+            if is_idle is True and untouched and u in self.wallets:
+                h = self.wallets.pop(u)
+                self._touched.pop(u, None)
+                ray.kill(h, no_restart=True)
+                self._retiring[u] = asyncio.get_running_loop().create_task(self._gone(u))
+
+    async def _gone(self, user_id: int) -> None:
+        """Wait (bounded) until a killed wallet actor's name is free again."""
+        try:
+            for _ in range(RETIRE_WAIT_ROUNDS_MAX):
+                if actor_or_none(wallet_name(user_id), self.config.namespace) is None:
+                    return
+                await asyncio.sleep(0.05)
+        finally:
+            self._retiring.pop(user_id, None)
 
     async def keep(self) -> None:
         await self.reap()

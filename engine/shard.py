@@ -30,11 +30,19 @@ TICK_SLICE_MAX = 5_000
 
 
 class Shard:
-    def __init__(self, index: int, config: Config, database_url: str, redis_url: str | None):
+    def __init__(
+        self,
+        index: int,
+        config: Config,
+        database_url: str,
+        redis_url: str | None,
+        send=None,
+    ) -> None:
         self.index = index
         self.n_shards = config.shards
         self.config = config
-        self.client = WriterClient(self._send, config.client, is_transient)
+        # `send` lets a test run a shard in-process against a LedgerWriter, without Ray.
+        self.client = WriterClient(send or self._send, config.client, is_transient)
         self.host = WalletHost(database_url, self.client, config.user_calls_max)
         self.presence = Presence(redis_url)
         self.calls: dict[int, Call] = {}
@@ -59,7 +67,11 @@ class Shard:
     async def _ready(self) -> None:
         if self._loaded is None:
             self._loaded = asyncio.get_running_loop().create_task(self._load())
-        await asyncio.shield(self._loaded)
+        try:
+            await asyncio.shield(self._loaded)
+        except Exception:
+            self._loaded = None  # PostgreSQL away at start: the next request tries again
+            raise
         if self.config.clock == "real" and (self._loop_task is None or self._loop_task.done()):
             self._wake = asyncio.Event()
             self._loop_task = asyncio.get_running_loop().create_task(self._loop())

@@ -1,0 +1,133 @@
+"""`billing-engine`: demo, up, inspect."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+
+from rich.console import Console
+
+from actors.errors import BillingError
+from engine.config import PLACEMENTS, from_env
+
+console = Console()
+
+
+def _engine_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--database-url", help="PostgreSQL URL (env DATABASE_URL; default embedded)")
+    p.add_argument("--redis-url", help="Redis URL (env REDIS_URL; default embedded)")
+    p.add_argument("--address", dest="ray_address", help="Ray cluster address (env RAY_ADDRESS)")
+    p.add_argument("--placement", choices=PLACEMENTS, help="env BILLING_PLACEMENT")
+    p.add_argument("--shards", type=int, help="shard actors (sharded placement)")
+    p.add_argument("--minute-seconds", type=float, help="length of a billed minute in seconds")
+    p.add_argument("--data-dir", help="folder of the embedded PostgreSQL and Redis")
+
+
+def _config(args: argparse.Namespace, **defaults):
+    keys = (
+        "database_url",
+        "redis_url",
+        "ray_address",
+        "placement",
+        "shards",
+        "minute_seconds",
+        "data_dir",
+    )
+    given = {k: getattr(args, k, None) for k in keys}
+    for k, v in defaults.items():
+        if given.get(k) is None:
+            given[k] = v
+    return from_env(**given)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from engine.demo import run_demo
+
+    if args.calls < 1 or args.minutes < 1:
+        raise BillingError("--calls and --minutes must be at least 1")
+    config = _config(args, minute_seconds=1.0)
+    return asyncio.run(run_demo(config, args.calls, args.minutes, console))
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from engine.api import Engine
+
+    async def serve() -> int:
+        engine = Engine(_config(args))
+        await engine.start()
+        import ray
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        cfg = engine.config.public()
+        console.print(
+            f"[bold]billing engine up[/] placement={cfg['placement']} "
+            f"ray={ray.get_runtime_context().gcs_address} namespace={cfg['namespace']}"
+        )
+        console.print("inspect it with: billing-engine inspect shards|writer|call ID|wallet ID")
+        await stop.wait()
+        console.print("stopping: draining the writer")
+        await engine.stop()
+        console.print("stopped cleanly")
+        return 0
+
+    return asyncio.run(serve())
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    import ray
+
+    from engine.inspect import inspect_running
+
+    ray.init(
+        address=args.ray_address or "auto",
+        namespace="billing",
+        logging_level=logging.ERROR,
+        log_to_driver=False,
+    )
+    try:
+        out = asyncio.run(inspect_running(args.what, args.id, time.time()))
+    finally:
+        ray.shutdown()
+    console.print_json(json.dumps(out, default=str))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="billing-engine", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="run calls end to end and check every coin")
+    _engine_flags(demo)
+    demo.add_argument("--calls", type=int, default=10)
+    demo.add_argument("--minutes", type=int, default=5)
+    demo.set_defaults(func=cmd_demo)
+    up = sub.add_parser("up", help="run the engine until SIGINT/SIGTERM")
+    _engine_flags(up)
+    up.set_defaults(func=cmd_up)
+    ins = sub.add_parser("inspect", help="print an actor's live state from a running engine")
+    ins.add_argument("what", choices=("call", "wallet", "writer", "shards"))
+    ins.add_argument("id", nargs="?", type=int)
+    ins.add_argument("--address", dest="ray_address", help="Ray address (default: auto)")
+    ins.set_defaults(func=cmd_inspect)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (BillingError, ConnectionError) as e:
+        console.print(f"[red]error:[/] {e}")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""Reading the live state of a running engine's actors, by name, from another process."""
+
+from __future__ import annotations
+
+import ray
+
+from actors.errors import InvalidInput, UnknownCall, UnknownUser
+from engine.raycalls import (
+    NAMESPACE,
+    WRITER_NAME,
+    actor,
+    actor_or_none,
+    call_name,
+    remote,
+    shard_name,
+    wallet_name,
+)
+
+SHARDS_MAX = 4096
+
+
+def running_shards(namespace: str = NAMESPACE) -> list:
+    shards = []
+    while len(shards) < SHARDS_MAX:
+        h = actor_or_none(shard_name(len(shards)), namespace)
+        if h is None:
+            break
+        shards.append(h)
+    return shards
+
+
+async def inspect_running(what: str, ident: int | None, now: float) -> dict | list:
+    if actor_or_none(WRITER_NAME) is None:
+        raise InvalidInput(f"no billing engine is running in Ray namespace {NAMESPACE!r}")
+    if what == "writer":
+        return await remote(actor(WRITER_NAME).state.remote())
+    shards = running_shards()
+    if what == "shards":
+        if shards:
+            return [await remote(s.state.remote()) for s in shards]
+        names = [
+            a["name"]
+            for a in ray.util.list_named_actors(all_namespaces=True)
+            if a.get("namespace") == NAMESPACE
+        ]
+        return {
+            "placement": "actor-per-call",
+            "call_actors": sum(n.startswith("call:") for n in names),
+            "wallet_actors": sum(n.startswith("wallet:") for n in names),
+        }
+    if ident is None:
+        raise InvalidInput(f"inspect {what} needs an id")
+    if what == "wallet":
+        if shards:
+            return await remote(shards[ident % len(shards)].inspect_wallet.remote(ident))
+        h = actor_or_none(wallet_name(ident))
+        if h is None:
+            raise UnknownUser(f"no wallet actor for user {ident} (it has no ongoing call)")
+        return await remote(h.inspect_wallet.remote(ident))
+    for s in shards:
+        out = await remote(s.inspect_call.remote(ident, now))
+        if out is not None:
+            return out
+    h = None if shards else actor_or_none(call_name(ident))
+    if h is None:
+        raise UnknownCall(f"call {ident} is not ongoing in the running engine")
+    return await remote(h.state.remote(now))
