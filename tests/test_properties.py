@@ -1,0 +1,161 @@
+"""Random interleavings of top-ups, call starts, ticks, hang-ups, withdrawals and repeated
+deliveries, on the plain classes; every rule of money is checked after every step."""
+
+from collections import Counter
+
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from actors import BillingError, Call, Wallet
+from actors.money import check_transfer
+
+USERS = (1, 2, 3)
+LISTENERS = (10, 11)
+T0 = 1_800_000_000.0
+MINUTE = 60.0
+
+
+class Billing(RuleBasedStateMachine):
+    def __init__(self):
+        super().__init__()
+        self.wallets = {u: Wallet(u, "user") for u in USERS}
+        self.wallets |= {v: Wallet(v, "listener") for v in LISTENERS}
+        self.ledger = {}  # transfer_id -> Transfer: every transfer ever produced
+        self.calls = {}
+        self.settled = {}
+        self.now = T0
+        self.next_call_id = 1
+        self.deliveries = []  # (kind, args) to deliver again later
+
+    def post(self, transfers):
+        for t in transfers:
+            check_transfer(t)
+            assert t.transfer_id not in self.ledger, f"{t.transfer_id} produced twice"
+            self.ledger[t.transfer_id] = t
+
+    def settle(self, s):
+        if s is None:
+            return
+        payer = self.wallets[s.user_id]
+        assert payer.close_call(s.call_id) == s.billed_minutes
+        earn = s.earn_transfer()
+        if earn is not None:
+            self.post([earn])
+        assert self.wallets[s.listener_id].release_listener(s.call_id, s.earnings_paise)
+        self.settled[s.call_id] = s
+        self.deliveries.append(("release", (s.listener_id, s.call_id, s.earnings_paise)))
+
+    @rule(
+        user=st.sampled_from(USERS),
+        amount=st.integers(1, 200),
+        key=st.integers(0, 5),
+        tx=st.sampled_from(("purchase", "bonus", "referral_bonus")),
+    )
+    def top_up(self, user, amount, key, tx):
+        try:
+            t = self.wallets[user].apply_external(f"k{key}", tx, amount, 0)
+        except BillingError:
+            return
+        if t is not None:
+            self.post([t])
+
+    @rule(listener=st.sampled_from(LISTENERS), amount=st.integers(1, 500), key=st.integers(0, 5))
+    def withdraw(self, listener, amount, key):
+        try:
+            t = self.wallets[listener].apply_external(f"w{key}", "withdraw", amount, 0)
+        except BillingError:
+            return
+        if t is not None:
+            self.post([t])
+
+    @rule(user=st.sampled_from(USERS), listener=st.sampled_from(LISTENERS), video=st.booleans())
+    def start_call(self, user, listener, video):
+        rate_coins, rate_paise = (60, 600) if video else (10, 100)
+        call = Call(
+            self.next_call_id,
+            user,
+            listener,
+            "video" if video else "audio",
+            "basic",
+            rate_coins,
+            rate_paise,
+            self.now,
+            MINUTE,
+            240,
+        )
+        self.next_call_id += 1
+        try:
+            self.wallets[listener].reserve_listener(call.call_id)
+        except BillingError:
+            return
+        try:
+            first = self.wallets[user].open_call(call.call_id, rate_coins, 1, 0)
+        except BillingError:
+            self.wallets[listener].cancel_reservation(call.call_id)
+            return
+        self.post([first])
+        call.after_billing(1, False, self.now)
+        self.calls[call.call_id] = call
+
+    @rule(seconds=st.floats(0, 400, allow_nan=False))
+    def advance(self, seconds):
+        self.now += seconds
+        for call in list(self.calls.values()):
+            if call.settlement is not None:
+                continue
+            through = call.due_minute(self.now)
+            transfers, last, short = self.wallets[call.user_id].bill_call(call.call_id, through, 0)
+            self.post(transfers)
+            self.deliveries.append(("bill", (call.user_id, call.call_id, through)))
+            self.settle(call.after_billing(last, short, self.now))
+
+    @precondition(lambda self: self.calls)
+    @rule(data=st.data())
+    def hang_up(self, data):
+        call = data.draw(st.sampled_from(sorted(self.calls.values(), key=lambda c: c.call_id)))
+        self.settle(call.hang_up(self.now))
+        assert call.hang_up(self.now) is None  # a second hang-up settles nothing
+
+    @precondition(lambda self: self.deliveries)
+    @rule(data=st.data())
+    def deliver_again(self, data):
+        kind, args = data.draw(st.sampled_from(self.deliveries))
+        if kind == "bill":
+            user_id, call_id, through = args
+            if call_id in self.wallets[user_id].calls:
+                transfers, _, _ = self.wallets[user_id].bill_call(call_id, through, 0)
+                assert transfers == [], "a repeated tick billed again"
+        else:
+            listener_id, call_id, earned = args
+            assert not self.wallets[listener_id].release_listener(call_id, earned)
+
+    @invariant()
+    def no_balance_below_zero(self):
+        for w in self.wallets.values():
+            assert w.balance_coins >= 0 and w.earnings_paise >= 0
+
+    @invariant()
+    def balances_are_the_sum_of_their_transfers(self):
+        coins, paise = Counter(), Counter()
+        for t in self.ledger.values():
+            (coins if t.unit == "coins" else paise)[t.user_id] += t.amount
+        for uid, w in self.wallets.items():
+            assert w.balance_coins == coins[uid]
+            assert w.earnings_paise == paise[uid]
+
+    @invariant()
+    def each_minute_billed_once_and_each_settled_call_credited_once(self):
+        minutes = Counter()
+        for t in self.ledger.values():
+            if t.tx_type == "spend":
+                minutes[t.call_id] += 1
+        for cid, call in self.calls.items():
+            assert minutes[cid] == call.billed_minutes
+        for cid, s in self.settled.items():
+            earn = self.ledger.get(f"earn:call:{cid}")
+            assert (earn.amount if earn else 0) == s.billed_minutes * self.calls[cid].rate_paise
+
+
+TestBilling = Billing.TestCase
+TestBilling.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)

@@ -1,0 +1,149 @@
+"""Money rules on the plain Wallet class: microseconds each, no I/O."""
+
+import pytest
+
+from actors import (
+    IdempotencyConflict,
+    InsufficientCoins,
+    InsufficientEarnings,
+    InvalidInput,
+    InvariantViolation,
+    PartyBusy,
+    UnknownCall,
+    Wallet,
+)
+from actors.money import check_transfer
+
+AT = 1_800_000_000_000
+
+
+def test_top_up_is_applied_once_per_key():
+    w = Wallet(1, "user")
+    t = w.apply_external("k", "purchase", 50, AT)
+    assert t.transfer_id == "ext:1:k" and t.amount == 50
+    assert w.apply_external("k", "purchase", 50, AT) is None
+    assert w.balance_coins == 50
+
+
+def test_reused_key_with_a_different_amount_is_refused_and_changes_nothing():
+    w = Wallet(1, "user")
+    w.apply_external("k", "purchase", 50, AT)
+    with pytest.raises(IdempotencyConflict, match="purchase of 50"):
+        w.apply_external("k", "purchase", 60, AT)
+    with pytest.raises(IdempotencyConflict):
+        w.apply_external("k", "bonus", 50, AT)
+    assert w.balance_coins == 50
+
+
+@pytest.mark.parametrize("amount", [0, -5, 1.5, "10", True, None, 2**63])
+def test_bad_amounts_are_refused_by_name(amount):
+    w = Wallet(1, "user")
+    with pytest.raises(InvalidInput, match="amount"):
+        w.apply_external("k", "purchase", amount, AT)
+    assert w.balance_coins == 0 and not w.external
+
+
+def test_spend_and_earn_cannot_be_applied_from_outside():
+    w = Wallet(1, "user")
+    for tx in ("spend", "earn", "gift"):
+        with pytest.raises(InvalidInput, match="cannot be applied from outside"):
+            w.apply_external("k", tx, 5, AT)
+
+
+def test_withdrawal_beyond_earnings_is_refused():
+    w = Wallet(2, "listener", earnings_paise=100)
+    with pytest.raises(InsufficientEarnings, match="100 paise"):
+        w.apply_external("w", "withdraw", 101, AT)
+    t = w.apply_external("w", "withdraw", 100, AT)
+    assert t.amount == -100 and t.unit == "paise" and w.earnings_paise == 0
+    check_transfer(t)
+
+
+def test_a_user_cannot_withdraw_earnings():
+    with pytest.raises(InvalidInput, match="not a listener"):
+        Wallet(1, "user").apply_external("w", "withdraw", 1, AT)
+
+
+def test_call_cannot_start_unless_minute_one_is_affordable():
+    w = Wallet(1, "user", balance_coins=9)
+    with pytest.raises(InsufficientCoins, match="minute 1 costs 10"):
+        w.open_call(7, 10, 1, AT)
+    assert w.balance_coins == 9 and not w.calls
+
+
+def test_open_call_charges_minute_one():
+    w = Wallet(1, "user", balance_coins=25)
+    t = w.open_call(7, 10, 1, AT)
+    assert (t.transfer_id, t.amount, t.minute_no) == ("call:7:1", -10, 1)
+    assert w.balance_coins == 15
+
+
+def test_one_ongoing_call_per_user_by_default():
+    w = Wallet(1, "user", balance_coins=100)
+    w.open_call(7, 10, 1, AT)
+    with pytest.raises(PartyBusy, match="most allowed is 1"):
+        w.open_call(8, 10, 1, AT)
+    w.open_call(8, 10, 2, AT)  # configurable
+
+
+def test_billing_through_a_minute_bills_each_minute_once():
+    w = Wallet(1, "user", balance_coins=100)
+    w.open_call(7, 10, 1, AT)
+    transfers, last, short = w.bill_call(7, 4, AT)
+    assert [t.minute_no for t in transfers] == [2, 3, 4] and last == 4 and not short
+    again, last, short = w.bill_call(7, 4, AT)
+    assert again == [] and last == 4 and w.balance_coins == 60
+    older, last, _ = w.bill_call(7, 2, AT)
+    assert older == [] and last == 4
+
+
+def test_billing_stops_at_the_first_minute_the_user_cannot_pay():
+    w = Wallet(1, "user", balance_coins=35)
+    w.open_call(7, 10, 1, AT)
+    transfers, last, short = w.bill_call(7, 10, AT)
+    assert last == 3 and short and w.balance_coins == 5 and len(transfers) == 2
+
+
+def test_billing_a_call_not_open_is_refused():
+    with pytest.raises(UnknownCall):
+        Wallet(1, "user", balance_coins=35).bill_call(7, 2, AT)
+
+
+def test_listener_is_in_one_call_and_released_once():
+    w = Wallet(2, "listener")
+    w.reserve_listener(7)
+    w.reserve_listener(7)  # the same call again is harmless
+    with pytest.raises(PartyBusy, match="already in call 7"):
+        w.reserve_listener(8)
+    assert w.release_listener(7, 300) is True
+    assert w.release_listener(7, 300) is False  # a repeated settlement credits nothing
+    assert w.earnings_paise == 300 and w.listener_call_id is None
+
+
+def test_a_user_cannot_be_reserved_as_listener():
+    with pytest.raises(InvalidInput, match="not a listener"):
+        Wallet(1, "user").reserve_listener(7)
+
+
+def test_negative_balance_is_an_invariant_violation():
+    with pytest.raises(InvariantViolation):
+        Wallet(1, "user", balance_coins=-1)
+    w = Wallet(1, "user", balance_coins=10)
+    w.balance_coins = -5  # a bug somewhere else
+    with pytest.raises(InvariantViolation):
+        w.apply_external("k", "purchase", 1, AT)
+
+
+def test_check_transfer_refuses_wrong_sign_unit_and_float():
+    from actors.money import Transfer
+
+    ok = Transfer("x", 1, "coins", -10, "spend", 1, 1, AT)
+    check_transfer(ok)
+    for bad in (
+        ok._replace(amount=10),
+        ok._replace(unit="paise"),
+        ok._replace(amount=-10.0),
+        ok._replace(tx_type="gift"),
+    ):
+        with pytest.raises(InvariantViolation):
+            check_transfer(bad)

@@ -1,0 +1,181 @@
+"""The write-behind writer and its client, against real PostgreSQL."""
+
+import asyncio
+
+import pytest
+
+from actors import InvariantViolation
+from actors.money import Transfer
+from persistence import store
+from persistence.client import ClientLimits, WriterClient
+from persistence.records import transfer_record
+from persistence.writer import LedgerWriter, WriterLimits
+from tests.faults import PgProxy
+from tests.helpers import audit_violations, eventually
+
+AT = 1_800_000_000_000
+
+
+def purchase(user_id, key, amount):
+    return transfer_record(
+        Transfer(f"ext:{user_id}:{key}", user_id, "coins", amount, "purchase", None, None, AT)
+    )
+
+
+def spend(user_id, call_id, minute, amount=10):
+    return transfer_record(
+        Transfer(
+            f"call:{call_id}:{minute}", user_id, "coins", -amount, "spend", call_id, minute, AT
+        )
+    )
+
+
+async def balance(pool, user_id):
+    return await pool.fetchval("SELECT balance_coins FROM wallets WHERE user_id = $1", user_id)
+
+
+async def test_writer_commits_transfers_and_moves_balances_in_one_transaction(pool, services):
+    uid = await store.create_user(pool, "a", "user")
+    w = LedgerWriter(services.database_url)
+    await w.write([purchase(uid, "k", 100), spend(uid, 9, 1), spend(uid, 9, 2)])
+    assert await balance(pool, uid) == 80
+    assert await pool.fetchval("SELECT count(*) FROM ledger") == 3
+    assert await audit_violations(pool) == {}
+
+
+async def test_a_replayed_batch_moves_nothing(pool, services):
+    uid = await store.create_user(pool, "a", "user")
+    w = LedgerWriter(services.database_url)
+    batch = [purchase(uid, "k", 100), spend(uid, 9, 1)]
+    await w.write(batch)
+    await w.write(batch)
+    await w.write([spend(uid, 9, 1), spend(uid, 9, 1)])  # a duplicate inside one batch too
+    assert await balance(pool, uid) == 90
+    assert w.stats["ledger_rows_inserted"] == 2
+
+
+async def test_a_batch_the_database_refuses_fails_its_writers_not_the_next(pool, services):
+    uid = await store.create_user(pool, "a", "user")
+    w = LedgerWriter(services.database_url)
+    with pytest.raises(InvariantViolation, match="refused"):
+        await w.write([spend(uid, 9, 1)])  # would take the balance below zero: CHECK
+    assert await balance(pool, uid) == 0
+    await w.write([purchase(uid, "k", 5)])
+    assert await balance(pool, uid) == 5
+    assert w.stats["failed_batches"] == 1
+
+
+async def test_a_transfer_for_a_missing_account_is_refused(pool, services):
+    w = LedgerWriter(services.database_url)
+    with pytest.raises(InvariantViolation, match="does not exist"):
+        await w.write([purchase(999, "k", 5)])
+    assert await pool.fetchval("SELECT count(*) FROM ledger") == 0
+
+
+async def test_writer_checks_money_again_when_it_reads_a_batch(pool, services):
+    uid = await store.create_user(pool, "a", "user")
+    w = LedgerWriter(services.database_url)
+    bad = spend(uid, 9, 1)
+    bad[4] = 10  # a spend that adds coins
+    with pytest.raises(InvariantViolation, match="wrong sign"):
+        await w.write([bad])
+
+
+async def test_flushes_when_a_batch_reaches_its_size(pool, services):
+    uid = await store.create_user(pool, "a", "user")
+    await LedgerWriter(services.database_url).write([purchase(uid, "k", 10_000)])
+    w = LedgerWriter(
+        services.database_url, WriterLimits(batch_size_max=10, flush_interval_ms=60_000)
+    )
+    await asyncio.wait_for(
+        asyncio.gather(*(w.write([spend(uid, 9, m)]) for m in range(1, 31))), timeout=20
+    )
+    assert w.stats["batches_committed"] == 3  # by size alone: the age limit is a minute
+    assert await balance(pool, uid) == 10_000 - 300
+
+
+async def test_flushes_when_the_oldest_record_reaches_its_age(pool, services):
+    uid = await store.create_user(pool, "a", "user")
+    w = LedgerWriter(services.database_url, WriterLimits(batch_size_max=1000, flush_interval_ms=50))
+    await asyncio.wait_for(w.write([purchase(uid, "k", 1)]), timeout=20)
+    assert await balance(pool, uid) == 1
+
+
+async def test_producers_wait_when_the_buffer_is_full(pool, services):
+    uid = await store.create_user(pool, "a", "user")
+    w = LedgerWriter(services.database_url, WriterLimits(buffer_records_max=5, flush_interval_ms=1))
+    async with pool.acquire() as blocker, blocker.transaction():
+        # Hold the wallet row: the writer's flush blocks on it.
+        await blocker.execute("SELECT 1 FROM wallets WHERE user_id = $1 FOR UPDATE", uid)
+        first = asyncio.create_task(w.write([purchase(uid, f"k{i}", 1) for i in range(3)]))
+        await eventually(
+            lambda: w.stats["batches_committed"] == 0 and not w._queue, what="first batch in flight"
+        )
+        second = asyncio.create_task(w.write([purchase(uid, f"j{i}", 1) for i in range(3)]))
+        await asyncio.sleep(0.3)
+        assert not first.done() and not second.done()
+        assert w._queued_records == 3  # the second batch was not let in: 3 + 3 > 5
+    await asyncio.wait_for(asyncio.gather(first, second), timeout=20)
+    assert await balance(pool, uid) == 6
+
+
+async def test_postgres_down_the_writer_retries_and_keeps_its_buffer(pool, services):
+    uid = await store.create_user(pool, "a", "user")
+    proxy = await PgProxy(services.database_url).start()
+    w = LedgerWriter(proxy.url(), WriterLimits(flush_interval_ms=1, retry_backoff_max_ms=100))
+    await w.write([purchase(uid, "before", 1)])
+    await proxy.cut()
+    pending = asyncio.create_task(w.write([purchase(uid, "during", 2)]))
+    await eventually(lambda: w.stats["retries"] >= 3, what="writer retrying")
+    assert not pending.done()
+    await proxy.restore()
+    await asyncio.wait_for(pending, timeout=20)
+    assert await balance(pool, uid) == 3
+    await proxy.cut()
+
+
+async def test_client_resends_a_batch_when_the_writer_is_unreachable(pool, services):
+    uid = await store.create_user(pool, "a", "user")
+    w = LedgerWriter(services.database_url)
+    failures = {"left": 2}
+
+    async def flaky_send(packed, urgent):
+        if failures["left"]:
+            failures["left"] -= 1
+            raise ConnectionError("writer restarting")
+        await w.write(packed, urgent)
+
+    c = WriterClient(
+        flaky_send,
+        ClientLimits(retry_backoff_min_ms=1),
+        is_transient=lambda e: isinstance(e, ConnectionError),
+    )
+    c.append([purchase(uid, "a", 1)])
+    await asyncio.wait_for(c.durable([purchase(uid, "b", 2)]), timeout=20)
+    assert c.stats["send_retries"] == 2 and c.pending == 0
+    assert await balance(pool, uid) == 3
+
+
+async def test_client_refused_by_the_writer_stops_and_says_so(pool, services):
+    uid = await store.create_user(pool, "a", "user")
+    w = LedgerWriter(services.database_url)
+    c = WriterClient(w.write)
+    with pytest.raises(InvariantViolation):
+        await asyncio.wait_for(c.durable([spend(uid, 9, 1)]), timeout=20)
+    with pytest.raises(InvariantViolation, match="must be reloaded"):
+        c.append([purchase(uid, "x", 1)])
+
+
+async def test_client_buffer_is_bounded(pool, services):
+    gate = asyncio.Event()
+
+    async def stalled_send(packed, urgent):
+        await gate.wait()
+
+    c = WriterClient(stalled_send, ClientLimits(pending_records_max=4, flush_interval_ms=1))
+    c.append([[0]] * 4)
+    waiting = asyncio.create_task(c.room())
+    await asyncio.sleep(0.2)
+    assert not waiting.done() and not c.has_room()
+    gate.set()
+    await asyncio.wait_for(waiting, timeout=20)
