@@ -85,13 +85,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     import ray
 
     from engine.inspect import inspect_running
+    from engine.raycalls import connect
 
-    ray.init(
-        address=args.ray_address or "auto",
-        namespace="billing",
-        logging_level=logging.ERROR,
-        log_to_driver=False,
-    )
+    connect(args.ray_address or "auto")
     try:
         out = asyncio.run(inspect_running(args.what, args.id, time.time()))
     finally:

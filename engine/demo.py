@@ -22,15 +22,17 @@ from persistence.db import get_pool
 # "runs out" users can pay for half the call; "hangs up" users leave half-way; the rest talk
 # for the whole demo and hang up at the end.
 PLANS = ("runs_out", "hangs_up", "talks")
+SETUP_MINUTES_MAX = 60
 
 
 def _plan(i: int, minutes: int, rate: int) -> tuple[str, int, float | None]:
     kind = PLANS[i % len(PLANS)]
     if kind == "runs_out":
         return kind, rate * max(1, minutes // 2) + rate // 2, None
+    # Minutes run in real time while the other calls are set up: talkers get coins for that.
     if kind == "hangs_up":
-        return kind, rate * (minutes + 2), max(0.5, minutes / 2 - 0.5)
-    return kind, rate * (minutes + 2), None
+        return kind, rate * (minutes + SETUP_MINUTES_MAX), max(0.5, minutes / 2 - 0.5)
+    return kind, rate * (minutes + SETUP_MINUTES_MAX), None
 
 
 async def run_demo(config: Config, calls: int, minutes: int, console: Console) -> int:
@@ -108,8 +110,10 @@ async def report(pool, console: Console) -> int:
     """The table read back from PostgreSQL and the checks; returns 0 when all hold."""
     totals = await store.totals(pool)
     table = Table(title="calls, as PostgreSQL has them")
-    for col in ("status", "reason", "calls", "minutes", "coins spent", "earnings (paise)"):
-        table.add_column(col, justify="right" if col not in ("status", "reason") else "left")
+    table.add_column("status")
+    table.add_column("reason", no_wrap=True, min_width=len("insufficient_coins"))
+    for col in ("calls", "minutes", "coins spent", "earnings (paise)"):
+        table.add_column(col, justify="right")
     for r in totals["by_reason"]:
         table.add_row(
             r["status"],

@@ -103,6 +103,7 @@ class CallActor:
         self._loop_task: asyncio.Task | None = None
         self._payer = None
         self._listener = None
+        self._finished = False  # settled, committed, listener released: safe to retire
 
     async def _ready(self) -> None:
         if self._loaded is None:
@@ -121,11 +122,15 @@ class CallActor:
         row = await store.read_call(pool, self.call.call_id)
         last = await store.last_billed_minutes(pool, [self.call.call_id])
         self.call.billed_minutes = last[self.call.call_id]
-        if row["status"] != "ongoing":
-            self.call.billed_minutes = row["billed_minutes"]
-            self.call.settle(row["status"], row["end_reason"], row["ended_at"])
         self._payer = actor(wallet_name(self.call.user_id), self.config.namespace)
         self._listener = actor(wallet_name(self.call.listener_id), self.config.namespace)
+        if row["status"] != "ongoing":
+            # Restarted after the settlement committed: finish its steps again; each one is
+            # idempotent (by call id and transfer id).
+            self.call.billed_minutes = row["billed_minutes"]
+            await self._settled(
+                self.call.settle(row["status"], row["end_reason"], row["ended_at"])
+            )
 
     async def _bill(self, now: float) -> Settlement | None:
         due = self.call.due_minute(now)
@@ -140,6 +145,7 @@ class CallActor:
             self._listener.release_listeners.remote([(s.listener_id, s.call_id, s.earnings_paise)])
         )
         await self.presence.call_settled(s.as_dict(), still)
+        self._finished = True
 
     async def run_due(self, now: float) -> dict:
         await self._ready()
@@ -176,5 +182,6 @@ class CallActor:
         return out
 
     async def ping(self) -> str:
+        """The call's status, but "ongoing" until its settlement is fully done."""
         await self._ready()
-        return self.call.status
+        return self.call.status if self._finished else "ongoing"

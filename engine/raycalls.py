@@ -53,3 +53,28 @@ def actor_or_none(name: str, namespace: str = NAMESPACE):
         return ray.get_actor(name, namespace=namespace)
     except ValueError:
         return None
+
+
+def connect(address: str) -> None:
+    """Join a running Ray cluster as a client (for `inspect`).
+
+    A local Ray cluster enables token authentication and keeps the token in
+    ~/.ray/auth_token. Ray picks that token up by itself only for address="auto"; for an
+    explicit address we ask it to do the same, unless RAY_AUTH_MODE says otherwise."""
+    import logging
+
+    if address != "auto":
+        try:
+            from ray._private.authentication.authentication_token_setup import (
+                maybe_enable_token_auth_if_token_available,
+            )
+
+            maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+        except ImportError:  # a Ray without token authentication
+            pass
+    ray.init(
+        address=address,
+        namespace=NAMESPACE,
+        logging_level=logging.ERROR,
+        log_to_driver=False,
+    )

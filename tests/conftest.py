@@ -89,16 +89,16 @@ def ray_session():
 
 
 def engine_config(services: Services, placement: str, **changes) -> Config:
-    return Config(
-        database_url=services.database_url,
-        redis_url=services.redis_url,
-        placement=placement,
-        clock="manual",
-        shards=2,
-        minute_seconds=60.0,
-        actors_per_node_max=24,
-        **changes,
-    )
+    settings = {
+        "database_url": services.database_url,
+        "redis_url": services.redis_url,
+        "placement": placement,
+        "clock": "manual",
+        "shards": 2,
+        "minute_seconds": 60.0,
+        "actors_per_node_max": 24,
+    }
+    return Config(**(settings | changes))
 
 
 @pytest.fixture(params=PLACEMENTS)

@@ -1,0 +1,85 @@
+"""The console script as a user runs it, in subprocesses, on the embedded defaults."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+CLI = [sys.executable, "-m", "engine.cli"]
+STEP_S_MAX = 240
+
+
+def run(args, **kw):
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    return subprocess.run(
+        CLI + args, capture_output=True, text=True, timeout=STEP_S_MAX, env=env, **kw
+    )
+
+
+@pytest.mark.parametrize("placement", ["sharded", "actor-per-call"])
+def test_demo_passes_its_conservation_check(tmp_path, placement):
+    out = run(
+        [
+            "demo",
+            "--calls",
+            "3",
+            "--minutes",
+            "2",
+            "--minute-seconds",
+            "0.5",
+            "--placement",
+            placement,
+            "--data-dir",
+            str(tmp_path),
+        ]
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "conservation check passed" in out.stdout
+    assert re.search(r"dropped\s+│\s+insufficient_coins", out.stdout)
+    assert re.search(r"completed\s+│\s+hangup", out.stdout)
+
+
+def test_demo_refuses_bad_arguments():
+    out = run(["demo", "--calls", "0"])
+    assert out.returncode == 2 and "--calls" in out.stdout
+
+
+def test_up_serves_inspect_and_stops_cleanly_on_sigint(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    proc = subprocess.Popen(
+        CLI + ["up", "--data-dir", str(tmp_path), "--shards", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    try:
+        address = None
+        deadline = time.monotonic() + STEP_S_MAX
+        lines = []
+        while address is None and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            m = re.search(r"ray=(\S+)", line)
+            address = m.group(1) if m else None
+        assert address, "".join(lines)
+        shards = run(["inspect", "shards", "--address", address])
+        assert shards.returncode == 0, shards.stdout + shards.stderr
+        assert '"shard": 1' in shards.stdout and '"ongoing_calls": 0' in shards.stdout
+        writer = run(["inspect", "writer", "--address", address])
+        assert '"queued_records": 0' in writer.stdout
+        missing = run(["inspect", "call", "77", "--address", address])
+        assert missing.returncode == 2 and "call 77 is not ongoing" in missing.stdout
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=STEP_S_MAX)
+        assert proc.returncode == 0, rest
+        assert "stopped cleanly" in rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -1,0 +1,181 @@
+"""The Engine API, each test on both placements (the `engine` fixture), on a manual clock."""
+
+import pytest
+
+from actors import (
+    IdempotencyConflict,
+    InsufficientCoins,
+    InsufficientEarnings,
+    InvalidInput,
+    PartyBusy,
+    UnknownCall,
+    UnknownUser,
+)
+from persistence.db import get_pool
+from tests.helpers import audit_violations, eventually
+
+MIN = 60.0
+
+
+async def pair(engine, coins):
+    user = await engine.create_user("alice")
+    listener = await engine.create_listener("bob")
+    if coins:
+        await engine.top_up(user, coins, idempotency_key="seed")
+    return user, listener
+
+
+async def db(engine):
+    return await get_pool(engine.database_url)
+
+
+async def test_a_call_bills_each_elapsed_minute_and_drops_when_the_user_cannot_pay(engine):
+    user, listener = await pair(engine, 45)
+    call = await engine.start_call(user, listener, "audio")
+    assert call["billed_minutes"] == 1 and call["rate_coins"] == 10
+    await engine.advance(MIN)
+    assert (await engine.get_call(call["call_id"]))["billed_minutes"] == 2
+    await engine.advance(5 * MIN)  # one late look bills every started minute it can
+    ended = await eventually(
+        lambda: _ended(engine, call["call_id"]), what="call dropped and settled"
+    )
+    assert (ended["status"], ended["end_reason"]) == ("dropped", "insufficient_coins")
+    assert ended["billed_minutes"] == 4 and ended["coins_spent"] == 40
+    await engine.sync()  # the listener is released once the settlement is committed
+    assert (await engine.balance(user))["balance_coins"] == 5
+    assert (await engine.balance(listener))["earnings_paise"] == 400
+    assert await audit_violations(await db(engine)) == {}
+
+
+async def _ended(engine, call_id):
+    await engine.advance(0)
+    row = await engine.get_call(call_id)
+    return row if row["status"] != "ongoing" else None
+
+
+async def test_hang_up_mid_minute_keeps_the_started_minute_billed(engine):
+    user, listener = await pair(engine, 100)
+    call = await engine.start_call(user, listener, "audio")
+    await engine.advance(MIN + 30)  # inside minute 2
+    s = await engine.end_call(call["call_id"])
+    assert (s["status"], s["end_reason"], s["billed_minutes"]) == ("completed", "hangup", 2)
+    assert s["earnings_paise"] == 200
+    assert await engine.end_call(call["call_id"]) == s  # ending twice changes nothing
+    earns = await (await db(engine)).fetchval("SELECT count(*) FROM ledger WHERE tx_type = 'earn'")
+    assert earns == 1
+    assert (await engine.balance(listener))["earnings_paise"] == 200
+
+
+async def test_a_call_the_user_cannot_start_changes_nothing(engine):
+    user, listener = await pair(engine, 59)
+    with pytest.raises(InsufficientCoins, match="minute 1 costs 60"):
+        await engine.start_call(user, listener, "video")
+    pool = await db(engine)
+    assert await pool.fetchval("SELECT count(*) FROM calls") == 0
+    assert (await engine.balance(user))["balance_coins"] == 59
+    other = await engine.create_user("carol")
+    await engine.top_up(other, 10)
+    await engine.start_call(other, listener, "audio")  # the listener was left free
+
+
+async def test_a_busy_listener_is_refused_until_the_call_ends(engine):
+    user, listener = await pair(engine, 100)
+    second = await engine.create_user("carol")
+    await engine.top_up(second, 100)
+    call = await engine.start_call(user, listener)
+    with pytest.raises(PartyBusy, match=f"listener {listener} is already in call"):
+        await engine.start_call(second, listener)
+    await engine.end_call(call["call_id"])
+    await engine.start_call(second, listener)
+
+
+async def test_top_ups_are_idempotent_and_a_reused_key_is_refused(engine):
+    user, _ = await pair(engine, 0)
+    first = await engine.top_up(user, 50, "purchase", "order-1")
+    again = await engine.top_up(user, 50, "purchase", "order-1")
+    assert first["applied"] and not again["applied"] and again["balance_coins"] == 50
+    with pytest.raises(IdempotencyConflict, match="order-1"):
+        await engine.top_up(user, 70, "purchase", "order-1")
+    await engine.top_up(user, 5, "bonus")
+    await engine.top_up(user, 5, "referral_bonus")
+    assert (await engine.balance(user))["balance_coins"] == 60
+
+
+async def test_listener_withdraws_earnings_never_more(engine):
+    user, listener = await pair(engine, 100)
+    call = await engine.start_call(user, listener)
+    await engine.advance(2 * MIN)
+    await engine.end_call(call["call_id"])
+    with pytest.raises(InsufficientEarnings):
+        await engine.withdraw(listener, 301)
+    out = await engine.withdraw(listener, 300, "payout-1")
+    assert out["earnings_paise"] == 0
+    assert not (await engine.withdraw(listener, 300, "payout-1"))["applied"]
+    assert await audit_violations(await db(engine)) == {}
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda e, u, v: e.top_up(u, 0), InvalidInput, "amount"),
+        (lambda e, u, v: e.top_up(u, 1.5), InvalidInput, "amount"),
+        (lambda e, u, v: e.top_up(u, -3), InvalidInput, "amount"),
+        (lambda e, u, v: e.top_up(u, 10, "spend"), InvalidInput, "tx_type"),
+        (lambda e, u, v: e.top_up(u, 10, "purchase", ""), InvalidInput, "idempotency_key"),
+        (lambda e, u, v: e.top_up(9999, 10), UnknownUser, "9999"),
+        (lambda e, u, v: e.top_up("1", 10), InvalidInput, "user_id"),
+        (lambda e, u, v: e.start_call(u, v, "fax"), InvalidInput, "call_type"),
+        (lambda e, u, v: e.start_call(u, 9999), UnknownUser, "9999"),
+        (lambda e, u, v: e.start_call(v, u), InvalidInput, "is a listener, not a user"),
+        (lambda e, u, v: e.end_call(9999), UnknownCall, "9999"),
+        (lambda e, u, v: e.withdraw(u, 10), InvalidInput, "not a listener"),
+        (lambda e, u, v: e.create_user("x", "admin"), InvalidInput, "role"),
+    ],
+)
+async def test_bad_input_is_refused_by_name_and_changes_nothing(engine, call, error, message):
+    user, listener = await pair(engine, 100)
+    pool = await db(engine)
+    before = await pool.fetchval("SELECT count(*) FROM ledger")
+    with pytest.raises(error, match=message):
+        await call(engine, user, listener)
+    assert await pool.fetchval("SELECT count(*) FROM ledger") == before
+    assert (await engine.balance(user))["balance_coins"] == 100
+
+
+async def test_inspect_shows_live_state(engine):
+    user, listener = await pair(engine, 100)
+    call = await engine.start_call(user, listener)
+    await engine.advance(MIN)
+    live = await engine.inspect("call", call["call_id"])
+    assert live["billed_minutes"] == 2 and live["next_tick_at"] == live["connected_at"] + 2 * MIN
+    wallet = await engine.inspect("wallet", user)
+    assert wallet["balance_coins"] == 80
+    assert wallet["calls"][call["call_id"]]["billed_minutes"] == 2
+    await engine.sync()
+    writer = await engine.inspect("writer")
+    assert writer["ledger_rows_inserted"] >= 3 and writer["queued_records"] == 0
+    assert await engine.inspect("shards")
+
+
+async def test_a_restarted_engine_carries_on_without_billing_twice(engine):
+    from engine.api import Engine
+
+    user, listener = await pair(engine, 100)
+    call = await engine.start_call(user, listener)
+    await engine.advance(2 * MIN)
+    now = engine.clock.now()
+    await engine.stop()
+
+    again = Engine(engine.config)
+    await again.start()
+    try:
+        again.clock.set(now)
+        await again.advance(MIN)  # minute 4 only
+        s = await again.end_call(call["call_id"])
+        assert s["billed_minutes"] == 4
+        assert (await again.balance(user))["balance_coins"] == 60
+        assert await audit_violations(await db(again)) == {}
+    finally:
+        await again.stop()
+    engine.placement = None  # already stopped; the fixture's stop does nothing more
+    engine.writer = None

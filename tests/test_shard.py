@@ -1,0 +1,185 @@
+"""A shard run in-process against a real writer and PostgreSQL: recovery and races, no Ray."""
+
+import asyncio
+import datetime as dt
+
+import pytest
+
+from actors import Call, InsufficientCoins
+from engine.config import Config
+from engine.shard import Shard
+from persistence import store
+from persistence.client import ClientLimits
+from persistence.writer import LedgerWriter
+from tests.helpers import audit_violations
+
+T0 = 1_800_000_000.0
+MIN = 60.0
+
+
+def config(services, **changes):
+    return Config(
+        database_url=services.database_url,
+        redis_url=services.redis_url,
+        shards=1,
+        clock="manual",
+        **changes,
+    )
+
+
+def shard(services, redis_url=None, **changes):
+    writer = LedgerWriter(services.database_url)
+    return Shard(
+        0,
+        config(services, **changes),
+        services.database_url,
+        redis_url or services.redis_url,
+        send=writer.write,
+    )
+
+
+async def new_call(pool, sh, user, listener, now=T0, rate=10):
+    call_id = await store.next_call_id(pool)
+    await sh.reserve_listener(listener, call_id)
+    spec = dict(
+        call_id=call_id,
+        user_id=user,
+        listener_id=listener,
+        call_type="audio",
+        tier="basic",
+        rate_coins=rate,
+        rate_paise=100,
+        connected_at=now,
+        minute_seconds=MIN,
+        max_minutes=240,
+    )
+    await sh.start_call(spec, now)
+    return call_id
+
+
+async def people(pool, coins):
+    user = await store.create_user(pool, "u", "user")
+    listener = await store.create_user(pool, "l", "listener")
+    return user, listener
+
+
+async def test_after_a_crash_unwritten_minutes_are_recomputed_once(pool, services):
+    user, listener = await people(pool, 0)
+    # Minutes stay in the shard's buffer: the flush interval is an hour.
+    a = shard(services, client=ClientLimits(flush_interval_ms=3_600_000))
+    await a.apply_external(user, "purchase", 100, "k", T0)
+    call_id = await new_call(pool, a, user, listener)
+    await a.run_due(T0 + 4 * MIN)  # minutes 2..5, not written yet
+    assert a.client.pending == 4
+    a.client._task.cancel()  # the shard dies with its buffer
+    assert await store.last_billed_minutes(pool, [call_id]) == {call_id: 1}
+
+    b = shard(services)
+    state = await b.start()
+    assert state["recovered_calls"] == 1
+    assert (await b.inspect_call(call_id, T0))["billed_minutes"] == 1
+    await b.run_due(T0 + 4 * MIN + 1)
+    await b.run_due(T0 + 4 * MIN + 2)  # a second look bills nothing more
+    await b.sync()
+    minutes = await pool.fetch(
+        "SELECT minute_no FROM ledger WHERE call_id = $1 AND tx_type = 'spend' ORDER BY 1", call_id
+    )
+    assert [m["minute_no"] for m in minutes] == [1, 2, 3, 4, 5]
+    assert (await b.balance(user))["balance_coins"] == 50
+    assert await audit_violations(pool) == {}
+
+
+async def test_acknowledged_top_up_survives_a_crash(pool, services):
+    user, _ = await people(pool, 0)
+    a = shard(services, client=ClientLimits(flush_interval_ms=3_600_000))
+    out = await a.apply_external(user, "purchase", 70, "k", T0)
+    assert out["applied"]
+    a.client._task.cancel()
+    b = shard(services)
+    assert (await b.balance(user))["balance_coins"] == 70
+    again = await b.apply_external(user, "purchase", 70, "k", T0)  # the client retries
+    assert not again["applied"] and again["balance_coins"] == 70
+
+
+async def test_top_ups_racing_ticks_lose_nothing(pool, services):
+    users = [await store.create_user(pool, f"u{i}", "user") for i in range(5)]
+    listeners = [await store.create_user(pool, f"l{i}", "listener") for i in range(5)]
+    sh = shard(services)
+    for u in users:
+        await sh.apply_external(u, "purchase", 10, "seed", T0)
+    calls = [await new_call(pool, sh, u, v) for u, v in zip(users, listeners, strict=True)]
+    now = T0
+
+    async def top_ups(u):
+        for i in range(20):
+            await sh.apply_external(u, "purchase", 10, f"t{i}", now)
+
+    async def ticks():
+        for m in range(1, 21):
+            await sh.run_due(T0 + m * MIN)
+            await asyncio.sleep(0)
+
+    await asyncio.gather(ticks(), *(top_ups(u) for u in users))
+    for c in calls:
+        await sh.end_call(c, T0 + 21 * MIN)
+    await sh.sync()
+    assert await audit_violations(pool) == {}
+    total_in = await pool.fetchval("SELECT sum(amount) FROM ledger WHERE tx_type = 'purchase'")
+    assert total_in == 5 * (10 + 20 * 10)
+
+
+async def test_hang_ups_racing_a_tick_settle_once_and_credit_once(pool, services):
+    user, listener = await people(pool, 0)
+    sh = shard(services)
+    await sh.apply_external(user, "purchase", 1000, "k", T0)
+    call_id = await new_call(pool, sh, user, listener)
+    now = T0 + 3 * MIN + 5
+    results = await asyncio.gather(
+        sh.end_call(call_id, now), sh.run_due(now), sh.end_call(call_id, now)
+    )
+    assert results[0] == results[2]
+    assert results[0]["billed_minutes"] == 4
+    await sh.sync()
+    earns = await pool.fetch("SELECT amount FROM ledger WHERE tx_type = 'earn'")
+    assert [e["amount"] for e in earns] == [400]
+    assert (await sh.balance(listener))["earnings_paise"] == 400
+    assert await sh.end_call(call_id, now + 60) is None  # no longer on the shard
+    assert await audit_violations(pool) == {}
+
+
+async def test_a_user_who_cannot_pay_minute_one_changes_nothing(pool, services):
+    user, listener = await people(pool, 0)
+    sh = shard(services)
+    await sh.apply_external(user, "purchase", 9, "k", T0)
+    with pytest.raises(InsufficientCoins):
+        await new_call(pool, sh, user, listener)
+    assert await pool.fetchval("SELECT count(*) FROM calls") == 0
+    assert (await sh.balance(user))["balance_coins"] == 9
+
+
+async def test_billing_goes_on_when_redis_is_down(pool, services):
+    user, listener = await people(pool, 0)
+    sh = shard(services, redis_url="redis://127.0.0.1:1/0")
+    await sh.apply_external(user, "purchase", 100, "k", T0)
+    call_id = await new_call(pool, sh, user, listener)
+    await sh.run_due(T0 + 2 * MIN)
+    s = await sh.end_call(call_id, T0 + 2 * MIN + 1)
+    assert s["billed_minutes"] == 3
+    assert sh.presence.errors >= 1
+    assert await audit_violations(pool) == {}
+
+
+def test_call_recovered_from_a_row_keeps_its_rates_and_start():
+    row = dict(
+        call_id=3,
+        user_id=1,
+        listener_id=2,
+        call_type="video",
+        tier="gold",
+        rate_coins=60,
+        rate_paise=1000,
+        connected_at=dt.datetime.fromtimestamp(T0, dt.UTC),
+    )
+    c = store.call_from_row(row, MIN, 240, 7)
+    assert isinstance(c, Call) and c.billed_minutes == 7 and c.connected_at == T0
+    assert (c.rate_coins, c.rate_paise, c.tier) == (60, 1000, "gold")

@@ -1,0 +1,106 @@
+"""Start-up paths: embedded defaults, the real clock, the capacity guard, configuration."""
+
+import asyncio
+
+import pytest
+
+from actors import CapacityExceeded, InvalidInput
+from engine.api import Engine
+from engine.config import Config, from_env
+from persistence.audit import run_audit
+from persistence.db import get_pool, mask_url
+from tests.conftest import engine_config
+from tests.helpers import eventually
+
+
+async def test_engine_starts_on_embedded_postgres_and_redis_and_bills_in_real_time(
+    tmp_path, ray_session
+):
+    cfg = Config(data_dir=str(tmp_path), minute_seconds=0.2, shards=1)
+    engine = await Engine(cfg).start()
+    try:
+        assert engine.database_url.startswith("postgresql://") and "host=" in engine.database_url
+        assert engine.redis_url.startswith("unix://")
+        user = await engine.create_user("u")
+        listener = await engine.create_listener("l")
+        await engine.top_up(user, 30)
+        call = await engine.start_call(user, listener)
+        # 30 coins pay three 0.2 s minutes; the shard's own timer drops the call after them.
+        row = await eventually(
+            lambda: _settled(engine, call["call_id"]), timeout_s=30, what="call dropped"
+        )
+        assert (row["end_reason"], row["billed_minutes"]) == ("insufficient_coins", 3)
+        assert await engine.heartbeat(user) is True  # the embedded Redis answers
+        assert all(n == 0 for _, n in await run_audit(await get_pool(engine.database_url)))
+    finally:
+        await engine.stop()
+    assert (tmp_path / "pg").is_dir()  # the data stays for the next start
+
+
+async def _settled(engine, call_id):
+    row = await engine.get_call(call_id)
+    return row if row["status"] != "ongoing" else None
+
+
+async def test_actor_per_call_refuses_a_call_it_cannot_hold(services, pool, ray_session):
+    engine = await Engine(engine_config(services, "actor-per-call", actors_per_node_max=3)).start()
+    try:
+        users = [await engine.create_user(f"u{i}") for i in range(2)]
+        listeners = [await engine.create_listener(f"l{i}") for i in range(2)]
+        for u in users:
+            await engine.top_up(u, 100)
+        await engine.placement.reap()  # top-ups made wallet actors; idle ones retire
+        await engine.start_call(users[0], listeners[0])
+        with pytest.raises(CapacityExceeded, match="at most 3 per node.*--placement sharded"):
+            await engine.start_call(users[1], listeners[1])
+        assert await pool.fetchval("SELECT count(*) FROM calls") == 1
+    finally:
+        await engine.stop()
+
+
+def test_configuration_comes_from_the_environment_and_flags():
+    cfg = from_env(
+        {
+            "DATABASE_URL": "postgresql://u:secret@db/x",
+            "BILLING_SHARDS": "4",
+            "BILLING_MINUTE_SECONDS": "0.5",
+            "BILLING_BATCH_SIZE_MAX": "500",
+            "BILLING_RATE_CARD": '{"coins_per_minute": {"audio": 12, "video": 70}}',
+        },
+        placement="actor-per-call",
+    )
+    assert (cfg.shards, cfg.minute_seconds, cfg.placement) == (4, 0.5, "actor-per-call")
+    assert cfg.writer.batch_size_max == 500
+    assert cfg.rate_card.rates("audio", "gold") == (12, 180)
+    assert "secret" not in str(cfg.public())
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"BILLING_SHARDS": "two"}, "BILLING_SHARDS"),
+        ({"BILLING_SHARDS": "0"}, "shards"),
+        ({"BILLING_PLACEMENT": "cloud"}, "placement"),
+        ({"BILLING_RATE_CARD": '{"coins_per_minute": {"audio": 0, "video": 1}}'}, "rate"),
+        ({"BILLING_MINUTE_SECONDS": "-1"}, "minute_seconds"),
+    ],
+)
+def test_bad_configuration_is_refused_by_name(env, message):
+    with pytest.raises(InvalidInput, match=message):
+        from_env(env)
+
+
+def test_passwords_are_masked():
+    assert (
+        mask_url("postgresql://billing:hunter2@db:5432/x") == "postgresql://billing:***@db:5432/x"
+    )
+    assert mask_url("redis://:hunter2@cache:6379/0") == "redis://:***@cache:6379/0"
+    assert mask_url("postgresql://postgres@db/x") == "postgresql://postgres@db/x"
+
+
+async def test_unreachable_postgres_is_a_connection_error_that_names_it_masked():
+    from persistence.db import get_pool
+
+    with pytest.raises(ConnectionError, match=r"u:\*\*\*@127\.0\.0\.1:1") as e:
+        await asyncio.wait_for(get_pool("postgresql://u:pw@127.0.0.1:1/x"), timeout=20)
+    assert "pw" not in str(e.value)
