@@ -128,9 +128,7 @@ class CallActor:
             # Restarted after the settlement committed: finish its steps again; each one is
             # idempotent (by call id and transfer id).
             self.call.billed_minutes = row["billed_minutes"]
-            await self._settled(
-                self.call.settle(row["status"], row["end_reason"], row["ended_at"])
-            )
+            await self._settled(self.call.settle(row["status"], row["end_reason"], row["ended_at"]))
 
     async def _bill(self, now: float) -> Settlement | None:
         due = self.call.due_minute(now)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from persistence.writer import LedgerWriter, WriterLimits
 
 
@@ -16,7 +18,7 @@ class WriterActor:
         await self.writer.drain()
 
     async def state(self) -> dict:
-        return self.writer.state()
+        return self.writer.state() | {"pid": os.getpid()}
 
     async def ping(self) -> bool:
         return True

@@ -1,0 +1,1 @@
+"""Benchmarks and measurement probes (not part of the test run)."""
