@@ -179,3 +179,79 @@ async def test_a_restarted_engine_carries_on_without_billing_twice(engine):
         await again.stop()
     engine.placement = None  # already stopped; the fixture's stop does nothing more
     engine.writer = None
+
+
+async def test_stop_drains_every_buffer_into_postgres(services, pool, ray_session):
+    from engine.api import Engine
+    from persistence.client import ClientLimits
+    from tests.conftest import engine_config
+
+    for placement in ("sharded", "actor-per-call"):
+        # Minutes would sit an hour in the producers' buffers: only stop() writes them.
+        cfg = engine_config(services, placement, client=ClientLimits(flush_interval_ms=3_600_000))
+        eng = await Engine(cfg).start()
+        user, listener = await pair(eng, 100)
+        call = await eng.start_call(user, listener)
+        await eng.advance(3 * MIN)
+        await eng.stop()
+        pool = await get_pool(services.database_url)  # stop() closed this process's pools
+        minutes = await pool.fetchval(
+            "SELECT count(*) FROM ledger WHERE call_id = $1 AND tx_type = 'spend'", call["call_id"]
+        )
+        assert minutes == 4, placement
+        await pool.execute(
+            "UPDATE calls SET status = 'completed', end_reason = 'hangup', ended_at = now(), "
+            "billed_minutes = 4, coins_spent = 40, earnings_paise = 400 WHERE call_id = $1",
+            call["call_id"],
+        )
+
+
+async def test_a_killed_actor_is_restarted_and_carries_on_from_postgres(engine):
+    import ray
+
+    from engine.raycalls import call_name, shard_name
+
+    user, listener = await pair(engine, 100)
+    call = await engine.start_call(user, listener)
+    await engine.advance(MIN)
+    await engine.sync()
+    name = (
+        shard_name(user % 2) if engine.placement.name == "sharded" else call_name(call["call_id"])
+    )
+    ray.kill(ray.get_actor(name, namespace="billing"), no_restart=False)
+    await eventually(lambda: _answers(engine, call["call_id"]), what=f"{name} restarted")
+    await engine.advance(MIN)
+    s = await engine.end_call(call["call_id"])
+    assert s["billed_minutes"] == 3
+    assert (await engine.balance(user))["balance_coins"] == 70
+    assert await audit_violations(await db(engine)) == {}
+
+
+async def _answers(engine, call_id):
+    try:
+        return (await engine.get_call(call_id))["billed_minutes"] == 2
+    except Exception:  # noqa: BLE001 - restarting
+        return False
+
+
+async def test_redis_holds_the_ongoing_call_and_both_parties_busy_until_it_settles(engine):
+    import redis.asyncio as aioredis
+
+    from persistence import keys
+
+    user, listener = await pair(engine, 100)
+    call = await engine.start_call(user, listener)
+    r = aioredis.Redis.from_url(engine.redis_url, decode_responses=True)
+    try:
+        cached = await r.hgetall(keys.call_key(call["call_id"]))
+        assert cached["user_id"] == str(user) and cached["listener_id"] == str(listener)
+        assert await r.zscore(keys.BUSY_UNTIL, str(user)) == float("inf")
+        assert await r.zscore(keys.BUSY_UNTIL, str(listener)) == float("inf")
+        await engine.end_call(call["call_id"])
+        assert not await r.exists(keys.call_key(call["call_id"]))
+        assert await r.zscore(keys.BUSY_UNTIL, str(user)) is None
+        assert await r.zscore(keys.BUSY_UNTIL, str(listener)) is None
+        assert await engine.heartbeat(user)
+        assert await r.sismember(keys.ONLINE, str(user))
+    finally:
+        await r.aclose()
