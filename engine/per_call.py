@@ -17,7 +17,7 @@ from actors.call import Call, Settlement
 from actors.errors import InvariantViolation, UnknownUser
 from engine.config import Config
 from engine.host import WalletHost
-from engine.raycalls import WRITER_NAME, actor, is_transient, remote, wallet_name
+from engine.raycalls import actor, is_transient, remote, wallet_name, writer_sender
 from persistence import store
 from persistence.client import WriterClient
 from persistence.db import get_pool
@@ -30,14 +30,8 @@ class WalletActor:
     def __init__(self, user_id: int, config: Config, database_url: str) -> None:
         self.user_id = user_id
         self.config = config
-        self.client = WriterClient(self._send, config.client, is_transient)
+        self.client = WriterClient(writer_sender(config.namespace), config.client, is_transient)
         self.host = WalletHost(database_url, self.client, config.user_calls_max)
-        self._writer = None
-
-    async def _send(self, packed: bytes, urgent: bool) -> None:
-        if self._writer is None:
-            self._writer = actor(WRITER_NAME, self.config.namespace)
-        await remote(self._writer.write.remote(packed, urgent))
 
     async def apply_external(self, user_id, tx_type, amount, key, now) -> dict:
         return await self.host.apply_external(user_id, tx_type, amount, key, now)

@@ -78,3 +78,16 @@ def connect(address: str) -> None:
         logging_level=logging.ERROR,
         log_to_driver=False,
     )
+
+
+def writer_sender(namespace: str = NAMESPACE):
+    """A `send(packed, urgent)` for a WriterClient: the named writer, looked up once."""
+    handle = None
+
+    async def send(packed: bytes, urgent: bool) -> None:
+        nonlocal handle
+        if handle is None:
+            handle = actor(WRITER_NAME, namespace)
+        await remote(handle.write.remote(packed, urgent))
+
+    return send

@@ -17,7 +17,7 @@ from actors.call import Call, Settlement
 from actors.errors import InvariantViolation
 from engine.config import Config
 from engine.host import WalletHost
-from engine.raycalls import WRITER_NAME, actor, is_transient, remote, shard_name
+from engine.raycalls import actor, is_transient, remote, shard_name, writer_sender
 from persistence import store
 from persistence.client import WriterClient
 from persistence.presence import Presence
@@ -42,7 +42,9 @@ class Shard:
         self.n_shards = config.shards
         self.config = config
         # `send` lets a test run a shard in-process against a LedgerWriter, without Ray.
-        self.client = WriterClient(send or self._send, config.client, is_transient)
+        self.client = WriterClient(
+            send or writer_sender(config.namespace), config.client, is_transient
+        )
         self.host = WalletHost(database_url, self.client, config.user_calls_max)
         self.presence = Presence(redis_url)
         self.calls: dict[int, Call] = {}
@@ -51,15 +53,9 @@ class Shard:
         self._loaded: asyncio.Task | None = None
         self._loop_task: asyncio.Task | None = None
         self._wake: asyncio.Event | None = None
-        self._writer = None
         self.stats = {"minutes_billed": 0, "calls_settled": 0, "passes": 0, "recovered_calls": 0}
 
     # -- plumbing ----------------------------------------------------------------------------
-
-    async def _send(self, packed: bytes, urgent: bool) -> None:
-        if self._writer is None:
-            self._writer = actor(WRITER_NAME, self.config.namespace)
-        await remote(self._writer.write.remote(packed, urgent))
 
     def owns(self, user_id: int) -> bool:
         return user_id % self.n_shards == self.index
