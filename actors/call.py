@@ -23,6 +23,8 @@ from actors.money import (
     Transfer,
 )
 
+END_REASONS = (REASON_HANGUP, REASON_INSUFFICIENT, REASON_EXPIRED)
+
 
 def earn_transfer_id(call_id: int) -> str:
     return f"earn:call:{call_id}"
@@ -83,6 +85,7 @@ class Call:
         "max_minutes",
         "billed_minutes",
         "settlement",
+        "low_balance_warned",
     )
 
     def __init__(
@@ -111,6 +114,7 @@ class Call:
         self.max_minutes = max_minutes
         self.billed_minutes = billed_minutes
         self.settlement: Settlement | None = None
+        self.low_balance_warned = False
 
     @property
     def status(self) -> str:
@@ -164,6 +168,32 @@ class Call:
 
     def hang_up(self, now: float) -> Settlement | None:
         return self.settle(COMPLETED, REASON_HANGUP, now)
+
+    def end(self, reason: str, now: float) -> Settlement | None:
+        """End for `reason`: a hang-up completes the call; expiry or a payer found short by
+        an outside check drops it."""
+        if reason == REASON_HANGUP:
+            return self.hang_up(now)
+        if reason not in END_REASONS:
+            raise InvariantViolation(f"call {self.call_id}: unknown end reason {reason!r}")
+        return self.settle(DROPPED, reason, now)
+
+    def low_balance(self, balance_coins: int, minutes_threshold: int) -> dict | None:
+        """The one notice per call when the payer's coins cover `minutes_threshold` minutes
+        or fewer."""
+        if self.low_balance_warned or self.settlement is not None:
+            return None
+        minutes_left = balance_coins // self.rate_coins
+        if minutes_left > minutes_threshold:
+            return None
+        self.low_balance_warned = True
+        return {
+            "call_id": self.call_id,
+            "user_id": self.user_id,
+            "balance_coins": balance_coins,
+            "minutes_left": minutes_left,
+            "threshold_minutes": minutes_threshold,
+        }
 
     def state(self, now: float | None = None) -> dict:
         out = {

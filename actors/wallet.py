@@ -27,6 +27,10 @@ from actors.money import (
     positive_amount,
 )
 
+# What may move money from outside a call: coins in, coins spent, earnings paid out. Earnings
+# are only ever credited by a call's settlement, and never as coins.
+EXTERNAL_TYPES = (*TOP_UP_TYPES, SPEND, WITHDRAW)
+
 
 def external_transfer_id(user_id: int, key: str) -> str:
     """Idempotency keys are scoped to the account they move money in."""
@@ -82,10 +86,10 @@ class Wallet:
     def apply_external(self, key: str, tx_type: str, amount: int, at_ms: int) -> Transfer | None:
         """Apply a top-up or a withdrawal once per key. Returns None for a repeat of the same
         request; refuses a key reused for a different one."""
-        if tx_type not in TOP_UP_TYPES and tx_type != WITHDRAW:
+        if tx_type not in EXTERNAL_TYPES:
             raise InvalidInput(
                 f"transaction type {tx_type!r} cannot be applied from outside; "
-                f"use one of {', '.join((*TOP_UP_TYPES, WITHDRAW))}"
+                f"use one of {', '.join(EXTERNAL_TYPES)}"
             )
         positive_amount(amount, "amount")
         transfer_id = external_transfer_id(self.user_id, key)
@@ -98,7 +102,14 @@ class Wallet:
                 )
             return None
         unit, sign = TX_UNIT_SIGN[tx_type]
-        if unit == COINS:
+        if unit == COINS and sign < 0:
+            # A spend outside any call (the older API's update_user_coin_balance).
+            if self.balance_coins < amount:
+                raise InsufficientCoins(
+                    f"user {self.user_id} has {self.balance_coins} coins, cannot spend {amount}"
+                )
+            self.balance_coins -= amount
+        elif unit == COINS:
             self.balance_coins += amount
         else:
             if self.role != "listener":

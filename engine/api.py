@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import os
 import uuid
 
 import ray
 
-from actors.call import Call
+from actors.call import END_REASONS, Call
 from actors.errors import InvalidInput, UnknownCall
 from actors.money import (
     CALL_TYPES,
     ROLES,
+    SPEND,
     TOP_UP_TYPES,
     WITHDRAW,
     entity_id,
@@ -25,17 +25,19 @@ from engine.clock import make_clock
 from engine.config import Config, from_env
 from engine.embedded import Embedded, start_embedded
 from engine.placement import call_spec, make_placement
-from engine.raycalls import WRITER_NAME, remote
+from engine.raycalls import WRITER_NAME, actor_or_none, remote
 from engine.writer_actor import WriterActor
-from persistence import store
+from persistence import badges, store
 from persistence.db import close_pools, get_pool, mask_url
 from persistence.presence import Presence
+from persistence.presence_sweeps import PresenceSweeps
 
 log = logging.getLogger("billing.engine")
 
 IDEMPOTENCY_KEY_CHARS_MAX = 128
 NAME_CHARS_MAX = 200
 KEEPER_INTERVAL_S = 1.0
+BUSY_FOR_S_MAX = 7 * 24 * 3600
 
 
 def _key(value: object) -> str:
@@ -52,11 +54,12 @@ def _key(value: object) -> str:
 class Engine:
     """Start it, use it, stop it:
 
-    engine = Engine(from_env())
-    await engine.start()
-    ...
-    await engine.stop()
-    """
+        engine = await Engine(from_env()).start()
+        ...
+        await engine.stop()
+
+    If an engine already runs in the Ray cluster (its `writer` actor answers in the namespace),
+    `start()` attaches to it instead of starting another, and `stop()` leaves it running."""
 
     def __init__(self, config: Config | None = None) -> None:
         self.config = config or from_env()
@@ -67,12 +70,44 @@ class Engine:
         self.placement = None
         self.writer = None
         self.presence: Presence | None = None
+        self.attached = False
+        self.scheduler = None
+        self._sweeps: PresenceSweeps | None = None
         self._keeper: asyncio.Task | None = None
         self._started_ray = False
 
     # -- life cycle --------------------------------------------------------------------------
 
     async def start(self) -> Engine:
+        if not ray.is_initialized():
+            ray.init(
+                address=self.config.ray_address,
+                namespace=self.config.namespace,
+                include_dashboard=False,
+                logging_level=logging.WARNING,
+                log_to_driver=os.environ.get("BILLING_LOG_ACTORS") == "1",
+            )
+            self._started_ray = True
+        running = actor_or_none(WRITER_NAME, self.config.namespace)
+        if running is not None:
+            await self._attach(running)
+        else:
+            await self._start_own()
+        self.presence = Presence(self.redis_url)
+        log.info("engine %s: %s", "attached" if self.attached else "started", self.config.public())
+        return self
+
+    async def _attach(self, writer) -> None:
+        meta = await remote(writer.describe.remote())
+        clock = self.config.clock
+        self.config = meta["config"].replace(clock=clock)
+        self.database_url, self.redis_url = meta["database_url"], meta["redis_url"]
+        self.writer = writer
+        self.attached = True
+        self.placement = make_placement(self.config, self.database_url, self.redis_url, True)
+        await self.placement.start()
+
+    async def _start_own(self) -> None:
         cfg = self.config
         if cfg.database_url is None or cfg.redis_url is None:
             self.embedded = await asyncio.to_thread(
@@ -81,16 +116,7 @@ class Engine:
             self.database_url = cfg.database_url or self.embedded.database_url
             self.redis_url = cfg.redis_url or self.embedded.redis_url
         await get_pool(self.database_url)  # migrates the schema
-        self.presence = Presence(self.redis_url)
-        if not ray.is_initialized():
-            ray.init(
-                address=cfg.ray_address,
-                namespace=cfg.namespace,
-                include_dashboard=False,
-                logging_level=logging.WARNING,
-                log_to_driver=os.environ.get("BILLING_LOG_ACTORS") == "1",
-            )
-            self._started_ray = True
+        meta = {"database_url": self.database_url, "redis_url": self.redis_url, "config": cfg}
         self.writer = (
             ray.remote(WriterActor)
             .options(
@@ -100,15 +126,18 @@ class Engine:
                 max_concurrency=1000,
                 num_cpus=0,
             )
-            .remote(self.database_url, cfg.writer)
+            .remote(self.database_url, cfg.writer, meta)
         )
         await remote(self.writer.ping.remote())
         self.placement = make_placement(cfg, self.database_url, self.redis_url)
         await self.placement.start()
         if cfg.clock == "real":
             self._keeper = asyncio.get_running_loop().create_task(self._keep())
-        log.info("engine started: %s", cfg.public())
-        return self
+            if cfg.scheduler:
+                from engine.scheduler import Scheduler
+
+                self.scheduler = Scheduler(self)
+                self.scheduler.start()
 
     async def _keep(self) -> None:
         while True:
@@ -119,16 +148,20 @@ class Engine:
                 log.warning("keeper round failed: %s", e)
 
     async def stop(self) -> None:
-        """Drain every buffer into PostgreSQL, then stop the actors."""
+        """Drain every buffer into PostgreSQL, then stop the actors (unless attached)."""
+        if self.scheduler is not None:
+            await self.scheduler.stop()
         if self._keeper is not None:
             self._keeper.cancel()
         if self.placement is not None:
             await self.placement.stop()
-        if self.writer is not None:
+        if self.writer is not None and not self.attached:
             await remote(self.writer.drain.remote())
             ray.kill(self.writer, no_restart=True)
         if self.presence is not None:
             await self.presence.close()
+        if self._sweeps is not None:
+            await self._sweeps.close()
         await close_pools()
         if self._started_ray:
             ray.shutdown()
@@ -141,8 +174,14 @@ class Engine:
     async def __aexit__(self, *exc) -> None:
         await self.stop()
 
-    async def _pool(self):
+    async def pool(self):
+        """The process's asyncpg pool for the engine's database."""
         return await get_pool(self.database_url)
+
+    def sweeps(self) -> PresenceSweeps:
+        if self._sweeps is None:
+            self._sweeps = PresenceSweeps(self.redis_url)
+        return self._sweeps
 
     # -- people and money --------------------------------------------------------------------
 
@@ -150,7 +189,7 @@ class Engine:
         if not isinstance(name, str) or not name.strip() or len(name) > NAME_CHARS_MAX:
             raise InvalidInput(f"name must be a non-empty string of at most {NAME_CHARS_MAX} chars")
         one_of(role, ROLES, "role")
-        return await store.create_user(await self._pool(), name, role)
+        return await store.create_user(await self.pool(), name, role)
 
     async def create_listener(self, name: str) -> int:
         return await self.create_user(name, "listener")
@@ -164,25 +203,26 @@ class Engine:
     ) -> dict:
         """Add coins (purchase, bonus, referral_bonus). Applied once per idempotency key;
         returns after the transfer is committed."""
-        entity_id(user_id, "user_id")
-        positive_amount(amount, "amount")
         one_of(tx_type, TOP_UP_TYPES, "tx_type")
-        key = _key(idempotency_key)
-        now = self.clock.now()
-        return await self.placement.wallet(
-            user_id, "apply_external", user_id, tx_type, amount, key, now
-        )
+        return await self._external(user_id, "user_id", tx_type, amount, idempotency_key)
+
+    async def spend(self, user_id: int, amount: int, idempotency_key: str | None = None) -> dict:
+        """Take coins outside a call (never below zero)."""
+        return await self._external(user_id, "user_id", SPEND, amount, idempotency_key)
 
     async def withdraw(
         self, listener_id: int, amount_paise: int, idempotency_key: str | None = None
     ) -> dict:
-        entity_id(listener_id, "listener_id")
-        positive_amount(amount_paise, "amount_paise")
-        key = _key(idempotency_key)
-        now = self.clock.now()
-        return await self.placement.wallet(
-            listener_id, "apply_external", listener_id, WITHDRAW, amount_paise, key, now
+        return await self._external(
+            listener_id, "listener_id", WITHDRAW, amount_paise, idempotency_key
         )
+
+    async def _external(self, who: int, what: str, tx_type: str, amount: int, key) -> dict:
+        entity_id(who, what)
+        positive_amount(amount, "amount_paise" if tx_type == WITHDRAW else "amount")
+        key = _key(key)
+        now = self.clock.now()
+        return await self.placement.wallet(who, "apply_external", who, tx_type, amount, key, now)
 
     async def balance(self, user_id: int) -> dict:
         entity_id(user_id, "user_id")
@@ -195,11 +235,11 @@ class Engine:
         entity_id(user_id, "user_id")
         entity_id(listener_id, "listener_id")
         one_of(call_type, CALL_TYPES, "call_type")
-        pool = await self._pool()
+        pool = await self.pool()
         await store.require_role(pool, user_id, "user")
         await store.require_role(pool, listener_id, "listener")
         now = self.clock.now()
-        day = dt.datetime.fromtimestamp(now, dt.UTC).date()
+        day = badges.local_day(now, self.config.badge_timezone)
         tier = await store.listener_tier(pool, listener_id, day)
         rate_coins, rate_paise = self.config.rate_card.rates(call_type, tier)
         call = Call(
@@ -222,36 +262,120 @@ class Engine:
                 listener_id, "cancel_reservation", listener_id, call.call_id
             )
             raise
+        # Connecting counts as a heartbeat of both parties; the call is cached in Redis.
+        await self.presence.heartbeat(user_id, listener_id, now=now)
         await self.presence.call_started(
             {k: state[k] for k in ("call_id", "user_id", "listener_id", "call_type")}
             | {"connected_at": now}
         )
         return state
 
-    async def end_call(self, call_id: int) -> dict:
-        """Hang up. Idempotent: ending an ended call returns its settlement unchanged."""
+    async def end_call(self, call_id: int, reason: str = "hangup") -> dict:
+        """End a call (hang-up by default). Idempotent: ending an ended call returns its
+        settlement unchanged."""
         entity_id(call_id, "call_id")
-        row = await store.read_call(await self._pool(), call_id)
+        one_of(reason, END_REASONS, "reason")
+        row = await store.read_call(await self.pool(), call_id)
         if row["status"] == "ongoing":
-            out = await self.placement.end_call(call_id, row["user_id"], self.clock.now())
+            out = await self.placement.end_call(call_id, row["user_id"], self.clock.now(), reason)
             if out is not None:
                 return out
-            row = await store.read_call(await self._pool(), call_id)
+            row = await store.read_call(await self.pool(), call_id)
         return {k: row[k] for k in SETTLEMENT_KEYS}
 
     async def get_call(self, call_id: int) -> dict:
         """The live state of an ongoing call, or the stored row of an ended one."""
         entity_id(call_id, "call_id")
-        row = await store.read_call(await self._pool(), call_id)
+        row = await store.read_call(await self.pool(), call_id)
         if row["status"] == "ongoing":
             live = await self.placement.call_state(call_id, row["user_id"], self.clock.now())
             if live is not None:
                 return live
         return row
 
+    async def bill_due(self) -> int:
+        """Bill every minute due now, for every ongoing call. The calls' own timers bill the
+        same minutes; the transfer ids make whichever comes second a no-op."""
+        return await self.placement.run_due(self.clock.now())
+
+    async def bill_call(self, call_id: int) -> dict:
+        """Bill the minutes of one call due now."""
+        entity_id(call_id, "call_id")
+        row = await store.read_call(await self.pool(), call_id)
+        if row["status"] == "ongoing":
+            live = await self.placement.bill_call(call_id, row["user_id"], self.clock.now())
+            if live is not None:
+                return live
+        return await store.read_call(await self.pool(), call_id)
+
+    # -- presence ----------------------------------------------------------------------------
+
     async def heartbeat(self, user_id: int) -> bool:
         entity_id(user_id, "user_id")
-        return await self.presence.heartbeat(user_id, self.clock.now())
+        return await self.presence.heartbeat(user_id, now=self.clock.now())
+
+    async def set_busy_for(self, user_id: int, seconds: float) -> bool:
+        """Mark a user busy for a while (not in a call); cleared when the time passes."""
+        entity_id(user_id, "user_id")
+        if not isinstance(seconds, int | float) or not 0 < seconds <= BUSY_FOR_S_MAX:
+            raise InvalidInput(f"seconds must be in (0, {BUSY_FOR_S_MAX}], got {seconds!r}")
+        return await self.sweeps().set_busy_until(user_id, self.clock.now() + seconds)
+
+    async def mark_inactive_users_offline(self, inactive_minutes: int = 5) -> int:
+        if type(inactive_minutes) is not int or inactive_minutes < 0:
+            raise InvalidInput(
+                f"inactive_minutes must be a non-negative integer, got {inactive_minutes!r}"
+            )
+        cutoff = self.clock.now() - inactive_minutes * 60
+        return await self.sweeps().mark_inactive_offline(cutoff)
+
+    async def cleanup_expired_busy_status(self) -> int:
+        return await self.sweeps().clear_expired_busy(self.clock.now())
+
+    async def online_users_count(self) -> int:
+        return await self.sweeps().online_count()
+
+    # -- jobs --------------------------------------------------------------------------------
+
+    async def cleanup_expired_calls(self) -> int:
+        """End as dropped/expired every call past its maximum duration, or whose parties sent
+        no heartbeat within the timeout. Returns how many it ended."""
+        now = self.clock.now()
+        rows = await (await self.pool()).fetch(
+            "SELECT call_id, user_id, listener_id, connected_at FROM calls WHERE status = 'ongoing'"
+        )
+        if not rows:
+            return 0
+        parties = sorted({r["user_id"] for r in rows} | {r["listener_id"] for r in rows})
+        try:
+            seen = await self.sweeps().last_seen(parties)
+        except ConnectionError as e:
+            log.warning("heartbeats unknown (%s): expiring by duration only", e)
+            seen = None
+        max_s = self.config.max_call_minutes * self.config.minute_seconds
+        stale_before = now - self.config.heartbeat_timeout_s
+        ended = 0
+        for r in rows:
+            too_long = now >= r["connected_at"].timestamp() + max_s
+            silent = seen is not None and any(
+                (seen.get(p) or 0) < stale_before for p in (r["user_id"], r["listener_id"])
+            )
+            if too_long or silent:
+                s = await self.end_call(r["call_id"], "expired")
+                ended += s["end_reason"] == "expired"
+        return ended
+
+    async def assign_daily_badges(self, today=None) -> dict:
+        day = today or badges.local_day(self.clock.now(), self.config.badge_timezone)
+        return await badges.assign_daily_badges(
+            await self.pool(), day, self.config.badge_timezone, self.config.badge_thresholds
+        )
+
+    async def run_job(self, name: str) -> dict:
+        """Run one job here and now: `presence`, `cleanup`, `badges` or `deduct`."""
+        from engine.scheduler import run_job_here
+
+        return await run_job_here(self, name)
 
     # -- time, flushing, inspection ----------------------------------------------------------
 
@@ -259,21 +383,23 @@ class Engine:
         """Manual clock only: move time and bill whatever became due."""
         if not self.clock.manual:
             raise InvalidInput("advance() needs the manual clock (clock='manual')")
-        now = self.clock.advance(seconds)
-        return await self.placement.run_due(now)
+        self.clock.advance(seconds)
+        return await self.bill_due()
 
     async def sync(self) -> None:
         """Wait until everything produced so far is committed in PostgreSQL."""
         await self.placement.sync()
 
     async def inspect(self, kind: str, ident: int | None = None) -> dict | list:
-        one_of(kind, ("call", "wallet", "writer", "shards", "config"), "inspect kind")
+        one_of(kind, ("call", "wallet", "writer", "shards", "config", "jobs"), "inspect kind")
         if kind == "writer":
             return await remote(self.writer.state.remote())
         if kind == "shards":
             return await self.placement.inspect()
         if kind == "config":
             return self.config.public() | {"database": mask_url(self.database_url)}
+        if kind == "jobs":
+            return {} if self.scheduler is None else self.scheduler.state()
         entity_id(ident, f"{kind} id")
         if kind == "wallet":
             return await self.placement.wallet(ident, "inspect_wallet", ident)

@@ -5,10 +5,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from actors.errors import InvalidInput
 from actors.money import RateCard
+from persistence.badges import BadgeThresholds
 from persistence.client import ClientLimits
 from persistence.db import mask_url
 from persistence.writer import WriterLimits
@@ -31,6 +34,13 @@ class Config:
     user_calls_max: int = 1
     actors_per_node_max: int = 48  # actor-per-call: Ray actors (calls + wallets) per node
     shard_loop_interval_ms: int = 250  # longest a shard sleeps between looks at its heap
+    heartbeat_timeout_s: float = 120.0  # a party silent this long expires the call
+    low_balance_minutes: int = 2  # warn once per call when coins cover this many minutes
+    badge_timezone: str = "UTC"
+    badge_thresholds: BadgeThresholds = field(default_factory=BadgeThresholds)
+    jobs_interval_s: float = 60.0  # presence sweep and expired-call cleanup
+    badges_at: str = "00:01"  # local time (badge_timezone) of the daily badge run
+    scheduler: bool = True  # run the jobs (real clock only)
     data_dir: str = "billing-data"
     rate_card: RateCard = field(default_factory=RateCard)
     writer: WriterLimits = field(default_factory=WriterLimits)
@@ -45,8 +55,18 @@ class Config:
             value = getattr(self, name)
             if type(value) is not int or value < 1:
                 raise InvalidInput(f"{name} must be a positive integer, got {value!r}")
-        if not (isinstance(self.minute_seconds, int | float) and self.minute_seconds > 0):
-            raise InvalidInput(f"minute_seconds must be positive, got {self.minute_seconds!r}")
+        for name in ("minute_seconds", "heartbeat_timeout_s", "jobs_interval_s"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and value > 0):
+                raise InvalidInput(f"{name} must be positive, got {value!r}")
+        try:
+            ZoneInfo(self.badge_timezone)
+        except (ValueError, ZoneInfoNotFoundError):
+            raise InvalidInput(
+                f"badge_timezone {self.badge_timezone!r} is not a time zone"
+            ) from None
+        if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", self.badges_at):
+            raise InvalidInput(f"badges_at must be HH:MM, got {self.badges_at!r}")
 
     def replace(self, **changes) -> Config:
         return dataclasses.replace(self, **changes)
@@ -71,6 +91,11 @@ ENV = {
     "BILLING_USER_CALLS_MAX": ("user_calls_max", int),
     "BILLING_ACTORS_PER_NODE_MAX": ("actors_per_node_max", int),
     "BILLING_DATA_DIR": ("data_dir", str),
+    "BILLING_HEARTBEAT_TIMEOUT_S": ("heartbeat_timeout_s", float),
+    "BILLING_LOW_BALANCE_MINUTES": ("low_balance_minutes", int),
+    "BILLING_BADGE_TIMEZONE": ("badge_timezone", str),
+    "BILLING_JOBS_INTERVAL_S": ("jobs_interval_s", float),
+    "BILLING_BADGES_AT": ("badges_at", str),
 }
 ENV_WRITER = {
     "BILLING_BATCH_SIZE_MAX": "batch_size_max",
@@ -98,6 +123,13 @@ def from_env(env: dict[str, str] | None = None, **overrides) -> Config:
                 raise InvalidInput(f"{var}={env[var]!r} is not a valid int") from None
     if writer:
         values["writer"] = WriterLimits(**writer)
+    if env.get("BILLING_BADGE_THRESHOLDS"):
+        try:
+            values["badge_thresholds"] = BadgeThresholds(
+                **json.loads(env["BILLING_BADGE_THRESHOLDS"])
+            )
+        except (ValueError, TypeError) as e:
+            raise InvalidInput(f"BILLING_BADGE_THRESHOLDS is not valid: {e}") from None
     if env.get("BILLING_RATE_CARD"):
         try:
             card = json.loads(env["BILLING_RATE_CARD"])

@@ -99,15 +99,17 @@ class WalletHost:
         call.after_billing(1, False, now)
         await self.client.durable([call_start_record(call), transfer_record(first)])
 
-    def bill(self, user_id: int, call_id: int, through_minute: int, now: float) -> tuple[int, bool]:
-        """Bill due minutes (written behind). Returns (last billed minute, short)."""
+    def bill(
+        self, user_id: int, call_id: int, through_minute: int, now: float
+    ) -> tuple[int, bool, int]:
+        """Bill due minutes (written behind). Returns (last billed minute, short, coins left)."""
         w = self.wallets.get(user_id)
         if w is None:
             raise InvariantViolation(f"call {call_id}: payer {user_id} is not hosted here")
         transfers, last, short = w.bill_call(call_id, through_minute, int(now * 1000))
         if transfers:
             self.client.append([transfer_record(t) for t in transfers])
-        return last, short
+        return last, short, w.balance_coins
 
     def close_call(self, s: Settlement) -> int:
         """Record a settlement (end of call and the listener's credit); returns the sequence

@@ -53,7 +53,7 @@ class WalletActor:
         await self.host.open_call(call, now)
         return call.state()
 
-    async def bill(self, call_id: int, through_minute: int, now: float) -> tuple[int, bool]:
+    async def bill(self, call_id: int, through_minute: int, now: float) -> tuple[int, bool, int]:
         await self.host.wallet(self.user_id)
         await self.client.room()
         return self.host.bill(self.user_id, call_id, through_minute, now)
@@ -128,8 +128,13 @@ class CallActor:
         due = self.call.due_minute(now)
         if due <= self.call.billed_minutes and now < self.call.expires_at():
             return None
-        last, short = await remote(self._payer.bill.remote(self.call.call_id, due, now))
-        return self.call.after_billing(last, short, now)
+        last, short, coins = await remote(self._payer.bill.remote(self.call.call_id, due, now))
+        s = self.call.after_billing(last, short, now)
+        if s is None:
+            notice = self.call.low_balance(coins, self.config.low_balance_minutes)
+            if notice is not None:
+                await self.presence.publish_low_balance([notice])
+        return s
 
     async def _settled(self, s: Settlement) -> None:
         still = await remote(self._payer.close_call.remote(s))
@@ -142,17 +147,18 @@ class CallActor:
     async def run_due(self, now: float) -> dict:
         await self._ready()
         async with self._lock:
+            before = self.call.billed_minutes
             if self.call.settlement is None:
                 s = await self._bill(now)
                 if s is not None:
                     await self._settled(s)
-        return self.call.state(now)
+        return self.call.state(now) | {"billed_now": self.call.billed_minutes - before}
 
-    async def end(self, now: float) -> dict:
+    async def end(self, now: float, reason: str = "hangup") -> dict:
         await self._ready()
         async with self._lock:
             if self.call.settlement is None:
-                s = await self._bill(now) or self.call.hang_up(now)
+                s = await self._bill(now) or self.call.end(reason, now)
                 await self._settled(s)
         return self.call.settlement.as_dict()
 

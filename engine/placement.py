@@ -11,7 +11,7 @@ from actors.call import Call
 from actors.errors import CapacityExceeded
 from engine.config import Config
 from engine.per_call import CallActor, WalletActor
-from engine.raycalls import actor_or_none, call_name, remote, shard_name, wallet_name
+from engine.raycalls import actor, actor_or_none, call_name, remote, shard_name, wallet_name
 from engine.shard import Shard
 
 log = logging.getLogger("billing.placement")
@@ -24,8 +24,14 @@ ACTOR_OPTIONS = {"max_restarts": -1, "max_concurrency": 1000, "num_cpus": 0}
 class ShardedPlacement:
     name = "sharded"
 
-    def __init__(self, config: Config, database_url: str, redis_url: str | None) -> None:
+    def __init__(
+        self, config: Config, database_url: str, redis_url: str | None, attach: bool = False
+    ) -> None:
         self.config = config
+        self.attached = attach
+        if attach:  # a running engine's shards, by name
+            self.shards = [actor(shard_name(i), config.namespace) for i in range(config.shards)]
+            return
         cls = ray.remote(Shard)
         self.shards = [
             cls.options(name=shard_name(i), namespace=config.namespace, **ACTOR_OPTIONS).remote(
@@ -46,8 +52,11 @@ class ShardedPlacement:
     async def start_call(self, call: Call, spec: dict, now: float) -> dict:
         return await remote(self._shard(call.user_id).start_call.remote(spec, now))
 
-    async def end_call(self, call_id: int, user_id: int, now: float) -> dict | None:
-        return await remote(self._shard(user_id).end_call.remote(call_id, now))
+    async def end_call(self, call_id: int, user_id: int, now: float, reason: str) -> dict | None:
+        return await remote(self._shard(user_id).end_call.remote(call_id, now, reason))
+
+    async def bill_call(self, call_id: int, user_id: int, now: float) -> dict | None:
+        return await remote(self._shard(user_id).bill_call.remote(call_id, now))
 
     async def call_state(self, call_id: int, user_id: int, now: float) -> dict | None:
         return await remote(self._shard(user_id).inspect_call.remote(call_id, now))
@@ -68,17 +77,21 @@ class ShardedPlacement:
 
     async def stop(self) -> None:
         await self.sync()
-        for s in self.shards:
-            ray.kill(s)
+        if not self.attached:
+            for s in self.shards:
+                ray.kill(s)
 
 
 class ActorPerCallPlacement:
     name = "actor-per-call"
 
-    def __init__(self, config: Config, database_url: str, redis_url: str | None) -> None:
+    def __init__(
+        self, config: Config, database_url: str, redis_url: str | None, attach: bool = False
+    ) -> None:
         self.config = config
         self.database_url = database_url
         self.redis_url = redis_url
+        self.attached = attach
         self.calls: dict[int, object] = {}
         self.wallets: dict[int, object] = {}
         self._inflight: dict[int, int] = {}  # engine requests under way, per wallet actor
@@ -122,8 +135,20 @@ class ActorPerCallPlacement:
             "end calls first, or use --placement sharded for this load"
         )
 
+    def _discover(self) -> None:
+        """Attached to a running engine: its call actors, by name."""
+        for a in ray.util.list_named_actors(all_namespaces=True):
+            if a.get("namespace") == self.config.namespace and a["name"].startswith("call:"):
+                call_id = int(a["name"].split(":")[1])
+                if call_id not in self.calls:
+                    self.calls[call_id] = actor_or_none(a["name"], self.config.namespace)
+        self.calls = {c: h for c, h in self.calls.items() if h is not None}
+
     async def start(self) -> None:
         """Recovery: an actor for every call PostgreSQL says is ongoing."""
+        if self.attached:
+            self._discover()
+            return
         from persistence import store
         from persistence.db import get_pool
 
@@ -167,25 +192,39 @@ class ActorPerCallPlacement:
         await remote(self.calls[call.call_id].ping.remote())
         return state
 
-    async def end_call(self, call_id: int, user_id: int, now: float) -> dict | None:
-        h = self.calls.get(call_id) or actor_or_none(call_name(call_id), self.config.namespace)
+    def _call_handle(self, call_id: int):
+        return self.calls.get(call_id) or actor_or_none(call_name(call_id), self.config.namespace)
+
+    async def end_call(self, call_id: int, user_id: int, now: float, reason: str) -> dict | None:
+        h = self._call_handle(call_id)
         if h is None:
             return None
-        out = await remote(h.end.remote(now))
+        out = await remote(h.end.remote(now, reason))
         await self._retire(call_id)
         return out
+
+    async def bill_call(self, call_id: int, user_id: int, now: float) -> dict | None:
+        h = self._call_handle(call_id)
+        if h is None:
+            return None
+        state = await remote(h.run_due.remote(now))
+        if state["status"] != "ongoing":
+            await self._retire(call_id)
+        return state
 
     async def call_state(self, call_id: int, user_id: int, now: float) -> dict | None:
         h = self.calls.get(call_id)
         return None if h is None else await remote(h.state.remote(now))
 
     async def run_due(self, now: float) -> int:
+        if self.attached:
+            self._discover()
         ids = list(self.calls)
         states = await asyncio.gather(*(remote(self.calls[c].run_due.remote(now)) for c in ids))
         for c, st in zip(ids, states, strict=True):
             if st["status"] != "ongoing":
                 await self._retire(c)
-        return 0
+        return sum(st.get("billed_now", 0) for st in states)
 
     async def _retire(self, call_id: int) -> None:
         h = self.calls.pop(call_id, None)
@@ -245,6 +284,8 @@ class ActorPerCallPlacement:
 
     async def stop(self) -> None:
         await self.sync()
+        if self.attached:
+            return
         for h in [*self.calls.values(), *self.wallets.values()]:
             ray.kill(h, no_restart=True)
         self.calls.clear()
@@ -269,6 +310,6 @@ def call_spec(call: Call) -> dict:
     return {k: getattr(call, k) for k in SPEC_FIELDS}
 
 
-def make_placement(config: Config, database_url: str, redis_url: str | None):
+def make_placement(config: Config, database_url: str, redis_url: str | None, attach: bool = False):
     cls = ShardedPlacement if config.placement == "sharded" else ActorPerCallPlacement
-    return cls(config, database_url, redis_url)
+    return cls(config, database_url, redis_url, attach)

@@ -50,6 +50,7 @@ class Shard:
         self.calls: dict[int, Call] = {}
         self.heap: list[tuple[float, int]] = []
         self._settling: dict[int, asyncio.Future] = {}
+        self._notices: list[dict] = []  # low-balance notices waiting to be published
         self._loaded: asyncio.Task | None = None
         self._loop_task: asyncio.Task | None = None
         self._wake: asyncio.Event | None = None
@@ -127,8 +128,8 @@ class Shard:
         self._add(call)
         return call.state()
 
-    async def end_call(self, call_id: int, now: float) -> dict | None:
-        """Hang up: bill what is due, settle once, return after the settlement committed.
+    async def end_call(self, call_id: int, now: float, reason: str = "hangup") -> dict | None:
+        """End a call: bill what is due, settle once, return after the settlement committed.
         None when the call is not (or no longer) on this shard."""
         await self._ready()
         pending = self._settling.get(call_id)
@@ -136,12 +137,28 @@ class Shard:
             call = self.calls.get(call_id)
             if call is None:
                 return None
-            last, short = self.host.bill(call.user_id, call_id, call.due_minute(now), now)
-            self.stats["minutes_billed"] += last - call.billed_minutes
-            s = call.after_billing(last, short, now) or call.hang_up(now)
-            self._settle([s], urgent=True)
+            settlements: list[Settlement] = []
+            self.stats["minutes_billed"] += self._bill_one(call, now, settlements)
+            if not settlements:
+                settlements.append(call.end(reason, now))
+            self._settle(settlements, urgent=True)
+            self._publish_notices()
             pending = self._settling[call_id]
         return (await asyncio.shield(pending)).as_dict()
+
+    async def bill_call(self, call_id: int, now: float) -> dict | None:
+        """Bill one call's due minutes now (the older API's per-call deduction)."""
+        await self._ready()
+        call = self.calls.get(call_id)
+        if call is None or call.settlement is not None:
+            return None
+        settlements: list[Settlement] = []
+        self.stats["minutes_billed"] += self._bill_one(call, now, settlements)
+        if settlements:
+            self._settle(settlements, urgent=True)
+            await asyncio.shield(self._settling[call_id])
+        self._publish_notices()
+        return call.state(now)
 
     async def run_due(self, now: float) -> int:
         """Bill every minute due by `now`; returns the number of minutes billed."""
@@ -156,10 +173,25 @@ class Shard:
                 self._settle(settlements, urgent=False)
             await asyncio.sleep(0)
         self.stats["minutes_billed"] += billed
+        self._publish_notices()
         return billed
 
+    def _bill_one(self, call: Call, now: float, settlements: list[Settlement]) -> int:
+        """Bill a call through its due minute; returns minutes billed. A settlement, if the
+        payer ran short or the call ran out of time, goes into `settlements`."""
+        before = call.billed_minutes
+        last, short, coins = self.host.bill(call.user_id, call.call_id, call.due_minute(now), now)
+        s = call.after_billing(last, short, now)
+        if s is not None:
+            settlements.append(s)
+        else:
+            notice = call.low_balance(coins, self.config.low_balance_minutes)
+            if notice is not None:
+                self._notices.append(notice)
+        return last - before
+
     def _tick_slice(self, now: float, settlements: list[Settlement]) -> int:
-        heap, calls, host = self.heap, self.calls, self.host
+        heap, calls = self.heap, self.calls
         billed = 0
         for _ in range(TICK_SLICE_MAX):
             if not heap or heap[0][0] > now:
@@ -168,15 +200,15 @@ class Shard:
             call = calls.get(call_id)
             if call is None or call.settlement is not None:
                 continue
-            before = call.billed_minutes
-            last, short = host.bill(call.user_id, call_id, call.due_minute(now), now)
-            billed += last - before
-            s = call.after_billing(last, short, now)
-            if s is not None:
-                settlements.append(s)
-            else:
+            billed += self._bill_one(call, now, settlements)
+            if call.settlement is None:
                 heapq.heappush(heap, (call.next_due_at(), call_id))
         return billed
+
+    def _publish_notices(self) -> None:
+        if self._notices:
+            notices, self._notices = self._notices, []
+            asyncio.get_running_loop().create_task(self.presence.publish_low_balance(notices))
 
     def _settle(self, settlements: list[Settlement], urgent: bool) -> None:
         loop = asyncio.get_running_loop()

@@ -8,8 +8,11 @@ from persistence.writer import LedgerWriter, WriterLimits
 
 
 class WriterActor:
-    def __init__(self, database_url: str, limits: WriterLimits) -> None:
+    def __init__(self, database_url: str, limits: WriterLimits, meta: dict | None = None) -> None:
         self.writer = LedgerWriter(database_url, limits)
+        # What another process needs to attach to this engine: its URLs and its config. Stays
+        # inside the Ray cluster; `state()` shows only masked URLs.
+        self.meta = meta or {}
 
     async def write(self, packed: bytes, urgent: bool = False) -> None:
         await self.writer.write(packed, urgent)
@@ -19,6 +22,9 @@ class WriterActor:
 
     async def state(self) -> dict:
         return self.writer.state() | {"pid": os.getpid()}
+
+    async def describe(self) -> dict:
+        return self.meta
 
     async def ping(self) -> bool:
         return True

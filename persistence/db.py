@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import weakref
 
 import asyncpg
 
@@ -13,8 +14,10 @@ POOL_SIZE_MAX = 8
 CONNECT_TIMEOUT_S = 5.0
 STAGING_TABLE = "ledger_staging"
 
-_pools: dict[tuple[str, int], asyncpg.Pool] = {}
-_locks: dict[int, asyncio.Lock] = {}
+# Per event loop (a pool belongs to the loop that made it), and weakly: a closed loop's pools
+# go with it, and a new loop that happens to reuse its id never sees them.
+_pools: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_locks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def mask_url(url: str | None) -> str:
@@ -37,15 +40,15 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 async def get_pool(url: str) -> asyncpg.Pool:
     """The process's pool for `url`, created (and the schema migrated) on first use."""
     loop = asyncio.get_running_loop()
-    key = (url, id(loop))
-    pool = _pools.get(key)
-    if pool is not None:
+    pools = _pools.setdefault(loop, {})
+    pool = pools.get(url)
+    if pool is not None and not pool.is_closing():
         return pool
-    async with _locks.setdefault(id(loop), asyncio.Lock()):
-        pool = _pools.get(key)
-        if pool is None:
+    async with _locks.setdefault(loop, asyncio.Lock()):
+        pool = pools.get(url)
+        if pool is None or pool.is_closing():  # a caller may have closed the shared pool
             pool = await _create_pool(url)
-            _pools[key] = pool
+            pools[url] = pool
     return pool
 
 
@@ -71,6 +74,6 @@ async def _create_pool(url: str) -> asyncpg.Pool:
 
 
 async def close_pools() -> None:
-    loop = asyncio.get_running_loop()
-    for key in [k for k in _pools if k[1] == id(loop)]:
-        await _pools.pop(key).close()
+    pools = _pools.pop(asyncio.get_running_loop(), {})
+    for pool in pools.values():
+        await pool.close()

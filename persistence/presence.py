@@ -6,6 +6,7 @@ Redis is left alone for `retry_after_s`, so a dead Redis costs billing nothing b
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 
@@ -82,12 +83,21 @@ class Presence:
 
         return await self._pipeline("call_settled", build)
 
-    async def heartbeat(self, user_id: int, now: float) -> bool:
+    async def heartbeat(self, *user_ids: int, now: float) -> bool:
         def build(pipe):
-            pipe.sadd(keys.ONLINE, str(user_id))
-            pipe.zadd(keys.LAST_SEEN, {str(user_id): now})
+            pipe.sadd(keys.ONLINE, *[str(u) for u in user_ids])
+            pipe.zadd(keys.LAST_SEEN, {str(u): now for u in user_ids})
 
         return await self._pipeline("heartbeat", build)
+
+    async def publish_low_balance(self, notices: list[dict]) -> bool:
+        """One message per call and threshold on the low-balance channel."""
+
+        def build(pipe):
+            for n in notices:
+                pipe.publish(keys.LOW_BALANCE_CHANNEL, json.dumps(n))
+
+        return await self._pipeline("publish_low_balance", build)
 
     async def busy_until(self, user_id: int) -> float | None:
         r = self._client()

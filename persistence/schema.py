@@ -77,6 +77,22 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        2,
+        "day windows over the ledger; the older system's user_calls name",
+        """
+        -- Badges count yesterday's minutes: a BRIN index finds a day of an append-mostly
+        -- ledger for almost nothing on the hot path.
+        CREATE INDEX ledger_created_brin ON ledger USING brin (created_at);
+        -- The older code reads `SELECT * FROM user_calls WHERE call_id = $1`.
+        CREATE VIEW user_calls AS
+            SELECT call_id, user_id, listener_id, call_type, tier, rate_coins, rate_paise,
+                   status, end_reason, connected_at AS start_time, ended_at AS end_time,
+                   connected_at, ended_at, billed_minutes AS duration_minutes,
+                   billed_minutes, coins_spent, earnings_paise
+            FROM calls;
+        """,
+    ),
 ]
 
 

@@ -43,11 +43,19 @@ def test_bad_amounts_are_refused_by_name(amount):
     assert w.balance_coins == 0 and not w.external
 
 
-def test_spend_and_earn_cannot_be_applied_from_outside():
+def test_earnings_cannot_be_credited_from_outside():
     w = Wallet(1, "user")
-    for tx in ("spend", "earn", "gift"):
+    for tx in ("earn", "gift"):
         with pytest.raises(InvalidInput, match="cannot be applied from outside"):
             w.apply_external("k", tx, 5, AT)
+
+
+def test_a_spend_outside_a_call_never_takes_coins_below_zero():
+    w = Wallet(1, "user", balance_coins=10)
+    with pytest.raises(InsufficientCoins, match="cannot spend 11"):
+        w.apply_external("s", "spend", 11, AT)
+    t = w.apply_external("s", "spend", 10, AT)
+    assert (t.amount, t.unit, w.balance_coins) == (-10, "coins", 0)
 
 
 def test_withdrawal_beyond_earnings_is_refused():

@@ -1,0 +1,1 @@
+"""Names the older code imports (`api.clients.db`)."""

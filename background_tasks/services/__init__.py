@@ -1,0 +1,1 @@
+"""badge_service, presence_service, call_service, coin_deduction_service."""
