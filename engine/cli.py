@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -96,6 +97,25 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from background_tasks.services._engine import engine as attached_engine
+    from engine.scheduler import job_task
+
+    if args.ray_address:
+        os.environ["RAY_ADDRESS"] = args.ray_address
+
+    async def run() -> dict:
+        # Attach to the running engine (or start one here), then run the job as a Ray task.
+        engine = await attached_engine()
+        try:
+            return await job_task.remote(args.job, engine.config.namespace)
+        finally:
+            await engine.stop()
+
+    console.print_json(json.dumps(asyncio.run(run()), default=str))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="billing-engine", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -108,10 +128,16 @@ def build_parser() -> argparse.ArgumentParser:
     _engine_flags(up)
     up.set_defaults(func=cmd_up)
     ins = sub.add_parser("inspect", help="print an actor's live state from a running engine")
-    ins.add_argument("what", choices=("call", "wallet", "writer", "shards"))
+    ins.add_argument("what", choices=("call", "wallet", "writer", "shards", "jobs"))
     ins.add_argument("id", nargs="?", type=int)
     ins.add_argument("--address", dest="ray_address", help="Ray address (default: auto)")
     ins.set_defaults(func=cmd_inspect)
+    jobs = sub.add_parser("jobs", help="run a scheduled job now and print its result")
+    jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True)
+    run = jobs_sub.add_parser("run")
+    run.add_argument("job", choices=("badges", "presence", "cleanup", "deduct"))
+    run.add_argument("--address", dest="ray_address", help="Ray address of a running engine")
+    run.set_defaults(func=cmd_jobs)
     return parser
 
 

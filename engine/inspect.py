@@ -34,6 +34,8 @@ async def inspect_running(what: str, ident: int | None, now: float) -> dict | li
         raise InvalidInput(f"no billing engine is running in Ray namespace {NAMESPACE!r}")
     if what == "writer":
         return await remote(actor(WRITER_NAME).state.remote())
+    if what == "jobs":
+        return await remote(actor(WRITER_NAME).jobs.remote())
     shards = running_shards()
     if what == "shards":
         if shards:

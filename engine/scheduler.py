@@ -121,6 +121,8 @@ class Scheduler:
             out = await ref
             log.info("job %s: %s in %.3f s", name, out["result"], out["duration_s"])
             self.last[name] = out
+            # Kept on the writer actor too, so that `billing-engine inspect jobs` can read it.
+            self.engine.writer.record_job.remote(out)
         except Exception as e:  # noqa: BLE001 - a failed run is logged; the next one runs
             log.error("job %s failed: %s", name, e)
             self.last[name] = {"job": name, "error": str(e), "finished_at": time.time()}

@@ -13,6 +13,7 @@ class WriterActor:
         # What another process needs to attach to this engine: its URLs and its config. Stays
         # inside the Ray cluster; `state()` shows only masked URLs.
         self.meta = meta or {}
+        self.jobs_last: dict[str, dict] = {}  # the scheduler's last run of each job
 
     async def write(self, packed: bytes, urgent: bool = False) -> None:
         await self.writer.write(packed, urgent)
@@ -22,6 +23,12 @@ class WriterActor:
 
     async def state(self) -> dict:
         return self.writer.state() | {"pid": os.getpid()}
+
+    async def record_job(self, run: dict) -> None:
+        self.jobs_last[run["job"]] = run
+
+    async def jobs(self) -> dict:
+        return self.jobs_last
 
     async def describe(self) -> dict:
         return self.meta
