@@ -39,6 +39,11 @@ NAME_CHARS_MAX = 200
 KEEPER_INTERVAL_S = 1.0
 BUSY_FOR_S_MAX = 7 * 24 * 3600
 
+# The clock of each engine this process started, by its writer's actor id: an engine that
+# attaches from the same process (the older API, in another event loop) shares it, so all time
+# comes from one clock object, the manual one of a test included.
+_local_clocks: dict = {}
+
 
 def _key(value: object) -> str:
     if value is None:
@@ -102,6 +107,7 @@ class Engine:
         clock = self.config.clock
         self.config = meta["config"].replace(clock=clock)
         self.database_url, self.redis_url = meta["database_url"], meta["redis_url"]
+        self.clock = _local_clocks.get(writer._actor_id, self.clock)
         self.writer = writer
         self.attached = True
         self.placement = make_placement(self.config, self.database_url, self.redis_url, True)
@@ -129,6 +135,7 @@ class Engine:
             .remote(self.database_url, cfg.writer, meta)
         )
         await remote(self.writer.ping.remote())
+        _local_clocks[self.writer._actor_id] = self.clock
         self.placement = make_placement(cfg, self.database_url, self.redis_url)
         await self.placement.start()
         if cfg.clock == "real":
@@ -158,6 +165,7 @@ class Engine:
         if self.writer is not None and not self.attached:
             await remote(self.writer.drain.remote())
             ray.kill(self.writer, no_restart=True)
+            _local_clocks.pop(self.writer._actor_id, None)
         if self.presence is not None:
             await self.presence.close()
         if self._sweeps is not None:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 import ray
+from ray.exceptions import ActorDiedError
 
 from actors.call import Call
 from actors.errors import CapacityExceeded
@@ -195,22 +196,26 @@ class ActorPerCallPlacement:
     def _call_handle(self, call_id: int):
         return self.calls.get(call_id) or actor_or_none(call_name(call_id), self.config.namespace)
 
-    async def end_call(self, call_id: int, user_id: int, now: float, reason: str) -> dict | None:
+    async def _on_call(self, call_id: int, method: str, *args) -> dict | None:
+        """Ask a call's actor; None when it is gone. Call actors are killed only once settled
+        (by whichever engine saw it first), so a gone actor means: read the stored row."""
         h = self._call_handle(call_id)
         if h is None:
             return None
-        out = await remote(h.end.remote(now, reason))
-        await self._retire(call_id)
+        try:
+            out = await remote(getattr(h, method).remote(*args))
+        except ActorDiedError:
+            self.calls.pop(call_id, None)
+            return None
+        if out["status"] != "ongoing":
+            await self._retire(call_id)
         return out
 
+    async def end_call(self, call_id: int, user_id: int, now: float, reason: str) -> dict | None:
+        return await self._on_call(call_id, "end", now, reason)
+
     async def bill_call(self, call_id: int, user_id: int, now: float) -> dict | None:
-        h = self._call_handle(call_id)
-        if h is None:
-            return None
-        state = await remote(h.run_due.remote(now))
-        if state["status"] != "ongoing":
-            await self._retire(call_id)
-        return state
+        return await self._on_call(call_id, "run_due", now)
 
     async def call_state(self, call_id: int, user_id: int, now: float) -> dict | None:
         h = self.calls.get(call_id)
@@ -220,11 +225,8 @@ class ActorPerCallPlacement:
         if self.attached:
             self._discover()
         ids = list(self.calls)
-        states = await asyncio.gather(*(remote(self.calls[c].run_due.remote(now)) for c in ids))
-        for c, st in zip(ids, states, strict=True):
-            if st["status"] != "ongoing":
-                await self._retire(c)
-        return sum(st.get("billed_now", 0) for st in states)
+        states = await asyncio.gather(*(self._on_call(c, "run_due", now) for c in ids))
+        return sum(st.get("billed_now", 0) for st in states if st is not None)
 
     async def _retire(self, call_id: int) -> None:
         h = self.calls.pop(call_id, None)

@@ -20,15 +20,20 @@ log = logging.getLogger("billing.presence")
 
 SOCKET_TIMEOUT_S = 0.5
 RETRY_AFTER_S = 5.0
+CONNECTIONS_MAX = 32  # per process; more concurrent requests wait for a free connection
+CONNECTION_WAIT_S = 2.0
 
 
-def connect(url: str) -> aioredis.Redis:
-    return aioredis.Redis.from_url(
+def connect(url: str, socket_timeout_s: float = SOCKET_TIMEOUT_S) -> aioredis.Redis:
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
-        socket_timeout=SOCKET_TIMEOUT_S,
-        socket_connect_timeout=SOCKET_TIMEOUT_S,
+        max_connections=CONNECTIONS_MAX,
+        timeout=CONNECTION_WAIT_S,
+        socket_timeout=socket_timeout_s,
+        socket_connect_timeout=socket_timeout_s,
         decode_responses=True,
     )
+    return aioredis.Redis(connection_pool=pool)
 
 
 class Presence:

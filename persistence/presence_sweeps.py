@@ -3,11 +3,13 @@ sweep is never lost, and each costs in proportion to the entries that expired.""
 
 from __future__ import annotations
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from persistence import keys
 from persistence.db import mask_url
+from persistence.presence import connect
+
+SWEEP_TIMEOUT_S = 5.0
 
 # KEYS[1] last_seen zset, KEYS[2] online set; ARGV[1] cutoff. Users last seen at or before the
 # cutoff leave both; a heartbeat after the script re-adds the user to both.
@@ -43,7 +45,7 @@ class PresenceSweeps:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._r = aioredis.Redis.from_url(url, decode_responses=True, socket_timeout=5)
+        self._r = connect(url, socket_timeout_s=SWEEP_TIMEOUT_S)
         self._mark = self._r.register_script(MARK_OFFLINE)
         self._clear = self._r.register_script(CLEAR_BUSY)
         self._busy = self._r.register_script(SET_BUSY)
