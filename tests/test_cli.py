@@ -74,6 +74,9 @@ def test_up_serves_inspect_and_stops_cleanly_on_sigint(tmp_path):
         assert '"shard": 1' in shards.stdout and '"ongoing_calls": 0' in shards.stdout
         writer = run(["inspect", "writer", "--address", address])
         assert '"queued_records": 0' in writer.stdout
+        job = run(["jobs", "run", "presence", "--address", address])
+        assert job.returncode == 0, job.stdout + job.stderr
+        assert '"job": "presence"' in job.stdout and '"marked_offline": 0' in job.stdout
         missing = run(["inspect", "call", "77", "--address", address])
         assert missing.returncode == 2 and "call 77 is not ongoing" in missing.stdout
         proc.send_signal(signal.SIGINT)

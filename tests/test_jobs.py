@@ -8,6 +8,7 @@ import redis.asyncio as aioredis
 
 from actors import InsufficientCoins, PartyBusy
 from engine.api import Engine
+from engine.raycalls import remote
 from persistence import keys
 from persistence.badges import BadgeThresholds
 from tests.conftest import PLACEMENTS, engine_config
@@ -166,3 +167,29 @@ async def test_a_second_call_to_a_busy_listener_is_refused(engine):
     await engine.start_call(user, listener)
     with pytest.raises(PartyBusy):
         await engine.start_call(other, listener)
+
+
+async def test_scheduler_runs_jobs_as_ray_tasks_one_at_a_time(services, pool, ray_session):
+    cfg = engine_config(services, "sharded", clock="real", jobs_interval_s=0.5)
+    engine = await Engine(cfg).start()
+    try:
+        sched = engine.scheduler
+        await eventually(
+            lambda: {"presence", "cleanup"} <= set(sched.last),
+            timeout_s=60,
+            what="presence and cleanup ran",
+        )
+        run = sched.last["presence"]
+        assert set(run["result"]) == {"marked_offline", "busy_cleared"}
+        assert run["duration_s"] >= 0
+        assert sched.submit("badges") is True
+        assert sched.submit("badges") is False  # never two runs of one job at once
+        assert sched.skipped["badges"] == 1
+        await sched.wait_idle()
+        assert sched.last["badges"]["result"]["errors"] == 0
+        recorded = await eventually(
+            lambda: remote(engine.writer.jobs.remote()), what="runs recorded for inspect"
+        )
+        assert "presence" in recorded
+    finally:
+        await engine.stop()
