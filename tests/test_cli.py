@@ -86,3 +86,52 @@ def test_up_serves_inspect_and_stops_cleanly_on_sigint(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+PLAIN_SCRIPT = """
+import asyncio
+from background_tasks.services.badge_service import assign_daily_badges
+from background_tasks.services.presence_service import get_online_users_count
+
+async def main():
+    try:
+        print("online", await get_online_users_count())
+        print("badges", await assign_daily_badges())
+    except ConnectionError as e:
+        print("connection error:", e)
+
+asyncio.run(main())
+"""
+
+
+def plain_script(env_changes):
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env["RAY_ADDRESS"] = ""  # no cluster to join: the script starts its own engine
+    env.update(env_changes)
+    return subprocess.run(
+        [sys.executable, "-c", PLAIN_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=STEP_S_MAX,
+        env=env,
+    )
+
+
+def test_a_plain_script_with_nothing_running_starts_an_engine_on_embedded_defaults(tmp_path):
+    out = plain_script({"BILLING_DATA_DIR": str(tmp_path)})
+    assert out.returncode == 0, out.stderr
+    assert "online 0" in out.stdout
+    assert "badges {'total_listeners': 0, 'basic_assigned': 0" in out.stdout
+    assert (tmp_path / "pg").is_dir()
+
+
+def test_a_plain_script_gets_connection_error_when_postgres_is_away(tmp_path):
+    out = plain_script(
+        {
+            "DATABASE_URL": "postgresql://billing:s3cret@127.0.0.1:1/x",
+            "BILLING_DATA_DIR": str(tmp_path),
+        }
+    )
+    expected = "connection error: cannot reach PostgreSQL at postgresql://billing:***@127.0.0.1:1/x"
+    assert expected in out.stdout, out.stdout + out.stderr
+    assert "s3cret" not in out.stdout + out.stderr
