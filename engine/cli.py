@@ -116,6 +116,27 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from bench.cli import run_bench
+    from engine.embedded import start_embedded
+
+    config = _config(args)
+    embedded = None
+    if config.database_url is None or config.redis_url is None:
+        embedded = start_embedded(
+            config.data_dir, config.database_url is None, config.redis_url is None
+        )
+    try:
+        return run_bench(
+            args,
+            config.database_url or embedded.database_url,
+            config.redis_url or embedded.redis_url,
+        )
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="billing-engine", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -132,6 +153,18 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("id", nargs="?", type=int)
     ins.add_argument("--address", dest="ray_address", help="Ray address (default: auto)")
     ins.set_defaults(func=cmd_inspect)
+    bench = sub.add_parser("bench", help="measure the billing paths side by side")
+    _engine_flags(bench)
+    bench.add_argument("--calls", type=int, action="append", help="ongoing calls (repeatable)")
+    bench.add_argument("--minutes", type=int, default=3, help="minutes billed per run")
+    bench.add_argument(
+        "--paths",
+        nargs="+",
+        choices=("copy_limit", "seed_loop", "set_sql", "actor_per_call", "sharded"),
+    )
+    bench.add_argument("--json", help="write the results as JSON here")
+    bench.add_argument("--plot", help="write a PNG of throughput against calls here")
+    bench.set_defaults(func=cmd_bench)
     jobs = sub.add_parser("jobs", help="run a scheduled job now and print its result")
     jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True)
     run = jobs_sub.add_parser("run")

@@ -1,0 +1,118 @@
+"""`billing-engine bench`: the paths side by side, one run, one machine, one PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import platform
+import time
+
+import psutil
+from rich.console import Console
+from rich.table import Table
+
+from bench.paths import PATHS, run_path
+
+# Each call on actor-per-call costs three Ray actors of ~96 MB: larger sizes are run at this.
+ACTOR_PER_CALL_CALLS_MAX = 12
+
+
+def machine() -> dict:
+    return {
+        "cpus": psutil.cpu_count(),
+        "memory_bytes": psutil.virtual_memory().total,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+async def bench(paths, sizes, minutes, shards, database_url, redis_url, console) -> dict:
+    runs = []
+    for calls in sizes:
+        for path in paths:
+            n = min(calls, ACTOR_PER_CALL_CALLS_MAX) if path == "actor_per_call" else calls
+            console.print(f"[dim]{path} at {n} calls...[/]")
+            t = time.perf_counter()
+            run = await run_path(path, database_url, redis_url, n, minutes, shards)
+            run.extra["wall_s"] = round(time.perf_counter() - t, 1)
+            runs.append(run.as_dict())
+    return {"machine": machine(), "minutes": minutes, "runs": runs}
+
+
+def table(result: dict) -> Table:
+    t = Table(title=f"durable call-minutes per second ({result['minutes']} minutes per run)")
+    for col in (
+        "path",
+        "calls",
+        "call-min/s",
+        "tick→commit p50 ms",
+        "p99 ms",
+        "RSS peak MiB",
+        "RSS/call B",
+        "note",
+    ):
+        t.add_column(col, justify="left" if col in ("path", "note") else "right")
+    for r in result["runs"]:
+        t.add_row(
+            r["path"],
+            f"{r['calls']:,}",
+            f"{r['call_minutes_per_s']:,.0f}",
+            f"{r['tick_to_commit_ms_p50']:.1f}",
+            f"{r['tick_to_commit_ms_p99']:.1f}",
+            f"{r['rss_peak_bytes'] / 2**20:,.0f}",
+            f"{r['rss_per_call_bytes']:,}",
+            r["note"],
+        )
+    return t
+
+
+def plot(result: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name in PATHS:
+        pts = sorted(
+            (r["calls"], r["call_minutes_per_s"]) for r in result["runs"] if r["path"] == name
+        )
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("ongoing calls")
+    ax.set_ylabel("durable call-minutes per second")
+    ax.set_title(f"billing throughput, {result['machine']['cpus']} cores")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def run_bench(args, database_url: str, redis_url: str) -> int:
+    console = Console()
+    sizes = args.calls or [1_000, 10_000]
+    paths = args.paths or list(PATHS)
+    result = asyncio.run(
+        bench(paths, sizes, args.minutes, args.shards or 2, database_url, redis_url, console)
+    )
+    console.print(table(result))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+    if args.plot:
+        plot(result, args.plot)
+    by = {(r["path"], r["calls"]): r["call_minutes_per_s"] for r in result["runs"]}
+    for calls in sizes:
+        s = by.get(("sharded", calls))
+        if s:
+            for other in ("seed_loop", "set_sql", "copy_limit"):
+                if by.get((other, calls)):
+                    console.print(
+                        f"{calls:,} calls: sharded / {other} = {s / by[(other, calls)]:.2f}"
+                    )
+    return 0
+
+
+__all__ = ["run_bench"]

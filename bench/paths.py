@@ -1,0 +1,278 @@
+"""The paths `billing-engine bench` compares, over the same ongoing calls and database.
+
+Each returns a `Run`: durable call-minutes per second (a minute counts once committed), the
+latency from a minute's tick to its commit, and memory. Minutes are simulated: each path bills
+`minutes` rounds of one minute of every call as fast as it can.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+import psutil
+
+from bench.setup import RATE_COINS, ongoing_calls, reset
+
+T0 = 1_800_000_000.0
+COINS_EACH = 1_000_000
+# The older system's loop runs one transaction per call: past this many seconds a round is cut
+# short and the rate is taken from what it did.
+SEED_LOOP_ROUND_S_MAX = 20.0
+
+
+@dataclass
+class Run:
+    path: str
+    calls: int
+    call_minutes_per_s: float
+    tick_to_commit_ms_p50: float
+    tick_to_commit_ms_p99: float
+    rss_peak_bytes: int
+    rss_per_call_bytes: int
+    note: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return 0.0
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+class RssWatch:
+    """Peak resident memory of a set of processes (this one and the given pids)."""
+
+    def __init__(self) -> None:
+        self.pids = {os.getpid()}
+        self.peak = 0
+        self.baseline = self.sample()
+
+    def sample(self) -> int:
+        total = 0
+        for pid in list(self.pids):
+            try:
+                total += psutil.Process(pid).memory_info().rss
+            except psutil.NoSuchProcess:
+                self.pids.discard(pid)
+        self.peak = max(self.peak, total)
+        return total
+
+
+async def copy_limit(pool, calls: int, minutes: int) -> Run:
+    """Raw COPY of ledger rows into a table shaped like the ledger, with its unique key."""
+    await pool.execute("DROP TABLE IF EXISTS bench_ledger")
+    await pool.execute("CREATE TABLE bench_ledger (LIKE ledger INCLUDING ALL)")
+    watch = RssWatch()
+    import datetime as dt
+
+    at = dt.datetime.fromtimestamp(T0, dt.UTC)
+    lat, started = [], time.perf_counter()
+    for m in range(1, minutes + 1):
+        tick = time.perf_counter()
+        rows = [
+            (f"call:{c}:{m}", c, "coins", -RATE_COINS, "spend", c, m, at)
+            for c in range(1, calls + 1)
+        ]
+        async with pool.acquire() as conn:
+            await conn.copy_records_to_table("bench_ledger", records=rows)
+        lat.append((time.perf_counter() - tick) * 1000)
+        watch.sample()
+    elapsed = time.perf_counter() - started
+    await pool.execute("DROP TABLE bench_ledger")
+    return Run(
+        "copy_limit",
+        calls,
+        calls * minutes / elapsed,
+        percentile(lat, 50),
+        percentile(lat, 99),
+        watch.peak,
+        (watch.peak - watch.baseline) // calls,
+    )
+
+
+SEED_TX = [
+    "SELECT balance_coins FROM wallets WHERE user_id = $1 FOR UPDATE",
+    "UPDATE wallets SET balance_coins = balance_coins - $2::bigint WHERE user_id = $1",
+    """INSERT INTO ledger (transfer_id, user_id, unit, amount, tx_type, call_id, minute_no,
+                          created_at)
+       VALUES ($3::text, $1, 'coins', -$2::bigint, 'spend', $4::bigint, $5::int, now())""",
+    """UPDATE calls SET billed_minutes = $2::int, coins_spent = coins_spent + $3::bigint
+       WHERE call_id = $1""",
+]
+
+
+async def seed_loop(pool, calls: int, minutes: int) -> Run:
+    """The older system's way: per call per minute, one transaction of four statements."""
+    await reset(pool)
+    await ongoing_calls(pool, calls, COINS_EACH, T0)
+    watch = RssWatch()
+    lat, done, started = [], 0, time.perf_counter()
+    cut_short = False
+    for m in range(2, minutes + 2):
+        round_started = time.perf_counter()
+        async with pool.acquire() as conn:
+            for c in range(1, calls + 1):
+                tick = time.perf_counter()
+                async with conn.transaction():
+                    await conn.fetchval(SEED_TX[0], c)
+                    await conn.execute(SEED_TX[1], c, RATE_COINS)
+                    await conn.execute(SEED_TX[2], c, RATE_COINS, f"call:{c}:{m}", c, m)
+                    await conn.execute(SEED_TX[3], c, m, RATE_COINS)
+                lat.append((time.perf_counter() - tick) * 1000)
+                done += 1
+                if time.perf_counter() - round_started > SEED_LOOP_ROUND_S_MAX:
+                    cut_short = True
+                    break
+        watch.sample()
+        if cut_short:
+            break
+    elapsed = time.perf_counter() - started
+    note = f"cut short after {done} call-minutes" if cut_short else ""
+    return Run(
+        "seed_loop",
+        calls,
+        done / elapsed,
+        percentile(lat, 50),
+        percentile(lat, 99),
+        watch.peak,
+        (watch.peak - watch.baseline) // calls,
+        note,
+    )
+
+
+SET_SQL = """
+WITH due AS (
+    SELECT c.call_id, c.user_id, c.rate_coins FROM calls c
+    JOIN wallets w ON w.user_id = c.user_id
+    WHERE c.status = 'ongoing' AND w.balance_coins >= c.rate_coins
+), debit AS (
+    UPDATE wallets w SET balance_coins = w.balance_coins - due.rate_coins
+    FROM due WHERE w.user_id = due.user_id RETURNING w.user_id
+)
+INSERT INTO ledger (transfer_id, user_id, unit, amount, tx_type, call_id, minute_no, created_at)
+SELECT 'call:' || call_id || ':' || $1::int, user_id, 'coins', -rate_coins, 'spend', call_id,
+       $1::int, now()
+FROM due
+ON CONFLICT (transfer_id) DO NOTHING
+"""
+
+
+async def set_sql(pool, calls: int, minutes: int) -> Run:
+    """One set-based statement per minute billing every call."""
+    await reset(pool)
+    await ongoing_calls(pool, calls, COINS_EACH, T0)
+    watch = RssWatch()
+    lat, started = [], time.perf_counter()
+    for m in range(2, minutes + 2):
+        tick = time.perf_counter()
+        await pool.execute(SET_SQL, m)
+        lat.append((time.perf_counter() - tick) * 1000)
+        watch.sample()
+    elapsed = time.perf_counter() - started
+    return Run(
+        "set_sql",
+        calls,
+        calls * minutes / elapsed,
+        percentile(lat, 50),
+        percentile(lat, 99),
+        watch.peak,
+        (watch.peak - watch.baseline) // calls,
+    )
+
+
+async def engine_path(
+    placement: str, database_url: str, redis_url: str, calls: int, minutes: int, shards: int
+) -> Run:
+    """The engine: N ongoing calls recovered from PostgreSQL, then `minutes` rounds of one
+    minute each (manual clock), each round waited on until committed."""
+    from engine.api import Engine
+    from engine.config import from_env
+    from persistence.db import get_pool
+
+    pool = await get_pool(database_url)
+    await reset(pool)
+    await ongoing_calls(pool, calls, COINS_EACH, T0)
+    cfg = from_env(
+        database_url=database_url,
+        redis_url=redis_url,
+        placement=placement,
+        clock="manual",
+        shards=shards,
+        minute_seconds=60.0,
+        scheduler=False,
+        actors_per_node_max=max(48, 3 * calls + 8),
+    )
+    watch = RssWatch()
+    t = time.perf_counter()
+    engine = await Engine(cfg).start()
+    engine.clock.set(T0)
+    recover_s = time.perf_counter() - t
+    try:
+        watch.pids |= await _engine_pids(engine)
+        lat, started = [], time.perf_counter()
+        for _ in range(minutes):
+            tick = time.perf_counter()
+            await engine.advance(60.0)
+            await engine.sync()
+            lat.append((time.perf_counter() - tick) * 1000)
+            watch.sample()
+        elapsed = time.perf_counter() - started
+        billed = await pool.fetchval("SELECT count(*) FROM ledger WHERE tx_type = 'spend'")
+    finally:
+        await engine.stop()
+    expected = calls * (minutes + 1)
+    note = "" if billed == expected else f"billed {billed} of {expected} minutes"
+    return Run(
+        placement.replace("-", "_"),
+        calls,
+        calls * minutes / elapsed,
+        percentile(lat, 50),
+        percentile(lat, 99),
+        watch.peak,
+        (watch.peak - watch.baseline) // calls,
+        note,
+        {"recover_s": round(recover_s, 2), "processes": len(watch.pids)},
+    )
+
+
+async def _engine_pids(engine) -> set[int]:
+    """The processes of the engine's Ray actors."""
+    from engine.raycalls import remote
+
+    pids = {(await engine.inspect("writer"))["pid"]}
+    placement = engine.placement
+    if placement.name == "sharded":
+        pids |= {st["pid"] for st in await placement.inspect()}
+    else:
+        now = engine.clock.now()
+        for h in placement.calls.values():
+            pids.add((await remote(h.state.remote(now)))["pid"])
+        for uid, h in placement.wallets.items():
+            pids.add((await remote(h.inspect_wallet.remote(uid)))["pid"])
+    return pids
+
+
+async def run_path(
+    path: str, database_url: str, redis_url: str, calls: int, minutes: int, shards: int
+) -> Run:
+    from persistence.db import get_pool
+
+    pool = await get_pool(database_url)
+    if path == "copy_limit":
+        return await copy_limit(pool, calls, minutes)
+    if path == "seed_loop":
+        return await seed_loop(pool, calls, minutes)
+    if path == "set_sql":
+        return await set_sql(pool, calls, minutes)
+    placement = {"actor_per_call": "actor-per-call", "sharded": "sharded"}[path]
+    return await engine_path(placement, database_url, redis_url, calls, minutes, shards)
+
+
+PATHS = ("copy_limit", "seed_loop", "set_sql", "actor_per_call", "sharded")
+__all__ = ["PATHS", "Run", "run_path"]

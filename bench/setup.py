@@ -1,0 +1,70 @@
+"""Bulk set-up for benchmarks: N ongoing calls written straight into PostgreSQL, each with its
+payer, listener, wallet and minute 1 billed, as if N start_call() had committed."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import asyncpg
+
+from persistence.schema import TABLES
+
+RATE_COINS = 10
+RATE_PAISE = 100
+
+
+async def reset(pool: asyncpg.Pool) -> None:
+    await pool.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
+    await pool.execute("DROP TABLE IF EXISTS bench_ledger, bench_calls")
+
+
+async def ongoing_calls(pool: asyncpg.Pool, calls: int, coins_each: int, connected_at: float):
+    """Users 1..N pay, listeners N+1..2N listen, call i is user i with listener N+i."""
+    at = dt.datetime.fromtimestamp(connected_at, dt.UTC)
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            """INSERT INTO users (user_id, name, role)
+               SELECT g, 'u' || g, CASE WHEN g <= $1 THEN 'user' ELSE 'listener' END
+               FROM generate_series(1, 2 * $1) g""",
+            calls,
+        )
+        await conn.execute(
+            """INSERT INTO wallets (user_id, balance_coins)
+               SELECT g, CASE WHEN g <= $1 THEN $2::bigint - $3::bigint ELSE 0 END
+               FROM generate_series(1, 2 * $1) g""",
+            calls,
+            coins_each,
+            RATE_COINS,
+        )
+        await conn.execute(
+            """INSERT INTO listener_earnings (listener_id)
+               SELECT g FROM generate_series($1 + 1, 2 * $1) g""",
+            calls,
+        )
+        await conn.execute(
+            """INSERT INTO ledger (transfer_id, user_id, unit, amount, tx_type, call_id,
+                                   minute_no, created_at)
+               SELECT 'ext:' || g || ':seed', g, 'coins', $2::bigint, 'purchase', NULL, NULL,
+                      $3::timestamptz
+               FROM generate_series(1, $1) g
+               UNION ALL
+               SELECT 'call:' || g || ':1', g, 'coins', -$4::bigint, 'spend', g, 1, $3::timestamptz
+               FROM generate_series(1, $1) g""",
+            calls,
+            coins_each,
+            at,
+            RATE_COINS,
+        )
+        await conn.execute(
+            """INSERT INTO calls (call_id, user_id, listener_id, call_type, tier, rate_coins,
+                                  rate_paise, status, connected_at)
+               SELECT g, g, $1 + g, 'audio', 'basic', $3, $4, 'ongoing', $2::timestamptz
+               FROM generate_series(1, $1) g""",
+            calls,
+            at,
+            RATE_COINS,
+            RATE_PAISE,
+        )
+        await conn.execute("SELECT setval('calls_call_id_seq', $1)", calls)
+        await conn.execute("SELECT setval('users_user_id_seq', 2 * $1)", calls)
+    await pool.execute("ANALYZE")
