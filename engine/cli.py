@@ -116,6 +116,51 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    from engine.embedded import start_embedded
+    from persistence.audit import ledger_totals, run_audit
+    from persistence.db import get_pool
+
+    config = _config(args)
+    embedded = None
+    if config.database_url is None:
+        embedded = start_embedded(config.data_dir, True, False)
+
+    async def audit() -> int:
+        pool = await get_pool(config.database_url or embedded.database_url)
+        started = time.monotonic()
+        checks = await run_audit(
+            pool,
+            time.time(),
+            config.minute_seconds,
+            config.max_call_minutes,
+            args.lag_minutes_max,
+        )
+        money = await ledger_totals(pool)
+        elapsed = time.monotonic() - started
+        from rich.table import Table
+
+        t = Table(title=f"audit of {money['transfers']:,} transfers ({elapsed:.2f} s)")
+        t.add_column("check")
+        t.add_column("violations", justify="right")
+        for name, n in checks:
+            t.add_row(name, f"[green]{n}[/]" if n == 0 else f"[red]{n}[/]")
+        t.add_row(
+            "coins held = bought - spent (system-wide)",
+            "[green]0[/]" if money["coins_conserved"] else "[red]1[/]",
+        )
+        console.print(t)
+        bad = sum(n for _, n in checks) + (not money["coins_conserved"])
+        console.print("[green]audit passed[/]" if not bad else f"[red]{bad} violations[/]")
+        return 0 if not bad else 1
+
+    try:
+        return asyncio.run(audit())
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from bench.cli import run_bench
     from engine.embedded import start_embedded
@@ -153,6 +198,15 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("id", nargs="?", type=int)
     ins.add_argument("--address", dest="ray_address", help="Ray address (default: auto)")
     ins.set_defaults(func=cmd_inspect)
+    audit = sub.add_parser("audit", help="check every rule of money over the database")
+    _engine_flags(audit)
+    audit.add_argument(
+        "--lag-minutes-max",
+        type=int,
+        default=2,
+        help="ongoing calls billed further behind than this are violations",
+    )
+    audit.set_defaults(func=cmd_audit)
     bench = sub.add_parser("bench", help="measure the billing paths side by side")
     _engine_flags(bench)
     bench.add_argument("--calls", type=int, action="append", help="ongoing calls (repeatable)")

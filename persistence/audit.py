@@ -76,10 +76,39 @@ CHECKS: list[tuple[str, str]] = [
 ]
 
 
-async def run_audit(pool: asyncpg.Pool) -> list[tuple[str, int]]:
-    """Each check with its count of violations; all zero means the ledger is sound."""
+# Ongoing calls billed less far than elapsed time allows: a minute that should have been billed
+# `lag_minutes_max` minutes ago and was not. ($1 now as epoch s, $2 minute_seconds, $3 the
+# maximum call minutes, $4 lag_minutes_max.)
+LAGGING_SQL = """
+SELECT count(*) FROM calls c
+LEFT JOIN LATERAL (
+    SELECT max(l.minute_no) AS last FROM ledger l
+    WHERE l.transfer_id >= 'call:' || c.call_id || ':'
+      AND l.transfer_id < 'call:' || c.call_id || ';'
+) m ON true
+WHERE c.status = 'ongoing'
+  AND least(floor(($1 - extract(epoch FROM c.connected_at)) / $2)::int + 1, $3)
+      - coalesce(m.last, 0) > $4
+"""
+
+
+async def run_audit(
+    pool: asyncpg.Pool,
+    now: float | None = None,
+    minute_seconds: float = 60.0,
+    max_call_minutes: int = 240,
+    lag_minutes_max: int = 2,
+) -> list[tuple[str, int]]:
+    """Each check with its count of violations; all zero means the ledger is sound. With `now`,
+    ongoing calls lagging more than `lag_minutes_max` minutes behind elapsed time count too."""
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
-        return [(name, await conn.fetchval(sql)) for name, sql in CHECKS]
+        out = [(name, await conn.fetchval(sql)) for name, sql in CHECKS]
+        if now is not None:
+            lagging = await conn.fetchval(
+                LAGGING_SQL, now, float(minute_seconds), max_call_minutes, lag_minutes_max
+            )
+            out.append((f"ongoing calls more than {lag_minutes_max} minutes behind", lagging))
+        return out
 
 
 async def ledger_totals(pool: asyncpg.Pool) -> dict:
