@@ -92,6 +92,22 @@ def entity_id(value: object, what: str) -> int:
     return value
 
 
+def text_value(value: object, what: str, chars_max: int) -> str:
+    """Text from outside that PostgreSQL must be able to store as given: non-empty, at most
+    `chars_max` characters, no NUL, valid UTF-8 (no lone surrogates)."""
+    if not isinstance(value, str) or not value.strip() or len(value) > chars_max:
+        raise InvalidInput(
+            f"{what} must be a non-empty string of at most {chars_max} characters, got {value!r}"
+        )
+    if "\x00" in value:
+        raise InvalidInput(f"{what} must not contain a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(f"{what} is not valid UTF-8 text") from None
+    return value
+
+
 def one_of(value: object, allowed: tuple[str, ...], what: str) -> str:
     if not isinstance(value, str) or value not in allowed:
         raise InvalidInput(f"{what} must be one of {', '.join(allowed)}; got {value!r}")

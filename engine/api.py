@@ -20,6 +20,7 @@ from actors.money import (
     entity_id,
     one_of,
     positive_amount,
+    text_value,
 )
 from engine.clock import make_clock
 from engine.config import Config, from_env
@@ -48,12 +49,7 @@ _local_clocks: dict = {}
 def _key(value: object) -> str:
     if value is None:
         return uuid.uuid4().hex
-    if not isinstance(value, str) or not value or len(value) > IDEMPOTENCY_KEY_CHARS_MAX:
-        raise InvalidInput(
-            f"idempotency_key must be a non-empty string of at most "
-            f"{IDEMPOTENCY_KEY_CHARS_MAX} characters, got {value!r}"
-        )
-    return value
+    return text_value(value, "idempotency_key", IDEMPOTENCY_KEY_CHARS_MAX)
 
 
 class Engine:
@@ -194,8 +190,7 @@ class Engine:
     # -- people and money --------------------------------------------------------------------
 
     async def create_user(self, name: str, role: str = "user") -> int:
-        if not isinstance(name, str) or not name.strip() or len(name) > NAME_CHARS_MAX:
-            raise InvalidInput(f"name must be a non-empty string of at most {NAME_CHARS_MAX} chars")
+        text_value(name, "name", NAME_CHARS_MAX)
         one_of(role, ROLES, "role")
         return await store.create_user(await self.pool(), name, role)
 

@@ -9,7 +9,7 @@ import ray
 from ray.exceptions import ActorDiedError
 
 from actors.call import Call
-from actors.errors import CapacityExceeded
+from actors.errors import CapacityExceeded, UnknownUser
 from engine.config import Config
 from engine.per_call import CallActor, WalletActor
 from engine.raycalls import actor, actor_or_none, call_name, remote, shard_name, wallet_name
@@ -112,6 +112,12 @@ class ActorPerCallPlacement:
             await retiring  # its name must be free before a successor takes it
         h = self.wallets.get(user_id)
         if h is None:
+            # An actor costs ~96 MB: none is made for an id that names nobody.
+            from persistence import store
+            from persistence.db import get_pool
+
+            if user_id not in await store.roles(await get_pool(self.database_url), [user_id]):
+                raise UnknownUser(f"no user with id {user_id}")
             if self.actors() + 1 > self._capacity():
                 raise CapacityExceeded(self._full_message(1))
             h = (
