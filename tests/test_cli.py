@@ -135,3 +135,48 @@ def test_a_plain_script_gets_connection_error_when_postgres_is_away(tmp_path):
     expected = "connection error: cannot reach PostgreSQL at postgresql://billing:***@127.0.0.1:1/x"
     assert expected in out.stdout, out.stdout + out.stderr
     assert "s3cret" not in out.stdout + out.stderr
+
+
+def with_password(url: str, password: str) -> str:
+    """The same database, reached with a password in the URL (trust auth ignores it)."""
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    user = parts.username or "postgres"
+    host = parts.netloc.split("@")[-1]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:{password}@{host}"))
+
+
+def test_a_database_password_never_reaches_output_or_logs(services, tmp_path):
+    env = dict(
+        os.environ,
+        BILLING_LOG_ACTORS="1",
+        DATABASE_URL=with_password(services.database_url, "hunter2secret"),
+        REDIS_URL=services.redis_url,
+    )
+    demo = subprocess.run(
+        CLI
+        + [
+            "demo",
+            "--calls",
+            "2",
+            "--minutes",
+            "1",
+            "--minute-seconds",
+            "0.3",
+            "--data-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=STEP_S_MAX,
+        env=env,
+    )
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert "hunter2secret" not in demo.stdout + demo.stderr
+    env["DATABASE_URL"] = with_password("postgresql://postgres@127.0.0.1:1/x", "hunter2secret")
+    refused = subprocess.run(
+        CLI + ["audit"], capture_output=True, text=True, timeout=STEP_S_MAX, env=env
+    )
+    assert refused.returncode == 2 and "***" in refused.stdout
+    assert "hunter2secret" not in refused.stdout + refused.stderr
