@@ -37,6 +37,19 @@ class Run:
     def as_dict(self) -> dict:
         return dict(self.__dict__)
 
+    @classmethod
+    def measured(cls, path, calls, minutes_done, elapsed_s, latencies_ms, watch, note=""):
+        return cls(
+            path,
+            calls,
+            minutes_done / elapsed_s,
+            percentile(latencies_ms, 50),
+            percentile(latencies_ms, 99),
+            watch.peak,
+            (watch.peak - watch.baseline) // calls,
+            note,
+        )
+
 
 def percentile(values: list[float], p: float) -> float:
     if not values:
@@ -85,15 +98,7 @@ async def copy_limit(pool, calls: int, minutes: int) -> Run:
         watch.sample()
     elapsed = time.perf_counter() - started
     await pool.execute("DROP TABLE bench_ledger")
-    return Run(
-        "copy_limit",
-        calls,
-        calls * minutes / elapsed,
-        percentile(lat, 50),
-        percentile(lat, 99),
-        watch.peak,
-        (watch.peak - watch.baseline) // calls,
-    )
+    return Run.measured("copy_limit", calls, calls * minutes, elapsed, lat, watch)
 
 
 SEED_TX = [
@@ -134,16 +139,7 @@ async def seed_loop(pool, calls: int, minutes: int) -> Run:
             break
     elapsed = time.perf_counter() - started
     note = f"cut short after {done} call-minutes" if cut_short else ""
-    return Run(
-        "seed_loop",
-        calls,
-        done / elapsed,
-        percentile(lat, 50),
-        percentile(lat, 99),
-        watch.peak,
-        (watch.peak - watch.baseline) // calls,
-        note,
-    )
+    return Run.measured("seed_loop", calls, done, elapsed, lat, watch, note)
 
 
 SET_SQL = """
@@ -175,15 +171,7 @@ async def set_sql(pool, calls: int, minutes: int) -> Run:
         lat.append((time.perf_counter() - tick) * 1000)
         watch.sample()
     elapsed = time.perf_counter() - started
-    return Run(
-        "set_sql",
-        calls,
-        calls * minutes / elapsed,
-        percentile(lat, 50),
-        percentile(lat, 99),
-        watch.peak,
-        (watch.peak - watch.baseline) // calls,
-    )
+    return Run.measured("set_sql", calls, calls * minutes, elapsed, lat, watch)
 
 
 async def engine_path(

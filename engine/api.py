@@ -286,15 +286,20 @@ class Engine:
             row = await store.read_call(await self.pool(), call_id)
         return {k: row[k] for k in SETTLEMENT_KEYS}
 
-    async def get_call(self, call_id: int) -> dict:
-        """The live state of an ongoing call, or the stored row of an ended one."""
+    async def _live_or_stored(self, call_id: int, ask) -> dict:
+        """What the call's actor answers while it is ongoing, else its stored row."""
         entity_id(call_id, "call_id")
         row = await store.read_call(await self.pool(), call_id)
         if row["status"] == "ongoing":
-            live = await self.placement.call_state(call_id, row["user_id"], self.clock.now())
+            live = await ask(call_id, row["user_id"], self.clock.now())
             if live is not None:
                 return live
+            row = await store.read_call(await self.pool(), call_id)
         return row
+
+    async def get_call(self, call_id: int) -> dict:
+        """The live state of an ongoing call, or the stored row of an ended one."""
+        return await self._live_or_stored(call_id, self.placement.call_state)
 
     async def bill_due(self) -> int:
         """Bill every minute due now, for every ongoing call. The calls' own timers bill the
@@ -303,13 +308,7 @@ class Engine:
 
     async def bill_call(self, call_id: int) -> dict:
         """Bill the minutes of one call due now."""
-        entity_id(call_id, "call_id")
-        row = await store.read_call(await self.pool(), call_id)
-        if row["status"] == "ongoing":
-            live = await self.placement.bill_call(call_id, row["user_id"], self.clock.now())
-            if live is not None:
-                return live
-        return await store.read_call(await self.pool(), call_id)
+        return await self._live_or_stored(call_id, self.placement.bill_call)
 
     # -- presence ----------------------------------------------------------------------------
 
