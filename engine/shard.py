@@ -58,9 +58,6 @@ class Shard:
 
     # -- plumbing ----------------------------------------------------------------------------
 
-    def owns(self, user_id: int) -> bool:
-        return user_id % self.n_shards == self.index
-
     async def _ready(self) -> None:
         if self._loaded is None:
             self._loaded = asyncio.get_running_loop().create_task(self._load())

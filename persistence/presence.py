@@ -114,16 +114,6 @@ class Presence:
             self._failed("busy_until", exc)
             return None
 
-    async def cached_call(self, call_id: int) -> dict | None:
-        r = self._client()
-        if r is None:
-            return None
-        try:
-            return await r.hgetall(keys.call_key(call_id)) or None
-        except (RedisError, OSError) as exc:
-            self._failed("cached_call", exc)
-            return None
-
     def state(self) -> dict:
         return {"redis": mask_url(self.url), "errors": self.errors, "last_error": self.last_error}
 

@@ -193,3 +193,23 @@ async def test_scheduler_runs_jobs_as_ray_tasks_one_at_a_time(services, pool, ra
         assert "presence" in recorded
     finally:
         await engine.stop()
+
+
+async def test_a_busy_time_a_user_set_is_cleared_when_it_passes(engine):
+    from actors import InvalidInput
+
+    user, listener = await pair(engine, 100)
+    await engine.start_call(user, listener)
+    other = await engine.create_user("c")
+    assert await engine.set_busy_for(other, 30)
+    assert not await engine.set_busy_for(user, 30)  # in a call: busy until the call ends
+    with pytest.raises(InvalidInput, match="seconds"):
+        await engine.set_busy_for(other, -1)
+    assert await engine.cleanup_expired_busy_status() == 0
+    engine.clock.advance(31)
+    result = await engine.run_job("presence")
+    assert result["result"]["busy_cleared"] == 1
+    r = aioredis.Redis.from_url(engine.redis_url, decode_responses=True)
+    assert await r.zscore(keys.BUSY_UNTIL, str(other)) is None
+    assert await r.zscore(keys.BUSY_UNTIL, str(user)) == float("inf")
+    await r.aclose()
