@@ -25,7 +25,7 @@ from actors.money import (
 from engine.clock import make_clock
 from engine.config import Config, from_env
 from engine.embedded import Embedded, start_embedded
-from engine.placement import call_spec, make_placement
+from engine.placement import make_placement
 from engine.raycalls import WRITER_NAME, actor_or_none, remote
 from engine.writer_actor import WriterActor
 from persistence import badges, store
@@ -259,7 +259,7 @@ class Engine:
         )
         await self.placement.wallet(listener_id, "reserve_listener", listener_id, call.call_id)
         try:
-            state = await self.placement.start_call(call, call_spec(call), now)
+            state = await self.placement.start_call(call, now)
         except BaseException:
             await self.placement.wallet(
                 listener_id, "cancel_reservation", listener_id, call.call_id
@@ -276,15 +276,13 @@ class Engine:
     async def end_call(self, call_id: int, reason: str = "hangup") -> dict:
         """End a call (hang-up by default). Idempotent: ending an ended call returns its
         settlement unchanged."""
-        entity_id(call_id, "call_id")
         one_of(reason, END_REASONS, "reason")
-        row = await store.read_call(await self.pool(), call_id)
-        if row["status"] == "ongoing":
-            out = await self.placement.end_call(call_id, row["user_id"], self.clock.now(), reason)
-            if out is not None:
-                return out
-            row = await store.read_call(await self.pool(), call_id)
-        return {k: row[k] for k in SETTLEMENT_KEYS}
+
+        async def end(call_id, user_id, now):
+            return await self.placement.end_call(call_id, user_id, now, reason)
+
+        settled = await self._live_or_stored(call_id, end)
+        return {k: settled[k] for k in SETTLEMENT_KEYS}
 
     async def _live_or_stored(self, call_id: int, ask) -> dict:
         """What the call's actor answers while it is ongoing, else its stored row."""

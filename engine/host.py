@@ -152,3 +152,33 @@ class WalletHost:
 
     async def inspect_wallet(self, user_id: int) -> dict:
         return (await self.wallet(user_id)).state()
+
+
+class WalletMethods:
+    """The wallet methods a Ray actor hosting a `WalletHost` serves (a shard, a wallet actor):
+    the placements call them by name. `_ready()` is where a host loads what it must first."""
+
+    host: WalletHost
+
+    async def _ready(self) -> None:
+        return None
+
+    async def apply_external(self, user_id, tx_type, amount, key, now) -> dict:
+        await self._ready()
+        return await self.host.apply_external(user_id, tx_type, amount, key, now)
+
+    async def balance(self, user_id: int) -> dict:
+        await self._ready()
+        return await self.host.balance(user_id)
+
+    async def reserve_listener(self, listener_id: int, call_id: int) -> None:
+        await self._ready()
+        await self.host.reserve_listener(listener_id, call_id)
+
+    async def cancel_reservation(self, listener_id: int, call_id: int) -> None:
+        await self._ready()
+        await self.host.cancel_reservation(listener_id, call_id)
+
+    async def release_listeners(self, items: list[tuple[int, int, int]]) -> int:
+        await self._ready()
+        return await self.host.release_listeners(items)

@@ -16,7 +16,7 @@ import time
 from actors.call import Call, Settlement
 from actors.errors import InvariantViolation, UnknownUser
 from engine.config import Config
-from engine.host import WalletHost
+from engine.host import WalletHost, WalletMethods
 from engine.raycalls import actor, is_transient, remote, wallet_name, writer_sender
 from persistence import store
 from persistence.client import WriterClient
@@ -26,27 +26,12 @@ from persistence.presence import Presence
 log = logging.getLogger("billing.per_call")
 
 
-class WalletActor:
+class WalletActor(WalletMethods):
     def __init__(self, user_id: int, config: Config, database_url: str) -> None:
         self.user_id = user_id
         self.config = config
         self.client = WriterClient(writer_sender(config.namespace), config.client, is_transient)
         self.host = WalletHost(database_url, self.client, config.user_calls_max)
-
-    async def apply_external(self, user_id, tx_type, amount, key, now) -> dict:
-        return await self.host.apply_external(user_id, tx_type, amount, key, now)
-
-    async def balance(self, user_id: int) -> dict:
-        return await self.host.balance(user_id)
-
-    async def reserve_listener(self, listener_id: int, call_id: int) -> None:
-        await self.host.reserve_listener(listener_id, call_id)
-
-    async def cancel_reservation(self, listener_id: int, call_id: int) -> None:
-        await self.host.cancel_reservation(listener_id, call_id)
-
-    async def release_listeners(self, items: list[tuple[int, int, int]]) -> int:
-        return await self.host.release_listeners(items)
 
     async def open_call(self, spec: dict, now: float) -> dict:
         call = Call(**spec)

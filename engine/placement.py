@@ -14,6 +14,8 @@ from engine.config import Config
 from engine.per_call import CallActor, WalletActor
 from engine.raycalls import actor, actor_or_none, call_name, remote, shard_name, wallet_name
 from engine.shard import Shard
+from persistence import store
+from persistence.db import get_pool
 
 log = logging.getLogger("billing.placement")
 
@@ -50,8 +52,8 @@ class ShardedPlacement:
     async def wallet(self, user_id: int, method: str, *args):
         return await remote(getattr(self._shard(user_id), method).remote(*args))
 
-    async def start_call(self, call: Call, spec: dict, now: float) -> dict:
-        return await remote(self._shard(call.user_id).start_call.remote(spec, now))
+    async def start_call(self, call: Call, now: float) -> dict:
+        return await remote(self._shard(call.user_id).start_call.remote(call_spec(call), now))
 
     async def end_call(self, call_id: int, user_id: int, now: float, reason: str) -> dict | None:
         return await remote(self._shard(user_id).end_call.remote(call_id, now, reason))
@@ -113,9 +115,6 @@ class ActorPerCallPlacement:
         h = self.wallets.get(user_id)
         if h is None:
             # An actor costs ~96 MB: none is made for an id that names nobody.
-            from persistence import store
-            from persistence.db import get_pool
-
             if user_id not in await store.roles(await get_pool(self.database_url), [user_id]):
                 raise UnknownUser(f"no user with id {user_id}")
             if self.actors() + 1 > self._capacity():
@@ -156,9 +155,6 @@ class ActorPerCallPlacement:
         if self.attached:
             self._discover()
             return
-        from persistence import store
-        from persistence.db import get_pool
-
         calls = await store.load_ongoing_calls(
             await get_pool(self.database_url),
             self.config.minute_seconds,
@@ -182,18 +178,17 @@ class ActorPerCallPlacement:
                 del self._inflight[user_id]
 
     def _spawn_call(self, call: Call) -> None:
-        spec = call_spec(call)
         self.calls[call.call_id] = (
             ray.remote(CallActor)
             .options(name=call_name(call.call_id), namespace=self.config.namespace, **ACTOR_OPTIONS)
-            .remote(spec, self.config, self.database_url, self.redis_url)
+            .remote(call_spec(call), self.config, self.database_url, self.redis_url)
         )
 
-    async def start_call(self, call: Call, spec: dict, now: float) -> dict:
+    async def start_call(self, call: Call, now: float) -> dict:
         needed = 1 + (call.user_id not in self.wallets) + (call.listener_id not in self.wallets)
         if self.actors() + needed > self._capacity():
             raise CapacityExceeded(self._full_message(needed))
-        state = await self.wallet(call.user_id, "open_call", spec, now)
+        state = await self.wallet(call.user_id, "open_call", call_spec(call), now)
         call.billed_minutes = state["billed_minutes"]
         self._spawn_call(call)
         await remote(self.calls[call.call_id].ping.remote())

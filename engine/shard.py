@@ -16,7 +16,7 @@ import time
 from actors.call import Call, Settlement
 from actors.errors import InvariantViolation
 from engine.config import Config
-from engine.host import WalletHost
+from engine.host import WalletHost, WalletMethods
 from engine.raycalls import actor, is_transient, remote, shard_name, writer_sender
 from persistence import store
 from persistence.client import WriterClient
@@ -29,7 +29,7 @@ log = logging.getLogger("billing.shard")
 TICK_SLICE_MAX = 5_000
 
 
-class Shard:
+class Shard(WalletMethods):
     def __init__(
         self,
         index: int,
@@ -93,28 +93,6 @@ class Shard:
     async def start(self) -> dict:
         await self._ready()
         return await self.state()
-
-    # -- money in and out --------------------------------------------------------------------
-
-    async def apply_external(self, user_id, tx_type, amount, key, now) -> dict:
-        await self._ready()
-        return await self.host.apply_external(user_id, tx_type, amount, key, now)
-
-    async def balance(self, user_id: int) -> dict:
-        await self._ready()
-        return await self.host.balance(user_id)
-
-    async def reserve_listener(self, listener_id: int, call_id: int) -> None:
-        await self._ready()
-        await self.host.reserve_listener(listener_id, call_id)
-
-    async def cancel_reservation(self, listener_id: int, call_id: int) -> None:
-        await self._ready()
-        await self.host.cancel_reservation(listener_id, call_id)
-
-    async def release_listeners(self, items: list[tuple[int, int, int]]) -> int:
-        await self._ready()
-        return await self.host.release_listeners(items)
 
     # -- calls -------------------------------------------------------------------------------
 
