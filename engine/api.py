@@ -10,7 +10,7 @@ import uuid
 import ray
 
 from actors.call import END_REASONS, Call
-from actors.errors import InvalidInput, UnknownCall
+from actors.errors import BillingError, InvalidInput, UnknownCall
 from actors.money import (
     CALL_TYPES,
     ROLES,
@@ -260,7 +260,10 @@ class Engine:
         await self.placement.wallet(listener_id, "reserve_listener", listener_id, call.call_id)
         try:
             state = await self.placement.start_call(call, now)
-        except BaseException:
+        except BillingError:
+            # Refused before anything was written: the listener is free again. A failure
+            # without an answer keeps the reservation, since the start may yet be committed;
+            # the listener's host frees it once PostgreSQL shows otherwise.
             await self.placement.wallet(
                 listener_id, "cancel_reservation", listener_id, call.call_id
             )

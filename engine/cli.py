@@ -182,6 +182,37 @@ def cmd_bench(args: argparse.Namespace) -> int:
             embedded.stop()
 
 
+def cmd_chaos(args: argparse.Namespace) -> int:
+    import random
+
+    from engine.chaos import chaos_command
+
+    if not args.seconds > 0:
+        raise BillingError(f"--seconds must be positive, got {args.seconds}")
+    seed = args.seed if args.seed is not None else random.randrange(1_000_000)
+    config = _config(args)
+    console.print(f"chaos: seed {seed}, {args.seconds:g} s, {config.placement} placement")
+    result = chaos_command(config, args.seconds, seed, console)
+    out = result.as_dict()
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=2)
+    from rich.table import Table
+
+    t = Table(title=f"chaos seed {seed}: {out['steps']} steps, {out['operations']} requests")
+    t.add_column("fault")
+    t.add_column("injected", justify="right")
+    for kind, n in out["faults_injected"].items():
+        t.add_row(kind, str(n))
+    console.print(t)
+    for what in out["mismatches"]:
+        console.print(f"[red]{what}[/]")
+    for key in ("acknowledged_lost", "minutes_double_billed", "invariant_violations", "stuck"):
+        console.print(f"{key}: {out[key]}")
+    console.print("[green]chaos passed[/]" if result.ok else "[red]chaos FAILED[/]")
+    return 0 if result.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="billing-engine", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -219,6 +250,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", help="write the results as JSON here")
     bench.add_argument("--plot", help="write a PNG of throughput against calls here")
     bench.set_defaults(func=cmd_bench)
+    chaos = sub.add_parser("chaos", help="bill under injected faults and check every coin")
+    _engine_flags(chaos)
+    chaos.add_argument("--seconds", type=float, default=60.0, help="how long the load runs")
+    chaos.add_argument("--seed", type=int, help="the seed of the run (default: a random one)")
+    chaos.add_argument("--json", help="write the result as JSON here")
+    chaos.set_defaults(func=cmd_chaos)
     jobs = sub.add_parser("jobs", help="run a scheduled job now and print its result")
     jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True)
     run = jobs_sub.add_parser("run")

@@ -9,9 +9,11 @@ returns after PostgreSQL committed them. Call minutes are appended and written b
 from __future__ import annotations
 
 import asyncio
+import time
 
 from actors.call import Call, Settlement
 from actors.errors import InvariantViolation, UnknownUser
+from actors.money import WITHDRAW
 from actors.wallet import Wallet
 from persistence import store
 from persistence.client import WriterClient
@@ -22,6 +24,10 @@ from persistence.records import (
     transfer_record,
 )
 
+# A reservation whose call never got a row (its start failed without an answer) lapses after
+# this long: by then no write of that start can still be on its way to PostgreSQL.
+RESERVATION_UNCONFIRMED_S = 30.0
+
 
 class WalletHost:
     def __init__(self, database_url: str, client: WriterClient, user_calls_max: int) -> None:
@@ -29,6 +35,7 @@ class WalletHost:
         self.client = client
         self.user_calls_max = user_calls_max
         self.wallets: dict[int, Wallet] = {}
+        self._reserved_at: dict[int, float] = {}  # listener -> when its reservation was made
         self._loading: dict[int, asyncio.Future] = {}
 
     async def pool(self):
@@ -76,6 +83,8 @@ class WalletHost:
         self, user_id: int, tx_type: str, amount: int, key: str, now: float
     ) -> dict:
         w = await self.wallet(user_id)
+        if tx_type == WITHDRAW and amount > w.earnings_paise:
+            await self._release_if_settled(w)  # a credit whose release message was lost
         await self.client.room()
         t = w.apply_external(key, tx_type, amount, int(now * 1000))
         if t is not None:
@@ -130,10 +139,38 @@ class WalletHost:
     # -- the listener's side -----------------------------------------------------------------
 
     async def reserve_listener(self, listener_id: int, call_id: int) -> None:
-        (await self.wallet(listener_id)).reserve_listener(call_id)
+        w = await self.wallet(listener_id)
+        if w.listener_call_id not in (None, call_id):
+            await self._release_if_settled(w)
+        w.reserve_listener(call_id)
+        self._reserved_at[listener_id] = time.monotonic()
 
     async def cancel_reservation(self, listener_id: int, call_id: int) -> None:
         (await self.wallet(listener_id)).cancel_reservation(call_id)
+
+    async def _release_if_settled(self, w: Wallet) -> None:
+        """Free a listener whose call settled while the message that frees it was lost (the
+        payer's actor died after the commit, or this one restarted before it arrived).
+
+        PostgreSQL decides: the call ended and its credit is committed, so the credit is
+        mirrored here once (release_listener only frees the call the listener is in). A call
+        with no row is a start that failed without an answer: its reservation lapses after
+        RESERVATION_UNCONFIRMED_S, when no write of it can still be in flight."""
+        call_id = w.listener_call_id
+        if call_id is None:
+            return
+        row = await (await self.pool()).fetchrow(
+            """SELECT c.status, l.amount FROM calls c
+               LEFT JOIN ledger l ON l.transfer_id = 'earn:call:' || c.call_id
+               WHERE c.call_id = $1""",
+            call_id,
+        )
+        if row is None:
+            age = time.monotonic() - self._reserved_at.get(w.user_id, 0.0)
+            if age > RESERVATION_UNCONFIRMED_S:
+                w.cancel_reservation(call_id)
+        elif row["status"] != "ongoing" and row["amount"] is not None:
+            w.release_listener(call_id, row["amount"])
 
     async def release_listeners(self, items: list[tuple[int, int, int]]) -> int:
         """Free listeners of settled calls, mirroring the credit already committed."""

@@ -123,9 +123,18 @@ class CallActor:
 
     async def _settled(self, s: Settlement) -> None:
         still = await remote(self._payer.close_call.remote(s))
-        await remote(
-            self._listener.release_listeners.remote([(s.listener_id, s.call_id, s.earnings_paise)])
-        )
+        try:
+            await remote(
+                self._listener.release_listeners.remote(
+                    [(s.listener_id, s.call_id, s.earnings_paise)]
+                )
+            )
+        except Exception as e:  # noqa: BLE001 - sorted below
+            if not is_transient(e):
+                raise
+            # The listener's wallet actor is restarting: it reloads from PostgreSQL, or frees
+            # the listener from there when next asked.
+            log.warning("call %d: listener release not delivered: %s", s.call_id, e)
         await self.presence.call_settled(s.as_dict(), still)
         self._finished = True
 

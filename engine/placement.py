@@ -117,6 +117,11 @@ class ActorPerCallPlacement:
             # An actor costs ~96 MB: none is made for an id that names nobody.
             if user_id not in await store.roles(await get_pool(self.database_url), [user_id]):
                 raise UnknownUser(f"no user with id {user_id}")
+            # A concurrent request may have made it meanwhile. A second handle from
+            # get_if_exists would replace the owner's, and the actor would die with it.
+            h = self.wallets.get(user_id)
+            if h is not None:
+                return h
             if self.actors() + 1 > self._capacity():
                 raise CapacityExceeded(self._full_message(1))
             h = (

@@ -27,6 +27,9 @@ log = logging.getLogger("billing.shard")
 
 # Calls billed per slice of a pass before yielding to requests and checking backpressure.
 TICK_SLICE_MAX = 5_000
+# Freeing a listener hosted by a shard that is restarting: tries, and the first pause.
+RELEASE_ATTEMPTS_MAX = 8
+RELEASE_RETRY_DELAY_S = 0.05
 
 
 class Shard(WalletMethods):
@@ -208,8 +211,7 @@ class Shard(WalletMethods):
                 if index == self.index:
                     await self.host.release_listeners(items)
                 else:
-                    peer = actor(shard_name(index), self.config.namespace)
-                    sends.append(remote(peer.release_listeners.remote(items)))
+                    sends.append(self._release_on(index, items))
             await asyncio.gather(*sends)
             for s in settlements:
                 await self.presence.call_settled(s.as_dict(), self.host.user_in_call(s.user_id))
@@ -222,6 +224,26 @@ class Shard(WalletMethods):
                 if fut is not None and not fut.done():
                     fut.set_exception(e)
             raise
+
+    async def _release_on(self, index: int, items: list[tuple[int, int, int]]) -> None:
+        """Free listeners hosted by another shard, retrying while it restarts. If it never
+        answers, the listeners' host frees them from PostgreSQL when they are next needed."""
+        delay_s = RELEASE_RETRY_DELAY_S
+        for attempt in range(1, RELEASE_ATTEMPTS_MAX + 1):
+            try:
+                peer = actor(shard_name(index), self.config.namespace)
+                await remote(peer.release_listeners.remote(items))
+                return
+            except Exception as e:  # noqa: BLE001 - sorted below
+                if not (is_transient(e) or isinstance(e, ValueError)):
+                    raise
+                if attempt == RELEASE_ATTEMPTS_MAX:
+                    log.warning(
+                        "shard %d: release on shard %d not delivered: %s", self.index, index, e
+                    )
+                    return
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, 1.0)
 
     async def _loop(self) -> None:
         interval_s = self.config.shard_loop_interval_ms / 1000

@@ -255,3 +255,15 @@ async def test_redis_holds_the_ongoing_call_and_both_parties_busy_until_it_settl
         assert await r.sismember(keys.ONLINE, str(user))
     finally:
         await r.aclose()
+
+
+async def test_concurrent_first_requests_for_one_user_share_one_wallet(engine):
+    """Chaos found it: on actor-per-call, two first requests for a user each made a wallet
+    actor handle; the second replaced the owner's, and the actor died with it."""
+    import asyncio
+
+    user = await engine.create_user("u")
+    await asyncio.gather(*(engine.top_up(user, 10, idempotency_key=f"k{i}") for i in range(5)))
+    await engine.sync()
+    assert (await engine.balance(user))["balance_coins"] == 50
+    await engine.sync()

@@ -6,11 +6,11 @@ import pytest
 
 from actors import InvariantViolation
 from actors.money import Transfer
+from engine.faults import Proxy as PgProxy
 from persistence import store
 from persistence.client import ClientLimits, WriterClient
 from persistence.records import transfer_record
 from persistence.writer import LedgerWriter, WriterLimits
-from tests.faults import PgProxy
 from tests.helpers import audit_violations, eventually
 
 AT = 1_800_000_000_000

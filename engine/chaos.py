@@ -1,0 +1,698 @@
+"""`billing-engine chaos`: load under injected faults, checked against an independent model.
+
+A driver plays many users and listeners on a manual clock. Each step sends a batch of requests
+concurrently (one per party, so their answers are exact), while a fault chosen from the seed
+hits: an actor killed (Ray restarts it), PostgreSQL or Redis cut and restored through a proxy
+(every connection dropped, new ones refused, as while a server restarts), requests delivered
+twice or late, the clock jumping minutes ahead. Keyed requests are retried with their key until
+answered; a call start that failed without an answer is looked up in PostgreSQL afterwards.
+
+`Model` is written from DESIGN.md's billing policy, not from the engine's classes: it says what
+every acknowledged request should have done. At the end the load stops, the engine drains, the
+audit runs and PostgreSQL is compared with the model, coin by coin."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import ray
+
+from actors.errors import (
+    BillingError,
+    IdempotencyConflict,
+    InsufficientCoins,
+    InsufficientEarnings,
+    InvariantViolation,
+    PartyBusy,
+)
+from engine.faults import Proxy
+from engine.host import RESERVATION_UNCONFIRMED_S
+from engine.raycalls import WRITER_NAME, call_name, shard_name, wallet_name
+
+STEP_SECONDS = 20.0  # clock time between batches
+CLOCK_JUMP_MINUTES = (2, 12)
+OUTAGE_SECONDS = (0.2, 2.0)  # how long PostgreSQL or Redis stays cut
+FAULT_PROBABILITY = 0.5  # of a fault in a step, besides the late and duplicate deliveries
+ATTEMPT_TIMEOUT_S = 30.0  # one attempt of a request
+PATIENCE_S = 120.0  # a request unanswered this long counts as stuck, a failure of the run
+RETRY_DELAY_S = (0.05, 1.0)
+MISMATCHES_KEPT = 50
+MAX_CALL_MINUTES = 30  # short, so that calls also expire during a run
+SIZES = {"sharded": (40, 12), "actor-per-call": (8, 4)}  # (users, listeners)
+
+
+# -- the independent model ------------------------------------------------------------------
+
+
+@dataclass
+class ModelCall:
+    call_id: int
+    user: int
+    listener: int
+    rate_coins: int
+    rate_paise: int
+    connected_at: float
+    minutes: int = 1
+    status: str = "ongoing"
+    reason: str | None = None
+
+
+@dataclass
+class Model:
+    """What the ledger must say: minute k of a call is due at connected_at + (k-1)·minute and is
+    paid if the payer has the coins, else the call drops at that boundary; minute 1 is paid at
+    the start; a call ends at its maximum length; a hang-up keeps the started minute; the
+    listener earns minutes × paise rate once, at the end; an idempotency key applies once."""
+
+    minute_s: float
+    max_minutes: int
+    coins: dict[int, int] = field(default_factory=dict)
+    paise: dict[int, int] = field(default_factory=dict)
+    externals: dict[str, tuple[int, str, int]] = field(default_factory=dict)
+    calls: dict[int, ModelCall] = field(default_factory=dict)
+    in_call: dict[int, int] = field(default_factory=dict)  # party -> call id
+
+    def external(self, who: int, key: str, tx_type: str, amount: int) -> str:
+        """'applied', 'repeat', or the refusal: 'conflict', 'insufficient'."""
+        tid = f"ext:{who}:{key}"
+        if tid in self.externals:
+            return "repeat" if self.externals[tid] == (who, tx_type, amount) else "conflict"
+        if tx_type == "spend":
+            if self.coins[who] < amount:
+                return "insufficient"
+            self.coins[who] -= amount
+        elif tx_type == "withdraw":
+            if self.paise[who] < amount:
+                return "insufficient"
+            self.paise[who] -= amount
+        else:
+            self.coins[who] += amount
+        self.externals[tid] = (who, tx_type, amount)
+        return "applied"
+
+    def start_refusal(self, user: int, listener: int, rate_coins: int) -> str | None:
+        if user in self.in_call or listener in self.in_call:
+            return "busy"
+        if self.coins[user] < rate_coins:
+            return "insufficient"
+        return None
+
+    def start(self, call_id: int, user, listener, rate_coins, rate_paise, t: float) -> None:
+        self.coins[user] -= rate_coins
+        self.calls[call_id] = ModelCall(call_id, user, listener, rate_coins, rate_paise, t)
+        self.in_call[user] = self.in_call[listener] = call_id
+
+    def bill(self, t: float) -> None:
+        for c in list(self.calls.values()):
+            if c.status == "ongoing":
+                self._bill(c, t)
+
+    def _bill(self, c: ModelCall, t: float) -> None:
+        due = max(1, min(math.floor((t - c.connected_at) / self.minute_s) + 1, self.max_minutes))
+        while c.minutes < due:
+            if self.coins[c.user] < c.rate_coins:
+                self._settle(c, "dropped", "insufficient_coins")
+                return
+            self.coins[c.user] -= c.rate_coins
+            c.minutes += 1
+        if t >= c.connected_at + self.max_minutes * self.minute_s:
+            self._settle(c, "dropped", "expired")
+
+    def end(self, call_id: int, t: float) -> None:
+        c = self.calls[call_id]
+        if c.status == "ongoing":
+            self._bill(c, t)
+        if c.status == "ongoing":
+            self._settle(c, "completed", "hangup")
+
+    def _settle(self, c: ModelCall, status: str, reason: str) -> None:
+        c.status, c.reason = status, reason
+        self.paise[c.listener] += c.minutes * c.rate_paise
+        self.in_call.pop(c.user, None)
+        self.in_call.pop(c.listener, None)
+
+
+# -- the run --------------------------------------------------------------------------------
+
+
+@dataclass
+class ChaosResult:
+    seed: int
+    placement: str
+    seconds: float
+    steps: int = 0
+    operations: int = 0
+    acknowledged: int = 0
+    retries: int = 0
+    stuck: int = 0
+    faults_injected: Counter = field(default_factory=Counter)
+    acknowledged_lost: int = 0
+    minutes_double_billed: int = 0
+    invariant_violations: int = 0
+    audit_ok: bool = False
+    audit: dict = field(default_factory=dict)
+    mismatches: list[str] = field(default_factory=list)
+
+    def mismatch(self, what: str) -> None:
+        self.invariant_violations += 1
+        if len(self.mismatches) < MISMATCHES_KEPT:
+            self.mismatches.append(what)
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.acknowledged_lost == 0
+            and self.minutes_double_billed == 0
+            and self.invariant_violations == 0
+            and self.stuck == 0
+            and self.audit_ok
+        )
+
+    def as_dict(self) -> dict:
+        return {
+            "seed": self.seed,
+            "placement": self.placement,
+            "seconds": self.seconds,
+            "steps": self.steps,
+            "operations": self.operations,
+            "acknowledged": self.acknowledged,
+            "retries": self.retries,
+            "stuck": self.stuck,
+            "faults_injected": dict(sorted(self.faults_injected.items())),
+            "acknowledged_lost": self.acknowledged_lost,
+            "minutes_double_billed": self.minutes_double_billed,
+            "invariant_violations": self.invariant_violations,
+            "audit_ok": self.audit_ok,
+            "audit": self.audit,
+            "mismatches": self.mismatches,
+            "ok": self.ok,
+        }
+
+
+class Chaos:
+    def __init__(self, engine, pg: Proxy, redis: Proxy, seed: int, seconds: float) -> None:
+        self.engine = engine
+        self.pg, self.redis = pg, redis
+        self.rng = random.Random(seed)
+        self.seconds = seconds
+        cfg = engine.config
+        self.model = Model(cfg.minute_seconds, cfg.max_call_minutes)
+        self.result = ChaosResult(seed, cfg.placement, seconds)
+        self.users: list[int] = []
+        self.listeners: list[int] = []
+        self.history: list[tuple[int, str, str, int]] = []  # acknowledged keyed requests
+        self.ambiguous_starts: list[tuple[int, int]] = []  # (user, listener)
+        self.quarantined: dict[int, float] = {}  # listener -> when its reservation lapses
+        self._keys = 0
+
+    # -- bookkeeping -----------------------------------------------------------------------
+
+    def mismatch(self, what: str) -> None:
+        self.result.mismatch(what)
+
+    def key(self) -> str:
+        self._keys += 1
+        return f"chaos-{self.result.seed}-{self._keys}"
+
+    async def attempt(self, fn, retry: bool = True):
+        """('ok', answer) | ('refused', error) | ('violation', error) | ('unanswered', error).
+        Retries what failed without an answer (an actor restarting, a server cut)."""
+        deadline = time.monotonic() + PATIENCE_S
+        delay = RETRY_DELAY_S[0]
+        while True:
+            try:
+                return "ok", await asyncio.wait_for(fn(), ATTEMPT_TIMEOUT_S)
+            except BillingError as e:
+                return "refused", e
+            except InvariantViolation as e:
+                return "violation", e
+            except Exception as e:  # noqa: BLE001 - no answer: the request may or may not be in
+                if not retry:
+                    return "unanswered", e
+                if time.monotonic() > deadline:
+                    self.result.stuck += 1
+                    self.mismatch(f"stuck for {PATIENCE_S:.0f} s: {type(e).__name__}: {e}")
+                    return "unanswered", e
+                self.result.retries += 1
+                await asyncio.sleep(delay)
+                delay = min(RETRY_DELAY_S[1], delay * 2)
+
+    async def must(self, fn, what: str):
+        status, answer = await self.attempt(fn)
+        if status != "ok":
+            raise RuntimeError(f"chaos could not {what}: {type(answer).__name__}: {answer}")
+        return answer
+
+    # -- requests ----------------------------------------------------------------------------
+
+    async def external(self, who: int, tx_type: str, amount: int, key: str, copies: int = 1):
+        e = self.engine
+        send = {
+            "purchase": lambda: e.top_up(who, amount, "purchase", key),
+            "bonus": lambda: e.top_up(who, amount, "bonus", key),
+            "spend": lambda: e.spend(who, amount, key),
+            "withdraw": lambda: e.withdraw(who, amount, key),
+        }[tx_type]
+        self.result.operations += copies
+        outcomes = await asyncio.gather(*(self.attempt(send) for _ in range(copies)))
+        expected = self.model.external(who, key, tx_type, amount)
+        for status, answer in outcomes:
+            self.check_external(who, tx_type, amount, key, expected, status, answer)
+        if expected in ("applied", "repeat"):
+            self.history.append((who, tx_type, key, amount))
+
+    def check_external(self, who, tx_type, amount, key, expected, status, answer) -> None:
+        what = f"{tx_type} {amount} by {who} key {key}"
+        if status == "unanswered":
+            return  # counted as stuck
+        if expected in ("applied", "repeat"):
+            if status != "ok":
+                self.mismatch(f"{what}: expected to apply, got {answer!r}")
+                return
+            self.result.acknowledged += 1
+            held = self.model.paise[who] if tx_type == "withdraw" else self.model.coins[who]
+            got = answer["earnings_paise" if tx_type == "withdraw" else "balance_coins"]
+            if got != held:
+                self.mismatch(f"{what}: answered balance {got}, model {held}")
+            return
+        refusal = {"conflict": IdempotencyConflict, "insufficient": (InsufficientCoins,)}
+        if tx_type == "withdraw":
+            refusal["insufficient"] = (InsufficientEarnings,)
+        if status != "refused" or not isinstance(answer, refusal[expected]):
+            self.mismatch(f"{what}: expected {expected}, got {status} {answer!r}")
+
+    async def start_call(self, user: int, listener: int, call_type: str) -> None:
+        rate_coins, rate_paise = self.engine.config.rate_card.rates(call_type, "basic")
+        expected = self.model.start_refusal(user, listener, rate_coins)
+        now = self.engine.clock.now()
+        self.result.operations += 1
+        # A start has no idempotency key: it is sent once; without an answer it is looked up.
+        status, answer = await self.attempt(
+            lambda: self.engine.start_call(user, listener, call_type), retry=False
+        )
+        what = f"start {call_type} call {user}->{listener}"
+        if status == "unanswered":
+            self.ambiguous_starts.append((user, listener))
+            return
+        if expected is None:
+            if status != "ok":
+                self.mismatch(f"{what}: expected to start, got {answer!r}")
+                return
+            self.result.acknowledged += 1
+            self.model.start(answer["call_id"], user, listener, rate_coins, rate_paise, now)
+            if (answer["rate_coins"], answer["rate_paise"]) != (rate_coins, rate_paise):
+                self.mismatch(f"{what}: rates {answer['rate_coins']}/{answer['rate_paise']}")
+            return
+        error = {"busy": PartyBusy, "insufficient": InsufficientCoins}[expected]
+        if status != "refused" or not isinstance(answer, error):
+            self.mismatch(f"{what}: expected {expected}, got {status} {answer!r}")
+
+    async def end_call(self, call_id: int, copies: int = 1) -> None:
+        self.result.operations += copies
+        outcomes = await asyncio.gather(
+            *(self.attempt(lambda: self.engine.end_call(call_id)) for _ in range(copies))
+        )
+        self.model.end(call_id, self.engine.clock.now())
+        c = self.model.calls[call_id]
+        for status, answer in outcomes:
+            if status == "unanswered":
+                continue
+            if status != "ok":
+                self.mismatch(f"end call {call_id}: {answer!r}")
+                continue
+            self.result.acknowledged += 1
+            got = (answer["status"], answer["end_reason"], answer["billed_minutes"])
+            if got != (c.status, c.reason, c.minutes):
+                self.mismatch(f"end call {call_id}: answered {got}, model {c}")
+
+    async def reconcile_starts(self) -> None:
+        """A start that got no answer either happened whole or not at all: find out which."""
+        if not self.ambiguous_starts:
+            return
+        await self.must(self.engine.sync, "sync")
+        pool = await self.engine.pool()
+        rows = await self.must(
+            lambda: pool.fetch(
+                "SELECT call_id, user_id, listener_id, rate_coins, rate_paise, "
+                "extract(epoch FROM connected_at)::float8 AS t FROM calls "
+                "WHERE user_id = ANY($1::bigint[])",
+                [u for u, _ in self.ambiguous_starts],
+            ),
+            "read calls",
+        )
+        found = {r["listener_id"] for r in rows if r["call_id"] not in self.model.calls}
+        for _, listener in self.ambiguous_starts:
+            if listener not in found:
+                # Reserved for a start that never happened: the reservation lapses.
+                lapse = time.monotonic() + RESERVATION_UNCONFIRMED_S + 1
+                self.quarantined[listener] = lapse
+        for r in rows:
+            if r["call_id"] not in self.model.calls:
+                self.model.start(
+                    r["call_id"],
+                    r["user_id"],
+                    r["listener_id"],
+                    r["rate_coins"],
+                    r["rate_paise"],
+                    r["t"],
+                )
+                self.model.bill(self.engine.clock.now())
+        self.ambiguous_starts.clear()
+
+    # -- a step ------------------------------------------------------------------------------
+
+    def plan(self) -> list:
+        rng, m = self.rng, self.model
+        requests = []
+        busy_now: set[int] = set()
+        now = time.monotonic()
+        self.quarantined = {p: t for p, t in self.quarantined.items() if t > now}
+        free_listeners = [
+            p for p in self.listeners if p not in m.in_call and p not in self.quarantined
+        ]
+        rng.shuffle(free_listeners)
+        for user in rng.sample(self.users, k=max(1, len(self.users) // 3)):
+            busy_now.add(user)
+            if user in m.in_call:
+                if rng.random() < 0.25:
+                    busy_now.add(m.calls[m.in_call[user]].listener)  # its earnings change
+                    copies = 2 if rng.random() < 0.2 else 1
+                    if copies > 1:
+                        self.result.faults_injected["duplicate_delivery"] += 1
+                    requests.append(self.end_call(m.in_call[user], copies))
+                continue
+            roll = rng.random()
+            if roll < 0.45 and free_listeners:
+                listener = free_listeners.pop()
+                busy_now.add(listener)
+                kind = "video" if rng.random() < 0.15 else "audio"
+                requests.append(self.start_call(user, listener, kind))
+            elif roll < 0.8:
+                copies = 2 if rng.random() < 0.2 else 1
+                if copies > 1:
+                    self.result.faults_injected["duplicate_delivery"] += 1
+                tx = "bonus" if rng.random() < 0.1 else "purchase"
+                requests.append(self.external(user, tx, rng.randint(5, 150), self.key(), copies))
+            elif roll < 0.9:
+                requests.append(self.external(user, "spend", rng.randint(1, 60), self.key()))
+        for listener in self.listeners:
+            if listener in busy_now or rng.random() > 0.1:
+                continue
+            busy_now.add(listener)
+            ceiling = max(1, m.paise[listener] + 50)
+            requests.append(
+                self.external(listener, "withdraw", rng.randint(1, ceiling), self.key())
+            )
+        # A late delivery: an old request arrives again, after newer ones (changes nothing), or
+        # its key comes back with another amount (refused).
+        late = [h for h in self.history if h[0] not in busy_now]
+        if late and rng.random() < 0.3:
+            who, tx, key, amount = rng.choice(late)
+            self.result.faults_injected["reordered_delivery"] += 1
+            if rng.random() < 0.3:
+                amount += 1
+            requests.append(self.external(who, tx, amount, key))
+        ended = [c.call_id for c in m.calls.values() if c.status != "ongoing"]
+        if ended and rng.random() < 0.2:
+            self.result.faults_injected["reordered_delivery"] += 1
+            requests.append(self.end_call(rng.choice(ended)))
+        return requests
+
+    def fault_kinds(self) -> list[str]:
+        kinds = ["kill_writer", "postgres_restart", "redis_restart", "clock_jump"]
+        if self.engine.config.placement == "sharded":
+            return kinds + ["kill_shard"]
+        return kinds + ["kill_call_actor", "kill_wallet_actor"]
+
+    async def inject(self, kind: str) -> None:
+        await asyncio.sleep(self.rng.random() * 0.05)
+        ns = self.engine.config.namespace
+        if kind in ("postgres_restart", "redis_restart"):
+            proxy = self.pg if kind == "postgres_restart" else self.redis
+            await proxy.cut()
+            await asyncio.sleep(self.rng.uniform(*OUTAGE_SECONDS))
+            await proxy.restore()
+        else:
+            name = self._victim(kind)
+            if name is None:
+                return
+            try:
+                ray.kill(ray.get_actor(name, namespace=ns), no_restart=False)
+            except ValueError:
+                return  # retired meanwhile
+        self.result.faults_injected[kind] += 1
+
+    def _victim(self, kind: str) -> str | None:
+        rng = self.rng
+        if kind == "kill_writer":
+            return WRITER_NAME
+        if kind == "kill_shard":
+            return shard_name(rng.randrange(self.engine.config.shards))
+        ongoing = [c for c in self.model.calls.values() if c.status == "ongoing"]
+        if not ongoing:
+            return None
+        c = rng.choice(ongoing)
+        return call_name(c.call_id) if kind == "kill_call_actor" else wallet_name(c.user)
+
+    async def step(self) -> None:
+        kinds = self.fault_kinds()
+        # The first steps inject each kind once, so that a short run sees every fault.
+        s = self.result.steps
+        kind = kinds[s] if s < len(kinds) else None
+        if kind is None and self.rng.random() < FAULT_PROBABILITY:
+            kind = self.rng.choice(kinds)
+        during_billing = self.rng.random() < 0.4
+        work = self.plan()
+        fault = [] if kind in (None, "clock_jump") or during_billing else [self.inject(kind)]
+        await asyncio.gather(*work, *fault)
+        await self.reconcile_starts()
+        seconds = STEP_SECONDS
+        if kind == "clock_jump":
+            seconds = self.rng.randint(*CLOCK_JUMP_MINUTES) * self.engine.config.minute_seconds
+            self.result.faults_injected[kind] += 1
+        self.engine.clock.advance(seconds)
+        fault = [self.inject(kind)] if during_billing and kind not in (None, "clock_jump") else []
+        self.result.operations += 1
+        outcomes = await asyncio.gather(self.attempt(self.engine.bill_due), *fault)
+        if outcomes[0][0] != "ok":
+            self.mismatch(f"bill_due: {outcomes[0][1]!r}")
+        self.model.bill(self.engine.clock.now())
+        # Calls dropped by the tick settle behind it; their listeners are free once committed.
+        await self.must(self.engine.sync, "sync")
+        self.result.steps += 1
+
+    # -- the whole run -------------------------------------------------------------------------
+
+    async def setup(self, users: int, listeners: int) -> None:
+        e = self.engine
+        self.users = [await e.create_user(f"chaos-user-{i}") for i in range(users)]
+        self.listeners = [await e.create_listener(f"chaos-listener-{i}") for i in range(listeners)]
+        for u in self.users:
+            self.model.coins[u] = 0
+        for p in self.listeners:
+            self.model.coins[p] = 0
+            self.model.paise[p] = 0
+
+    async def run(self, progress=None) -> ChaosResult:
+        deadline = time.monotonic() + self.seconds
+        while time.monotonic() < deadline or self.result.steps < len(self.fault_kinds()):
+            await self.step()
+            if progress is not None:
+                progress(self.result)
+        await self.finish()
+        return self.result
+
+    async def finish(self) -> None:
+        """Stop the load, hang up what still runs, drain, then compare."""
+        await self.pg.restore()
+        await self.redis.restore()
+        for c in list(self.model.calls.values()):
+            if c.status == "ongoing":
+                await self.end_call(c.call_id)
+        await self.must(self.engine.sync, "drain")
+        await self.compare_live()
+        await check_database(await self.engine.pool(), self.model, self.result)
+
+    async def compare_live(self) -> None:
+        """What the engine's actors answer now."""
+        for who in self.users + self.listeners:
+            state = await self.must(lambda who=who: self.engine.balance(who), "read a balance")
+            if state["balance_coins"] != self.model.coins[who]:
+                self.mismatch(f"live coins of {who}: {state['balance_coins']}")
+            if who in self.model.paise and state["earnings_paise"] != self.model.paise[who]:
+                self.mismatch(f"live earnings of {who}: {state['earnings_paise']}")
+
+
+async def check_database(pool, m: Model, r: ChaosResult) -> None:
+    """Compare PostgreSQL with the model; run the audit. Findings go into `r`."""
+    from persistence.audit import ledger_totals, run_audit
+
+    coins = dict(await pool.fetch("SELECT user_id, balance_coins FROM wallets"))
+    for who, held in m.coins.items():
+        if coins.get(who) != held:
+            r.mismatch(f"stored coins of {who}: {coins.get(who)}, model {held}")
+    paise = dict(await pool.fetch("SELECT listener_id, earnings_paise FROM listener_earnings"))
+    for who, held in m.paise.items():
+        if paise.get(who) != held:
+            r.mismatch(f"stored earnings of {who}: {paise.get(who)}, model {held}")
+    ext = {
+        row["transfer_id"]: (row["user_id"], row["tx_type"], abs(row["amount"]))
+        for row in await pool.fetch(
+            "SELECT transfer_id, user_id, tx_type, amount FROM ledger "
+            "WHERE transfer_id LIKE 'ext:%'"
+        )
+    }
+    for tid, want in m.externals.items():
+        if tid not in ext:
+            r.acknowledged_lost += 1
+            r.mismatch(f"acknowledged transfer {tid} is not in the ledger")
+        elif ext[tid] != want:
+            r.mismatch(f"transfer {tid}: stored {ext[tid]}, model {want}")
+    for tid in ext.keys() - m.externals.keys():
+        r.mismatch(f"transfer {tid} was never acknowledged")
+    calls = {row["call_id"]: row for row in await pool.fetch("SELECT * FROM calls")}
+    minutes = dict(
+        await pool.fetch(
+            "SELECT call_id, count(*) FROM ledger WHERE tx_type = 'spend' "
+            "AND call_id IS NOT NULL GROUP BY call_id"
+        )
+    )
+    earned = dict(await pool.fetch("SELECT call_id, amount FROM ledger WHERE tx_type = 'earn'"))
+    for cid, c in m.calls.items():
+        row = calls.get(cid)
+        if row is None:
+            r.acknowledged_lost += 1
+            r.mismatch(f"acknowledged call {cid} is not stored")
+            continue
+        got = (row["status"], row["end_reason"], row["billed_minutes"], row["coins_spent"])
+        want = (c.status, c.reason, c.minutes, c.minutes * c.rate_coins)
+        if got != want:
+            r.mismatch(f"call {cid}: stored {got}, model {want}")
+        n = minutes.get(cid, 0)
+        r.minutes_double_billed += max(0, n - c.minutes)
+        if n < c.minutes:
+            r.acknowledged_lost += c.minutes - n
+            r.mismatch(f"call {cid}: {n} minute transfers, model {c.minutes}")
+        if earned.get(cid, 0) != c.minutes * c.rate_paise:
+            r.mismatch(f"call {cid}: earned {earned.get(cid)}, model {c.minutes}×rate")
+    for cid in calls.keys() - m.calls.keys():
+        r.mismatch(f"call {cid} was stored but never started as far as the model knows")
+    checks = await run_audit(pool)
+    totals = await ledger_totals(pool)
+    r.audit = {name: n for name, n in checks} | {"coins_conserved": totals["coins_conserved"]}
+    r.audit_ok = all(n == 0 for _, n in checks) and totals["coins_conserved"]
+    r.invariant_violations += sum(n for _, n in checks) + (not totals["coins_conserved"])
+
+
+async def run_chaos(
+    config,
+    seconds: float,
+    seed: int,
+    users: int | None = None,
+    listeners: int | None = None,
+    progress=None,
+) -> ChaosResult:
+    """Run chaos against an engine on `config` (its database must hold no users yet). PostgreSQL
+    and Redis are reached through proxies this run can cut."""
+    from engine.api import Engine
+
+    if config.database_url is None or config.redis_url is None:
+        raise ValueError("run_chaos needs the database and Redis URLs (embedded or not)")
+    pg = await Proxy(config.database_url).start()
+    redis = await Proxy(config.redis_url).start()
+    d_users, d_listeners = SIZES[config.placement]
+    engine = Engine(
+        config.replace(
+            database_url=pg.url(),
+            redis_url=redis.url(),
+            clock="manual",
+            max_call_minutes=min(config.max_call_minutes, MAX_CALL_MINUTES),
+        )
+    )
+    await engine.start()
+    try:
+        pool = await engine.pool()
+        if await pool.fetchval("SELECT count(*) FROM users"):
+            raise ValueError("chaos needs a database without users: its model starts empty")
+        chaos = Chaos(engine, pg, redis, seed, seconds)
+        await chaos.setup(users or d_users, listeners or d_listeners)
+        return await chaos.run(progress)
+    finally:
+        await pg.restore()
+        await redis.restore()
+        with contextlib.suppress(Exception):
+            await engine.stop()
+        await pg.close()
+        await redis.close()
+
+
+# -- the command ------------------------------------------------------------------------------
+
+
+def _with_database(url: str, name: str) -> str:
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(parts._replace(path="/" + name))
+
+
+async def _database(admin_url: str, name: str, create: bool) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if create:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+def chaos_command(config, seconds: float, seed: int, console) -> ChaosResult:
+    """Run chaos on a database of its own: a new one on the given server, or embedded servers
+    in a temporary folder. The namespace is the run's own, so no running engine is touched."""
+    import logging
+    import os
+    import tempfile
+
+    from engine.embedded import start_embedded
+
+    # Connections refused while a server is cut are the point of the run, not news.
+    logging.getLogger("asyncpg.pool").setLevel(logging.CRITICAL)
+    config = config.replace(namespace=f"billing-chaos-{os.getpid()}")
+    embedded, admin, name = None, None, f"billing_chaos_{os.getpid()}"
+    with tempfile.TemporaryDirectory(prefix="billing-chaos-") as tmp:
+        if config.database_url is None or config.redis_url is None:
+            embedded = start_embedded(tmp, config.database_url is None, config.redis_url is None)
+        try:
+            if config.database_url is not None:
+                admin = config.database_url
+                asyncio.run(_database(admin, name, create=True))
+                config = config.replace(database_url=_with_database(admin, name))
+            config = config.replace(
+                database_url=config.database_url or embedded.database_url,
+                redis_url=config.redis_url or embedded.redis_url,
+            )
+            last = [time.monotonic()]
+
+            def progress(r: ChaosResult) -> None:
+                if time.monotonic() - last[0] >= 10:
+                    last[0] = time.monotonic()
+                    faults = sum(r.faults_injected.values())
+                    console.print(
+                        f"step {r.steps}: {r.operations} requests, {faults} faults, "
+                        f"{r.retries} retries, {r.invariant_violations} violations"
+                    )
+
+            return asyncio.run(run_chaos(config, seconds, seed, progress=progress))
+        finally:
+            if admin is not None:
+                asyncio.run(_database(admin, name, create=False))
+            if embedded is not None:
+                embedded.stop()
