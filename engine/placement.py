@@ -36,8 +36,11 @@ class ShardedPlacement:
             self.shards = [actor(shard_name(i), config.namespace) for i in range(config.shards)]
             return
         cls = ray.remote(Shard)
+        # SPREAD: on a cluster the shards go to different nodes, so one lost node stops only
+        # its shards; Ray restarts them on the nodes left and they reload from PostgreSQL.
+        options = {"namespace": config.namespace, "scheduling_strategy": "SPREAD"}
         self.shards = [
-            cls.options(name=shard_name(i), namespace=config.namespace, **ACTOR_OPTIONS).remote(
+            cls.options(name=shard_name(i), **options, **ACTOR_OPTIONS).remote(
                 i, config, database_url, redis_url
             )
             for i in range(config.shards)

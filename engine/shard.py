@@ -13,6 +13,8 @@ import logging
 import os
 import time
 
+import ray
+
 from actors.call import Call, Settlement
 from actors.errors import InvariantViolation
 from engine.config import Config
@@ -286,6 +288,7 @@ class Shard(WalletMethods):
         return {
             "shard": self.index,
             "pid": os.getpid(),
+            "node_id": ray.get_runtime_context().get_node_id(),
             "ongoing_calls": len(self.calls),
             "wallets_loaded": len(self.host.wallets),
             "heap_entries": len(self.heap),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import ray
+
 from persistence.writer import LedgerWriter, WriterLimits
 
 
@@ -22,7 +24,8 @@ class WriterActor:
         await self.writer.drain()
 
     async def state(self) -> dict:
-        return self.writer.state() | {"pid": os.getpid()}
+        node = ray.get_runtime_context().get_node_id()
+        return self.writer.state() | {"pid": os.getpid(), "node_id": node}
 
     async def record_job(self, run: dict) -> None:
         self.jobs_last[run["job"]] = run

@@ -1,0 +1,118 @@
+"""A Ray cluster of two nodes on this machine; a sharded engine with shards on both; one node
+lost mid-run. Run as a script (its own Ray cluster, apart from the test session's):
+
+    python -m tests.cluster_scenario DATABASE_URL REDIS_URL
+
+It prints one JSON line with what it saw and exits non-zero if a check failed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+
+import ray
+from ray.cluster_utils import Cluster
+
+from engine.api import Engine
+from engine.config import Config
+from persistence.audit import ledger_totals, run_audit
+
+CALLS = 12
+SHARDS = 4
+MIN = 60.0
+RECOVERY_S_MAX = 60.0
+
+
+async def retry(fn, what: str):
+    """Ask until the engine answers again (shards restarting on the surviving node)."""
+    deadline = time.monotonic() + RECOVERY_S_MAX
+    while True:
+        try:
+            return await fn()
+        except Exception as e:  # noqa: BLE001 - no answer yet
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what}: no answer within {RECOVERY_S_MAX} s: {e}") from e
+            await asyncio.sleep(0.2)
+
+
+async def scenario(cluster: Cluster, worker, database_url: str, redis_url: str) -> dict:
+    cfg = Config(
+        database_url=database_url,
+        redis_url=redis_url,
+        namespace="billing-cluster",
+        placement="sharded",
+        shards=SHARDS,
+        clock="manual",
+    )
+    engine = await Engine(cfg).start()
+    out: dict = {"checks": {}}
+    try:
+        shards = await engine.inspect("shards")
+        before = {s["shard"]: s["node_id"] for s in shards}
+        out["nodes"] = len({n["NodeID"] for n in ray.nodes() if n["Alive"]})
+        out["shard_nodes_before"] = len(set(before.values()))
+        lost = worker.node_id
+        out["shards_on_lost_node"] = sorted(i for i, n in before.items() if n == lost)
+        out["writer_on_lost_node"] = (await engine.inspect("writer"))["node_id"] == lost
+
+        users, listeners, calls = [], [], []
+        for i in range(CALLS):
+            users.append(await engine.create_user(f"u{i}"))
+            listeners.append(await engine.create_listener(f"l{i}"))
+            await engine.top_up(users[i], 100, idempotency_key="seed")
+            calls.append((await engine.start_call(users[i], listeners[i]))["call_id"])
+        await engine.advance(2 * MIN)  # minutes 2 and 3
+        await engine.sync()
+
+        cluster.remove_node(worker, allow_graceful=False)  # the node fails
+        await retry(lambda: engine.advance(MIN), "minute 4 after the node was lost")
+        ends = [await retry(lambda c=c: engine.end_call(c), f"end call {c}") for c in calls]
+        await retry(engine.sync, "sync")
+        after = {
+            s["shard"]: s["node_id"]
+            for s in await retry(lambda: engine.inspect("shards"), "shards")
+        }
+
+        pool = await engine.pool()
+        balances = [
+            (await retry(lambda u=u: engine.balance(u), "balance"))["balance_coins"] for u in users
+        ]
+        minutes = await pool.fetchval(
+            "SELECT count(*) FROM ledger WHERE tx_type = 'spend' AND call_id = ANY($1)", calls
+        )
+        checks = await run_audit(pool)
+        totals = await ledger_totals(pool)
+        out["shard_nodes_after"] = sorted(set(after.values()))
+        out["checks"] = {
+            "two nodes": out["nodes"] == 2,
+            "shards on both nodes": out["shard_nodes_before"] == 2,
+            "shards restarted off the lost node": lost not in after.values(),
+            "every call billed 4 minutes once": [e["billed_minutes"] for e in ends] == [4] * CALLS
+            and minutes == 4 * CALLS,
+            "every payer left with 60 coins": balances == [60] * CALLS,
+            "audit clean": all(n == 0 for _, n in checks) and totals["coins_conserved"],
+        }
+        out["ok"] = all(out["checks"].values())
+        return out
+    finally:
+        await retry(engine.stop, "stop")
+
+
+def main(database_url: str, redis_url: str) -> int:
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    worker = cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, namespace="billing-cluster", log_to_driver=False)
+    try:
+        out = asyncio.run(scenario(cluster, worker, database_url, redis_url))
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    print(json.dumps(out))
+    return 0 if out.get("ok") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], sys.argv[2]))
