@@ -680,8 +680,12 @@ def chaos_command(config, seconds: float, seed: int, console) -> ChaosResult:
                 redis_url=config.redis_url or embedded.redis_url,
             )
             last = [time.monotonic()]
+            shown = [0]
 
             def progress(r: ChaosResult) -> None:
+                for what in r.mismatches[shown[0] :]:
+                    console.print(f"[red]step {r.steps}: {what}[/]")
+                shown[0] = len(r.mismatches)
                 if time.monotonic() - last[0] >= 10:
                     last[0] = time.monotonic()
                     faults = sum(r.faults_injected.values())

@@ -84,9 +84,16 @@ async def load_wallets(pool: asyncpg.Pool, user_ids: list[int]) -> dict[int, Wal
                WHERE status = 'ongoing' AND (user_id = ANY($1) OR listener_id = ANY($1))""",
             user_ids,
         )
+        # Every key used, spends included: a key forgotten here would apply again after a
+        # restart. Each user's keys are one range of the primary key ('ext:42:' .. 'ext:42;').
         external = await conn.fetch(
-            """SELECT user_id, transfer_id, tx_type, amount FROM ledger
-               WHERE user_id = ANY($1) AND tx_type <> 'spend' AND transfer_id LIKE 'ext:%'""",
+            """SELECT u.id AS user_id, l.transfer_id, l.tx_type, l.amount
+               FROM unnest($1::bigint[]) AS u(id)
+               JOIN LATERAL (
+                   SELECT transfer_id, tx_type, amount FROM ledger
+                   WHERE transfer_id >= 'ext:' || u.id || ':'
+                     AND transfer_id < 'ext:' || u.id || ';'
+               ) l ON true""",
             user_ids,
         )
         last = await last_billed_minutes(conn, [c["call_id"] for c in calls])
