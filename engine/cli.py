@@ -90,7 +90,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     connect(args.ray_address or "auto")
     try:
-        out = asyncio.run(inspect_running(args.what, args.id, time.time()))
+        ns = from_env().namespace
+        out = asyncio.run(inspect_running(args.what, args.id, time.time(), ns))
     finally:
         ray.shutdown()
     console.print_json(json.dumps(out, default=str))

@@ -49,6 +49,8 @@ class Config:
     def __post_init__(self) -> None:
         if self.placement not in PLACEMENTS:
             raise InvalidInput(f"placement must be one of {', '.join(PLACEMENTS)}")
+        if not isinstance(self.namespace, str) or not self.namespace.strip():
+            raise InvalidInput(f"namespace must be a non-empty name, got {self.namespace!r}")
         if self.clock not in CLOCKS:
             raise InvalidInput(f"clock must be one of {', '.join(CLOCKS)}")
         for name in ("shards", "max_call_minutes", "user_calls_max", "actors_per_node_max"):
@@ -84,6 +86,7 @@ ENV = {
     "DATABASE_URL": ("database_url", str),
     "REDIS_URL": ("redis_url", str),
     "RAY_ADDRESS": ("ray_address", str),
+    "BILLING_NAMESPACE": ("namespace", str),
     "BILLING_PLACEMENT": ("placement", str),
     "BILLING_SHARDS": ("shards", int),
     "BILLING_MINUTE_SECONDS": ("minute_seconds", float),

@@ -29,21 +29,23 @@ def running_shards(namespace: str = NAMESPACE) -> list:
     return shards
 
 
-async def inspect_running(what: str, ident: int | None, now: float) -> dict | list:
-    if actor_or_none(WRITER_NAME) is None:
-        raise InvalidInput(f"no billing engine is running in Ray namespace {NAMESPACE!r}")
+async def inspect_running(
+    what: str, ident: int | None, now: float, ns: str = NAMESPACE
+) -> dict | list:
+    if actor_or_none(WRITER_NAME, ns) is None:
+        raise InvalidInput(f"no billing engine is running in Ray namespace {ns!r}")
     if what == "writer":
-        return await remote(actor(WRITER_NAME).state.remote())
+        return await remote(actor(WRITER_NAME, ns).state.remote())
     if what == "jobs":
-        return await remote(actor(WRITER_NAME).jobs.remote())
-    shards = running_shards()
+        return await remote(actor(WRITER_NAME, ns).jobs.remote())
+    shards = running_shards(ns)
     if what == "shards":
         if shards:
             return [await remote(s.state.remote()) for s in shards]
         names = [
             a["name"]
             for a in ray.util.list_named_actors(all_namespaces=True)
-            if a.get("namespace") == NAMESPACE
+            if a.get("namespace") == ns
         ]
         return {
             "placement": "actor-per-call",
@@ -55,7 +57,7 @@ async def inspect_running(what: str, ident: int | None, now: float) -> dict | li
     if what == "wallet":
         if shards:
             return await remote(shards[ident % len(shards)].inspect_wallet.remote(ident))
-        h = actor_or_none(wallet_name(ident))
+        h = actor_or_none(wallet_name(ident), ns)
         if h is None:
             raise UnknownUser(f"no wallet actor for user {ident} (it has no ongoing call)")
         return await remote(h.inspect_wallet.remote(ident))
@@ -63,7 +65,7 @@ async def inspect_running(what: str, ident: int | None, now: float) -> dict | li
         out = await remote(s.inspect_call.remote(ident, now))
         if out is not None:
             return out
-    h = None if shards else actor_or_none(call_name(ident))
+    h = None if shards else actor_or_none(call_name(ident), ns)
     if h is None:
         raise UnknownCall(f"call {ident} is not ongoing in the running engine")
     return await remote(h.state.remote(now))
