@@ -390,8 +390,10 @@ class Engine:
         return await self.bill_due()
 
     async def sync(self) -> None:
-        """Wait until everything produced so far is committed in PostgreSQL."""
+        """Wait until everything produced so far is committed in PostgreSQL, including what an
+        actor that has since died had already handed to the writer."""
         await self.placement.sync()
+        await remote(self.writer.drain.remote())
 
     async def inspect(self, kind: str, ident: int | None = None) -> dict | list:
         one_of(kind, ("call", "wallet", "writer", "shards", "config", "jobs"), "inspect kind")

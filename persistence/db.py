@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import urllib.parse
 import weakref
 
 import asyncpg
@@ -77,3 +78,21 @@ async def close_pools() -> None:
     pools = _pools.pop(asyncio.get_running_loop(), {})
     for pool in pools.values():
         await pool.close()
+
+
+def with_database(url: str, name: str) -> str:
+    """The same server's URL with another database."""
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(parts._replace(path="/" + name))
+
+
+async def recreate_database(admin_url: str, name: str, drop_only: bool = False) -> None:
+    """Drop database `name` on the server of `admin_url` and, unless drop_only, create it
+    empty. For the tests and `chaos`, which each work in a database of their own."""
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if not drop_only:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()

@@ -296,9 +296,11 @@ class LedgerWriter:
                 e.future.set_exception(exc)
 
     async def drain(self) -> None:
-        """Flush everything queued (a clean stop)."""
+        """Flush everything queued (a clean stop, or `Engine.sync`)."""
         self._stopping = True
         self._wake.set()
         while self._queue:
             await self._flush_once()
+        async with self._flushing:
+            pass  # a flush already under way commits before this returns
         self._stopping = False

@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import urllib.parse
 from dataclasses import dataclass
 
-import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
 from engine.config import Config
 from engine.embedded import start_embedded
-from persistence.db import get_pool
+from persistence.db import get_pool, recreate_database, with_database
 from persistence.schema import TABLES
 
 PLACEMENTS = ("sharded", "actor-per-call")
@@ -25,21 +23,6 @@ class Services:
     database_url: str
     redis_url: str
     admin_url: str
-
-
-def _with_database(url: str, name: str) -> str:
-    parts = urllib.parse.urlsplit(url)
-    return urllib.parse.urlunsplit(parts._replace(path="/" + name))
-
-
-async def _recreate(admin_url: str, name: str, drop_only: bool = False) -> None:
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        if not drop_only:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
 
 
 @pytest.fixture(scope="session")
@@ -54,9 +37,9 @@ def services(tmp_path_factory):
         admin = admin or embedded.database_url
         redis_url = redis_url or embedded.redis_url
     name = f"billing_test_{os.getpid()}"
-    asyncio.run(_recreate(admin, name))
-    yield Services(_with_database(admin, name), redis_url, admin)
-    asyncio.run(_recreate(admin, name, drop_only=True))
+    asyncio.run(recreate_database(admin, name))
+    yield Services(with_database(admin, name), redis_url, admin)
+    asyncio.run(recreate_database(admin, name, drop_only=True))
     if embedded is not None:
         embedded.stop()
 

@@ -26,3 +26,26 @@ async def audit_violations(pool) -> dict[str, int]:
     from persistence.audit import run_audit
 
     return {name: n for name, n in await run_audit(pool) if n}
+
+
+async def restart_actor(name: str, namespace: str = "billing") -> None:
+    """Kill a named actor (Ray restarts it) and return once its successor answers. `ray.kill`
+    is asynchronous: without waiting for a new process, the old one may still answer."""
+    import os
+
+    import ray
+
+    def pid_of(h):
+        return h.__ray_call__.remote(lambda self: os.getpid())
+
+    h = ray.get_actor(name, namespace=namespace)
+    before = await pid_of(h)
+    ray.kill(h, no_restart=False)
+
+    async def new_pid():
+        try:
+            return await pid_of(h) != before
+        except Exception:  # noqa: BLE001 - restarting
+            return False
+
+    await eventually(new_pid, what=f"{name} restarted")

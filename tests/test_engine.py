@@ -12,7 +12,7 @@ from actors import (
     UnknownUser,
 )
 from persistence.db import get_pool
-from tests.helpers import audit_violations, eventually
+from tests.helpers import audit_violations, eventually, restart_actor
 
 MIN = 60.0
 
@@ -207,7 +207,6 @@ async def test_stop_drains_every_buffer_into_postgres(services, pool, ray_sessio
 
 
 async def test_a_killed_actor_is_restarted_and_carries_on_from_postgres(engine):
-    import ray
 
     from engine.raycalls import call_name, shard_name
 
@@ -218,8 +217,8 @@ async def test_a_killed_actor_is_restarted_and_carries_on_from_postgres(engine):
     name = (
         shard_name(user % 2) if engine.placement.name == "sharded" else call_name(call["call_id"])
     )
-    ray.kill(ray.get_actor(name, namespace="billing"), no_restart=False)
-    await eventually(lambda: _answers(engine, call["call_id"]), what=f"{name} restarted")
+    await restart_actor(name)
+    await eventually(lambda: _answers(engine, call["call_id"]), what=f"{name} answering")
     await engine.advance(MIN)
     s = await engine.end_call(call["call_id"])
     assert s["billed_minutes"] == 3
@@ -272,7 +271,6 @@ async def test_concurrent_first_requests_for_one_user_share_one_wallet(engine):
 async def test_a_spend_key_is_remembered_after_a_restart(engine):
     """Chaos found it: a restarted wallet forgot the keys of spends outside calls, and a late
     repeat of a spend was applied again in memory."""
-    import ray
 
     from engine.raycalls import shard_name, wallet_name
 
@@ -281,8 +279,8 @@ async def test_a_spend_key_is_remembered_after_a_restart(engine):
     await engine.sync()
     sharded = engine.placement.name == "sharded"
     name = shard_name(user % 2) if sharded else wallet_name(user)
-    ray.kill(ray.get_actor(name, namespace="billing"), no_restart=False)
-    again = await eventually(lambda: _spend_again(engine, user), what=f"{name} restarted")
+    await restart_actor(name)
+    again = await eventually(lambda: _spend_again(engine, user), what=f"{name} answering")
     assert again["applied"] is False and again["balance_coins"] == 70
     with pytest.raises(IdempotencyConflict):
         await engine.spend(user, 31, idempotency_key="s1")
