@@ -149,6 +149,8 @@ class ChaosResult:
     steps: int = 0
     operations: int = 0
     acknowledged: int = 0
+    calls: int = 0
+    minutes_billed: int = 0
     retries: int = 0
     stuck: int = 0
     faults_injected: Counter = field(default_factory=Counter)
@@ -182,6 +184,8 @@ class ChaosResult:
             "steps": self.steps,
             "operations": self.operations,
             "acknowledged": self.acknowledged,
+            "calls": self.calls,
+            "minutes_billed": self.minutes_billed,
             "retries": self.retries,
             "stuck": self.stuck,
             "faults_injected": dict(sorted(self.faults_injected.items())),
@@ -544,6 +548,9 @@ class Chaos:
 async def check_database(pool, m: Model, r: ChaosResult) -> None:
     """Compare PostgreSQL with the model; run the audit. Findings go into `r`."""
     from persistence.audit import ledger_totals, run_audit
+
+    r.calls = len(m.calls)
+    r.minutes_billed = sum(c.minutes for c in m.calls.values())
 
     coins = dict(await pool.fetch("SELECT user_id, balance_coins FROM wallets"))
     for who, held in m.coins.items():
