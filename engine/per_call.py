@@ -17,6 +17,7 @@ from actors.call import Call, Settlement
 from actors.errors import InvariantViolation, UnknownUser
 from engine.config import Config
 from engine.host import WalletHost, WalletMethods
+from engine.loading import LoadOnce
 from engine.raycalls import actor, is_transient, remote, wallet_name, writer_sender
 from persistence import store
 from persistence.client import WriterClient
@@ -78,16 +79,14 @@ class CallActor:
         self.presence = Presence(redis_url)
         self.call = Call(**spec)
         self._lock = asyncio.Lock()  # a tick and a hang-up never interleave (rule 7)
-        self._loaded: asyncio.Task | None = None
+        self._load_once = LoadOnce(self._load)
         self._loop_task: asyncio.Task | None = None
         self._payer = None
         self._listener = None
         self._finished = False  # settled, committed, listener released: safe to retire
 
     async def _ready(self) -> None:
-        if self._loaded is None:
-            self._loaded = asyncio.get_running_loop().create_task(self._load())
-        await asyncio.shield(self._loaded)
+        await self._load_once()
         if (
             self.config.clock == "real"
             and self.call.settlement is None

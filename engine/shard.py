@@ -19,6 +19,7 @@ from actors.call import Call, Settlement
 from actors.errors import InvariantViolation
 from engine.config import Config
 from engine.host import WalletHost, WalletMethods
+from engine.loading import LoadOnce
 from engine.raycalls import actor, is_transient, remote, shard_name, writer_sender
 from persistence import store
 from persistence.client import WriterClient
@@ -56,7 +57,7 @@ class Shard(WalletMethods):
         self.heap: list[tuple[float, int]] = []
         self._settling: dict[int, asyncio.Future] = {}
         self._notices: list[dict] = []  # low-balance notices waiting to be published
-        self._loaded: asyncio.Task | None = None
+        self._load_once = LoadOnce(self._load)
         self._loop_task: asyncio.Task | None = None
         self._wake: asyncio.Event | None = None
         self.stats = {"minutes_billed": 0, "calls_settled": 0, "passes": 0, "recovered_calls": 0}
@@ -64,13 +65,7 @@ class Shard(WalletMethods):
     # -- plumbing ----------------------------------------------------------------------------
 
     async def _ready(self) -> None:
-        if self._loaded is None:
-            self._loaded = asyncio.get_running_loop().create_task(self._load())
-        try:
-            await asyncio.shield(self._loaded)
-        except Exception:
-            self._loaded = None  # PostgreSQL away at start: the next request tries again
-            raise
+        await self._load_once()
         if self.config.clock == "real" and (self._loop_task is None or self._loop_task.done()):
             self._wake = asyncio.Event()
             self._loop_task = asyncio.get_running_loop().create_task(self._loop())
