@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 from actors.call import Call, Settlement
 from actors.errors import InvariantViolation, UnknownUser
 from actors.money import WITHDRAW
 from actors.wallet import Wallet
+from engine.loading import LoadOnce
 from persistence import store
 from persistence.client import WriterClient
 from persistence.db import get_pool
@@ -30,8 +32,16 @@ RESERVATION_UNCONFIRMED_S = 30.0
 
 
 class WalletHost:
-    def __init__(self, database_url: str, client: WriterClient, user_calls_max: int) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        client: WriterClient,
+        user_calls_max: int,
+        before_load: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.database_url = database_url
+        # Awaited once before the first read of PostgreSQL (Ray actors: the writer's drain).
+        self._before_load = LoadOnce(before_load) if before_load is not None else None
         self.client = client
         self.user_calls_max = user_calls_max
         self.wallets: dict[int, Wallet] = {}
@@ -43,6 +53,8 @@ class WalletHost:
 
     async def preload(self, user_ids: list[int]) -> None:
         """Load wallets in bulk (recovery); wallets already here are kept as they are."""
+        if self._before_load is not None:
+            await self._before_load()
         missing = [u for u in set(user_ids) if u not in self.wallets]
         for chunk_start in range(0, len(missing), 10_000):
             chunk = missing[chunk_start : chunk_start + 10_000]
@@ -60,6 +72,8 @@ class WalletHost:
             pending = asyncio.get_running_loop().create_future()
             self._loading[user_id] = pending
             try:
+                if self._before_load is not None:
+                    await self._before_load()
                 loaded = await store.load_wallets(await self.pool(), [user_id])
                 if user_id in loaded:
                     self.wallets.setdefault(user_id, loaded[user_id])

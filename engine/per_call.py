@@ -18,7 +18,7 @@ from actors.errors import InvariantViolation, UnknownUser
 from engine.config import Config
 from engine.host import WalletHost, WalletMethods
 from engine.loading import LoadOnce
-from engine.raycalls import actor, is_transient, remote, wallet_name, writer_sender
+from engine.raycalls import actor, is_transient, remote, wallet_name, writer_drainer, writer_sender
 from persistence import store
 from persistence.client import WriterClient
 from persistence.db import get_pool
@@ -32,7 +32,9 @@ class WalletActor(WalletMethods):
         self.user_id = user_id
         self.config = config
         self.client = WriterClient(writer_sender(config.namespace), config.client, is_transient)
-        self.host = WalletHost(database_url, self.client, config.user_calls_max)
+        self.host = WalletHost(
+            database_url, self.client, config.user_calls_max, writer_drainer(config.namespace)
+        )
 
     async def open_call(self, spec: dict, now: float) -> dict:
         call = Call(**spec)
@@ -95,7 +97,9 @@ class CallActor:
             self._loop_task = asyncio.get_running_loop().create_task(self._loop())
 
     async def _load(self) -> None:
-        """On a (re)start: PostgreSQL says how far the call got."""
+        """On a (re)start: PostgreSQL says how far the call got, once the writer committed
+        what this actor's predecessor and the payer's had handed it."""
+        await writer_drainer(self.config.namespace)()
         pool = await get_pool(self.database_url)
         row = await store.read_call(pool, self.call.call_id)
         last = await store.last_billed_minutes(pool, [self.call.call_id])

@@ -91,3 +91,18 @@ def writer_sender(namespace: str = NAMESPACE):
         await remote(handle.write.remote(packed, urgent))
 
     return send
+
+
+def writer_drainer(namespace: str = NAMESPACE):
+    """An awaitable that returns once the writer has committed everything handed to it. A
+    restarted actor awaits it before it reloads: its predecessor may have handed the writer
+    records that commit only after the reload would have read PostgreSQL."""
+    handle = None
+
+    async def drain() -> None:
+        nonlocal handle
+        if handle is None:
+            handle = actor(WRITER_NAME, namespace)
+        await remote(handle.drain.remote())
+
+    return drain

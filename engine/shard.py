@@ -20,7 +20,7 @@ from actors.errors import InvariantViolation
 from engine.config import Config
 from engine.host import WalletHost, WalletMethods
 from engine.loading import LoadOnce
-from engine.raycalls import actor, is_transient, remote, shard_name, writer_sender
+from engine.raycalls import actor, is_transient, remote, shard_name, writer_drainer, writer_sender
 from persistence import store
 from persistence.client import WriterClient
 from persistence.presence import Presence
@@ -51,7 +51,8 @@ class Shard(WalletMethods):
         self.client = WriterClient(
             send or writer_sender(config.namespace), config.client, is_transient
         )
-        self.host = WalletHost(database_url, self.client, config.user_calls_max)
+        drain = None if send else writer_drainer(config.namespace)
+        self.host = WalletHost(database_url, self.client, config.user_calls_max, drain)
         self.presence = Presence(redis_url)
         self.calls: dict[int, Call] = {}
         self.heap: list[tuple[float, int]] = []
