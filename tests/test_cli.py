@@ -48,6 +48,11 @@ def test_demo_refuses_bad_arguments():
     assert out.returncode == 2 and "--calls" in out.stdout
 
 
+def test_chaos_refuses_a_run_of_no_time():
+    out = run(["chaos", "--seconds", "0"])
+    assert out.returncode == 2 and "--seconds" in out.stdout
+
+
 def test_up_serves_inspect_and_stops_cleanly_on_sigint(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     proc = subprocess.Popen(
