@@ -44,6 +44,7 @@ PATIENCE_S = 120.0  # a request unanswered this long counts as stuck, a failure 
 RETRY_DELAY_S = (0.05, 1.0)
 MISMATCHES_KEPT = 50
 MAX_CALL_MINUTES = 30  # short, so that calls also expire during a run
+COVERING_STEPS_MAX = 60  # steps that may go to injecting each kind of fault once
 SIZES = {"sharded": (40, 12), "actor-per-call": (8, 4)}  # (users, listeners)
 
 
@@ -471,9 +472,9 @@ class Chaos:
 
     async def step(self) -> None:
         kinds = self.fault_kinds()
-        # The first steps inject each kind once, so that a short run sees every fault.
-        s = self.result.steps
-        kind = kinds[s] if s < len(kinds) else None
+        # Until each kind has been injected once (a kill needs a victim: an ongoing call), the
+        # steps inject the first kind still missing, so that a short run sees every fault.
+        kind = self._missing_kind()
         if kind is None and self.rng.random() < FAULT_PROBABILITY:
             kind = self.rng.choice(kinds)
         during_billing = self.rng.random() < 0.4
@@ -513,9 +514,14 @@ class Chaos:
             self.model.coins[p] = 0
             self.model.paise[p] = 0
 
+    def _missing_kind(self) -> str | None:
+        if self.result.steps >= COVERING_STEPS_MAX:
+            return None
+        return next((k for k in self.fault_kinds() if not self.result.faults_injected[k]), None)
+
     async def run(self, progress=None) -> ChaosResult:
         deadline = time.monotonic() + self.seconds
-        while time.monotonic() < deadline or self.result.steps < len(self.fault_kinds()):
+        while time.monotonic() < deadline or self._missing_kind() is not None:
             await self.step()
             if progress is not None:
                 progress(self.result)

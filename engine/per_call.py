@@ -112,9 +112,12 @@ class CallActor:
             self.call.billed_minutes = row["billed_minutes"]
             await self._settled(self.call.settle(row["status"], row["end_reason"], row["ended_at"]))
 
-    async def _bill(self, now: float) -> Settlement | None:
+    async def _bill(self, now: float, settling: bool = False) -> Settlement | None:
+        """Ask the payer's wallet to bill through the minute due. Before a settlement it is
+        asked even when nothing is due: a wallet actor that restarted may have lost minutes
+        it billed but had not yet committed, and bills them again here (same transfer ids)."""
         due = self.call.due_minute(now)
-        if due <= self.call.billed_minutes and now < self.call.expires_at():
+        if due <= self.call.billed_minutes and now < self.call.expires_at() and not settling:
             return None
         last, short, coins = await remote(self._payer.bill.remote(self.call.call_id, due, now))
         s = self.call.after_billing(last, short, now)
@@ -155,7 +158,7 @@ class CallActor:
         await self._ready()
         async with self._lock:
             if self.call.settlement is None:
-                s = await self._bill(now) or self.call.end(reason, now)
+                s = await self._bill(now, settling=True) or self.call.end(reason, now)
                 await self._settled(s)
         return self.call.settlement.as_dict()
 

@@ -22,7 +22,7 @@ from persistence.audit import ledger_totals, run_audit
 CALLS = 12
 SHARDS = 4
 MIN = 60.0
-RECOVERY_S_MAX = 60.0
+RECOVERY_S_MAX = 120.0
 
 
 async def retry(fn, what: str):
@@ -67,13 +67,23 @@ async def scenario(cluster: Cluster, worker, database_url: str, redis_url: str) 
         await engine.sync()
 
         cluster.remove_node(worker, allow_graceful=False)  # the node fails
+
+        async def moved():
+            # The lost node's processes can linger a moment: go on once Ray has restarted
+            # its shards elsewhere, so that what follows runs on the survivors only.
+            shards = await engine.inspect("shards")
+            if any(s["node_id"] == lost for s in shards):
+                raise RuntimeError("shards still on the lost node")
+            return shards
+
+        after = {s["shard"]: s["node_id"] for s in await retry(moved, "shards moved")}
         await retry(lambda: engine.advance(MIN), "minute 4 after the node was lost")
+        recovered = await retry(lambda: engine.inspect("shards"), "shards")
+        out["calls_recovered_from_postgres"] = sum(
+            s["recovered_calls"] for s in recovered if s["shard"] in out["shards_on_lost_node"]
+        )
         ends = [await retry(lambda c=c: engine.end_call(c), f"end call {c}") for c in calls]
         await retry(engine.sync, "sync")
-        after = {
-            s["shard"]: s["node_id"]
-            for s in await retry(lambda: engine.inspect("shards"), "shards")
-        }
 
         pool = await engine.pool()
         balances = [
@@ -89,6 +99,7 @@ async def scenario(cluster: Cluster, worker, database_url: str, redis_url: str) 
             "two nodes": out["nodes"] == 2,
             "shards on both nodes": out["shard_nodes_before"] == 2,
             "shards restarted off the lost node": lost not in after.values(),
+            "their calls reloaded from PostgreSQL": out["calls_recovered_from_postgres"] > 0,
             "every call billed 4 minutes once": [e["billed_minutes"] for e in ends] == [4] * CALLS
             and minutes == 4 * CALLS,
             "every payer left with 60 coins": balances == [60] * CALLS,

@@ -7,6 +7,7 @@ from actors import (
     InsufficientCoins,
     InsufficientEarnings,
     InvalidInput,
+    InvariantViolation,
     PartyBusy,
     UnknownCall,
     UnknownUser,
@@ -291,6 +292,46 @@ async def _spend_again(engine, user):
     try:
         return await engine.spend(user, 30, idempotency_key="s1")
     except IdempotencyConflict:
+        raise
+    except Exception:  # noqa: BLE001 - restarting
+        return None
+
+
+async def test_a_wallet_actor_that_lost_unwritten_minutes_bills_them_again_at_the_end(
+    services, pool, ray_session
+):
+    """Chaos found it: on actor-per-call the payer's wallet actor died with a minute it had
+    billed but not written; its successor stood a minute behind the call actor, and the
+    hang-up failed on that disagreement. The call now has the wallet bill again first."""
+    from engine.api import Engine
+    from engine.raycalls import wallet_name
+    from persistence.client import ClientLimits
+    from tests.conftest import engine_config
+
+    # Minutes wait an hour in the wallet actor's buffer: killing it loses minute 2.
+    cfg = engine_config(
+        services, "actor-per-call", client=ClientLimits(flush_interval_ms=3_600_000)
+    )
+    eng = await Engine(cfg).start()
+    try:
+        user, listener = await pair(eng, 100)
+        call = await eng.start_call(user, listener)
+        await eng.advance(MIN)
+        assert (await eng.get_call(call["call_id"]))["billed_minutes"] == 2
+        await restart_actor(wallet_name(user))
+        s = await eventually(lambda: _end(eng, call["call_id"]), what="hang-up answered")
+        assert s["billed_minutes"] == 2 and s["coins_spent"] == 20
+        await eng.sync()
+        assert (await eng.balance(user))["balance_coins"] == 80
+        assert await audit_violations(await db(eng)) == {}
+    finally:
+        await eng.stop()
+
+
+async def _end(engine, call_id):
+    try:
+        return await engine.end_call(call_id)
+    except InvariantViolation:
         raise
     except Exception:  # noqa: BLE001 - restarting
         return None
