@@ -57,12 +57,14 @@ async def scenario(cluster: Cluster, worker, database_url: str, redis_url: str) 
         out["shards_on_lost_node"] = sorted(i for i, n in before.items() if n == lost)
         out["writer_on_lost_node"] = (await engine.inspect("writer"))["node_id"] == lost
 
-        users, listeners, calls = [], [], []
-        for i in range(CALLS):
-            users.append(await engine.create_user(f"u{i}"))
-            listeners.append(await engine.create_listener(f"l{i}"))
-            await engine.top_up(users[i], 100, idempotency_key="seed")
-            calls.append((await engine.start_call(users[i], listeners[i]))["call_id"])
+        # Consecutive payer ids: each shard (user_id % SHARDS) holds some of the calls.
+        users = [await engine.create_user(f"u{i}") for i in range(CALLS)]
+        listeners = [await engine.create_listener(f"l{i}") for i in range(CALLS)]
+        calls = []
+        for user, listener in zip(users, listeners, strict=True):
+            await engine.top_up(user, 100, idempotency_key="seed")
+            calls.append((await engine.start_call(user, listener))["call_id"])
+        on_lost = sum(u % SHARDS in out["shards_on_lost_node"] for u in users)
         await engine.advance(2 * MIN)  # minutes 2 and 3
         await engine.sync()
 
@@ -99,7 +101,8 @@ async def scenario(cluster: Cluster, worker, database_url: str, redis_url: str) 
             "two nodes": out["nodes"] == 2,
             "shards on both nodes": out["shard_nodes_before"] == 2,
             "shards restarted off the lost node": lost not in after.values(),
-            "their calls reloaded from PostgreSQL": out["calls_recovered_from_postgres"] > 0,
+            "their calls reloaded from PostgreSQL": out["calls_recovered_from_postgres"] == on_lost
+            and on_lost > 0,
             "every call billed 4 minutes once": [e["billed_minutes"] for e in ends] == [4] * CALLS
             and minutes == 4 * CALLS,
             "every payer left with 60 coins": balances == [60] * CALLS,
