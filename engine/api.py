@@ -24,7 +24,7 @@ from actors.money import (
 )
 from engine.clock import make_clock
 from engine.config import Config, from_env
-from engine.embedded import Embedded, start_embedded
+from engine.embedded import Embedded, embedded_for
 from engine.placement import make_placement
 from engine.raycalls import WRITER_NAME, actor_or_none, remote
 from engine.writer_actor import WriterActor
@@ -111,12 +111,8 @@ class Engine:
 
     async def _start_own(self) -> None:
         cfg = self.config
-        if cfg.database_url is None or cfg.redis_url is None:
-            self.embedded = await asyncio.to_thread(
-                start_embedded, cfg.data_dir, cfg.database_url is None, cfg.redis_url is None
-            )
-            self.database_url = cfg.database_url or self.embedded.database_url
-            self.redis_url = cfg.redis_url or self.embedded.redis_url
+        filled, self.embedded = await asyncio.to_thread(embedded_for, cfg)
+        self.database_url, self.redis_url = filled.database_url, filled.redis_url
         await get_pool(self.database_url)  # migrates the schema
         meta = {"database_url": self.database_url, "redis_url": self.redis_url, "config": cfg}
         self.writer = (

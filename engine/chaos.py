@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 import random
 import time
@@ -178,26 +179,9 @@ class ChaosResult:
         )
 
     def as_dict(self) -> dict:
-        return {
-            "seed": self.seed,
-            "placement": self.placement,
-            "seconds": self.seconds,
-            "steps": self.steps,
-            "operations": self.operations,
-            "acknowledged": self.acknowledged,
-            "calls": self.calls,
-            "minutes_billed": self.minutes_billed,
-            "retries": self.retries,
-            "stuck": self.stuck,
-            "faults_injected": dict(sorted(self.faults_injected.items())),
-            "acknowledged_lost": self.acknowledged_lost,
-            "minutes_double_billed": self.minutes_double_billed,
-            "invariant_violations": self.invariant_violations,
-            "audit_ok": self.audit_ok,
-            "audit": self.audit,
-            "mismatches": self.mismatches,
-            "ok": self.ok,
-        }
+        out = dataclasses.asdict(self)
+        out["faults_injected"] = dict(sorted(self.faults_injected.items()))
+        return out | {"ok": self.ok}
 
 
 class Chaos:
@@ -392,10 +376,7 @@ class Chaos:
             if user in m.in_call:
                 if rng.random() < 0.25:
                     busy_now.add(m.calls[m.in_call[user]].listener)  # its earnings change
-                    copies = 2 if rng.random() < 0.2 else 1
-                    if copies > 1:
-                        self.result.faults_injected["duplicate_delivery"] += 1
-                    requests.append(self.end_call(m.in_call[user], copies))
+                    requests.append(self.end_call(m.in_call[user], self._copies()))
                 continue
             roll = rng.random()
             if roll < 0.45 and free_listeners:
@@ -404,9 +385,7 @@ class Chaos:
                 kind = "video" if rng.random() < 0.15 else "audio"
                 requests.append(self.start_call(user, listener, kind))
             elif roll < 0.8:
-                copies = 2 if rng.random() < 0.2 else 1
-                if copies > 1:
-                    self.result.faults_injected["duplicate_delivery"] += 1
+                copies = self._copies()  # drawn first: a seed's requests stay what they were
                 tx = "bonus" if rng.random() < 0.1 else "purchase"
                 requests.append(self.external(user, tx, rng.randint(5, 150), self.key(), copies))
             elif roll < 0.9:
@@ -433,6 +412,13 @@ class Chaos:
             self.result.faults_injected["reordered_delivery"] += 1
             requests.append(self.end_call(rng.choice(ended)))
         return requests
+
+    def _copies(self) -> int:
+        """How many times a request is delivered: twice, now and then (a duplicate)."""
+        if self.rng.random() < 0.2:
+            self.result.faults_injected["duplicate_delivery"] += 1
+            return 2
+        return 1
 
     def fault_kinds(self) -> list[str]:
         kinds = ["kill_writer", "postgres_restart", "redis_restart", "clock_jump"]
@@ -478,8 +464,9 @@ class Chaos:
         if kind is None and self.rng.random() < FAULT_PROBABILITY:
             kind = self.rng.choice(kinds)
         during_billing = self.rng.random() < 0.4
+        hits = kind not in (None, "clock_jump")  # a kill or a cut, not the step's clock
         work = self.plan()
-        fault = [] if kind in (None, "clock_jump") or during_billing else [self.inject(kind)]
+        fault = [self.inject(kind)] if hits and not during_billing else []
         await asyncio.gather(*work, *fault)
         await self.reconcile_starts()
         seconds = STEP_SECONDS
@@ -487,7 +474,7 @@ class Chaos:
             seconds = self.rng.randint(*CLOCK_JUMP_MINUTES) * self.engine.config.minute_seconds
             self.result.faults_injected[kind] += 1
         self.engine.clock.advance(seconds)
-        fault = [self.inject(kind)] if during_billing and kind not in (None, "clock_jump") else []
+        fault = [self.inject(kind)] if hits and during_billing else []
         self.result.operations += 1
         outcomes = await asyncio.gather(self.attempt(self.engine.bill_due), *fault)
         if outcomes[0][0] != "ok":
@@ -667,25 +654,19 @@ def chaos_command(config, seconds: float, seed: int, console) -> ChaosResult:
     import os
     import tempfile
 
-    from engine.embedded import start_embedded
+    from engine.embedded import embedded_for
     from persistence.db import recreate_database, with_database
 
     # Connections refused while a server is cut are the point of the run, not news.
     logging.getLogger("asyncpg.pool").setLevel(logging.CRITICAL)
     config = config.replace(namespace=f"billing-chaos-{os.getpid()}")
-    embedded, admin, name = None, None, f"billing_chaos_{os.getpid()}"
+    admin, name = config.database_url, f"billing_chaos_{os.getpid()}"
     with tempfile.TemporaryDirectory(prefix="billing-chaos-") as tmp:
-        if config.database_url is None or config.redis_url is None:
-            embedded = start_embedded(tmp, config.database_url is None, config.redis_url is None)
+        config, embedded = embedded_for(config, tmp)
         try:
-            if config.database_url is not None:
-                admin = config.database_url
+            if admin is not None:
                 asyncio.run(recreate_database(admin, name))
                 config = config.replace(database_url=with_database(admin, name))
-            config = config.replace(
-                database_url=config.database_url or embedded.database_url,
-                redis_url=config.redis_url or embedded.redis_url,
-            )
             last = [time.monotonic()]
             shown = [0]
 

@@ -118,17 +118,14 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from engine.embedded import start_embedded
+    from engine.embedded import embedded_for
     from persistence.audit import ledger_totals, run_audit
     from persistence.db import get_pool
 
-    config = _config(args)
-    embedded = None
-    if config.database_url is None:
-        embedded = start_embedded(config.data_dir, True, False)
+    config, embedded = embedded_for(_config(args), redis=False)
 
     async def audit() -> int:
-        pool = await get_pool(config.database_url or embedded.database_url)
+        pool = await get_pool(config.database_url)
         started = time.monotonic()
         checks = await run_audit(
             pool,
@@ -164,20 +161,11 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from bench.cli import run_bench
-    from engine.embedded import start_embedded
+    from engine.embedded import embedded_for
 
-    config = _config(args)
-    embedded = None
-    if config.database_url is None or config.redis_url is None:
-        embedded = start_embedded(
-            config.data_dir, config.database_url is None, config.redis_url is None
-        )
+    config, embedded = embedded_for(_config(args))
     try:
-        return run_bench(
-            args,
-            config.database_url or embedded.database_url,
-            config.redis_url or embedded.redis_url,
-        )
+        return run_bench(args, config.database_url, config.redis_url)
     finally:
         if embedded is not None:
             embedded.stop()

@@ -59,6 +59,21 @@ def start_embedded(data_dir: str, need_postgres: bool, need_redis: bool) -> Embe
     return out
 
 
+def embedded_for(config, data_dir: str | None = None, redis: bool = True):
+    """(`config` with its missing URLs filled in, the embedded servers started for them or
+    None): PostgreSQL if it names no database, Redis too (unless `redis` is False)."""
+    need_pg = config.database_url is None
+    need_redis = redis and config.redis_url is None
+    if not (need_pg or need_redis):
+        return config, None
+    out = start_embedded(data_dir or config.data_dir, need_pg, need_redis)
+    filled = config.replace(
+        database_url=config.database_url or out.database_url,
+        redis_url=config.redis_url or out.redis_url,
+    )
+    return filled, out
+
+
 class _PgHandle:
     def __init__(self, server) -> None:
         self.server = server

@@ -48,13 +48,16 @@ class WalletHost:
         self._reserved_at: dict[int, float] = {}  # listener -> when its reservation was made
         self._loading: dict[int, asyncio.Future] = {}
 
+    async def _before_first_read(self) -> None:
+        if self._before_load is not None:
+            await self._before_load()
+
     async def pool(self):
         return await get_pool(self.database_url)
 
     async def preload(self, user_ids: list[int]) -> None:
         """Load wallets in bulk (recovery); wallets already here are kept as they are."""
-        if self._before_load is not None:
-            await self._before_load()
+        await self._before_first_read()
         missing = [u for u in set(user_ids) if u not in self.wallets]
         for chunk_start in range(0, len(missing), 10_000):
             chunk = missing[chunk_start : chunk_start + 10_000]
@@ -72,8 +75,7 @@ class WalletHost:
             pending = asyncio.get_running_loop().create_future()
             self._loading[user_id] = pending
             try:
-                if self._before_load is not None:
-                    await self._before_load()
+                await self._before_first_read()
                 loaded = await store.load_wallets(await self.pool(), [user_id])
                 if user_id in loaded:
                     self.wallets.setdefault(user_id, loaded[user_id])

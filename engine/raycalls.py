@@ -80,15 +80,25 @@ def connect(address: str) -> None:
     )
 
 
-def writer_sender(namespace: str = NAMESPACE):
-    """A `send(packed, urgent)` for a WriterClient: the named writer, looked up once."""
+def _writer(namespace: str):
+    """The named writer's handle, looked up on first use (it may start after its callers)."""
     handle = None
 
-    async def send(packed: bytes, urgent: bool) -> None:
+    def get():
         nonlocal handle
         if handle is None:
             handle = actor(WRITER_NAME, namespace)
-        await remote(handle.write.remote(packed, urgent))
+        return handle
+
+    return get
+
+
+def writer_sender(namespace: str = NAMESPACE):
+    """A `send(packed, urgent)` for a WriterClient."""
+    writer = _writer(namespace)
+
+    async def send(packed: bytes, urgent: bool) -> None:
+        await remote(writer().write.remote(packed, urgent))
 
     return send
 
@@ -97,12 +107,9 @@ def writer_drainer(namespace: str = NAMESPACE):
     """An awaitable that returns once the writer has committed everything handed to it. A
     restarted actor awaits it before it reloads: its predecessor may have handed the writer
     records that commit only after the reload would have read PostgreSQL."""
-    handle = None
+    writer = _writer(namespace)
 
     async def drain() -> None:
-        nonlocal handle
-        if handle is None:
-            handle = actor(WRITER_NAME, namespace)
-        await remote(handle.drain.remote())
+        await remote(writer().drain.remote())
 
     return drain

@@ -49,3 +49,16 @@ async def restart_actor(name: str, namespace: str = "billing") -> None:
             return False
 
     await eventually(new_pid, what=f"{name} restarted")
+
+
+async def answered(ask):
+    """`ask()`'s answer, or None while the actor behind it restarts. A refusal or a broken rule
+    of money is an answer too, and is raised."""
+    from actors.errors import BillingError, InvariantViolation
+
+    try:
+        return await ask()
+    except (BillingError, InvariantViolation):
+        raise
+    except Exception:  # noqa: BLE001 - restarting
+        return None

@@ -7,13 +7,12 @@ from actors import (
     InsufficientCoins,
     InsufficientEarnings,
     InvalidInput,
-    InvariantViolation,
     PartyBusy,
     UnknownCall,
     UnknownUser,
 )
 from persistence.db import get_pool
-from tests.helpers import audit_violations, eventually, restart_actor
+from tests.helpers import answered, audit_violations, eventually, restart_actor
 
 MIN = 60.0
 
@@ -281,20 +280,14 @@ async def test_a_spend_key_is_remembered_after_a_restart(engine):
     sharded = engine.placement.name == "sharded"
     name = shard_name(user % 2) if sharded else wallet_name(user)
     await restart_actor(name)
-    again = await eventually(lambda: _spend_again(engine, user), what=f"{name} answering")
+    again = await eventually(
+        lambda: answered(lambda: engine.spend(user, 30, idempotency_key="s1")),
+        what=f"{name} answering",
+    )
     assert again["applied"] is False and again["balance_coins"] == 70
     with pytest.raises(IdempotencyConflict):
         await engine.spend(user, 31, idempotency_key="s1")
     assert (await engine.balance(user))["balance_coins"] == 70
-
-
-async def _spend_again(engine, user):
-    try:
-        return await engine.spend(user, 30, idempotency_key="s1")
-    except IdempotencyConflict:
-        raise
-    except Exception:  # noqa: BLE001 - restarting
-        return None
 
 
 async def test_a_wallet_actor_that_lost_unwritten_minutes_bills_them_again_at_the_end(
@@ -319,19 +312,12 @@ async def test_a_wallet_actor_that_lost_unwritten_minutes_bills_them_again_at_th
         await eng.advance(MIN)
         assert (await eng.get_call(call["call_id"]))["billed_minutes"] == 2
         await restart_actor(wallet_name(user))
-        s = await eventually(lambda: _end(eng, call["call_id"]), what="hang-up answered")
+        s = await eventually(
+            lambda: answered(lambda: eng.end_call(call["call_id"])), what="hang-up answered"
+        )
         assert s["billed_minutes"] == 2 and s["coins_spent"] == 20
         await eng.sync()
         assert (await eng.balance(user))["balance_coins"] == 80
         assert await audit_violations(await db(eng)) == {}
     finally:
         await eng.stop()
-
-
-async def _end(engine, call_id):
-    try:
-        return await engine.end_call(call_id)
-    except InvariantViolation:
-        raise
-    except Exception:  # noqa: BLE001 - restarting
-        return None
