@@ -104,8 +104,8 @@ async def copy_limit(pool, calls: int, minutes: int) -> Run:
 
 
 SEED_TX = [
-    "SELECT balance_coins FROM wallets WHERE user_id = $1 FOR UPDATE",
-    "UPDATE wallets SET balance_coins = balance_coins - $2::bigint WHERE user_id = $1",
+    "SELECT settled_coins FROM wallets WHERE user_id = $1 FOR UPDATE",
+    "UPDATE wallets SET settled_coins = settled_coins - $2::bigint WHERE user_id = $1",
     """INSERT INTO ledger (transfer_id, user_id, unit, amount, tx_type, call_id, minute_no,
                           created_at)
        VALUES ($3::text, $1, 'coins', -$2::bigint, 'spend', $4::bigint, $5::int, now())""",
@@ -148,9 +148,9 @@ SET_SQL = """
 WITH due AS (
     SELECT c.call_id, c.user_id, c.rate_coins FROM calls c
     JOIN wallets w ON w.user_id = c.user_id
-    WHERE c.status = 'ongoing' AND w.balance_coins >= c.rate_coins
+    WHERE c.status = 'ongoing' AND w.settled_coins >= c.rate_coins
 ), debit AS (
-    UPDATE wallets w SET balance_coins = w.balance_coins - due.rate_coins
+    UPDATE wallets w SET settled_coins = w.settled_coins - due.rate_coins
     FROM due WHERE w.user_id = due.user_id RETURNING w.user_id
 )
 INSERT INTO ledger (transfer_id, user_id, unit, amount, tx_type, call_id, minute_no, created_at)

@@ -1,5 +1,6 @@
 """Bulk set-up for benchmarks: N ongoing calls written straight into PostgreSQL, each with its
-payer, listener, wallet and minute 1 billed, as if N start_call() had committed."""
+payer, listener, wallet and minute 1 billed, as if N start_call() had committed (minute 1 is
+in the ledger; the wallet row moves when the call settles)."""
 
 from __future__ import annotations
 
@@ -29,12 +30,11 @@ async def ongoing_calls(pool: asyncpg.Pool, calls: int, coins_each: int, connect
             calls,
         )
         await conn.execute(
-            """INSERT INTO wallets (user_id, balance_coins)
-               SELECT g, CASE WHEN g <= $1 THEN $2::bigint - $3::bigint ELSE 0 END
+            """INSERT INTO wallets (user_id, settled_coins)
+               SELECT g, CASE WHEN g <= $1 THEN $2::bigint ELSE 0 END
                FROM generate_series(1, 2 * $1) g""",
             calls,
             coins_each,
-            RATE_COINS,
         )
         await conn.execute(
             """INSERT INTO listener_earnings (listener_id)

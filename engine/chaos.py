@@ -545,7 +545,7 @@ async def check_database(pool, m: Model, r: ChaosResult) -> None:
     r.calls = len(m.calls)
     r.minutes_billed = sum(c.minutes for c in m.calls.values())
 
-    coins = dict(await pool.fetch("SELECT user_id, balance_coins FROM wallets"))
+    coins = dict(await pool.fetch("SELECT user_id, balance_coins FROM wallet_balances"))
     for who, held in m.coins.items():
         if coins.get(who) != held:
             r.mismatch(f"stored coins of {who}: {coins.get(who)}, model {held}")

@@ -7,7 +7,7 @@ import asyncpg
 CHECKS: list[tuple[str, str]] = [
     (
         "coin balance = opening + transfers",
-        """SELECT count(*) FROM wallets w
+        """SELECT count(*) FROM wallet_balances w
            LEFT JOIN (SELECT user_id, sum(amount) AS s FROM ledger WHERE unit = 'coins'
                       GROUP BY user_id) l USING (user_id)
            WHERE w.balance_coins <> w.opening_coins + coalesce(l.s, 0)""",
@@ -29,7 +29,7 @@ CHECKS: list[tuple[str, str]] = [
     ),
     (
         "balances below zero",
-        """SELECT (SELECT count(*) FROM wallets WHERE balance_coins < 0)
+        """SELECT (SELECT count(*) FROM wallet_balances WHERE balance_coins < 0)
                 + (SELECT count(*) FROM listener_earnings WHERE earnings_paise < 0)""",
     ),
     (
@@ -122,7 +122,7 @@ async def ledger_totals(pool: asyncpg.Pool) -> dict:
              count(*) AS transfers
            FROM ledger"""
     )
-    held = await pool.fetchval("SELECT coalesce(sum(balance_coins), 0) FROM wallets")
+    held = await pool.fetchval("SELECT coalesce(sum(balance_coins), 0) FROM wallet_balances")
     opening = await pool.fetchval("SELECT coalesce(sum(opening_coins), 0) FROM wallets")
     out = dict(row)
     out["coins_held"] = held

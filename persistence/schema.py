@@ -93,11 +93,46 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             FROM calls;
         """,
     ),
+    (
+        3,
+        "call minutes settle into the wallet when the call ends; wallet_balances is live",
+        """
+        -- A billed minute is one ledger row and nothing else: the wallet row moves by a call's
+        -- minutes once, when the call settles. `settled_coins` is the balance without the
+        -- minutes of ongoing calls; `wallet_balances` adds them (rule 3 holds on the view).
+        ALTER TABLE wallets RENAME COLUMN balance_coins TO settled_coins;
+        ALTER TABLE wallets RENAME CONSTRAINT wallets_balance_coins_check
+            TO wallets_settled_coins_check;
+        -- Ongoing calls of a database migrated from version 2 already moved their wallets.
+        UPDATE wallets w SET settled_coins = w.settled_coins - s.spent
+        FROM (SELECT c.user_id, sum(l.amount) AS spent
+              FROM calls c JOIN ledger l ON l.call_id = c.call_id AND l.tx_type = 'spend'
+              WHERE c.status = 'ongoing' GROUP BY c.user_id) s
+        WHERE w.user_id = s.user_id;
+        -- The minutes of a call are one range of the primary key ('call:42:' .. 'call:42;').
+        CREATE VIEW wallet_balances AS
+            SELECT w.user_id, w.opening_coins, w.settled_coins,
+                   coalesce(u.coins, 0)::bigint AS unsettled_coins,
+                   (w.settled_coins + coalesce(u.coins, 0))::bigint AS balance_coins
+            FROM wallets w
+            LEFT JOIN LATERAL (
+                SELECT sum(l.amount) AS coins
+                FROM calls c
+                JOIN LATERAL (
+                    SELECT amount FROM ledger
+                    WHERE transfer_id >= 'call:' || c.call_id || ':'
+                      AND transfer_id < 'call:' || c.call_id || ';'
+                ) l ON true
+                WHERE c.user_id = w.user_id AND c.status = 'ongoing'
+            ) u ON true;
+        """,
+    ),
 ]
 
 
-async def migrate(conn: asyncpg.Connection) -> int:
-    """Apply the migrations not applied yet; returns the schema version."""
+async def migrate(conn: asyncpg.Connection, through: int | None = None) -> int:
+    """Apply the migrations not applied yet (up to `through`, for tests of a migration);
+    returns the schema version."""
     await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
     try:
         await conn.execute(
@@ -108,7 +143,7 @@ async def migrate(conn: asyncpg.Connection) -> int:
         )
         applied = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
         for version, description, sql in MIGRATIONS:
-            if version in applied:
+            if version in applied or (through is not None and version > through):
                 continue
             async with conn.transaction():
                 await conn.execute(sql)
@@ -117,7 +152,7 @@ async def migrate(conn: asyncpg.Connection) -> int:
                     version,
                     description,
                 )
-        return max(v for v, _, _ in MIGRATIONS)
+        return max(v for v, _, _ in MIGRATIONS if through is None or v <= through)
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
 

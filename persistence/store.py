@@ -74,7 +74,7 @@ async def load_wallets(pool: asyncpg.Pool, user_ids: list[int]) -> dict[int, Wal
     async with pool.acquire() as conn:
         rows = await conn.fetch(
             """SELECT u.user_id, u.role, w.balance_coins, coalesce(e.earnings_paise, 0) AS earn
-               FROM users u JOIN wallets w USING (user_id)
+               FROM users u JOIN wallet_balances w USING (user_id)
                LEFT JOIN listener_earnings e ON e.listener_id = u.user_id
                WHERE u.user_id = ANY($1)""",
             user_ids,

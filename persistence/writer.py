@@ -4,15 +4,18 @@ Each `write` call returns once its records are committed. The writer groups the 
 producers into one transaction, flushing when the batch reaches `batch_size_max` records, when
 its oldest record is `flush_interval_ms` old, or at once if a producer waits on a write-through.
 
-Inside a flush, transfers are COPYed into a temporary staging table, inserted into the ledger
-with ON CONFLICT DO NOTHING, and each account touched is moved by the sum of the rows that were
-actually inserted, in the same transaction: a replayed transfer moves nothing, and the database
-always holds a consistent prefix of what the actors did.
+Inside a flush, transfers are COPYed straight into the ledger; if the batch repeats a transfer
+already committed, that COPY is undone and the batch goes through a staging table with ON
+CONFLICT DO NOTHING instead, so a replayed transfer moves nothing. Each account is moved by the
+rows actually inserted, in the same transaction, except for call minutes: those move the payer's
+wallet once, when the call's end is written (`wallet_balances` shows them before that). The
+database always holds a consistent prefix of what the actors did.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import time
 from collections import deque
@@ -21,6 +24,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from actors.errors import InvariantViolation
+from actors.money import SPEND, Transfer
 from persistence.db import STAGING_TABLE, get_pool, mask_url
 from persistence.records import Batch, unpack
 from persistence.waiting import wait_event
@@ -38,27 +42,42 @@ STAGING_COLUMNS = (
     "at_ms",
 )
 
-APPLY_TRANSFERS_SQL = f"""
-WITH ins AS (
-    INSERT INTO ledger (transfer_id, user_id, unit, amount, tx_type, call_id, minute_no,
-                        created_at)
-    SELECT transfer_id, user_id, unit, amount, tx_type, call_id, minute_no,
-           to_timestamp(at_ms / 1000.0)
-    FROM {STAGING_TABLE}
-    ON CONFLICT (transfer_id) DO NOTHING
-    RETURNING user_id, unit, amount
-), d AS (
-    SELECT user_id, unit, sum(amount)::bigint AS delta FROM ins GROUP BY user_id, unit
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+LEDGER_COLUMNS = (
+    "transfer_id",
+    "user_id",
+    "unit",
+    "amount",
+    "tx_type",
+    "call_id",
+    "minute_no",
+    "created_at",
+)
+
+# The slow path, for a batch that repeats a transfer already committed (a batch sent again after
+# a restart): only the rows actually inserted come back, and only they move balances.
+INSERT_NEW_TRANSFERS_SQL = f"""
+INSERT INTO ledger (transfer_id, user_id, unit, amount, tx_type, call_id, minute_no, created_at)
+SELECT transfer_id, user_id, unit, amount, tx_type, call_id, minute_no,
+       to_timestamp(at_ms / 1000.0)
+FROM {STAGING_TABLE}
+ON CONFLICT (transfer_id) DO NOTHING
+RETURNING user_id, unit, amount, tx_type, call_id
+"""
+
+# Every transfer but a call's minute moves its account at once; the count says whether each
+# account named exists.
+APPLY_DELTAS_SQL = """
+WITH d AS (
+    SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[]) AS d(user_id, unit, delta)
 ), w AS (
-    UPDATE wallets x SET balance_coins = x.balance_coins + d.delta
+    UPDATE wallets x SET settled_coins = x.settled_coins + d.delta
     FROM d WHERE d.unit = 'coins' AND x.user_id = d.user_id RETURNING 1
 ), e AS (
     UPDATE listener_earnings x SET earnings_paise = x.earnings_paise + d.delta
     FROM d WHERE d.unit = 'paise' AND x.listener_id = d.user_id RETURNING 1
 )
-SELECT (SELECT count(*) FROM ins) AS inserted,
-       (SELECT count(*) FROM d) AS accounts,
-       (SELECT count(*) FROM w) + (SELECT count(*) FROM e) AS updated
+SELECT (SELECT count(*) FROM w) + (SELECT count(*) FROM e)
 """
 
 INSERT_STARTS_SQL = """
@@ -72,13 +91,37 @@ FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6
 ON CONFLICT (call_id) DO NOTHING
 """
 
+# A call that ends moves its payer's wallet by the minutes the ledger holds for it (one range
+# of the primary key), once: only a call still ongoing ends. The ledger must agree with the
+# call's own totals, or the batch is refused.
 APPLY_ENDS_SQL = """
-UPDATE calls c SET status = v.status, end_reason = v.reason, billed_minutes = v.billed,
-       coins_spent = v.coins, earnings_paise = v.earnings,
-       ended_at = to_timestamp(v.ended_ms / 1000.0)
-FROM unnest($1::bigint[], $2::text[], $3::text[], $4::int[], $5::bigint[], $6::bigint[],
-            $7::bigint[]) AS v(call_id, status, reason, billed, coins, earnings, ended_ms)
-WHERE c.call_id = v.call_id AND c.status = 'ongoing'
+WITH v AS (
+    SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::int[], $5::bigint[],
+                         $6::bigint[], $7::bigint[])
+        AS v(call_id, status, reason, billed, coins, earnings, ended_ms)
+), ended AS (
+    UPDATE calls c SET status = v.status, end_reason = v.reason, billed_minutes = v.billed,
+           coins_spent = v.coins, earnings_paise = v.earnings,
+           ended_at = to_timestamp(v.ended_ms / 1000.0)
+    FROM v WHERE c.call_id = v.call_id AND c.status = 'ongoing'
+    RETURNING c.call_id, c.user_id, c.billed_minutes, c.coins_spent
+), minutes AS (
+    SELECT e.*, m.n, m.coins FROM ended e CROSS JOIN LATERAL (
+        SELECT count(*) AS n, coalesce(-sum(amount), 0)::bigint AS coins FROM ledger
+        WHERE transfer_id >= 'call:' || e.call_id || ':'
+          AND transfer_id < 'call:' || e.call_id || ';'
+    ) m
+), w AS (
+    UPDATE wallets x SET settled_coins = x.settled_coins - p.coins
+    FROM (SELECT user_id, sum(coins)::bigint AS coins FROM minutes GROUP BY user_id) p
+    WHERE x.user_id = p.user_id RETURNING 1
+)
+SELECT (SELECT count(DISTINCT user_id) FROM minutes) AS payers,
+       (SELECT count(*) FROM w) AS updated,
+       (SELECT string_agg(format('call %s: %s minutes and %s coins in the ledger, '
+                                 '%s and %s in its settlement',
+                                 call_id, n, coins, billed_minutes, coins_spent), '; ')
+        FROM minutes WHERE n <> billed_minutes OR coins <> coins_spent) AS disagree
 """
 
 # Errors that mean "PostgreSQL is not reachable right now": retry with backoff, keep the buffer.
@@ -112,28 +155,69 @@ class _Entry:
         self.urgent = urgent
 
 
-async def commit_batch(conn: asyncpg.Connection, batch: Batch) -> int:
-    """Write one batch in one transaction. Returns the number of ledger rows inserted."""
-    inserted = 0
+async def commit_batch(conn: asyncpg.Connection, batch: Batch) -> tuple[int, bool]:
+    """Write one batch in one transaction. Returns the number of ledger rows inserted, and
+    whether the batch repeated a transfer already committed (it took the slow path)."""
+    inserted, repeating = 0, False
     async with conn.transaction():
         if batch.starts:
             cols = list(zip(*batch.starts, strict=True))
             await conn.execute(INSERT_STARTS_SQL, *cols)
         if batch.transfers:
-            await conn.copy_records_to_table(
-                STAGING_TABLE, records=batch.transfers, columns=STAGING_COLUMNS
-            )
-            row = await conn.fetchrow(APPLY_TRANSFERS_SQL)
-            if row["accounts"] != row["updated"]:
-                raise InvariantViolation(
-                    f"transfers for {row['accounts']} accounts moved only {row['updated']}: "
-                    "a transfer names an account that does not exist"
-                )
-            inserted = row["inserted"]
+            inserted, repeating = await _insert_transfers(conn, batch.transfers)
         if batch.ends:
             cols = list(zip(*batch.ends, strict=True))
-            await conn.execute(APPLY_ENDS_SQL, *cols)
-    return inserted
+            row = await conn.fetchrow(APPLY_ENDS_SQL, *cols)
+            if row["disagree"] is not None:
+                raise InvariantViolation(f"settlements disagree with the ledger: {row['disagree']}")
+            if row["payers"] != row["updated"]:
+                raise InvariantViolation("a settled call's payer has no wallet")
+    return inserted, repeating
+
+
+async def _insert_transfers(
+    conn: asyncpg.Connection, transfers: list[Transfer]
+) -> tuple[int, bool]:
+    """Insert transfers and move the accounts of all but call minutes. The fast path COPYs
+    straight into the ledger; a batch that repeats a committed transfer id fails there and is
+    inserted again through the staging table, skipping what is already in."""
+    try:
+        async with conn.transaction():  # a savepoint: a repeat undoes only the COPY
+            await conn.copy_records_to_table(
+                "ledger", records=ledger_rows(transfers), columns=LEDGER_COLUMNS
+            )
+        new = [(t.user_id, t.unit, t.amount, t.tx_type, t.call_id) for t in transfers]
+        repeating = False
+    except asyncpg.UniqueViolationError:
+        repeating = True
+        await conn.copy_records_to_table(STAGING_TABLE, records=transfers, columns=STAGING_COLUMNS)
+        new = await conn.fetch(INSERT_NEW_TRANSFERS_SQL)
+    deltas: dict[tuple[int, str], int] = {}
+    for user_id, unit, amount, tx_type, call_id in new:
+        if tx_type != SPEND or call_id is None:  # a call's minutes wait for its end
+            deltas[user_id, unit] = deltas.get((user_id, unit), 0) + amount
+    if deltas:
+        users, units = zip(*deltas, strict=True)
+        moved = await conn.fetchval(APPLY_DELTAS_SQL, users, units, list(deltas.values()))
+        if moved != len(deltas):
+            raise InvariantViolation(
+                f"transfers for {len(deltas)} accounts moved only {moved}: "
+                "a transfer names an account that does not exist"
+            )
+    return len(new), repeating
+
+
+def ledger_rows(transfers: list[Transfer]) -> list[tuple]:
+    """Transfers as ledger rows: the millisecond stamp becomes a timestamp (one per instant:
+    the minutes of a pass share theirs)."""
+    stamps: dict[int, dt.datetime] = {}
+    rows = []
+    for t in transfers:
+        at = stamps.get(t.at_ms)
+        if at is None:
+            at = stamps[t.at_ms] = EPOCH + dt.timedelta(milliseconds=t.at_ms)
+        rows.append((*t[:7], at))
+    return rows
 
 
 class LedgerWriter:
@@ -154,6 +238,7 @@ class LedgerWriter:
             "batches_committed": 0,
             "records_committed": 0,
             "ledger_rows_inserted": 0,
+            "batches_repeating": 0,
             "last_flush_records": 0,
             "last_flush_ms": 0.0,
             "flush_ms_max": 0.0,
@@ -254,7 +339,7 @@ class LedgerWriter:
             try:
                 pool = await get_pool(self.database_url)
                 async with pool.acquire() as conn:
-                    inserted = await commit_batch(conn, batch)
+                    inserted, repeating = await commit_batch(conn, batch)
                 break
             except TRANSIENT_ERRORS as exc:
                 # PostgreSQL is away: keep the batch, wait, retry. Producers block on the
@@ -273,6 +358,7 @@ class LedgerWriter:
         self.stats["batches_committed"] += 1
         self.stats["records_committed"] += n
         self.stats["ledger_rows_inserted"] += inserted
+        self.stats["batches_repeating"] += repeating
         self.stats["last_flush_records"] = n
         self.stats["last_flush_ms"] = round(elapsed_ms, 2)
         self.stats["flush_ms_max"] = round(max(self.stats["flush_ms_max"], elapsed_ms), 2)

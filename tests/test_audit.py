@@ -23,7 +23,8 @@ async def settled_call(pool):
         """INSERT INTO ledger VALUES ('call:1:2', 1, 'coins', -10, 'spend', 1, 2, now()),
                                      ('earn:call:1', 4, 'paise', 200, 'earn', 1, NULL, now())"""
     )
-    await pool.execute("UPDATE wallets SET balance_coins = balance_coins - 10 WHERE user_id = 1")
+    # settling moves the wallet row by the call's two minutes
+    await pool.execute("UPDATE wallets SET settled_coins = settled_coins - 20 WHERE user_id = 1")
     await pool.execute("UPDATE listener_earnings SET earnings_paise = 200 WHERE listener_id = 4")
     await pool.execute(
         """UPDATE calls SET status = 'completed', end_reason = 'hangup', ended_at = now(),
@@ -33,7 +34,7 @@ async def settled_call(pool):
 
 CORRUPTIONS = [
     (
-        "UPDATE wallets SET balance_coins = balance_coins + 5 WHERE user_id = 2",
+        "UPDATE wallets SET settled_coins = settled_coins + 5 WHERE user_id = 2",
         "coin balance = opening + transfers",
     ),
     (

@@ -204,6 +204,9 @@ async def test_stop_drains_every_buffer_into_postgres(services, pool, ray_sessio
             "billed_minutes = 4, coins_spent = 40, earnings_paise = 400 WHERE call_id = $1",
             call["call_id"],
         )
+        await pool.execute(
+            "UPDATE wallets SET settled_coins = settled_coins - 40 WHERE user_id = $1", user
+        )
 
 
 async def test_a_killed_actor_is_restarted_and_carries_on_from_postgres(engine):

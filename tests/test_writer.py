@@ -5,11 +5,12 @@ import asyncio
 import pytest
 
 from actors import InvariantViolation
+from actors.call import Settlement
 from actors.money import Transfer
 from engine.faults import Proxy as PgProxy
 from persistence import store
 from persistence.client import ClientLimits, WriterClient
-from persistence.records import transfer_record
+from persistence.records import settlement_records, transfer_record
 from persistence.writer import LedgerWriter, WriterLimits
 from tests.helpers import audit_violations, eventually
 
@@ -30,12 +31,41 @@ def spend(user_id, call_id, minute, amount=10):
     )
 
 
+async def payer(pool, call_id=9):
+    """A user paying for ongoing call `call_id`, with its listener: the call's minutes count
+    in the user's live balance."""
+    uid = await store.create_user(pool, "a", "user")
+    lid = await store.create_user(pool, "l", "listener")
+    await pool.execute(
+        """INSERT INTO calls (call_id, user_id, listener_id, call_type, tier, rate_coins,
+                              rate_paise, status, connected_at)
+           VALUES ($1, $2, $3, 'audio', 'basic', 10, 100, 'ongoing', now())""",
+        call_id,
+        uid,
+        lid,
+    )
+    return uid
+
+
+def end(uid, call_id, minutes, coins=None):
+    lid = uid + 1
+    coins = minutes * 10 if coins is None else coins
+    s = Settlement(call_id, uid, lid, "completed", "hangup", minutes, coins, minutes * 100, 1.8e9)
+    return settlement_records(s)  # the call's end and the listener's credit
+
+
+async def settled_coins(pool, user_id):
+    return await pool.fetchval("SELECT settled_coins FROM wallets WHERE user_id = $1", user_id)
+
+
 async def balance(pool, user_id):
-    return await pool.fetchval("SELECT balance_coins FROM wallets WHERE user_id = $1", user_id)
+    return await pool.fetchval(
+        "SELECT balance_coins FROM wallet_balances WHERE user_id = $1", user_id
+    )
 
 
 async def test_writer_commits_transfers_and_moves_balances_in_one_transaction(pool, services):
-    uid = await store.create_user(pool, "a", "user")
+    uid = await payer(pool)
     w = LedgerWriter(services.database_url)
     await w.write([purchase(uid, "k", 100), spend(uid, 9, 1), spend(uid, 9, 2)])
     assert await balance(pool, uid) == 80
@@ -43,8 +73,39 @@ async def test_writer_commits_transfers_and_moves_balances_in_one_transaction(po
     assert await audit_violations(pool) == {}
 
 
+async def test_call_minutes_move_the_wallet_row_once_when_the_call_settles(pool, services):
+    uid = await payer(pool)
+    w = LedgerWriter(services.database_url)
+    await w.write([purchase(uid, "k", 100), spend(uid, 9, 1), spend(uid, 9, 2)])
+    assert (await settled_coins(pool, uid), await balance(pool, uid)) == (100, 80)
+    settle = [spend(uid, 9, 3), *end(uid, 9, 3)]
+    await w.write(settle)
+    assert (await settled_coins(pool, uid), await balance(pool, uid)) == (70, 70)
+    await w.write(settle)  # the settlement sent again: the call is no longer ongoing
+    assert (await settled_coins(pool, uid), await balance(pool, uid)) == (70, 70)
+    assert await audit_violations(pool) == {}
+
+
+async def test_a_spend_outside_any_call_moves_the_wallet_row_at_once(pool, services):
+    uid = await payer(pool)
+    w = LedgerWriter(services.database_url)
+    outside = Transfer(f"ext:{uid}:s", uid, "coins", -30, "spend", None, None, AT)
+    await w.write([purchase(uid, "k", 100), transfer_record(outside), spend(uid, 9, 1)])
+    assert (await settled_coins(pool, uid), await balance(pool, uid)) == (70, 60)
+
+
+async def test_a_settlement_that_disagrees_with_the_ledger_is_refused(pool, services):
+    uid = await payer(pool)
+    w = LedgerWriter(services.database_url)
+    await w.write([purchase(uid, "k", 100), spend(uid, 9, 1)])
+    with pytest.raises(InvariantViolation, match="call 9: 1 minutes and 10 coins in the ledger"):
+        await w.write(end(uid, 9, 2))  # says 2 minutes; the ledger has 1
+    assert await pool.fetchval("SELECT status FROM calls WHERE call_id = 9") == "ongoing"
+    assert (await settled_coins(pool, uid), await balance(pool, uid)) == (100, 90)
+
+
 async def test_a_replayed_batch_moves_nothing(pool, services):
-    uid = await store.create_user(pool, "a", "user")
+    uid = await payer(pool)
     w = LedgerWriter(services.database_url)
     batch = [purchase(uid, "k", 100), spend(uid, 9, 1)]
     await w.write(batch)
@@ -52,14 +113,17 @@ async def test_a_replayed_batch_moves_nothing(pool, services):
     await w.write([spend(uid, 9, 1), spend(uid, 9, 1)])  # a duplicate inside one batch too
     assert await balance(pool, uid) == 90
     assert w.stats["ledger_rows_inserted"] == 2
+    assert w.stats["batches_repeating"] == 2  # the two repeats took the staging path
 
 
 async def test_a_batch_the_database_refuses_fails_its_writers_not_the_next(pool, services):
-    uid = await store.create_user(pool, "a", "user")
+    uid = await payer(pool)
     w = LedgerWriter(services.database_url)
     with pytest.raises(InvariantViolation, match="refused"):
-        await w.write([spend(uid, 9, 1)])  # would take the balance below zero: CHECK
+        # settling would take the wallet below zero: the CHECK refuses the whole batch
+        await w.write([spend(uid, 9, 1), *end(uid, 9, 1)])
     assert await balance(pool, uid) == 0
+    assert await pool.fetchval("SELECT count(*) FROM ledger") == 0
     await w.write([purchase(uid, "k", 5)])
     assert await balance(pool, uid) == 5
     assert w.stats["failed_batches"] == 1
@@ -73,7 +137,7 @@ async def test_a_transfer_for_a_missing_account_is_refused(pool, services):
 
 
 async def test_writer_checks_money_again_when_it_reads_a_batch(pool, services):
-    uid = await store.create_user(pool, "a", "user")
+    uid = await payer(pool)
     w = LedgerWriter(services.database_url)
     bad = spend(uid, 9, 1)
     bad[4] = 10  # a spend that adds coins
@@ -82,7 +146,7 @@ async def test_writer_checks_money_again_when_it_reads_a_batch(pool, services):
 
 
 async def test_flushes_when_a_batch_reaches_its_size(pool, services):
-    uid = await store.create_user(pool, "a", "user")
+    uid = await payer(pool)
     await LedgerWriter(services.database_url).write([purchase(uid, "k", 10_000)])
     w = LedgerWriter(
         services.database_url, WriterLimits(batch_size_max=10, flush_interval_ms=60_000)
@@ -95,14 +159,14 @@ async def test_flushes_when_a_batch_reaches_its_size(pool, services):
 
 
 async def test_flushes_when_the_oldest_record_reaches_its_age(pool, services):
-    uid = await store.create_user(pool, "a", "user")
+    uid = await payer(pool)
     w = LedgerWriter(services.database_url, WriterLimits(batch_size_max=1000, flush_interval_ms=50))
     await asyncio.wait_for(w.write([purchase(uid, "k", 1)]), timeout=20)
     assert await balance(pool, uid) == 1
 
 
 async def test_producers_wait_when_the_buffer_is_full(pool, services):
-    uid = await store.create_user(pool, "a", "user")
+    uid = await payer(pool)
     w = LedgerWriter(services.database_url, WriterLimits(buffer_records_max=5, flush_interval_ms=1))
     async with pool.acquire() as blocker, blocker.transaction():
         # Hold the wallet row: the writer's flush blocks on it.
@@ -120,7 +184,7 @@ async def test_producers_wait_when_the_buffer_is_full(pool, services):
 
 
 async def test_postgres_down_the_writer_retries_and_keeps_its_buffer(pool, services):
-    uid = await store.create_user(pool, "a", "user")
+    uid = await payer(pool)
     proxy = await PgProxy(services.database_url).start()
     w = LedgerWriter(proxy.url(), WriterLimits(flush_interval_ms=1, retry_backoff_max_ms=100))
     await w.write([purchase(uid, "before", 1)])
@@ -135,7 +199,7 @@ async def test_postgres_down_the_writer_retries_and_keeps_its_buffer(pool, servi
 
 
 async def test_client_resends_a_batch_when_the_writer_is_unreachable(pool, services):
-    uid = await store.create_user(pool, "a", "user")
+    uid = await payer(pool)
     w = LedgerWriter(services.database_url)
     failures = {"left": 2}
 
@@ -157,11 +221,12 @@ async def test_client_resends_a_batch_when_the_writer_is_unreachable(pool, servi
 
 
 async def test_client_refused_by_the_writer_stops_and_says_so(pool, services):
-    uid = await store.create_user(pool, "a", "user")
+    uid = await payer(pool)
     w = LedgerWriter(services.database_url)
     c = WriterClient(w.write)
     with pytest.raises(InvariantViolation):
-        await asyncio.wait_for(c.durable([spend(uid, 9, 1)]), timeout=20)
+        # settling a minute the wallet cannot pay: the CHECK refuses it
+        await asyncio.wait_for(c.durable([spend(uid, 9, 1), *end(uid, 9, 1)]), timeout=20)
     with pytest.raises(InvariantViolation, match="must be reloaded"):
         c.append([purchase(uid, "x", 1)])
 

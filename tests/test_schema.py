@@ -1,0 +1,48 @@
+"""Migrations carry a database forward without moving a coin."""
+
+import asyncpg
+
+from persistence.audit import run_audit
+from persistence.db import recreate_database, with_database
+from persistence.schema import MIGRATIONS, migrate
+
+
+async def test_settling_minutes_at_the_end_keeps_the_balances_of_a_version_2_database(services):
+    """Version 2 moved the wallet row by every minute; version 3 moves it when the call ends.
+    An ongoing call's minutes, already in the wallet row, must not be taken twice."""
+    name = "billing_test_migration"
+    await recreate_database(services.admin_url, name)
+    conn = await asyncpg.connect(with_database(services.admin_url, name))
+    try:
+        assert await migrate(conn, through=2) == 2
+        await conn.execute(
+            """INSERT INTO users VALUES (1, 'u', 'user', now()), (2, 'l', 'listener', now()),
+                                        (3, 'm', 'listener', now());
+               INSERT INTO wallets VALUES (1, 0, 50), (2, 0, 0), (3, 0, 0);
+               INSERT INTO listener_earnings VALUES (2, 0, 100), (3, 0, 0);
+               INSERT INTO calls (call_id, user_id, listener_id, call_type, tier, rate_coins,
+                                  rate_paise, status, end_reason, connected_at, ended_at,
+                                  billed_minutes, coins_spent, earnings_paise)
+               VALUES (1, 1, 2, 'audio', 'basic', 10, 100, 'completed', 'hangup', now(), now(),
+                       1, 10, 100),
+                      (2, 1, 3, 'audio', 'basic', 10, 100, 'ongoing', NULL, now(), NULL,
+                       0, 0, 0);
+               INSERT INTO ledger VALUES
+                   ('ext:1:a', 1, 'coins', 80, 'purchase', NULL, NULL, now()),
+                   ('call:1:1', 1, 'coins', -10, 'spend', 1, 1, now()),
+                   ('earn:call:1', 2, 'paise', 100, 'earn', 1, NULL, now()),
+                   ('call:2:1', 1, 'coins', -10, 'spend', 2, 1, now()),
+                   ('call:2:2', 1, 'coins', -10, 'spend', 2, 2, now())"""
+        )
+        assert await migrate(conn) == max(v for v, _, _ in MIGRATIONS)
+        row = await conn.fetchrow("SELECT * FROM wallet_balances WHERE user_id = 1")
+        # 80 bought; call 1 settled (10); call 2's two minutes wait for its end
+        assert (row["settled_coins"], row["unsettled_coins"], row["balance_coins"]) == (70, -20, 50)
+        pool = await asyncpg.create_pool(with_database(services.admin_url, name))
+        try:
+            assert {n: c for n, c in await run_audit(pool) if c} == {}
+        finally:
+            await pool.close()
+    finally:
+        await conn.close()
+        await recreate_database(services.admin_url, name, drop_only=True)
