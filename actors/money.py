@@ -59,18 +59,20 @@ class Transfer(NamedTuple):
     at_ms: int
 
 
-def check_transfer(t: Transfer) -> None:
-    """Second check of money, where transfers are read back (writer, recovery)."""
-    if type(t.amount) is not int:
-        raise InvariantViolation(f"transfer {t.transfer_id}: amount {t.amount!r} is not an int")
-    if t.tx_type not in TX_UNIT_SIGN:
-        raise InvariantViolation(f"transfer {t.transfer_id}: unknown type {t.tx_type!r}")
-    unit, sign = TX_UNIT_SIGN[t.tx_type]
-    if t.unit != unit:
-        raise InvariantViolation(f"transfer {t.transfer_id}: {t.tx_type} in {t.unit}, not {unit}")
-    if t.amount * sign <= 0:
+def check_transfer(t: Transfer | tuple) -> None:
+    """Second check of money, where transfers are read back (writer, recovery). Takes a
+    Transfer or the plain tuple of its fields, as unpacked from a batch."""
+    transfer_id, _, unit, amount, tx_type = t[:5]
+    if type(amount) is not int:
+        raise InvariantViolation(f"transfer {transfer_id}: amount {amount!r} is not an int")
+    unit_sign = TX_UNIT_SIGN.get(tx_type)
+    if unit_sign is None:
+        raise InvariantViolation(f"transfer {transfer_id}: unknown type {tx_type!r}")
+    if unit != unit_sign[0]:
+        raise InvariantViolation(f"transfer {transfer_id}: {tx_type} in {unit}, not {unit_sign[0]}")
+    if amount * unit_sign[1] <= 0:
         raise InvariantViolation(
-            f"transfer {t.transfer_id}: {t.tx_type} of {t.amount} has the wrong sign"
+            f"transfer {transfer_id}: {tx_type} of {amount} has the wrong sign"
         )
 
 

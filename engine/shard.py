@@ -1,14 +1,14 @@
 """A shard: one Ray actor hosting the wallets of many people and the calls they pay for.
 
-A call lives on its payer's shard, so a tick is a local method call. Each shard keeps a heap of
-due ticks and bills whatever is due in one pass; listener releases that belong to other shards
-go out in one message per shard and pass.
+A call lives on its payer's shard, so a tick is a local method call. Each shard keeps a timer
+wheel of due ticks and bills whatever is due in one pass; listener releases that belong to other
+shards go out in one message per shard and pass.
 """
 
 from __future__ import annotations
 
 import asyncio
-import heapq
+import gc
 import logging
 import os
 import time
@@ -17,10 +17,11 @@ import ray
 
 from actors.call import Call, Settlement
 from actors.errors import InvariantViolation
-from engine.config import Config
+from engine.config import Config, tune_gc_for_hot_path
 from engine.host import WalletHost, WalletMethods
 from engine.loading import LoadOnce
 from engine.raycalls import actor, is_transient, remote, shard_name, writer_drainer, writer_sender
+from engine.timers import TimerWheel
 from persistence import store
 from persistence.client import WriterClient
 from persistence.presence import Presence
@@ -44,6 +45,7 @@ class Shard(WalletMethods):
         redis_url: str | None,
         send=None,
     ) -> None:
+        tune_gc_for_hot_path()
         self.index = index
         self.n_shards = config.shards
         self.config = config
@@ -55,7 +57,7 @@ class Shard(WalletMethods):
         self.host = WalletHost(database_url, self.client, config.user_calls_max, drain)
         self.presence = Presence(redis_url)
         self.calls: dict[int, Call] = {}
-        self.heap: list[tuple[float, int]] = []
+        self.timers = TimerWheel()
         self._settling: dict[int, asyncio.Future] = {}
         self._notices: list[dict] = []  # low-balance notices waiting to be published
         self._load_once = LoadOnce(self._load)
@@ -84,10 +86,12 @@ class Shard(WalletMethods):
         for c in calls:
             self._add(c)
         self.stats["recovered_calls"] = len(calls)
+        # What recovery loaded lives as long as the calls: out of the collector's way.
+        gc.freeze()
 
     def _add(self, call: Call) -> None:
         self.calls[call.call_id] = call
-        heapq.heappush(self.heap, (call.next_due_at(), call.call_id))
+        self.timers.add(call.next_due_at(), call.call_id)
         if self._wake is not None:
             self._wake.set()
 
@@ -141,10 +145,13 @@ class Shard(WalletMethods):
         await self._ready()
         billed = 0
         self.stats["passes"] += 1
-        while self.heap and self.heap[0][0] <= now:
+        while True:
             await self.client.room()
+            due = self.timers.take(now, TICK_SLICE_MAX)
+            if not due:
+                break
             settlements: list[Settlement] = []
-            billed += self._tick_slice(now, settlements)
+            billed += self._tick_slice(due, now, settlements)
             if settlements:
                 self._settle(settlements, urgent=False)
             await asyncio.sleep(0)
@@ -166,19 +173,16 @@ class Shard(WalletMethods):
                 self._notices.append(notice)
         return last - before
 
-    def _tick_slice(self, now: float, settlements: list[Settlement]) -> int:
-        heap, calls = self.heap, self.calls
+    def _tick_slice(self, due: list[int], now: float, settlements: list[Settlement]) -> int:
+        calls, timers = self.calls, self.timers
         billed = 0
-        for _ in range(TICK_SLICE_MAX):
-            if not heap or heap[0][0] > now:
-                break
-            _, call_id = heapq.heappop(heap)
+        for call_id in due:
             call = calls.get(call_id)
             if call is None or call.settlement is not None:
                 continue
             billed += self._bill_one(call, now, settlements)
             if call.settlement is None:
-                heapq.heappush(heap, (call.next_due_at(), call_id))
+                timers.add(call.next_due_at(), call_id)
         return billed
 
     def _publish_notices(self) -> None:
@@ -249,8 +253,10 @@ class Shard(WalletMethods):
             while True:
                 await self.run_due(time.time())
                 delay = interval_s
-                if self.heap:
-                    delay = min(delay, max(0.0, self.heap[0][0] - time.time()))
+                first = self.timers.first_at()
+                if first is not None:
+                    # a bucket already open holds only calls due within its width
+                    delay = min(delay, max(first - time.time(), self.timers.width_s))
                 await wait_event(self._wake, delay)
         except InvariantViolation as e:
             # A broken rule of money: die, and let Ray rebuild this shard from PostgreSQL.
@@ -287,8 +293,8 @@ class Shard(WalletMethods):
             "node_id": ray.get_runtime_context().get_node_id(),
             "ongoing_calls": len(self.calls),
             "wallets_loaded": len(self.host.wallets),
-            "heap_entries": len(self.heap),
-            "next_tick_at": self.heap[0][0] if self.heap else None,
+            "timer_entries": len(self.timers),
+            "next_tick_at": self.timers.first_at(),
             "settling": len(self._settling),
             "writer_client": self.client.state(),
             "presence": self.presence.state(),

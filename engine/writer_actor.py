@@ -6,11 +6,13 @@ import os
 
 import ray
 
+from engine.config import tune_gc_for_hot_path
 from persistence.writer import LedgerWriter, WriterLimits
 
 
 class WriterActor:
     def __init__(self, database_url: str, limits: WriterLimits, meta: dict | None = None) -> None:
+        tune_gc_for_hot_path()
         self.writer = LedgerWriter(database_url, limits)
         # What another process needs to attach to this engine: its URLs and its config. Stays
         # inside the Ray cluster; `state()` shows only masked URLs.

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from actors.errors import InvariantViolation
-from actors.money import SPEND, Transfer
+from actors.money import SPEND
 from persistence.db import STAGING_TABLE, get_pool, mask_url
 from persistence.records import Batch, unpack
 from persistence.waiting import wait_event
@@ -175,9 +175,7 @@ async def commit_batch(conn: asyncpg.Connection, batch: Batch) -> tuple[int, boo
     return inserted, repeating
 
 
-async def _insert_transfers(
-    conn: asyncpg.Connection, transfers: list[Transfer]
-) -> tuple[int, bool]:
+async def _insert_transfers(conn: asyncpg.Connection, transfers: list[tuple]) -> tuple[int, bool]:
     """Insert transfers and move the accounts of all but call minutes. The fast path COPYs
     straight into the ledger; a batch that repeats a committed transfer id fails there and is
     inserted again through the staging table, skipping what is already in."""
@@ -186,7 +184,7 @@ async def _insert_transfers(
             await conn.copy_records_to_table(
                 "ledger", records=ledger_rows(transfers), columns=LEDGER_COLUMNS
             )
-        new = [(t.user_id, t.unit, t.amount, t.tx_type, t.call_id) for t in transfers]
+        new = [t[1:6] for t in transfers]  # user_id, unit, amount, tx_type, call_id
         repeating = False
     except asyncpg.UniqueViolationError:
         repeating = True
@@ -207,15 +205,16 @@ async def _insert_transfers(
     return len(new), repeating
 
 
-def ledger_rows(transfers: list[Transfer]) -> list[tuple]:
+def ledger_rows(transfers: list[tuple]) -> list[tuple]:
     """Transfers as ledger rows: the millisecond stamp becomes a timestamp (one per instant:
     the minutes of a pass share theirs)."""
     stamps: dict[int, dt.datetime] = {}
     rows = []
     for t in transfers:
-        at = stamps.get(t.at_ms)
+        at_ms = t[7]
+        at = stamps.get(at_ms)
         if at is None:
-            at = stamps[t.at_ms] = EPOCH + dt.timedelta(milliseconds=t.at_ms)
+            at = stamps[at_ms] = EPOCH + dt.timedelta(milliseconds=at_ms)
         rows.append((*t[:7], at))
     return rows
 

@@ -139,8 +139,7 @@ async def test_a_transfer_for_a_missing_account_is_refused(pool, services):
 async def test_writer_checks_money_again_when_it_reads_a_batch(pool, services):
     uid = await payer(pool)
     w = LedgerWriter(services.database_url)
-    bad = spend(uid, 9, 1)
-    bad[4] = 10  # a spend that adds coins
+    bad = spend(uid, 9, 1)._replace(amount=10)  # a spend that adds coins
     with pytest.raises(InvariantViolation, match="wrong sign"):
         await w.write([bad])
 
