@@ -125,15 +125,20 @@ class WalletHost:
         await self.client.durable([call_start_record(call), transfer_record(first)])
 
     def bill(
-        self, user_id: int, call_id: int, through_minute: int, now: float
+        self, user_id: int, call_id: int, through_minute: int, now: float, out: list | None = None
     ) -> tuple[int, bool, int]:
-        """Bill due minutes (written behind). Returns (last billed minute, short, coins left)."""
+        """Bill due minutes (written behind). Returns (last billed minute, short, coins left).
+        The transfers go to the writer's client, or into `out` for a caller that bills many
+        calls and appends them in one go, before anything else it appends."""
         w = self.wallets.get(user_id)
         if w is None:
             raise InvariantViolation(f"call {call_id}: payer {user_id} is not hosted here")
         transfers, last, short = w.bill_call(call_id, through_minute, int(now * 1000))
-        if transfers:
-            self.client.append(transfers)  # a transfer is its own record
+        if transfers:  # a transfer is its own record
+            if out is None:
+                self.client.append(transfers)
+            else:
+                out.extend(transfers)
         return last, short, w.balance_coins
 
     def close_call(self, s: Settlement) -> int:

@@ -31,6 +31,8 @@ log = logging.getLogger("billing.shard")
 
 # Calls billed per slice of a pass before yielding to requests and checking backpressure.
 TICK_SLICE_MAX = 5_000
+# Ongoing calls read from PostgreSQL at a time when a shard recovers.
+RECOVERY_CHUNK_CALLS = 20_000
 # Freeing a listener hosted by a shard that is restarting: tries, and the first pause.
 RELEASE_ATTEMPTS_MAX = 8
 RELEASE_RETRY_DELAY_S = 0.05
@@ -74,18 +76,27 @@ class Shard(WalletMethods):
             self._loop_task = asyncio.get_running_loop().create_task(self._loop())
 
     async def _load(self) -> None:
-        """Recovery: the ongoing calls of this shard's payers, as PostgreSQL has them."""
+        """Recovery: the ongoing calls of this shard's payers, as PostgreSQL has them, read
+        RECOVERY_CHUNK_CALLS at a time."""
         pool = await self.host.pool()
-        calls = await store.load_ongoing_calls(
-            pool,
-            self.config.minute_seconds,
-            self.config.max_call_minutes,
-            shard=(self.index, self.n_shards),
-        )
-        await self.host.preload([c.user_id for c in calls])
-        for c in calls:
-            self._add(c)
-        self.stats["recovered_calls"] = len(calls)
+        after, recovered = 0, 0
+        while True:
+            calls = await store.load_ongoing_calls(
+                pool,
+                self.config.minute_seconds,
+                self.config.max_call_minutes,
+                shard=(self.index, self.n_shards),
+                after_call_id=after,
+                limit=RECOVERY_CHUNK_CALLS,
+            )
+            if not calls:
+                break
+            await self.host.preload([c.user_id for c in calls])
+            for c in calls:
+                self._add(c)
+            recovered += len(calls)
+            after = calls[-1].call_id
+        self.stats["recovered_calls"] = recovered
         # What recovery loaded lives as long as the calls: out of the collector's way.
         gc.freeze()
 
@@ -159,11 +170,16 @@ class Shard(WalletMethods):
         self._publish_notices()
         return billed
 
-    def _bill_one(self, call: Call, now: float, settlements: list[Settlement]) -> int:
+    def _bill_one(
+        self, call: Call, now: float, settlements: list[Settlement], out: list | None = None
+    ) -> int:
         """Bill a call through its due minute; returns minutes billed. A settlement, if the
-        payer ran short or the call ran out of time, goes into `settlements`."""
+        payer ran short or the call ran out of time, goes into `settlements`; the transfers
+        into `out` if given (see WalletHost.bill)."""
         before = call.billed_minutes
-        last, short, coins = self.host.bill(call.user_id, call.call_id, call.due_minute(now), now)
+        last, short, coins = self.host.bill(
+            call.user_id, call.call_id, call.due_minute(now), now, out
+        )
         s = call.after_billing(last, short, now)
         if s is not None:
             settlements.append(s)
@@ -176,13 +192,15 @@ class Shard(WalletMethods):
     def _tick_slice(self, due: list[int], now: float, settlements: list[Settlement]) -> int:
         calls, timers = self.calls, self.timers
         billed = 0
+        records: list = []
         for call_id in due:
             call = calls.get(call_id)
             if call is None or call.settlement is not None:
                 continue
-            billed += self._bill_one(call, now, settlements)
+            billed += self._bill_one(call, now, settlements, records)
             if call.settlement is None:
                 timers.add(call.next_due_at(), call_id)
+        self.client.append(records)  # before the settlements of this slice
         return billed
 
     def _publish_notices(self) -> None:

@@ -136,16 +136,22 @@ async def load_ongoing_calls(
     max_minutes: int,
     shard: tuple[int, int] | None = None,
     call_ids: list[int] | None = None,
+    after_call_id: int = 0,
+    limit: int | None = None,
 ) -> list[Call]:
-    """Ongoing calls, all or those of one shard (user_id % n = i) or of the given ids."""
-    where = "status = 'ongoing'"
-    args: list = []
+    """Ongoing calls, all or those of one shard (user_id % n = i) or of the given ids; with
+    `limit`, at most that many, the next ones by call id after `after_call_id` (recovery
+    reads a million calls in pieces, so what it holds at once stays bounded)."""
+    where = "status = 'ongoing' AND call_id > $1"
+    args: list = [after_call_id]
     if shard is not None:
-        where += " AND user_id % $1 = $2"
-        args = [shard[1], shard[0]]
+        where += " AND user_id % $2 = $3"
+        args += [shard[1], shard[0]]
     elif call_ids is not None:
-        where += " AND call_id = ANY($1)"
-        args = [call_ids]
+        where += " AND call_id = ANY($2)"
+        args += [call_ids]
+    if limit is not None:
+        where += f" ORDER BY call_id LIMIT {int(limit)}"
     async with pool.acquire() as conn:
         rows = await conn.fetch(f"SELECT {CALL_COLUMNS} FROM calls WHERE {where}", *args)
         last = await last_billed_minutes(conn, [r["call_id"] for r in rows])

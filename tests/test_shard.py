@@ -6,6 +6,7 @@ import datetime as dt
 import pytest
 
 from actors import Call, InsufficientCoins
+from bench.setup import ongoing_calls
 from engine.config import Config
 from engine.shard import Shard
 from persistence import store
@@ -86,6 +87,18 @@ async def test_after_a_crash_unwritten_minutes_are_recomputed_once(pool, service
     )
     assert [m["minute_no"] for m in minutes] == [1, 2, 3, 4, 5]
     assert (await b.balance(user))["balance_coins"] == 50
+    assert await audit_violations(pool) == {}
+
+
+async def test_recovery_reads_calls_in_pieces_and_misses_none(pool, services, monkeypatch):
+    monkeypatch.setattr("engine.shard.RECOVERY_CHUNK_CALLS", 2)
+    await ongoing_calls(pool, 5, 100, T0)  # 5 calls: pieces of 2, 2 and 1
+    sh = shard(services)
+    state = await sh.start()
+    assert state["recovered_calls"] == 5 and state["timer_entries"] == 5
+    assert await sh.run_due(T0 + MIN) == 5  # each call's minute 2, once
+    await sh.sync()
+    assert (await sh.balance(3))["balance_coins"] == 80
     assert await audit_violations(pool) == {}
 
 
