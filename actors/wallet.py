@@ -41,6 +41,16 @@ def minute_transfer_id(call_id: int, minute_no: int) -> str:
     return f"call:{call_id}:{minute_no}"
 
 
+def check_external(tx_type: str, amount: int) -> None:
+    """What an external transfer must be, before anything looks at its key."""
+    if tx_type not in EXTERNAL_TYPES:
+        raise InvalidInput(
+            f"transaction type {tx_type!r} cannot be applied from outside; "
+            f"use one of {', '.join(EXTERNAL_TYPES)}"
+        )
+    positive_amount(amount, "amount")
+
+
 class Wallet:
     __slots__ = (
         "user_id",
@@ -68,8 +78,10 @@ class Wallet:
         self.earnings_paise = earnings_paise
         # call_id -> [coins per minute, last billed minute], for the calls this wallet pays.
         self.calls: dict[int, list[int]] = calls if calls is not None else {}
-        # transfer_id -> (tx_type, amount) of every external transfer applied: the memory of
-        # idempotency keys, reloaded from the ledger on recovery.
+        # transfer_id -> (tx_type, amount) of the external transfers applied while this wallet
+        # is loaded, and of those its host recalled from the ledger: the memory of idempotency
+        # keys. A key not here is looked up in the ledger before it is applied
+        # (WalletHost.apply_external), so a wallet holds the keys it uses, not its history.
         self.external: dict[str, tuple[str, int]] = external if external is not None else {}
         # The call a listener is in (one at a time, rule 8).
         self.listener_call_id = listener_call_id
@@ -86,12 +98,7 @@ class Wallet:
     def apply_external(self, key: str, tx_type: str, amount: int, at_ms: int) -> Transfer | None:
         """Apply a top-up or a withdrawal once per key. Returns None for a repeat of the same
         request; refuses a key reused for a different one."""
-        if tx_type not in EXTERNAL_TYPES:
-            raise InvalidInput(
-                f"transaction type {tx_type!r} cannot be applied from outside; "
-                f"use one of {', '.join(EXTERNAL_TYPES)}"
-            )
-        positive_amount(amount, "amount")
+        check_external(tx_type, amount)
         transfer_id = external_transfer_id(self.user_id, key)
         seen = self.external.get(transfer_id)
         if seen is not None:
@@ -123,6 +130,11 @@ class Wallet:
         self.external[transfer_id] = (tx_type, amount)
         self._check()
         return Transfer(transfer_id, self.user_id, unit, sign * amount, tx_type, None, None, at_ms)
+
+    def recall_external(self, transfer_id: str, tx_type: str, amount: int) -> None:
+        """A transfer the ledger holds for this wallet: a later request with its key is a
+        repeat (or a conflict), never applied again."""
+        self.external.setdefault(transfer_id, (tx_type, abs(amount)))
 
     # -- the payer's side of a call ----------------------------------------------------------
 

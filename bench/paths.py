@@ -61,20 +61,25 @@ def percentile(values: list[float], p: float) -> float:
 
 
 class RssWatch:
-    """Peak resident memory of a set of processes (this one and the given pids)."""
+    """Peak resident memory of a set of processes (this one and the given pids), in all and
+    per process."""
 
     def __init__(self) -> None:
-        self.pids = {os.getpid()}
+        self.pids: dict[int, str] = {os.getpid(): "driver"}
         self.peak = 0
+        self.peak_by_process: dict[str, int] = {}
         self.baseline = self.sample()
 
     def sample(self) -> int:
         total = 0
-        for pid in list(self.pids):
+        for pid, label in list(self.pids.items()):
             try:
-                total += psutil.Process(pid).memory_info().rss
+                rss = psutil.Process(pid).memory_info().rss
             except psutil.NoSuchProcess:
-                self.pids.discard(pid)
+                del self.pids[pid]
+                continue
+            total += rss
+            self.peak_by_process[label] = max(self.peak_by_process.get(label, 0), rss)
         self.peak = max(self.peak, total)
         return total
 
@@ -207,6 +212,7 @@ async def engine_path(
     recover_s = time.perf_counter() - t
     try:
         watch.pids |= await _engine_pids(engine)
+        watch.sample()  # after recovery: what it left behind counts
         started = time.perf_counter()
         for _ in range(minutes):
             await engine.advance(60.0)
@@ -228,24 +234,38 @@ async def engine_path(
     run = Run.measured(
         placement.replace("-", "_"), calls, calls * minutes, elapsed, lat, watch, note
     )
-    run.extra = {"recover_s": round(recover_s, 2), "processes": len(watch.pids)}
+    run.extra = {
+        "recover_s": round(recover_s, 2),
+        "processes": len(watch.pids),
+        "rss_peak_mib_by_process": _by_process(watch.peak_by_process),
+    }
     return run
 
 
-async def _engine_pids(engine) -> set[int]:
-    """The processes of the engine's Ray actors."""
-    from engine.raycalls import remote
+def _by_process(peaks: dict[str, int]) -> dict[str, int]:
+    """Peak MiB per process; call and wallet actors as the largest of each kind."""
+    out: dict[str, int] = {}
+    for label, rss in sorted(peaks.items()):
+        kind = label.split(":")[0]
+        key = f"{kind}:* (largest)" if kind in ("call", "wallet") else label
+        out[key] = max(out.get(key, 0), round(rss / 2**20))
+    return out
 
-    pids = {(await engine.inspect("writer"))["pid"]}
+
+async def _engine_pids(engine) -> dict[int, str]:
+    """The processes of the engine's Ray actors, by what they host."""
+    from engine.raycalls import call_name, remote, shard_name, wallet_name
+
+    pids = {(await engine.inspect("writer"))["pid"]: "writer"}
     placement = engine.placement
     if placement.name == "sharded":
-        pids |= {st["pid"] for st in await placement.inspect()}
+        pids |= {st["pid"]: shard_name(st["shard"]) for st in await placement.inspect()}
     else:
         now = engine.clock.now()
-        for h in placement.calls.values():
-            pids.add((await remote(h.state.remote(now)))["pid"])
+        for call_id, h in placement.calls.items():
+            pids[(await remote(h.state.remote(now)))["pid"]] = call_name(call_id)
         for uid, h in placement.wallets.items():
-            pids.add((await remote(h.inspect_wallet.remote(uid)))["pid"])
+            pids[(await remote(h.inspect_wallet.remote(uid)))["pid"]] = wallet_name(uid)
     return pids
 
 

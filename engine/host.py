@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from actors.call import Call, Settlement
 from actors.errors import InvariantViolation, UnknownUser
 from actors.money import WITHDRAW
-from actors.wallet import Wallet
+from actors.wallet import Wallet, check_external, external_transfer_id
 from engine.loading import LoadOnce
 from persistence import store
 from persistence.client import WriterClient
@@ -98,7 +98,15 @@ class WalletHost:
     async def apply_external(
         self, user_id: int, tx_type: str, amount: int, key: str, now: float
     ) -> dict:
+        check_external(tx_type, amount)  # bad input is refused before any read
         w = await self.wallet(user_id)
+        transfer_id = external_transfer_id(user_id, key)
+        if transfer_id not in w.external:
+            # A key from before this wallet was loaded is in the ledger, if anywhere (what a
+            # predecessor handed the writer was committed before the first read).
+            committed = await store.external_transfer(await self.pool(), transfer_id)
+            if committed is not None:
+                w.recall_external(transfer_id, *committed)
         if tx_type == WITHDRAW and amount > w.earnings_paise:
             await self._release_if_settled(w)  # a credit whose release message was lost
         await self.client.room()
@@ -109,7 +117,7 @@ class WalletHost:
             # A repeat: answer once the original is committed, with nothing applied again.
             await self.client.wait_committed()
         return {
-            "transfer_id": f"ext:{user_id}:{key}",
+            "transfer_id": transfer_id,
             "applied": t is not None,
             "user_id": user_id,
             "balance_coins": w.balance_coins,

@@ -70,7 +70,8 @@ async def last_billed_minutes(conn, call_ids: list[int]) -> dict[int, int]:
 
 async def load_wallets(pool: asyncpg.Pool, user_ids: list[int]) -> dict[int, Wallet]:
     """Wallets as PostgreSQL has them: balances, ongoing calls with their last billed
-    minute, idempotency keys used, and the call a listener is in."""
+    minute, and the call a listener is in. Idempotency keys stay in the ledger until a request
+    names one (`external_transfer`): a wallet's history is not held in memory."""
     async with pool.acquire() as conn:
         rows = await conn.fetch(
             """SELECT u.user_id, u.role, w.balance_coins, coalesce(e.earnings_paise, 0) AS earn
@@ -84,18 +85,6 @@ async def load_wallets(pool: asyncpg.Pool, user_ids: list[int]) -> dict[int, Wal
                WHERE status = 'ongoing' AND (user_id = ANY($1) OR listener_id = ANY($1))""",
             user_ids,
         )
-        # Every key used, spends included: a key forgotten here would apply again after a
-        # restart. Each user's keys are one range of the primary key ('ext:42:' .. 'ext:42;').
-        external = await conn.fetch(
-            """SELECT u.id AS user_id, l.transfer_id, l.tx_type, l.amount
-               FROM unnest($1::bigint[]) AS u(id)
-               JOIN LATERAL (
-                   SELECT transfer_id, tx_type, amount FROM ledger
-                   WHERE transfer_id >= 'ext:' || u.id || ':'
-                     AND transfer_id < 'ext:' || u.id || ';'
-               ) l ON true""",
-            user_ids,
-        )
         last = await last_billed_minutes(conn, [c["call_id"] for c in calls])
     wallets = {
         r["user_id"]: Wallet(r["user_id"], r["role"], r["balance_coins"], r["earn"]) for r in rows
@@ -105,9 +94,15 @@ async def load_wallets(pool: asyncpg.Pool, user_ids: list[int]) -> dict[int, Wal
             wallets[c["user_id"]].calls[c["call_id"]] = [c["rate_coins"], last[c["call_id"]]]
         if c["listener_id"] in wallets:
             wallets[c["listener_id"]].listener_call_id = c["call_id"]
-    for x in external:
-        wallets[x["user_id"]].external[x["transfer_id"]] = (x["tx_type"], abs(x["amount"]))
     return wallets
+
+
+async def external_transfer(pool: asyncpg.Pool, transfer_id: str) -> tuple[str, int] | None:
+    """(tx_type, amount) of a committed external transfer, by its id (the primary key)."""
+    row = await pool.fetchrow(
+        "SELECT tx_type, amount FROM ledger WHERE transfer_id = $1", transfer_id
+    )
+    return None if row is None else (row["tx_type"], row["amount"])
 
 
 CALL_COLUMNS = """call_id, user_id, listener_id, call_type, tier, rate_coins, rate_paise, status,

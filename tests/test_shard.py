@@ -5,7 +5,7 @@ import datetime as dt
 
 import pytest
 
-from actors import Call, InsufficientCoins
+from actors import Call, IdempotencyConflict, InsufficientCoins, InvalidInput
 from bench.setup import ongoing_calls
 from engine.config import Config
 from engine.shard import Shard
@@ -112,6 +112,25 @@ async def test_acknowledged_top_up_survives_a_crash(pool, services):
     assert (await b.balance(user))["balance_coins"] == 70
     again = await b.apply_external(user, "purchase", 70, "k", T0)  # the client retries
     assert not again["applied"] and again["balance_coins"] == 70
+
+
+async def test_a_reloaded_wallet_holds_no_key_history_and_still_refuses_every_repeat(
+    pool, services
+):
+    user, _ = await people(pool, 0)
+    a = shard(services)
+    await a.apply_external(user, "purchase", 70, "k", T0)
+    await a.apply_external(user, "spend", 20, "s", T0)
+    await a.sync()
+    b = shard(services)  # a restart: the wallet reloads from PostgreSQL
+    assert (await b.inspect_wallet(user))["external_transfers"] == 0
+    assert not (await b.apply_external(user, "spend", 20, "s", T0))["applied"]
+    with pytest.raises(IdempotencyConflict, match="'k' was used for purchase of 70"):
+        await b.apply_external(user, "purchase", 71, "k", T0)
+    with pytest.raises(InvalidInput, match="amount must be a positive integer"):
+        await b.apply_external(user, "purchase", 0, "z", T0)
+    assert (await b.balance(user))["balance_coins"] == 50
+    assert (await b.inspect_wallet(user))["external_transfers"] == 2  # the keys it was asked
 
 
 async def test_top_ups_racing_ticks_lose_nothing(pool, services):
