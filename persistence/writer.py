@@ -24,35 +24,17 @@ from dataclasses import dataclass
 import asyncpg
 
 from actors.errors import InvariantViolation
-from actors.money import SPEND
+from actors.money import SPEND, Transfer
 from persistence.db import STAGING_TABLE, get_pool, mask_url
 from persistence.records import Batch, unpack
 from persistence.waiting import wait_event
 
 log = logging.getLogger("billing.writer")
 
-STAGING_COLUMNS = (
-    "transfer_id",
-    "user_id",
-    "unit",
-    "amount",
-    "tx_type",
-    "call_id",
-    "minute_no",
-    "at_ms",
-)
-
+# A transfer's fields as the ledger stores them; the staging table keeps the millisecond stamp.
+LEDGER_COLUMNS = (*Transfer._fields[:7], "created_at")
+STAGING_COLUMNS = Transfer._fields
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-LEDGER_COLUMNS = (
-    "transfer_id",
-    "user_id",
-    "unit",
-    "amount",
-    "tx_type",
-    "call_id",
-    "minute_no",
-    "created_at",
-)
 
 # The slow path, for a batch that repeats a transfer already committed (a batch sent again after
 # a restart): only the rows actually inserted come back, and only they move balances.
