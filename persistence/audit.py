@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncpg
 
+from persistence.schema import call_minutes
+
 CHECKS: list[tuple[str, str]] = [
     (
         "coin balance = opening + transfers",
@@ -79,12 +81,10 @@ CHECKS: list[tuple[str, str]] = [
 # Ongoing calls billed less far than elapsed time allows: a minute that should have been billed
 # `lag_minutes_max` minutes ago and was not. ($1 now as epoch s, $2 minute_seconds, $3 the
 # maximum call minutes, $4 lag_minutes_max.)
-LAGGING_SQL = """
+LAGGING_SQL = f"""
 SELECT count(*) FROM calls c
 LEFT JOIN LATERAL (
-    SELECT max(l.minute_no) AS last FROM ledger l
-    WHERE l.transfer_id >= 'call:' || c.call_id || ':'
-      AND l.transfer_id < 'call:' || c.call_id || ';'
+    SELECT max(l.minute_no) AS last FROM ledger l WHERE {call_minutes("c.call_id", "l")}
 ) m ON true
 WHERE c.status = 'ongoing'
   AND least(floor(($1 - extract(epoch FROM c.connected_at)) / $2)::int + 1, $3)

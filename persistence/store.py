@@ -9,6 +9,7 @@ import asyncpg
 from actors.call import Call
 from actors.errors import InvalidInput, UnknownCall, UnknownUser
 from actors.wallet import Wallet
+from persistence.schema import call_minutes
 
 
 def to_epoch(ts: dt.datetime | None) -> float | None:
@@ -51,11 +52,10 @@ async def listener_tier(pool: asyncpg.Pool, listener_id: int, day: dt.date) -> s
     return tier or "basic"
 
 
-LAST_MINUTES_SQL = """
+LAST_MINUTES_SQL = f"""
 SELECT c.call_id,
        coalesce((SELECT max(l.minute_no) FROM ledger l
-                 WHERE l.transfer_id >= 'call:' || c.call_id || ':'
-                   AND l.transfer_id <  'call:' || c.call_id || ';'), 0) AS last_minute
+                 WHERE {call_minutes("c.call_id", "l")}), 0) AS last_minute
 FROM unnest($1::bigint[]) AS c(call_id)
 """
 

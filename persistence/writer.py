@@ -27,6 +27,7 @@ from actors.errors import InvariantViolation
 from actors.money import SPEND, Transfer
 from persistence.db import STAGING_TABLE, get_pool, mask_url
 from persistence.records import Batch, unpack
+from persistence.schema import call_minutes
 from persistence.waiting import wait_event
 
 log = logging.getLogger("billing.writer")
@@ -44,7 +45,7 @@ SELECT transfer_id, user_id, unit, amount, tx_type, call_id, minute_no,
        to_timestamp(at_ms / 1000.0)
 FROM {STAGING_TABLE}
 ON CONFLICT (transfer_id) DO NOTHING
-RETURNING user_id, unit, amount, tx_type, call_id
+RETURNING transfer_id, user_id, unit, amount, tx_type, call_id
 """
 
 # Every transfer but a call's minute moves its account at once; the count says whether each
@@ -76,7 +77,7 @@ ON CONFLICT (call_id) DO NOTHING
 # A call that ends moves its payer's wallet by the minutes the ledger holds for it (one range
 # of the primary key), once: only a call still ongoing ends. The ledger must agree with the
 # call's own totals, or the batch is refused.
-APPLY_ENDS_SQL = """
+APPLY_ENDS_SQL = f"""
 WITH v AS (
     SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::int[], $5::bigint[],
                          $6::bigint[], $7::bigint[])
@@ -90,8 +91,7 @@ WITH v AS (
 ), minutes AS (
     SELECT e.*, m.n, m.coins FROM ended e CROSS JOIN LATERAL (
         SELECT count(*) AS n, coalesce(-sum(amount), 0)::bigint AS coins FROM ledger
-        WHERE transfer_id >= 'call:' || e.call_id || ':'
-          AND transfer_id < 'call:' || e.call_id || ';'
+        WHERE {call_minutes("e.call_id")}
     ) m
 ), w AS (
     UPDATE wallets x SET settled_coins = x.settled_coins - p.coins
@@ -166,16 +166,17 @@ async def _insert_transfers(conn: asyncpg.Connection, transfers: list[tuple]) ->
             await conn.copy_records_to_table(
                 "ledger", records=ledger_rows(transfers), columns=LEDGER_COLUMNS
             )
-        new = [t[1:6] for t in transfers]  # user_id, unit, amount, tx_type, call_id
+        inserted = transfers
         repeating = False
     except asyncpg.UniqueViolationError:
         repeating = True
         await conn.copy_records_to_table(STAGING_TABLE, records=transfers, columns=STAGING_COLUMNS)
-        new = await conn.fetch(INSERT_NEW_TRANSFERS_SQL)
+        inserted = await conn.fetch(INSERT_NEW_TRANSFERS_SQL)  # laid out as Transfer's fields
     deltas: dict[tuple[int, str], int] = {}
-    for user_id, unit, amount, tx_type, call_id in new:
-        if tx_type != SPEND or call_id is None:  # a call's minutes wait for its end
-            deltas[user_id, unit] = deltas.get((user_id, unit), 0) + amount
+    for t in inserted:  # by position: transfer_id, user_id, unit, amount, tx_type, call_id
+        if t[4] != SPEND or t[5] is None:  # a call's minutes wait for its end
+            account = (t[1], t[2])
+            deltas[account] = deltas.get(account, 0) + t[3]
     if deltas:
         users, units = zip(*deltas, strict=True)
         moved = await conn.fetchval(APPLY_DELTAS_SQL, users, units, list(deltas.values()))
@@ -184,7 +185,7 @@ async def _insert_transfers(conn: asyncpg.Connection, transfers: list[tuple]) ->
                 f"transfers for {len(deltas)} accounts moved only {moved}: "
                 "a transfer names an account that does not exist"
             )
-    return len(new), repeating
+    return len(inserted), repeating
 
 
 def ledger_rows(transfers: list[tuple]) -> list[tuple]:
