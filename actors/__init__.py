@@ -4,6 +4,7 @@ from actors.call import Call, Settlement, earn_transfer_id
 from actors.errors import (
     BillingError,
     CapacityExceeded,
+    EngineUnavailable,
     IdempotencyConflict,
     InsufficientCoins,
     InsufficientEarnings,
@@ -20,6 +21,7 @@ __all__ = [
     "BillingError",
     "Call",
     "CapacityExceeded",
+    "EngineUnavailable",
     "IdempotencyConflict",
     "InsufficientCoins",
     "InsufficientEarnings",

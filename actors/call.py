@@ -1,17 +1,19 @@
 """The logic of one call: which minutes are due, and settling once. Pure, no I/O, no clock.
 
-Time is passed in as float seconds since the epoch; minute k (1-based) is due at
-`connected_at + (k - 1) * minute_seconds`, so billing follows elapsed time, never how often a
-job or timer ran.
+Time is passed in as float seconds since the epoch and kept as integer milliseconds (`to_ms`),
+so that the engine, the ledger and the audit compute the same boundaries. Minute k (1-based) is
+due at `connected_ms + (k - 1) * minute_ms`: billing follows elapsed time, never how often a job
+or timer ran, and a minute's transfer carries its due time, so the same minute billed again
+after a crash is the same row.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from actors.errors import InvariantViolation
 from actors.money import (
+    CALL_TYPES,
     COMPLETED,
     DROPPED,
     EARN,
@@ -20,7 +22,9 @@ from actors.money import (
     REASON_EXPIRED,
     REASON_HANGUP,
     REASON_INSUFFICIENT,
+    TIERS,
     Transfer,
+    to_ms,
 )
 
 END_REASONS = (REASON_HANGUP, REASON_INSUFFICIENT, REASON_EXPIRED)
@@ -40,7 +44,11 @@ class Settlement:
     billed_minutes: int
     coins_spent: int
     earnings_paise: int
-    ended_at: float
+    ended_ms: int
+
+    @property
+    def ended_at(self) -> float:
+        return self.ended_ms / 1000
 
     def earn_transfer(self) -> Transfer | None:
         """The listener's credit, posted once when the call settles."""
@@ -54,7 +62,7 @@ class Settlement:
             EARN,
             self.call_id,
             None,
-            int(self.ended_at * 1000),
+            self.ended_ms,
         )
 
     def as_dict(self) -> dict:
@@ -71,6 +79,22 @@ class Settlement:
         }
 
 
+# What defines a call, in the order Call() takes it: the one field list a call's spec, its
+# start record and its recovery derive from.
+SPEC_FIELDS = (
+    "call_id",
+    "user_id",
+    "listener_id",
+    "call_type",
+    "tier",
+    "rate_coins",
+    "rate_paise",
+    "connected_at",
+    "minute_seconds",
+    "max_minutes",
+)
+
+
 class Call:
     __slots__ = (
         "call_id",
@@ -80,8 +104,8 @@ class Call:
         "tier",
         "rate_coins",
         "rate_paise",
-        "connected_at",
-        "minute_seconds",
+        "connected_ms",
+        "minute_ms",
         "max_minutes",
         "billed_minutes",
         "settlement",
@@ -109,12 +133,39 @@ class Call:
         self.tier = tier
         self.rate_coins = rate_coins
         self.rate_paise = rate_paise
-        self.connected_at = connected_at
-        self.minute_seconds = minute_seconds
+        self.connected_ms = to_ms(connected_at)
+        self.minute_ms = to_ms(minute_seconds)
         self.max_minutes = max_minutes
         self.billed_minutes = billed_minutes
         self.settlement: Settlement | None = None
         self.low_balance_warned = False
+        self._check()
+
+    def _check(self) -> None:
+        if self.call_type not in CALL_TYPES:
+            raise InvariantViolation(f"call {self.call_id}: call type {self.call_type!r}")
+        if self.tier not in TIERS:
+            raise InvariantViolation(f"call {self.call_id}: tier {self.tier!r}")
+        if self.minute_ms <= 0:
+            raise InvariantViolation(f"call {self.call_id}: minute of {self.minute_ms} ms")
+        if self.max_minutes < 1:
+            raise InvariantViolation(f"call {self.call_id}: at most {self.max_minutes} minutes")
+
+    @property
+    def connected_at(self) -> float:
+        return self.connected_ms / 1000
+
+    @property
+    def minute_seconds(self) -> float:
+        return self.minute_ms / 1000
+
+    def spec(self) -> dict:
+        """What another process needs to hold this call (its billed minutes travel apart)."""
+        return {k: getattr(self, k) for k in SPEC_FIELDS}
+
+    @classmethod
+    def from_spec(cls, spec: dict, billed_minutes: int = 0) -> Call:
+        return cls(*(spec[k] for k in SPEC_FIELDS), billed_minutes)
 
     @property
     def status(self) -> str:
@@ -122,17 +173,33 @@ class Call:
 
     def due_minute(self, now: float) -> int:
         """The last minute that has started by `now` (capped by the maximum duration)."""
-        started = math.floor((now - self.connected_at) / self.minute_seconds) + 1
+        return self.due_minute_ms(to_ms(now))
+
+    def due_minute_ms(self, now_ms: int) -> int:
+        started = (now_ms - self.connected_ms) // self.minute_ms + 1
         return max(1, min(started, self.max_minutes))
 
+    def minute_due_ms(self, minute_no: int) -> int:
+        """When minute `minute_no` starts: the time its transfer carries."""
+        return self.connected_ms + (minute_no - 1) * self.minute_ms
+
+    def next_due_ms(self) -> int:
+        """When the next unbilled minute starts (or, after the last, the call expires)."""
+        return self.connected_ms + self.billed_minutes * self.minute_ms
+
     def next_due_at(self) -> float:
-        """When the next unbilled minute starts, or the call expires."""
-        return self.connected_at + self.billed_minutes * self.minute_seconds
+        return self.next_due_ms() / 1000
+
+    def expires_ms(self) -> int:
+        return self.connected_ms + self.max_minutes * self.minute_ms
 
     def expires_at(self) -> float:
-        return self.connected_at + self.max_minutes * self.minute_seconds
+        return self.expires_ms() / 1000
 
     def after_billing(self, last_minute: int, short: bool, now: float) -> Settlement | None:
+        return self.after_billing_ms(last_minute, short, to_ms(now))
+
+    def after_billing_ms(self, last_minute: int, short: bool, now_ms: int) -> Settlement | None:
         """Record what the wallet billed; settle if it could not pay or the call ran out."""
         if last_minute < self.billed_minutes:
             raise InvariantViolation(
@@ -142,17 +209,25 @@ class Call:
         self.billed_minutes = last_minute
         if short:
             # Ends at the boundary it could not pay; that minute is not billed.
-            return self.settle(DROPPED, REASON_INSUFFICIENT, self.next_due_at())
-        if now >= self.expires_at():
-            return self.settle(DROPPED, REASON_EXPIRED, self.expires_at())
+            return self._settle(DROPPED, REASON_INSUFFICIENT, self.next_due_ms())
+        if last_minute >= self.max_minutes and now_ms >= self.expires_ms():
+            return self._settle(DROPPED, REASON_EXPIRED, self.expires_ms())
         return None
 
     def settle(self, status: str, reason: str, ended_at: float) -> Settlement | None:
         """End the call. Only the first end counts (rule 7); later ones return None."""
+        return self._settle(status, reason, to_ms(ended_at))
+
+    def _settle(self, status: str, reason: str, ended_ms: int) -> Settlement | None:
         if self.settlement is not None:
             return None
         if status not in (COMPLETED, DROPPED):
             raise InvariantViolation(f"call {self.call_id}: cannot settle as {status!r}")
+        if ended_ms < self.minute_due_ms(self.billed_minutes):
+            raise InvariantViolation(
+                f"call {self.call_id}: ends at {ended_ms} ms, before its minute "
+                f"{self.billed_minutes} started"
+            )
         self.settlement = Settlement(
             call_id=self.call_id,
             user_id=self.user_id,
@@ -162,7 +237,7 @@ class Call:
             billed_minutes=self.billed_minutes,
             coins_spent=self.billed_minutes * self.rate_coins,
             earnings_paise=self.billed_minutes * self.rate_paise,
-            ended_at=ended_at,
+            ended_ms=ended_ms,
         )
         return self.settlement
 
@@ -196,7 +271,9 @@ class Call:
         }
 
     def state(self, now: float | None = None) -> dict:
-        out = {
+        """The call as its answers show it: the stored row's keys, and `next_tick_at`."""
+        s = self.settlement
+        return {
             "call_id": self.call_id,
             "user_id": self.user_id,
             "listener_id": self.listener_id,
@@ -208,8 +285,8 @@ class Call:
             "billed_minutes": self.billed_minutes,
             "coins_spent": self.billed_minutes * self.rate_coins,
             "earnings_paise": self.billed_minutes * self.rate_paise,
-            "next_tick_at": self.next_due_at() if self.settlement is None else None,
+            "next_tick_at": self.next_due_at() if s is None else None,
             "status": self.status,
-            "end_reason": self.settlement.end_reason if self.settlement else None,
+            "end_reason": None if s is None else s.end_reason,
+            "ended_at": None if s is None else s.ended_at,
         }
-        return out

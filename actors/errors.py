@@ -45,5 +45,26 @@ class CapacityExceeded(BillingError):
     """The placement cannot hold another actor on this node."""
 
 
+class EngineUnavailable(ConnectionError):
+    """No answer now: an actor of the engine is restarting, or PostgreSQL, Redis or Ray cannot
+    be reached. What was asked may or may not have happened: retry it, with the same
+    idempotency key, and it happens once."""
+
+
 class InvariantViolation(Exception):
     """A rule of money is broken: a bug. Never caught to carry on."""
+
+
+__all__ = [
+    "BillingError",
+    "CapacityExceeded",
+    "EngineUnavailable",
+    "IdempotencyConflict",
+    "InsufficientCoins",
+    "InsufficientEarnings",
+    "InvalidInput",
+    "InvariantViolation",
+    "PartyBusy",
+    "UnknownCall",
+    "UnknownUser",
+]

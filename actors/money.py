@@ -46,6 +46,12 @@ REASON_EXPIRED = "expired"
 AMOUNT_MAX = 2**62
 
 
+def to_ms(seconds: float) -> int:
+    """A time (epoch seconds) or a duration as integer milliseconds: the one rounding that the
+    actors, the ledger rows and the audit share, so that they agree on every boundary."""
+    return round(seconds * 1000)
+
+
 class Transfer(NamedTuple):
     """One ledger row. A plain tuple so that msgpack packs it without help."""
 

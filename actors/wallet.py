@@ -60,6 +60,8 @@ class Wallet:
         "calls",
         "external",
         "listener_call_id",
+        "listener_payer_id",
+        "clock_ms",
     )
 
     def __init__(
@@ -71,20 +73,28 @@ class Wallet:
         calls: dict[int, list[int]] | None = None,
         external: dict[str, tuple[str, int]] | None = None,
         listener_call_id: int | None = None,
+        listener_payer_id: int | None = None,
     ) -> None:
         self.user_id = user_id
         self.role = role
         self.balance_coins = balance_coins
         self.earnings_paise = earnings_paise
-        # call_id -> [coins per minute, last billed minute], for the calls this wallet pays.
+        # call_id -> [coins per minute, last billed minute, minute 1's time in ms, minute
+        # length in ms], for the calls this wallet pays: each minute's transfer carries the
+        # time the minute started, so a minute billed late or billed again is the same row.
         self.calls: dict[int, list[int]] = calls if calls is not None else {}
         # transfer_id -> (tx_type, amount) of the external transfers applied while this wallet
         # is loaded, and of those its host recalled from the ledger: the memory of idempotency
         # keys. A key not here is looked up in the ledger before it is applied
         # (WalletHost.apply_external), so a wallet holds the keys it uses, not its history.
         self.external: dict[str, tuple[str, int]] = external if external is not None else {}
-        # The call a listener is in (one at a time, rule 8).
+        # The call a listener is in (one at a time, rule 8), and who pays it: that payer's host
+        # says when the call ends.
         self.listener_call_id = listener_call_id
+        self.listener_payer_id = listener_payer_id
+        # How far in time this wallet's events have been applied (rule 9): an operation is
+        # stamped no earlier, so the ledger read in time order is the order things happened.
+        self.clock_ms = 0
         self._check()
 
     def _check(self) -> None:
@@ -138,8 +148,17 @@ class Wallet:
 
     # -- the payer's side of a call ----------------------------------------------------------
 
-    def open_call(self, call_id: int, rate_coins: int, calls_max: int, at_ms: int) -> Transfer:
-        """Start paying for a call: minute 1 is charged now, or the call does not start."""
+    def stamp(self, now_ms: int) -> int:
+        """The time of an operation at `now_ms`: never before what this wallet already did."""
+        if now_ms > self.clock_ms:
+            self.clock_ms = now_ms
+        return self.clock_ms
+
+    def open_call(
+        self, call_id: int, rate_coins: int, calls_max: int, at_ms: int, minute_ms: int
+    ) -> Transfer:
+        """Start paying for a call at `at_ms`: minute 1 is charged now, or the call does not
+        start."""
         if call_id in self.calls:
             raise InvariantViolation(f"wallet {self.user_id}: call {call_id} opened twice")
         if len(self.calls) >= calls_max:
@@ -151,21 +170,22 @@ class Wallet:
             raise InsufficientCoins(
                 f"user {self.user_id} has {self.balance_coins} coins, minute 1 costs {rate_coins}"
             )
-        self.calls[call_id] = [rate_coins, 0]
-        transfers, _, _ = self.bill_call(call_id, 1, at_ms)
+        if minute_ms <= 0:
+            raise InvariantViolation(f"call {call_id}: minute of {minute_ms} ms")
+        self.calls[call_id] = [rate_coins, 0, at_ms, minute_ms]
+        transfers, _, _ = self.bill_call(call_id, 1)
         return transfers[0]
 
-    def bill_call(
-        self, call_id: int, through_minute: int, at_ms: int
-    ) -> tuple[list[Transfer], int, bool]:
-        """Bill every minute of the call up to `through_minute` not billed yet.
+    def bill_call(self, call_id: int, through_minute: int) -> tuple[list[Transfer], int, bool]:
+        """Bill every minute of the call up to `through_minute` not billed yet, each stamped
+        with the time it started.
 
         Returns (transfers, last billed minute, short) where short means the next minute could
         not be paid. Asking again for minutes already billed changes nothing (rule 4)."""
         entry = self.calls.get(call_id)
         if entry is None:
             raise UnknownCall(f"call {call_id} is not open on wallet {self.user_id}")
-        rate, last = entry
+        rate, last, first_ms, minute_ms = entry
         transfers: list[Transfer] = []
         short = False
         while last < through_minute:
@@ -183,7 +203,7 @@ class Wallet:
                     SPEND,
                     call_id,
                     last,
-                    at_ms,
+                    first_ms + (last - 1) * minute_ms,
                 )
             )
         entry[1] = last
@@ -197,7 +217,7 @@ class Wallet:
 
     # -- the listener's side -----------------------------------------------------------------
 
-    def reserve_listener(self, call_id: int) -> None:
+    def reserve_listener(self, call_id: int, payer_id: int | None = None) -> None:
         if self.role != "listener":
             raise InvalidInput(f"user {self.user_id} is not a listener")
         if self.listener_call_id == call_id:
@@ -205,6 +225,7 @@ class Wallet:
         if self.listener_call_id is not None:
             raise PartyBusy(f"listener {self.user_id} is already in call {self.listener_call_id}")
         self.listener_call_id = call_id
+        self.listener_payer_id = payer_id
 
     def release_listener(self, call_id: int, earned_paise: int) -> bool:
         """Free the listener after a call settled and mirror the committed credit.
@@ -215,7 +236,7 @@ class Wallet:
             return False
         if type(earned_paise) is not int or earned_paise < 0:
             raise InvariantViolation(f"call {call_id}: earnings {earned_paise!r}")
-        self.listener_call_id = None
+        self.listener_call_id = self.listener_payer_id = None
         self.earnings_paise += earned_paise
         self._check()
         return True
@@ -223,7 +244,7 @@ class Wallet:
     def cancel_reservation(self, call_id: int) -> None:
         """Undo a reservation for a call that never started."""
         if self.listener_call_id == call_id:
-            self.listener_call_id = None
+            self.listener_call_id = self.listener_payer_id = None
 
     def state(self) -> dict:
         return {
@@ -233,9 +254,10 @@ class Wallet:
             "earnings_paise": self.earnings_paise,
             "calls": {
                 cid: {"rate_coins": rate, "billed_minutes": last}
-                for cid, (rate, last) in self.calls.items()
+                for cid, (rate, last, _, _) in self.calls.items()
             },
             "listener_call_id": self.listener_call_id,
+            "clock_ms": self.clock_ms,
             "external_transfers": len(self.external),
         }
 

@@ -265,7 +265,7 @@ async def _engine_pids(engine) -> dict[int, str]:
         for call_id, h in placement.calls.items():
             pids[(await remote(h.state.remote(now)))["pid"]] = call_name(call_id)
         for uid, h in placement.wallets.items():
-            pids[(await remote(h.inspect_wallet.remote(uid)))["pid"]] = wallet_name(uid)
+            pids[(await remote(h.inspect_wallet.remote(uid, now)))["pid"]] = wallet_name(uid)
     return pids
 
 

@@ -22,6 +22,7 @@ async def reset(pool: asyncpg.Pool) -> None:
 async def ongoing_calls(pool: asyncpg.Pool, calls: int, coins_each: int, connected_at: float):
     """Users 1..N pay, listeners N+1..2N listen, call i is user i with listener N+i."""
     at = dt.datetime.fromtimestamp(connected_at, dt.UTC)
+    bought = at - dt.timedelta(seconds=1)  # the coins were bought before the call
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(
             """INSERT INTO users (user_id, name, role)
@@ -45,7 +46,7 @@ async def ongoing_calls(pool: asyncpg.Pool, calls: int, coins_each: int, connect
             """INSERT INTO ledger (transfer_id, user_id, unit, amount, tx_type, call_id,
                                    minute_no, created_at)
                SELECT 'ext:' || g || ':seed', g, 'coins', $2::bigint, 'purchase', NULL, NULL,
-                      $3::timestamptz
+                      $5::timestamptz
                FROM generate_series(1, $1) g
                UNION ALL
                SELECT 'call:' || g || ':1', g, 'coins', -$4::bigint, 'spend', g, 1, $3::timestamptz
@@ -54,6 +55,7 @@ async def ongoing_calls(pool: asyncpg.Pool, calls: int, coins_each: int, connect
             coins_each,
             at,
             RATE_COINS,
+            bought,
         )
         await conn.execute(
             """INSERT INTO calls (call_id, user_id, listener_id, call_type, tier, rate_coins,

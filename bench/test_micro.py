@@ -21,7 +21,7 @@ def setup_calls():
     wallets, calls = [], []
     for i in range(1, CALLS + 1):
         w = Wallet(i, "user", balance_coins=10**9)
-        w.open_call(i, 10, 1, 0)
+        w.open_call(i, 10, 1, 0, 60_000)
         wallets.append(w)
         calls.append(Call(i, i, CALLS + i, "audio", "basic", 10, 100, T0, 60.0, 10**6, 1))
     return wallets, calls
@@ -35,7 +35,7 @@ def test_tick_logic_one_minute_of_10k_calls(benchmark):
         minute["now"] += 60
         now = minute["now"]
         for w, c in zip(wallets, calls, strict=True):
-            _, last, short = w.bill_call(c.call_id, c.due_minute(now), 0)
+            _, last, short = w.bill_call(c.call_id, c.due_minute(now))
             c.after_billing(last, short, now)
 
     benchmark(one_minute)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import uuid
@@ -10,7 +11,13 @@ import uuid
 import ray
 
 from actors.call import END_REASONS, Call
-from actors.errors import BillingError, InvalidInput, UnknownCall
+from actors.errors import (
+    BillingError,
+    EngineUnavailable,
+    IdempotencyConflict,
+    InvalidInput,
+    UnknownCall,
+)
 from actors.money import (
     CALL_TYPES,
     ROLES,
@@ -32,6 +39,7 @@ from persistence import badges, store
 from persistence.db import close_pools, get_pool, mask_url
 from persistence.presence import Presence
 from persistence.presence_sweeps import PresenceSweeps
+from persistence.writer import TRANSIENT_ERRORS
 
 log = logging.getLogger("billing.engine")
 
@@ -44,6 +52,22 @@ BUSY_FOR_S_MAX = 7 * 24 * 3600
 # attaches from the same process (the older API, in another event loop) shares it, so all time
 # comes from one clock object, the manual one of a test included.
 _local_clocks: dict = {}
+
+
+def retryable(method):
+    """An Engine method whose failures to reach PostgreSQL or Redis from this process are
+    raised as the one retryable `EngineUnavailable` (Ray's own are turned so in `remote`)."""
+
+    @functools.wraps(method)
+    async def wrapper(*args, **kwargs):
+        try:
+            return await method(*args, **kwargs)
+        except TRANSIENT_ERRORS as e:
+            if isinstance(e, EngineUnavailable):
+                raise
+            raise EngineUnavailable(f"PostgreSQL or Redis unreachable: {e}") from e
+
+    return wrapper
 
 
 def _key(value: object) -> str:
@@ -76,6 +100,7 @@ class Engine:
         self._sweeps: PresenceSweeps | None = None
         self._keeper: asyncio.Task | None = None
         self._started_ray = False
+        self._starting: dict[tuple[int, str], asyncio.Future] = {}  # keyed starts under way
 
     # -- life cycle --------------------------------------------------------------------------
 
@@ -193,6 +218,7 @@ class Engine:
     async def create_listener(self, name: str) -> int:
         return await self.create_user(name, "listener")
 
+    @retryable
     async def top_up(
         self,
         user_id: int,
@@ -205,10 +231,12 @@ class Engine:
         one_of(tx_type, TOP_UP_TYPES, "tx_type")
         return await self._external(user_id, "user_id", tx_type, amount, idempotency_key)
 
+    @retryable
     async def spend(self, user_id: int, amount: int, idempotency_key: str | None = None) -> dict:
         """Take coins outside a call (never below zero)."""
         return await self._external(user_id, "user_id", SPEND, amount, idempotency_key)
 
+    @retryable
     async def withdraw(
         self, listener_id: int, amount_paise: int, idempotency_key: str | None = None
     ) -> dict:
@@ -221,19 +249,62 @@ class Engine:
         positive_amount(amount, "amount_paise" if tx_type == WITHDRAW else "amount")
         key = _key(key)
         now = self.clock.now()
-        return await self.placement.wallet(who, "apply_external", who, tx_type, amount, key, now)
+        return await self.placement.apply_external(who, tx_type, amount, key, now)
 
+    @retryable
     async def balance(self, user_id: int) -> dict:
+        """`{"user_id", "balance_coins", "earnings_paise"}` now: every minute due billed, and
+        a listener's ended call credited, before it is answered."""
         entity_id(user_id, "user_id")
-        return await self.placement.wallet(user_id, "balance", user_id)
+        return await self.placement.balance(user_id, self.clock.now())
 
     # -- calls -------------------------------------------------------------------------------
 
-    async def start_call(self, user_id: int, listener_id: int, call_type: str = "audio") -> dict:
-        """Connect a call: minute 1 is charged now. Returns after the start is committed."""
+    @retryable
+    async def start_call(
+        self,
+        user_id: int,
+        listener_id: int,
+        call_type: str = "audio",
+        idempotency_key: str | None = None,
+    ) -> dict:
+        """Connect a call: minute 1 is charged now. Returns the call's state after the start
+        is committed. With an idempotency key, a repeat returns the call that key started, and
+        the key used for another listener or call type is refused."""
         entity_id(user_id, "user_id")
         entity_id(listener_id, "listener_id")
         one_of(call_type, CALL_TYPES, "call_type")
+        key = None if idempotency_key is None else _key(idempotency_key)
+        if key is None:
+            return await self._start_call(user_id, listener_id, call_type, None)
+        # One start per key at a time in this process; a repeat waits for the first.
+        slot = (user_id, key)
+        while (running := self._starting.get(slot)) is not None:
+            await asyncio.wait([running])
+        task = asyncio.ensure_future(self._start_keyed(user_id, listener_id, call_type, key))
+        self._starting[slot] = task
+        try:
+            return await asyncio.shield(task)
+        finally:
+            if self._starting.get(slot) is task and task.done():
+                del self._starting[slot]
+
+    async def _start_keyed(self, user_id, listener_id, call_type, key) -> dict:
+        try:
+            before = await store.call_by_start_key(await self.pool(), user_id, key)
+            if before is None:
+                return await self._start_call(user_id, listener_id, call_type, key)
+            if (before["listener_id"], before["call_type"]) != (listener_id, call_type):
+                raise IdempotencyConflict(
+                    f"idempotency key {key!r} started call {before['call_id']} with listener "
+                    f"{before['listener_id']} ({before['call_type']}), not listener "
+                    f"{listener_id} ({call_type})"
+                )
+            return await self.get_call(before["call_id"])
+        finally:
+            self._starting.pop((user_id, key), None)
+
+    async def _start_call(self, user_id, listener_id, call_type, key: str | None) -> dict:
         pool = await self.pool()
         await store.require_role(pool, user_id, "user")
         await store.require_role(pool, listener_id, "listener")
@@ -253,38 +324,43 @@ class Engine:
             self.config.minute_seconds,
             self.config.max_call_minutes,
         )
-        await self.placement.wallet(listener_id, "reserve_listener", listener_id, call.call_id)
+        await self.placement.reserve_listener(listener_id, call.call_id, user_id, now)
         try:
-            state = await self.placement.start_call(call, now)
+            state = await self.placement.start_call(call, now, key)
         except BillingError:
             # Refused before anything was written: the listener is free again. A failure
             # without an answer keeps the reservation, since the start may yet be committed;
             # the listener's host frees it once PostgreSQL shows otherwise.
-            await self.placement.wallet(
-                listener_id, "cancel_reservation", listener_id, call.call_id
-            )
+            await self.placement.cancel_reservation(listener_id, call.call_id)
             raise
         # Connecting counts as a heartbeat of both parties; the call is cached in Redis.
         await self.presence.heartbeat(user_id, listener_id, now=now)
         await self.presence.call_started(
             {k: state[k] for k in ("call_id", "user_id", "listener_id", "call_type")}
-            | {"connected_at": now}
+            | {"connected_at": state["connected_at"]}
         )
         return state
 
+    @retryable
     async def end_call(self, call_id: int, reason: str = "hangup") -> dict:
         """End a call (hang-up by default). Idempotent: ending an ended call returns its
-        settlement unchanged."""
+        settlement unchanged. When it returns, the settlement is committed and the listener
+        is free and credited on their host."""
         one_of(reason, END_REASONS, "reason")
 
         async def end(call_id, user_id, now):
             return await self.placement.end_call(call_id, user_id, now, reason)
 
         settled = await self._live_or_stored(call_id, end)
+        if settled.get("answered_from") == "stored":
+            # Settled before (or by a host that died before freeing the listener): the
+            # listener's host catches up from PostgreSQL before this returns.
+            await self.placement.balance(settled["listener_id"], self.clock.now())
         return {k: settled[k] for k in SETTLEMENT_KEYS}
 
     async def _live_or_stored(self, call_id: int, ask) -> dict:
-        """What the call's actor answers while it is ongoing, else its stored row."""
+        """What the payer's host answers while the call is ongoing (brought up to now), else
+        its stored row (marked `answered_from: stored`)."""
         entity_id(call_id, "call_id")
         row = await store.read_call(await self.pool(), call_id)
         if row["status"] == "ongoing":
@@ -292,20 +368,29 @@ class Engine:
             if live is not None:
                 return live
             row = await store.read_call(await self.pool(), call_id)
-        return row
+        return row | {"answered_from": "stored"}
 
+    @retryable
     async def get_call(self, call_id: int) -> dict:
-        """The live state of an ongoing call, or the stored row of an ended one."""
-        return await self._live_or_stored(call_id, self.placement.call_state)
+        """The call now: an ongoing call's live state, brought up to now (every minute due
+        billed, a drop due applied), or the stored row of an ended one."""
+        out = await self._live_or_stored(call_id, self.placement.bill_call)
+        out.pop("answered_from", None)
+        return out
 
+    @retryable
     async def bill_due(self) -> int:
-        """Bill every minute due now, for every ongoing call. The calls' own timers bill the
-        same minutes; the transfer ids make whichever comes second a no-op."""
+        """Bill every minute due now, for every ongoing call, and return once the calls that
+        ended are settled. The calls' own timers bill the same minutes; the transfer ids make
+        whichever comes second a no-op."""
         return await self.placement.run_due(self.clock.now())
 
+    @retryable
     async def bill_call(self, call_id: int) -> dict:
         """Bill the minutes of one call due now."""
-        return await self._live_or_stored(call_id, self.placement.bill_call)
+        out = await self._live_or_stored(call_id, self.placement.bill_call)
+        out.pop("answered_from", None)
+        return out
 
     # -- presence ----------------------------------------------------------------------------
 
@@ -340,9 +425,7 @@ class Engine:
         """End as dropped/expired every call past its maximum duration, or whose parties sent
         no heartbeat within the timeout. Returns how many it ended."""
         now = self.clock.now()
-        rows = await (await self.pool()).fetch(
-            "SELECT call_id, user_id, listener_id, connected_at FROM calls WHERE status = 'ongoing'"
-        )
+        rows = await store.ongoing_calls(await self.pool())
         if not rows:
             return 0
         parties = sorted({r["user_id"] for r in rows} | {r["listener_id"] for r in rows})
@@ -355,7 +438,7 @@ class Engine:
         stale_before = now - self.config.heartbeat_timeout_s
         ended = 0
         for r in rows:
-            too_long = now >= r["connected_at"].timestamp() + max_s
+            too_long = now >= r["connected_at"] + max_s
             silent = seen is not None and any(
                 (seen.get(p) or 0) < stale_before for p in (r["user_id"], r["listener_id"])
             )
@@ -379,7 +462,13 @@ class Engine:
     # -- time, flushing, inspection ----------------------------------------------------------
 
     async def advance(self, seconds: float) -> int:
-        """Manual clock only: move time and bill whatever became due."""
+        """Manual clock only: move time and bill whatever became due; returns the minutes
+        billed, once the calls that ended are settled everywhere.
+
+        If it raises (an actor restarting: `EngineUnavailable`), the clock has moved and some
+        hosts may not have billed yet. Nothing is lost: every request after it brings the
+        wallets it touches up to the new time first, and calling `bill_due()` (or `advance(0)`)
+        again finishes the pass; the transfer ids make a repeat harmless."""
         if not self.clock.manual:
             raise InvalidInput("advance() needs the manual clock (clock='manual')")
         self.clock.advance(seconds)
@@ -403,7 +492,7 @@ class Engine:
             return {} if self.scheduler is None else self.scheduler.state()
         entity_id(ident, f"{kind} id")
         if kind == "wallet":
-            return await self.placement.wallet(ident, "inspect_wallet", ident)
+            return await self.placement.inspect_wallet(ident, self.clock.now())
         return await self.get_call(ident)
 
 

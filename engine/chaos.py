@@ -34,7 +34,8 @@ from actors.errors import (
 )
 from engine.faults import Proxy
 from engine.host import RESERVATION_UNCONFIRMED_S
-from engine.raycalls import WRITER_NAME, call_name, shard_name, wallet_name
+from engine.raycalls import WRITER_NAME, call_name, shard_name, shard_of, wallet_name
+from persistence.client import ClientLimits
 
 STEP_SECONDS = 20.0  # clock time between batches
 CLOCK_JUMP_MINUTES = (2, 12)
@@ -47,6 +48,12 @@ MISMATCHES_KEPT = 50
 MAX_CALL_MINUTES = 30  # short, so that calls also expire during a run
 COVERING_STEPS_MAX = 60  # steps that may go to injecting each kind of fault once
 SIZES = {"sharded": (40, 12), "actor-per-call": (8, 4)}  # (users, listeners)
+# Crashes that land in the windows that hurt, each followed by the request that would show it.
+CRASH_KINDS = ("crash_after_tick", "crash_after_hangup")
+CRASH_AFTER_HANGUP_S = 0.03  # the payer's host dies up to this long after a hang-up is sent
+# Producers hold billed minutes this long before writing them (unless something waits): a
+# crash after a tick then lands between the tick and its commit.
+CHAOS_FLUSH_INTERVAL_MS = 2_000
 
 
 # -- the independent model ------------------------------------------------------------------
@@ -80,8 +87,10 @@ class Model:
     calls: dict[int, ModelCall] = field(default_factory=dict)
     in_call: dict[int, int] = field(default_factory=dict)  # party -> call id
 
-    def external(self, who: int, key: str, tx_type: str, amount: int) -> str:
-        """'applied', 'repeat', or the refusal: 'conflict', 'insufficient'."""
+    def external(self, who: int, key: str, tx_type: str, amount: int, t: float) -> str:
+        """'applied', 'repeat', or the refusal: 'conflict', 'insufficient'. Everything due by
+        `t` happens first (rule 9)."""
+        self.bill(t)
         tid = f"ext:{who}:{key}"
         if tid in self.externals:
             return "repeat" if self.externals[tid] == (who, tx_type, amount) else "conflict"
@@ -98,7 +107,8 @@ class Model:
         self.externals[tid] = (who, tx_type, amount)
         return "applied"
 
-    def start_refusal(self, user: int, listener: int, rate_coins: int) -> str | None:
+    def start_refusal(self, user: int, listener: int, rate_coins: int, t: float) -> str | None:
+        self.bill(t)
         if user in self.in_call or listener in self.in_call:
             return "busy"
         if self.coins[user] < rate_coins:
@@ -127,9 +137,8 @@ class Model:
             self._settle(c, "dropped", "expired")
 
     def end(self, call_id: int, t: float) -> None:
+        self.bill(t)
         c = self.calls[call_id]
-        if c.status == "ongoing":
-            self._bill(c, t)
         if c.status == "ongoing":
             self._settle(c, "completed", "hangup")
 
@@ -252,8 +261,9 @@ class Chaos:
             "withdraw": lambda: e.withdraw(who, amount, key),
         }[tx_type]
         self.result.operations += copies
+        now = self.engine.clock.now()
         outcomes = await asyncio.gather(*(self.attempt(send) for _ in range(copies)))
-        expected = self.model.external(who, key, tx_type, amount)
+        expected = self.model.external(who, key, tx_type, amount, now)
         for status, answer in outcomes:
             self.check_external(who, tx_type, amount, key, expected, status, answer)
         if expected in ("applied", "repeat"):
@@ -281,8 +291,8 @@ class Chaos:
 
     async def start_call(self, user: int, listener: int, call_type: str) -> None:
         rate_coins, rate_paise = self.engine.config.rate_card.rates(call_type, "basic")
-        expected = self.model.start_refusal(user, listener, rate_coins)
         now = self.engine.clock.now()
+        expected = self.model.start_refusal(user, listener, rate_coins, now)
         self.result.operations += 1
         # A start has no idempotency key: it is sent once; without an answer it is looked up.
         status, answer = await self.attempt(
@@ -421,10 +431,72 @@ class Chaos:
         return 1
 
     def fault_kinds(self) -> list[str]:
-        kinds = ["kill_writer", "postgres_restart", "redis_restart", "clock_jump"]
+        kinds = ["kill_writer", "postgres_restart", "redis_restart", "clock_jump", *CRASH_KINDS]
         if self.engine.config.placement == "sharded":
             return kinds + ["kill_shard"]
         return kinds + ["kill_call_actor", "kill_wallet_actor"]
+
+    def _payer_host(self, user: int) -> str:
+        if self.engine.config.placement == "sharded":
+            return shard_name(shard_of(user, self.engine.config.shards))
+        return wallet_name(user)
+
+    def _kill(self, name: str) -> bool:
+        try:
+            ray.kill(ray.get_actor(name, namespace=self.engine.config.namespace), no_restart=False)
+            return True
+        except ValueError:
+            return False  # retired meanwhile
+
+    async def crash(self, kind: str) -> None:
+        """A crash where it hurts, then the request that would see its damage.
+
+        `crash_after_tick`: the payer's host (shard or wallet actor) dies right after a pass
+        billed minutes it has not written yet; the clock may move past more minute starts with
+        no tick; then that payer asks for something (a top-up or a spend), and sometimes hangs
+        up. The answer must come from state brought up to the request's time.
+        `crash_after_hangup`: the payer's host dies a few milliseconds after a hang-up is
+        sent; once the hang-up is answered, the listener's host must show the credit and the
+        listener free."""
+        rng = self.rng
+        ongoing = [c for c in self.model.calls.values() if c.status == "ongoing"]
+        if not ongoing:
+            return
+        c = rng.choice(ongoing)
+        if kind == "crash_after_tick":
+            if not self._kill(self._payer_host(c.user)):
+                return
+            self.result.faults_injected[kind] += 1
+            self.engine.clock.advance(rng.choice((0.0, rng.uniform(1, 2 * STEP_SECONDS))))
+            if rng.random() < 0.5:
+                await self.external(c.user, "purchase", rng.randint(5, 60), self.key())
+            else:
+                await self.external(c.user, "spend", rng.randint(1, 40), self.key())
+            if self.engine.config.placement != "sharded" or rng.random() < 0.5:
+                await self.end_call(c.call_id)
+            return
+        hang_up = asyncio.ensure_future(self.end_call(c.call_id))
+        await asyncio.sleep(rng.uniform(0, CRASH_AFTER_HANGUP_S))
+        if self._kill(self._payer_host(c.user)):
+            self.result.faults_injected[kind] += 1
+        await hang_up
+        await self.check_listener(c.listener)
+
+    async def check_listener(self, listener: int) -> None:
+        """What the listener's host answers now must be what the model says."""
+        state = await self.must(lambda: self.engine.inspect("wallet", listener), "inspect")
+        if state is None:
+            return
+        if state["earnings_paise"] != self.model.paise[listener]:
+            self.mismatch(
+                f"listener {listener}: host shows {state['earnings_paise']} paise, "
+                f"model {self.model.paise[listener]}"
+            )
+        in_call = self.model.in_call.get(listener)
+        if state["listener_call_id"] != in_call:
+            self.mismatch(
+                f"listener {listener}: host shows call {state['listener_call_id']}, model {in_call}"
+            )
 
     async def inject(self, kind: str) -> None:
         await asyncio.sleep(self.rng.random() * 0.05)
@@ -464,7 +536,8 @@ class Chaos:
         if kind is None and self.rng.random() < FAULT_PROBABILITY:
             kind = self.rng.choice(kinds)
         during_billing = self.rng.random() < 0.4
-        hits = kind not in (None, "clock_jump")  # a kill or a cut, not the step's clock
+        # a kill or a cut, not the step's clock nor a crash of its own
+        hits = kind not in (None, "clock_jump", *CRASH_KINDS)
         work = self.plan()
         fault = [self.inject(kind)] if hits and not during_billing else []
         await asyncio.gather(*work, *fault)
@@ -480,6 +553,8 @@ class Chaos:
         if outcomes[0][0] != "ok":
             self.mismatch(f"bill_due: {outcomes[0][1]!r}")
         self.model.bill(self.engine.clock.now())
+        if kind in CRASH_KINDS:
+            await self.crash(kind)
         # Calls dropped by the tick settle behind it; their listeners are free once committed.
         # A shard killed after its tick, before the commit, lost that tick's work: its
         # successor redoes it at the next tick, here a second one at the same time.
@@ -625,6 +700,7 @@ async def run_chaos(
             redis_url=redis.url(),
             clock="manual",
             max_call_minutes=min(config.max_call_minutes, MAX_CALL_MINUTES),
+            client=ClientLimits(flush_interval_ms=CHAOS_FLUSH_INTERVAL_MS),
         )
     )
     await engine.start()

@@ -1,34 +1,50 @@
-"""Hosts wallets in a process and turns their transfers into durable records.
+"""Hosts wallets and the calls they pay in one process, and keeps their history in time order.
 
-A shard hosts the wallets of many people; a wallet actor hosts one. Either way the code is
-this class: the logic lives in `actors.Wallet`, the writes go through one `WriterClient`.
-External inputs (top-ups, withdrawals, call start, call end) are written through: the method
-returns after PostgreSQL committed them. Call minutes are appended and written behind.
+A shard hosts the wallets of many people; a wallet actor hosts one. Either way the code is this
+class: the logic lives in `actors` (Wallet, Call, timeline), the writes go through one
+`WriterClient`. External inputs (top-ups, withdrawals, call start, call end) are written
+through: the method returns after PostgreSQL committed them. Call minutes are appended and
+written behind.
+
+Rule 9 (time order) lives here. Every operation on a wallet at time t first bills every minute
+and applies every drop due by t for the calls the wallet pays (`_payer_ready`), and for a
+listener first asks the host of the call's payer to do the same for that call
+(`_listener_ready`). A host that restarted reloads from PostgreSQL and then does the same before
+its first answer, so no answer is computed from state behind the clock or behind PostgreSQL.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 
 from actors.call import Call, Settlement
 from actors.errors import InvariantViolation, UnknownUser
-from actors.money import WITHDRAW
+from actors.money import WITHDRAW, to_ms
+from actors.timeline import bill_call_through, catch_up
 from actors.wallet import Wallet, check_external, external_transfer_id
 from engine.loading import LoadOnce
 from persistence import store
 from persistence.client import WriterClient
 from persistence.db import get_pool
-from persistence.records import (
-    call_start_record,
-    settlement_records,
-    transfer_record,
-)
+from persistence.presence import Presence
+from persistence.records import call_start_record, settlement_records, transfer_record
+
+log = logging.getLogger("billing.host")
 
 # A reservation whose call never got a row (its start failed without an answer) lapses after
 # this long: by then no write of that start can still be on its way to PostgreSQL.
 RESERVATION_UNCONFIRMED_S = 30.0
+# Exit code of an actor that found a rule of money broken: Ray restarts it, and it reloads.
+INVARIANT_EXIT_CODE = 70
+# Wallets read from PostgreSQL in one query when a host loads many.
+LOAD_CHUNK_WALLETS = 10_000
+
+# (listener_id, call_id, earnings_paise) of settled calls, for the listeners' hosts.
+Releases = list[tuple[int, int, int]]
 
 
 class WalletHost:
@@ -37,16 +53,36 @@ class WalletHost:
         database_url: str,
         client: WriterClient,
         user_calls_max: int,
+        *,
+        presence: Presence | None = None,
+        low_balance_minutes: int = 2,
+        is_local: Callable[[int], bool] = lambda user_id: True,
+        release_elsewhere: Callable[[Releases], Awaitable[None]] | None = None,
+        ask_payer: Callable[[int, int, float], Awaitable[dict | None]] | None = None,
         before_load: Callable[[], Awaitable[None]] | None = None,
+        on_call_added: Callable[[Call], None] | None = None,
+        call_defaults: tuple[float, int] = (60.0, 240),
     ) -> None:
         self.database_url = database_url
         # Awaited once before the first read of PostgreSQL (Ray actors: the writer's drain).
         self._before_load = LoadOnce(before_load) if before_load is not None else None
         self.client = client
         self.user_calls_max = user_calls_max
+        self.presence = presence
+        self.low_balance_minutes = low_balance_minutes
+        self.is_local = is_local
+        self._release_elsewhere = release_elsewhere
+        self._ask_payer = ask_payer
+        self._on_call_added = on_call_added
+        # Minute length (s) and maximum minutes of a stored call that does not record its own.
+        self.call_defaults = call_defaults
         self.wallets: dict[int, Wallet] = {}
+        self.calls: dict[int, Call] = {}  # the ongoing calls the wallets hosted here pay
+        self._settling: dict[int, asyncio.Future] = {}
+        self._notices: list[dict] = []  # low-balance notices waiting to be published
         self._reserved_at: dict[int, float] = {}  # listener -> when its reservation was made
         self._loading: dict[int, asyncio.Future] = {}
+        self.stats = {"minutes_billed": 0, "calls_settled": 0}
 
     async def _before_first_read(self) -> None:
         if self._before_load is not None:
@@ -55,15 +91,36 @@ class WalletHost:
     async def pool(self):
         return await get_pool(self.database_url)
 
+    # -- loading -------------------------------------------------------------------------------
+
+    def add_call(self, call: Call) -> None:
+        """Host a call its payer's wallet pays. A wallet already loaded is the authority on
+        how far its calls are billed (both were read from PostgreSQL, or both moved here)."""
+        w = self.wallets.get(call.user_id)
+        entry = None if w is None else w.calls.get(call.call_id)
+        if entry is not None:
+            call.billed_minutes = entry[1]
+        self.calls[call.call_id] = call
+        if self._on_call_added is not None:
+            self._on_call_added(call)
+
     async def preload(self, user_ids: list[int]) -> None:
         """Load wallets in bulk (recovery); wallets already here are kept as they are."""
         await self._before_first_read()
         missing = [u for u in set(user_ids) if u not in self.wallets]
-        for chunk_start in range(0, len(missing), 10_000):
-            chunk = missing[chunk_start : chunk_start + 10_000]
-            loaded = await store.load_wallets(await self.pool(), chunk)
-            for uid, w in loaded.items():
-                self.wallets.setdefault(uid, w)
+        for start in range(0, len(missing), LOAD_CHUNK_WALLETS):
+            await self._load_wallets(missing[start : start + LOAD_CHUNK_WALLETS])
+
+    async def _load_wallets(self, user_ids: list[int]) -> None:
+        pool = await self.pool()
+        loaded = await store.load_wallets(pool, user_ids, self.call_defaults[0])
+        for uid, w in loaded.items():
+            self.wallets.setdefault(uid, w)
+        # The calls they pay that this host does not hold yet (a wallet actor's first load).
+        unknown = [c for w in loaded.values() for c in w.calls if c not in self.calls]
+        if unknown:
+            for call in await store.load_ongoing_calls(pool, *self.call_defaults, call_ids=unknown):
+                self.add_call(call)
 
     async def wallet(self, user_id: int) -> Wallet:
         """The wallet, loaded from PostgreSQL the first time it is needed."""
@@ -76,9 +133,7 @@ class WalletHost:
             self._loading[user_id] = pending
             try:
                 await self._before_first_read()
-                loaded = await store.load_wallets(await self.pool(), [user_id])
-                if user_id in loaded:
-                    self.wallets.setdefault(user_id, loaded[user_id])
+                await self._load_wallets([user_id])
                 pending.set_result(None)
             except BaseException as e:
                 pending.set_exception(e)
@@ -93,13 +148,71 @@ class WalletHost:
             raise UnknownUser(f"no user with id {user_id}")
         return w
 
-    # -- external inputs, written through ----------------------------------------------------
+    # -- time order (rule 9) -------------------------------------------------------------------
+
+    async def _payer_ready(self, user_id: int, now: float) -> tuple[Wallet, int]:
+        """The wallet, with every minute and drop due by `now` applied to the calls it pays.
+        Returns it and the time of the operation (never before what the wallet already did)."""
+        w = await self.wallet(user_id)
+        now_ms = w.stamp(to_ms(now))
+        if w.calls:
+            self._catch_up(w, now_ms)
+        return w, now_ms
+
+    async def _ready(self, user_id: int, now: float) -> tuple[Wallet, int]:
+        """`_payer_ready`, and for a listener in a call, that call brought up to `now` by its
+        payer's host: ended calls credited and freed here before anything is answered."""
+        w, now_ms = await self._payer_ready(user_id, now)
+        if w.listener_call_id is not None:
+            await self._listener_ready(w, now_ms)
+        return w, w.stamp(now_ms)
+
+    def _catch_up(self, w: Wallet, now_ms: int) -> list[Settlement]:
+        calls = [self.calls[c] for c in w.calls if c in self.calls]
+        if len(calls) != len(w.calls):
+            missing = [c for c in w.calls if c not in self.calls]
+            raise InvariantViolation(f"wallet {w.user_id} pays calls {missing} not hosted here")
+        records: list = []
+        settled = catch_up(w, calls, now_ms, records)
+        self._after_billing(w, calls, records, settled)
+        return settled
+
+    def _after_billing(
+        self, w: Wallet, calls: list[Call], records: list, settled: list[Settlement]
+    ) -> None:
+        self.client.append(records)  # before the settlements they lead to
+        self.stats["minutes_billed"] += len(records)
+        for c in calls:
+            if c.settlement is None:
+                notice = c.low_balance(w.balance_coins, self.low_balance_minutes)
+                if notice is not None:
+                    self._notices.append(notice)
+        if settled:
+            self._settle(settled, urgent=False)
+        else:
+            self.publish_notices()
+
+    async def _listener_ready(self, w: Wallet, now_ms: int) -> None:
+        call_id, payer_id = w.listener_call_id, w.listener_payer_id
+        outcome = None
+        if payer_id is not None:
+            if self.is_local(payer_id):
+                outcome = await self.bill_call(call_id, now_ms / 1000)
+            elif self._ask_payer is not None:
+                outcome = await self._ask_payer(payer_id, call_id, now_ms / 1000)
+        if outcome is None:
+            # Neither ongoing nor settled on its payer's host: PostgreSQL decides.
+            await self._release_if_settled(w)
+        elif outcome["status"] != "ongoing":
+            self._release(w, call_id, outcome["earnings_paise"])
+
+    # -- external inputs, written through ------------------------------------------------------
 
     async def apply_external(
         self, user_id: int, tx_type: str, amount: int, key: str, now: float
     ) -> dict:
         check_external(tx_type, amount)  # bad input is refused before any read
-        w = await self.wallet(user_id)
+        w, now_ms = await self._ready(user_id, now)
         transfer_id = external_transfer_id(user_id, key)
         if transfer_id not in w.external:
             # A key from before this wallet was loaded is in the ledger, if anywhere (what a
@@ -107,10 +220,11 @@ class WalletHost:
             committed = await store.external_transfer(await self.pool(), transfer_id)
             if committed is not None:
                 w.recall_external(transfer_id, *committed)
-        if tx_type == WITHDRAW and amount > w.earnings_paise:
-            await self._release_if_settled(w)  # a credit whose release message was lost
+        if tx_type == WITHDRAW and amount > w.earnings_paise and w.listener_call_id is not None:
+            await self._listener_ready(w, now_ms)  # a credit that settled meanwhile
         await self.client.room()
-        t = w.apply_external(key, tx_type, amount, int(now * 1000))
+        # Awaits above let other operations in; whatever they did is at or before this stamp.
+        t = w.apply_external(key, tx_type, amount, w.stamp(now_ms))
         if t is not None:
             await self.client.durable([transfer_record(t)])
         else:
@@ -124,62 +238,171 @@ class WalletHost:
             "earnings_paise": w.earnings_paise,
         }
 
-    async def open_call(self, call: Call, now: float) -> None:
-        """Charge minute 1 and record the call's start, both committed before returning."""
-        w = await self.wallet(call.user_id)
+    # -- the payer's side of calls -------------------------------------------------------------
+
+    async def open_call(self, call: Call, now: float, start_key: str | None = None) -> dict:
+        """Charge minute 1 and record the call's start, both committed before returning. The
+        call connects when its payer's host opens it: never before the payer's last event."""
+        w, now_ms = await self._payer_ready(call.user_id, now)
         await self.client.room()
-        first = w.open_call(call.call_id, call.rate_coins, self.user_calls_max, int(now * 1000))
-        call.after_billing(1, False, now)
-        await self.client.durable([call_start_record(call), transfer_record(first)])
+        call.connected_ms = max(call.connected_ms, w.stamp(now_ms))
+        first = w.open_call(
+            call.call_id, call.rate_coins, self.user_calls_max, call.connected_ms, call.minute_ms
+        )
+        call.after_billing_ms(1, False, call.connected_ms)
+        self.add_call(call)
+        await self.client.durable([call_start_record(call, start_key), transfer_record(first)])
+        return call.state()
 
-    def bill(
-        self, user_id: int, call_id: int, through_minute: int, now: float, out: list | None = None
-    ) -> tuple[int, bool, int]:
-        """Bill due minutes (written behind). Returns (last billed minute, short, coins left).
-        The transfers go to the writer's client, or into `out` for a caller that bills many
-        calls and appends them in one go, before anything else it appends."""
-        w = self.wallets.get(user_id)
-        if w is None:
-            raise InvariantViolation(f"call {call_id}: payer {user_id} is not hosted here")
-        transfers, last, short = w.bill_call(call_id, through_minute, int(now * 1000))
-        if transfers:  # a transfer is its own record
-            if out is None:
-                self.client.append(transfers)
+    def tick(self, call_ids: list[int], now: float) -> int:
+        """Bill the calls `call_ids` through `now` (a timer's pass; written behind). Returns
+        the minutes billed. A payer with more than one call has all of them billed in due
+        order."""
+        now_ms = to_ms(now)
+        records: list = []
+        settled: list[Settlement] = []
+        calls, wallets = self.calls, self.wallets
+        for call_id in call_ids:
+            call = calls.get(call_id)
+            if call is None or call.settlement is not None:
+                continue
+            w = wallets.get(call.user_id)
+            if w is None:
+                raise InvariantViolation(f"call {call_id}: payer {call.user_id} not hosted here")
+            w.stamp(now_ms)
+            if len(w.calls) == 1:  # the hot path
+                s = bill_call_through(w, call, call.due_minute_ms(now_ms), now_ms, records)
+                if s is not None:
+                    settled.append(s)
+                else:
+                    notice = call.low_balance(w.balance_coins, self.low_balance_minutes)
+                    if notice is not None:
+                        self._notices.append(notice)
             else:
-                out.extend(transfers)
-        return last, short, w.balance_coins
+                settled += catch_up(w, [calls[c] for c in w.calls], now_ms, records)
+        self.client.append(records)  # before the settlements of this pass
+        self.stats["minutes_billed"] += len(records)
+        if settled:
+            self._settle(settled, urgent=False)
+        return len(records)
 
-    def close_call(self, s: Settlement) -> int:
-        """Record a settlement (end of call and the listener's credit); returns the sequence
-        number to wait on for it to be committed."""
-        w = self.wallets.get(s.user_id)
-        if w is not None:
-            last = w.close_call(s.call_id)
-            if last is not None and last != s.billed_minutes:
-                raise InvariantViolation(
-                    f"call {s.call_id}: wallet billed {last} minutes, call says {s.billed_minutes}"
-                )
-        return self.client.append(settlement_records(s))
+    async def end_call(self, call_id: int, now: float, reason: str) -> dict | None:
+        """End a call: bill what is due, settle once, return after the settlement committed
+        and the listener was freed. None when the call is not (or no longer) here."""
+        call = self.calls.get(call_id)
+        if call is None:
+            return None
+        w, now_ms = await self._payer_ready(call.user_id, now)
+        if call.settlement is None:
+            s = call.end(reason, now_ms / 1000)
+            self._settle([s], urgent=True)
+        return await self._settled(call)
+
+    async def bill_call(self, call_id: int, now: float) -> dict | None:
+        """The call brought up to `now`: its state, or, if it ended, its settlement once
+        committed and its listener freed. None when it is not here."""
+        call = self.calls.get(call_id)
+        if call is None:
+            return None
+        await self._payer_ready(call.user_id, now)
+        if call.settlement is None:
+            return call.state()
+        return await self._settled(call)
+
+    async def _settled(self, call: Call) -> dict:
+        pending = self._settling.get(call.call_id)
+        if pending is not None:
+            await self.client.wait_committed(urgent=True)  # someone waits: flush now
+            await asyncio.shield(pending)
+        return call.state()
 
     def user_in_call(self, user_id: int) -> bool:
         w = self.wallets.get(user_id)
         return bool(w and w.calls)
 
-    # -- the listener's side -----------------------------------------------------------------
+    # -- settlements ---------------------------------------------------------------------------
 
-    async def reserve_listener(self, listener_id: int, call_id: int) -> None:
-        w = await self.wallet(listener_id)
-        if w.listener_call_id not in (None, call_id):
-            await self._release_if_settled(w)
-        w.reserve_listener(call_id)
+    def _settle(self, settlements: list[Settlement], urgent: bool) -> None:
+        loop = asyncio.get_running_loop()
+        seq = 0
+        for s in settlements:
+            self._settling[s.call_id] = loop.create_future()
+            w = self.wallets.get(s.user_id)
+            last = None if w is None else w.close_call(s.call_id)
+            if last is not None and last != s.billed_minutes:
+                raise InvariantViolation(
+                    f"call {s.call_id}: wallet billed {last} minutes, call says {s.billed_minutes}"
+                )
+            seq = self.client.append(settlement_records(s))
+        loop.create_task(self._finish(settlements, seq, urgent))
+        self.publish_notices()
+
+    async def _finish(self, settlements: list[Settlement], seq: int, urgent: bool) -> None:
+        """After the settlements committed: free listeners (here, or batched per host),
+        clear presence, answer anyone waiting on them."""
+        try:
+            await self.client.wait_committed(seq, urgent=urgent)
+            elsewhere: Releases = []
+            for s in settlements:
+                item = (s.listener_id, s.call_id, s.earnings_paise)
+                if self.is_local(s.listener_id):
+                    await self.release_listeners([item])
+                else:
+                    elsewhere.append(item)
+            if elsewhere and self._release_elsewhere is not None:
+                # Not delivered (the listener's host restarting): that host frees the listener
+                # from PostgreSQL before it next answers for them.
+                await self._release_elsewhere(elsewhere)
+            for s in settlements:
+                self.calls.pop(s.call_id, None)
+                if self.presence is not None:
+                    await self.presence.call_settled(s.as_dict(), self.user_in_call(s.user_id))
+            self.stats["calls_settled"] += len(settlements)
+            for s in settlements:
+                self._settling.pop(s.call_id).set_result(s)
+        except BaseException as e:
+            for s in settlements:
+                fut = self._settling.pop(s.call_id, None)
+                if fut is not None and not fut.done():
+                    fut.set_exception(e)
+                    fut.exception()  # retrieved: a waiter may never come
+            raise
+
+    async def wait_settled(self) -> None:
+        """Until every settlement under way here is committed and its listener freed."""
+        if self._settling:
+            await self.client.wait_committed(urgent=True)
+            await asyncio.gather(*self._settling.values(), return_exceptions=True)
+
+    def publish_notices(self) -> None:
+        if self._notices and self.presence is not None:
+            notices, self._notices = self._notices, []
+            asyncio.get_running_loop().create_task(self.presence.publish_low_balance(notices))
+
+    # -- the listener's side -------------------------------------------------------------------
+
+    async def reserve_listener(
+        self, listener_id: int, call_id: int, payer_id: int | None, now: float
+    ) -> None:
+        w, _ = await self._ready(listener_id, now)
+        w.reserve_listener(call_id, payer_id)
         self._reserved_at[listener_id] = time.monotonic()
 
     async def cancel_reservation(self, listener_id: int, call_id: int) -> None:
-        (await self.wallet(listener_id)).cancel_reservation(call_id)
+        w = await self.wallet(listener_id)
+        w.cancel_reservation(call_id)
+        if w.listener_call_id is None:
+            self._reserved_at.pop(listener_id, None)
+
+    def _release(self, w: Wallet, call_id: int, earned_paise: int) -> bool:
+        released = w.release_listener(call_id, earned_paise)
+        if released:
+            self._reserved_at.pop(w.user_id, None)
+        return released
 
     async def _release_if_settled(self, w: Wallet) -> None:
         """Free a listener whose call settled while the message that frees it was lost (the
-        payer's actor died after the commit, or this one restarted before it arrived).
+        payer's host died after the commit, or this one restarted before it arrived).
 
         PostgreSQL decides: the call ended and its credit is committed, so the credit is
         mirrored here once (release_listener only frees the call the listener is in). A call
@@ -188,63 +411,91 @@ class WalletHost:
         call_id = w.listener_call_id
         if call_id is None:
             return
-        row = await (await self.pool()).fetchrow(
-            """SELECT c.status, l.amount FROM calls c
-               LEFT JOIN ledger l ON l.transfer_id = 'earn:call:' || c.call_id
-               WHERE c.call_id = $1""",
-            call_id,
-        )
-        if row is None:
+        outcome = await store.call_outcome(await self.pool(), call_id)
+        if outcome is None:
             age = time.monotonic() - self._reserved_at.get(w.user_id, 0.0)
             if age > RESERVATION_UNCONFIRMED_S:
                 w.cancel_reservation(call_id)
-        elif row["status"] != "ongoing" and row["amount"] is not None:
-            w.release_listener(call_id, row["amount"])
+                self._reserved_at.pop(w.user_id, None)
+        elif outcome["status"] != "ongoing":
+            self._release(w, call_id, outcome["earnings_paise"])
 
-    async def release_listeners(self, items: list[tuple[int, int, int]]) -> int:
+    async def release_listeners(self, items: Releases) -> int:
         """Free listeners of settled calls, mirroring the credit already committed."""
         released = 0
         for listener_id, call_id, earned in items:
-            released += (await self.wallet(listener_id)).release_listener(call_id, earned)
+            released += self._release(await self.wallet(listener_id), call_id, earned)
         return released
 
-    async def balance(self, user_id: int) -> dict:
-        w = await self.wallet(user_id)
+    # -- reads ---------------------------------------------------------------------------------
+
+    async def balance(self, user_id: int, now: float) -> dict:
+        w, _ = await self._ready(user_id, now)
         return {
             "user_id": user_id,
             "balance_coins": w.balance_coins,
             "earnings_paise": w.earnings_paise,
         }
 
-    async def inspect_wallet(self, user_id: int) -> dict:
-        return (await self.wallet(user_id)).state()
+    async def inspect_wallet(self, user_id: int, now: float) -> dict:
+        w, _ = await self._ready(user_id, now)
+        return w.state()
+
+
+def exit_on_violation(e: InvariantViolation, who: str) -> None:
+    """A rule of money broke inside a Ray actor: answer it, then die so that Ray restarts the
+    actor and it reloads from PostgreSQL, instead of answering the same error forever."""
+    log.critical("%s: %s; exiting to be rebuilt from PostgreSQL", who, e)
+    asyncio.get_running_loop().call_later(0.05, os._exit, INVARIANT_EXIT_CODE)
 
 
 class WalletMethods:
-    """The wallet methods a Ray actor hosting a `WalletHost` serves (a shard, a wallet actor):
-    the placements call them by name. `_ready()` is where a host loads what it must first."""
+    """The wallet methods a Ray actor hosting a `WalletHost` serves (a shard, a wallet
+    actor). `_ready()` is where a host loads what it must first; `_guard` turns a broken rule of
+    money into a restart."""
 
     host: WalletHost
+    name: str = "host"
+    in_ray: bool = True
 
     async def _ready(self) -> None:
         return None
 
+    async def _guard(self, work: Callable[[], Awaitable]):
+        try:
+            await self._ready()
+            return await work()
+        except InvariantViolation as e:
+            if self.in_ray:
+                exit_on_violation(e, self.name)
+            raise
+
     async def apply_external(self, user_id, tx_type, amount, key, now) -> dict:
-        await self._ready()
-        return await self.host.apply_external(user_id, tx_type, amount, key, now)
+        return await self._guard(
+            lambda: self.host.apply_external(user_id, tx_type, amount, key, now)
+        )
 
-    async def balance(self, user_id: int) -> dict:
-        await self._ready()
-        return await self.host.balance(user_id)
+    async def balance(self, user_id: int, now: float) -> dict:
+        return await self._guard(lambda: self.host.balance(user_id, now))
 
-    async def reserve_listener(self, listener_id: int, call_id: int) -> None:
-        await self._ready()
-        await self.host.reserve_listener(listener_id, call_id)
+    async def reserve_listener(self, listener_id, call_id, payer_id, now) -> None:
+        await self._guard(lambda: self.host.reserve_listener(listener_id, call_id, payer_id, now))
 
     async def cancel_reservation(self, listener_id: int, call_id: int) -> None:
-        await self._ready()
-        await self.host.cancel_reservation(listener_id, call_id)
+        await self._guard(lambda: self.host.cancel_reservation(listener_id, call_id))
 
-    async def release_listeners(self, items: list[tuple[int, int, int]]) -> int:
-        await self._ready()
-        return await self.host.release_listeners(items)
+    async def release_listeners(self, items: Releases) -> int:
+        return await self._guard(lambda: self.host.release_listeners(items))
+
+    async def open_call(self, spec: dict, now: float, start_key: str | None = None) -> dict:
+        call = Call.from_spec(spec)
+        return await self._guard(lambda: self.host.open_call(call, now, start_key))
+
+    async def end_call(self, call_id: int, now: float, reason: str = "hangup") -> dict | None:
+        return await self._guard(lambda: self.host.end_call(call_id, now, reason))
+
+    async def bill_call(self, call_id: int, now: float) -> dict | None:
+        return await self._guard(lambda: self.host.bill_call(call_id, now))
+
+    async def inspect_wallet(self, user_id: int, now: float) -> dict:
+        return await self._guard(lambda: self.host.inspect_wallet(user_id, now))

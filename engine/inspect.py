@@ -13,6 +13,7 @@ from engine.raycalls import (
     call_name,
     remote,
     shard_name,
+    shard_of,
     wallet_name,
 )
 
@@ -56,11 +57,12 @@ async def inspect_running(
         raise InvalidInput(f"inspect {what} needs an id")
     if what == "wallet":
         if shards:
-            return await remote(shards[ident % len(shards)].inspect_wallet.remote(ident))
+            shard = shards[shard_of(ident, len(shards))]
+            return await remote(shard.inspect_wallet.remote(ident, now))
         h = actor_or_none(wallet_name(ident), ns)
         if h is None:
             raise UnknownUser(f"no wallet actor for user {ident} (it has no ongoing call)")
-        return await remote(h.inspect_wallet.remote(ident))
+        return await remote(h.inspect_wallet.remote(ident, now))
     for s in shards:
         out = await remote(s.inspect_call.remote(ident, now))
         if out is not None:

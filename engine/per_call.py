@@ -1,24 +1,35 @@
 """Placement `actor-per-call`: a Ray actor per ongoing call and one per wallet.
 
-`wallet:{user_id}` hosts one person's wallet (the same `WalletHost` a shard uses);
-`call:{call_id}` holds one `Call`, ticks on its own timer and bills against its payer's wallet
-actor with one Ray call per due minute or batch of minutes. Both reload from PostgreSQL when Ray
-restarts them.
+`wallet:{user_id}` hosts one person's wallet and the calls they pay (the same `WalletHost` a
+shard uses): it alone decides how far a call is billed, so a call and its wallet can never
+disagree. `call:{call_id}` is the call's own timer: it ticks when the call's next minute falls
+due and asks the payer's wallet actor to bring the call up to now. Both reload from PostgreSQL
+when Ray restarts them, and a wallet actor catches up to the time of a request before answering.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
 
-from actors.call import Call, Settlement
-from actors.errors import InvariantViolation, UnknownUser
+from actors.call import Call
+from actors.errors import EngineUnavailable, UnknownUser
 from engine.config import Config
-from engine.host import WalletHost, WalletMethods
+from engine.host import Releases, WalletHost, WalletMethods
 from engine.loading import LoadOnce
-from engine.raycalls import actor, is_transient, remote, wallet_name, writer_drainer, writer_sender
+from engine.raycalls import (
+    actor,
+    actor_or_none,
+    is_transient,
+    remote,
+    wallet_name,
+    writer_drainer,
+    writer_sender,
+)
+from engine.retry import Retry, retrying
 from persistence import store
 from persistence.client import WriterClient
 from persistence.db import get_pool
@@ -26,47 +37,79 @@ from persistence.presence import Presence
 
 log = logging.getLogger("billing.per_call")
 
+# Reaching another wallet actor that is restarting: tries and pauses.
+PEER_RETRY = Retry(attempts_max=8, delay_min_s=0.05, delay_max_s=1.0)
+
 
 class WalletActor(WalletMethods):
-    def __init__(self, user_id: int, config: Config, database_url: str) -> None:
+    def __init__(
+        self, user_id: int, config: Config, database_url: str, redis_url: str | None = None
+    ) -> None:
         self.user_id = user_id
+        self.name = wallet_name(user_id)
         self.config = config
         self.client = WriterClient(writer_sender(config.namespace), config.client, is_transient)
         self.host = WalletHost(
-            database_url, self.client, config.user_calls_max, writer_drainer(config.namespace)
+            database_url,
+            self.client,
+            config.user_calls_max,
+            presence=Presence(redis_url),
+            low_balance_minutes=config.low_balance_minutes,
+            is_local=lambda uid: uid == user_id,
+            release_elsewhere=self._release_elsewhere,
+            ask_payer=self._ask_payer,
+            before_load=writer_drainer(config.namespace),
+            call_defaults=(config.minute_seconds, config.max_call_minutes),
         )
+        self._load_once = LoadOnce(self._load)
 
-    async def open_call(self, spec: dict, now: float) -> dict:
-        call = Call(**spec)
-        await self.host.open_call(call, now)
-        return call.state()
+    async def _ready(self) -> None:
+        await self._load_once()
 
-    async def bill(self, call_id: int, through_minute: int, now: float) -> tuple[int, bool, int]:
-        await self.host.wallet(self.user_id)
-        await self.client.room()
-        return self.host.bill(self.user_id, call_id, through_minute, now)
+    async def _load(self) -> None:
+        """The wallet and the calls it pays, as PostgreSQL has them once the writer committed
+        what this actor's predecessor handed it."""
+        # The placement makes no actor for an unknown id; if one is asked, each request says so.
+        with contextlib.suppress(UnknownUser):
+            await self.host.wallet(self.user_id)
 
-    async def close_call(self, s: Settlement) -> bool:
-        """Record the settlement; returns once committed, and whether the user is still in a
-        call (for presence)."""
-        await self.host.wallet(self.user_id)
-        await self.client.wait_committed(self.host.close_call(s), urgent=True)
-        return self.host.user_in_call(self.user_id)
+    def _peer(self, user_id: int):
+        return actor(wallet_name(user_id), self.config.namespace)
+
+    async def _release_elsewhere(self, items: Releases) -> None:
+        for item in items:
+            try:
+                await retrying(
+                    lambda item=item: remote(self._peer(item[0]).release_listeners.remote([item])),
+                    PEER_RETRY,
+                )
+            except (EngineUnavailable, ValueError) as e:  # ValueError: no such actor now
+                log.warning("wallet %d: release of %s not delivered: %s", self.user_id, item, e)
+
+    async def _ask_payer(self, payer_id: int, call_id: int, now: float) -> dict | None:
+        if actor_or_none(wallet_name(payer_id), self.config.namespace) is None:
+            return None  # a payer with no actor pays no ongoing call: PostgreSQL decides
+        return await retrying(
+            lambda: remote(self._peer(payer_id).bill_call.remote(call_id, now)), PEER_RETRY
+        )
 
     async def idle(self) -> bool:
         """No call, no reservation, nothing unwritten: safe to retire."""
         try:
-            w = await self.host.wallet(self.user_id)  # as PostgreSQL has it, if not loaded yet
+            await self._ready()
+            w = await self.host.wallet(self.user_id)
         except UnknownUser:
             return True
-        busy = bool(w.calls) or w.listener_call_id is not None
+        busy = bool(w.calls) or w.listener_call_id is not None or bool(self.host._settling)
         return not busy and self.client.pending == 0
 
     async def sync(self) -> None:
+        await self._ready()
+        await self.host.wait_settled()
         await self.client.wait_committed()
 
-    async def inspect_wallet(self, user_id: int) -> dict:
-        out = await self.host.inspect_wallet(user_id)
+    async def inspect_wallet(self, user_id: int, now: float) -> dict:
+        out = await super().inspect_wallet(user_id, now)
         out["actor"] = wallet_name(user_id)
         out["pid"] = os.getpid()
         out["writer_client"] = self.client.state()
@@ -74,112 +117,57 @@ class WalletActor(WalletMethods):
 
 
 class CallActor:
+    """A call's timer. The money of the call lives in its payer's wallet actor."""
+
     def __init__(self, spec: dict, config: Config, database_url: str, redis_url: str | None):
         self.spec = spec
+        self.call_id = spec["call_id"]
         self.config = config
         self.database_url = database_url
-        self.presence = Presence(redis_url)
-        self.call = Call(**spec)
-        self._lock = asyncio.Lock()  # a tick and a hang-up never interleave (rule 7)
-        self._load_once = LoadOnce(self._load)
+        self._payer = actor(wallet_name(spec["user_id"]), config.namespace)
+        self._last: dict = Call.from_spec(spec, 1).state()
         self._loop_task: asyncio.Task | None = None
-        self._payer = None
-        self._listener = None
-        self._finished = False  # settled, committed, listener released: safe to retire
-
-    async def _ready(self) -> None:
-        await self._load_once()
-        if (
-            self.config.clock == "real"
-            and self.call.settlement is None
-            and (self._loop_task is None or self._loop_task.done())
-        ):
-            self._loop_task = asyncio.get_running_loop().create_task(self._loop())
+        self._load_once = LoadOnce(self._load)
 
     async def _load(self) -> None:
-        """On a (re)start: PostgreSQL says how far the call got, once the writer committed
-        what this actor's predecessor and the payer's had handed it."""
-        await writer_drainer(self.config.namespace)()
-        pool = await get_pool(self.database_url)
-        row = await store.read_call(pool, self.call.call_id)
-        last = await store.last_billed_minutes(pool, [self.call.call_id])
-        self.call.billed_minutes = last[self.call.call_id]
-        self._payer = actor(wallet_name(self.call.user_id), self.config.namespace)
-        self._listener = actor(wallet_name(self.call.listener_id), self.config.namespace)
-        if row["status"] != "ongoing":
-            # Restarted after the settlement committed: finish its steps again; each one is
-            # idempotent (by call id and transfer id).
-            self.call.billed_minutes = row["billed_minutes"]
-            await self._settled(self.call.settle(row["status"], row["end_reason"], row["ended_at"]))
+        if self.config.clock == "real":
+            self._loop_task = asyncio.get_running_loop().create_task(self._loop())
 
-    async def _bill(self, now: float, settling: bool = False) -> Settlement | None:
-        """Ask the payer's wallet to bill through the minute due. Before a settlement it is
-        asked even when nothing is due: a wallet actor that restarted may have lost minutes
-        it billed but had not yet committed, and bills them again here (same transfer ids)."""
-        due = self.call.due_minute(now)
-        if due <= self.call.billed_minutes and now < self.call.expires_at() and not settling:
-            return None
-        last, short, coins = await remote(self._payer.bill.remote(self.call.call_id, due, now))
-        s = self.call.after_billing(last, short, now)
-        if s is None:
-            notice = self.call.low_balance(coins, self.config.low_balance_minutes)
-            if notice is not None:
-                await self.presence.publish_low_balance([notice])
-        return s
-
-    async def _settled(self, s: Settlement) -> None:
-        still = await remote(self._payer.close_call.remote(s))
-        try:
-            await remote(
-                self._listener.release_listeners.remote(
-                    [(s.listener_id, s.call_id, s.earnings_paise)]
-                )
-            )
-        except Exception as e:  # noqa: BLE001 - sorted below
-            if not is_transient(e):
-                raise
-            # The listener's wallet actor is restarting: it reloads from PostgreSQL, or frees
-            # the listener from there when next asked.
-            log.warning("call %d: listener release not delivered: %s", s.call_id, e)
-        await self.presence.call_settled(s.as_dict(), still)
-        self._finished = True
-
-    async def run_due(self, now: float) -> dict:
-        await self._ready()
-        async with self._lock:
-            before = self.call.billed_minutes
-            if self.call.settlement is None:
-                s = await self._bill(now)
-                if s is not None:
-                    await self._settled(s)
-        return self.call.state(now) | {"billed_now": self.call.billed_minutes - before}
-
-    async def end(self, now: float, reason: str = "hangup") -> dict:
-        await self._ready()
-        async with self._lock:
-            if self.call.settlement is None:
-                s = await self._bill(now, settling=True) or self.call.end(reason, now)
-                await self._settled(s)
-        return self.call.settlement.as_dict()
-
-    async def _loop(self) -> None:
-        try:
-            while self.call.settlement is None:
-                delay = max(0.0, self.call.next_due_at() - time.time())
-                await asyncio.sleep(min(delay, self.config.shard_loop_interval_ms / 1000))
-                await self.run_due(time.time())
-        except InvariantViolation as e:
-            log.critical("call %d: %s; exiting to be rebuilt", self.call.call_id, e)
-            os._exit(70)
-
-    async def state(self, now: float) -> dict:
-        await self._ready()
-        out = self.call.state(now)
-        out["actor"] = f"call:{self.call.call_id}"
-        out["pid"] = os.getpid()
+    async def _ask(self, method: str, *args) -> dict:
+        """The payer's answer for this call; its stored row once the payer no longer has it
+        (settled and done)."""
+        await self._load_once()
+        out = await remote(getattr(self._payer, method).remote(self.call_id, *args))
+        if out is None:
+            out = await store.read_call(await get_pool(self.database_url), self.call_id)
+        self._last = out
         return out
 
+    async def run_due(self, now: float) -> dict:
+        before = self._last.get("billed_minutes", 0)
+        out = await self._ask("bill_call", now)
+        return out | {"billed_now": max(0, out["billed_minutes"] - before)}
+
+    async def end(self, now: float, reason: str = "hangup") -> dict:
+        return await self._ask("end_call", now, reason)
+
+    async def state(self, now: float) -> dict:
+        out = await self._ask("bill_call", now)
+        return out | {"actor": f"call:{self.call_id}", "pid": os.getpid()}
+
+    async def _loop(self) -> None:
+        interval_s = self.config.shard_loop_interval_ms / 1000
+        while self._last["status"] == "ongoing":
+            due = self._last.get("next_tick_at") or time.time()
+            await asyncio.sleep(min(max(0.0, due - time.time()), interval_s))
+            try:
+                await self.run_due(time.time())
+            except Exception as e:  # noqa: BLE001 - the timer outlives a restarting payer
+                if not is_transient(e):
+                    log.warning("call %d: tick failed: %s", self.call_id, e)
+                await asyncio.sleep(interval_s)
+
     async def ping(self) -> str:
-        """The call's status, but "ongoing" until its settlement is fully done."""
-        await self._ready()
-        return self.call.status if self._finished else "ongoing"
+        """The call's status as last heard: "ongoing" until it is settled and done."""
+        await self._load_once()
+        return self._last["status"]

@@ -1,18 +1,27 @@
-"""Where wallets and calls live. Both placements serve the same methods to the Engine."""
+"""Where wallets and calls live. Both placements implement `Placement`, the seam the Engine
+calls: one method per operation, with its real parameters."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Protocol
 
 import ray
-from ray.exceptions import ActorDiedError
 
 from actors.call import Call
 from actors.errors import CapacityExceeded, UnknownUser
 from engine.config import Config
 from engine.per_call import CallActor, WalletActor
-from engine.raycalls import actor, actor_or_none, call_name, remote, shard_name, wallet_name
+from engine.raycalls import (
+    actor,
+    actor_or_none,
+    call_name,
+    remote,
+    shard_name,
+    shard_of,
+    wallet_name,
+)
 from engine.shard import Shard
 from persistence import store
 from persistence.db import get_pool
@@ -24,7 +33,67 @@ RETIRE_WAIT_ROUNDS_MAX = 100
 ACTOR_OPTIONS = {"max_restarts": -1, "max_concurrency": 1000, "num_cpus": 0}
 
 
-class ShardedPlacement:
+class Placement(Protocol):
+    """What a placement does for the Engine. Every operation on a wallet or a call carries the
+    time it happens at (`now`): the host applies everything due by then first (rule 9)."""
+
+    name: str
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    async def keep(self) -> None: ...
+    async def sync(self) -> None: ...
+    async def inspect(self) -> list[dict]: ...
+
+    async def apply_external(
+        self, user_id: int, tx_type: str, amount: int, key: str, now: float
+    ) -> dict: ...
+    async def balance(self, user_id: int, now: float) -> dict: ...
+    async def inspect_wallet(self, user_id: int, now: float) -> dict: ...
+    async def reserve_listener(
+        self, listener_id: int, call_id: int, payer_id: int, now: float
+    ) -> None: ...
+    async def cancel_reservation(self, listener_id: int, call_id: int) -> None: ...
+
+    async def start_call(self, call: Call, now: float, start_key: str | None) -> dict: ...
+    async def end_call(
+        self, call_id: int, user_id: int, now: float, reason: str
+    ) -> dict | None: ...
+    async def bill_call(self, call_id: int, user_id: int, now: float) -> dict | None: ...
+    async def run_due(self, now: float) -> int: ...
+
+
+class HostedWallets:
+    """The wallet operations, the same on both placements: each goes to the Ray actor that
+    hosts the person (`_host`)."""
+
+    async def _host(self, user_id: int):
+        raise NotImplementedError
+
+    async def apply_external(
+        self, user_id: int, tx_type: str, amount: int, key: str, now: float
+    ) -> dict:
+        h = await self._host(user_id)
+        return await remote(h.apply_external.remote(user_id, tx_type, amount, key, now))
+
+    async def balance(self, user_id: int, now: float) -> dict:
+        return await remote((await self._host(user_id)).balance.remote(user_id, now))
+
+    async def inspect_wallet(self, user_id: int, now: float) -> dict:
+        return await remote((await self._host(user_id)).inspect_wallet.remote(user_id, now))
+
+    async def reserve_listener(
+        self, listener_id: int, call_id: int, payer_id: int, now: float
+    ) -> None:
+        h = await self._host(listener_id)
+        await remote(h.reserve_listener.remote(listener_id, call_id, payer_id, now))
+
+    async def cancel_reservation(self, listener_id: int, call_id: int) -> None:
+        h = await self._host(listener_id)
+        await remote(h.cancel_reservation.remote(listener_id, call_id))
+
+
+class ShardedPlacement(HostedWallets):
     name = "sharded"
 
     def __init__(
@@ -47,16 +116,17 @@ class ShardedPlacement:
         ]
 
     def _shard(self, user_id: int):
-        return self.shards[user_id % len(self.shards)]
+        return self.shards[shard_of(user_id, len(self.shards))]
+
+    async def _host(self, user_id: int):
+        return self._shard(user_id)
 
     async def start(self) -> None:
         await asyncio.gather(*(remote(s.start.remote()) for s in self.shards))
 
-    async def wallet(self, user_id: int, method: str, *args):
-        return await remote(getattr(self._shard(user_id), method).remote(*args))
-
-    async def start_call(self, call: Call, now: float) -> dict:
-        return await remote(self._shard(call.user_id).start_call.remote(call_spec(call), now))
+    async def start_call(self, call: Call, now: float, start_key: str | None) -> dict:
+        shard = self._shard(call.user_id)
+        return await remote(shard.open_call.remote(call.spec(), now, start_key))
 
     async def end_call(self, call_id: int, user_id: int, now: float, reason: str) -> dict | None:
         return await remote(self._shard(user_id).end_call.remote(call_id, now, reason))
@@ -64,11 +134,9 @@ class ShardedPlacement:
     async def bill_call(self, call_id: int, user_id: int, now: float) -> dict | None:
         return await remote(self._shard(user_id).bill_call.remote(call_id, now))
 
-    async def call_state(self, call_id: int, user_id: int, now: float) -> dict | None:
-        return await remote(self._shard(user_id).inspect_call.remote(call_id, now))
-
     async def run_due(self, now: float) -> int:
-        billed = await asyncio.gather(*(remote(s.run_due.remote(now)) for s in self.shards))
+        """Bill every shard's due minutes; returns once the calls that ended are settled."""
+        billed = await asyncio.gather(*(remote(s.run_due.remote(now, True)) for s in self.shards))
         return sum(billed)
 
     async def sync(self) -> None:
@@ -88,7 +156,7 @@ class ShardedPlacement:
                 ray.kill(s)
 
 
-class ActorPerCallPlacement:
+class ActorPerCallPlacement(HostedWallets):
     name = "actor-per-call"
 
     def __init__(
@@ -135,10 +203,16 @@ class ActorPerCallPlacement:
                     get_if_exists=True,
                     **ACTOR_OPTIONS,
                 )
-                .remote(user_id, self.config, self.database_url)
+                .remote(user_id, self.config, self.database_url, self.redis_url)
             )
             self.wallets[user_id] = h
         return h
+
+    async def _host(self, user_id: int):
+        """The person's wallet actor; requests under way are counted, so that one is never
+        retired with a request on its way (see `reap`)."""
+        self._touched[user_id] = self._touched.get(user_id, 0) + 1
+        return await self._wallet_actor(user_id)
 
     def _full_message(self, needed: int) -> str:
         nodes = self._capacity() // self.config.actors_per_node_max
@@ -159,7 +233,7 @@ class ActorPerCallPlacement:
         self.calls = {c: h for c, h in self.calls.items() if h is not None}
 
     async def start(self) -> None:
-        """Recovery: an actor for every call PostgreSQL says is ongoing."""
+        """Recovery: an actor for every call PostgreSQL says is ongoing, and for its parties."""
         if self.attached:
             self._discover()
             return
@@ -174,68 +248,81 @@ class ActorPerCallPlacement:
             self._spawn_call(c)
         await self.keep()
 
-    async def wallet(self, user_id: int, method: str, *args):
+    async def _busy(self, user_id: int, work):
+        """`work` on a wallet actor, counted as in flight so that `reap` leaves it alone."""
         self._inflight[user_id] = self._inflight.get(user_id, 0) + 1
-        self._touched[user_id] = self._touched.get(user_id, 0) + 1
         try:
-            h = await self._wallet_actor(user_id)
-            return await remote(getattr(h, method).remote(*args))
+            return await work
         finally:
             self._inflight[user_id] -= 1
             if not self._inflight[user_id]:
                 del self._inflight[user_id]
 
+    async def apply_external(self, user_id, tx_type, amount, key, now) -> dict:
+        return await self._busy(user_id, super().apply_external(user_id, tx_type, amount, key, now))
+
+    async def balance(self, user_id: int, now: float) -> dict:
+        return await self._busy(user_id, super().balance(user_id, now))
+
+    async def reserve_listener(self, listener_id, call_id, payer_id, now) -> None:
+        await self._busy(listener_id, super().reserve_listener(listener_id, call_id, payer_id, now))
+
     def _spawn_call(self, call: Call) -> None:
         self.calls[call.call_id] = (
             ray.remote(CallActor)
             .options(name=call_name(call.call_id), namespace=self.config.namespace, **ACTOR_OPTIONS)
-            .remote(call_spec(call), self.config, self.database_url, self.redis_url)
+            .remote(call.spec(), self.config, self.database_url, self.redis_url)
         )
 
-    async def start_call(self, call: Call, now: float) -> dict:
+    async def start_call(self, call: Call, now: float, start_key: str | None) -> dict:
         needed = 1 + (call.user_id not in self.wallets) + (call.listener_id not in self.wallets)
         if self.actors() + needed > self._capacity():
             raise CapacityExceeded(self._full_message(needed))
-        state = await self.wallet(call.user_id, "open_call", call_spec(call), now)
-        call.billed_minutes = state["billed_minutes"]
+        payer = await self._host(call.user_id)
+        opened = payer.open_call.remote(call.spec(), now, start_key)
+        state = await self._busy(call.user_id, remote(opened))
         self._spawn_call(call)
         await remote(self.calls[call.call_id].ping.remote())
         return state
 
-    def _call_handle(self, call_id: int):
-        return self.calls.get(call_id) or actor_or_none(call_name(call_id), self.config.namespace)
-
-    async def _on_call(self, call_id: int, method: str, *args) -> dict | None:
-        """Ask a call's actor; None when it is gone. Call actors are killed only once settled
-        (by whichever engine saw it first), so a gone actor means: read the stored row."""
-        h = self._call_handle(call_id)
-        if h is None:
-            return None
-        try:
-            out = await remote(getattr(h, method).remote(*args))
-        except ActorDiedError:
-            self.calls.pop(call_id, None)
-            return None
-        if out["status"] != "ongoing":
+    async def _on_payer(self, call_id: int, user_id: int, ask) -> dict | None:
+        payer = await self._host(user_id)
+        out = await self._busy(user_id, remote(ask(payer)))
+        if out is not None and out["status"] != "ongoing":
             await self._retire(call_id)
         return out
 
     async def end_call(self, call_id: int, user_id: int, now: float, reason: str) -> dict | None:
-        return await self._on_call(call_id, "end", now, reason)
+        return await self._on_payer(
+            call_id, user_id, lambda p: p.end_call.remote(call_id, now, reason)
+        )
 
     async def bill_call(self, call_id: int, user_id: int, now: float) -> dict | None:
-        return await self._on_call(call_id, "run_due", now)
-
-    async def call_state(self, call_id: int, user_id: int, now: float) -> dict | None:
-        h = self.calls.get(call_id)
-        return None if h is None else await remote(h.state.remote(now))
+        return await self._on_payer(call_id, user_id, lambda p: p.bill_call.remote(call_id, now))
 
     async def run_due(self, now: float) -> int:
+        """Each call actor ticks now; returns once the calls that ended are settled."""
         if self.attached:
             self._discover()
         ids = list(self.calls)
-        states = await asyncio.gather(*(self._on_call(c, "run_due", now) for c in ids))
-        return sum(st.get("billed_now", 0) for st in states if st is not None)
+        states = await asyncio.gather(
+            *(self._tick(c, self.calls[c], now) for c in ids), return_exceptions=True
+        )
+        billed = 0
+        for c, st in zip(ids, states, strict=True):
+            if isinstance(st, BaseException):
+                # Retired meanwhile (a hang-up here, or by the engine this one attached to).
+                if actor_or_none(call_name(c), self.config.namespace) is not None:
+                    raise st
+                self.calls.pop(c, None)
+                continue
+            billed += st["billed_now"]
+            if st["status"] != "ongoing":
+                await self._retire(c)
+        return billed
+
+    async def _tick(self, call_id: int, handle, now: float) -> dict:
+        return await remote(handle.run_due.remote(now))
 
     async def _retire(self, call_id: int) -> None:
         h = self.calls.pop(call_id, None)
@@ -303,24 +390,8 @@ class ActorPerCallPlacement:
         self.wallets.clear()
 
 
-SPEC_FIELDS = (
-    "call_id",
-    "user_id",
-    "listener_id",
-    "call_type",
-    "tier",
-    "rate_coins",
-    "rate_paise",
-    "connected_at",
-    "minute_seconds",
-    "max_minutes",
-)
-
-
-def call_spec(call: Call) -> dict:
-    return {k: getattr(call, k) for k in SPEC_FIELDS}
-
-
-def make_placement(config: Config, database_url: str, redis_url: str | None, attach: bool = False):
+def make_placement(
+    config: Config, database_url: str, redis_url: str | None, attach: bool = False
+) -> Placement:
     cls = ShardedPlacement if config.placement == "sharded" else ActorPerCallPlacement
     return cls(config, database_url, redis_url, attach)

@@ -10,7 +10,8 @@ from ray.exceptions import (
     RayTaskError,
 )
 
-from actors.errors import BillingError, InvariantViolation
+from actors.errors import BillingError, EngineUnavailable, InvariantViolation
+from persistence.writer import TRANSIENT_ERRORS
 
 NAMESPACE = "billing"
 WRITER_NAME = "writer"
@@ -28,20 +29,37 @@ def wallet_name(user_id: int) -> str:
     return f"wallet:{user_id}"
 
 
+def shard_of(user_id: int, shards: int) -> int:
+    """The shard that hosts a person's wallet and the calls they pay: the one place this rule
+    is written."""
+    return user_id % shards
+
+
+RAY_TRANSIENT = (RayActorError, ActorUnavailableError, GetTimeoutError)
+
+
 def is_transient(exc: BaseException) -> bool:
     """The actor on the other side is restarting or unreachable: worth a retry."""
-    return isinstance(exc, RayActorError | ActorUnavailableError | GetTimeoutError | OSError)
+    return isinstance(exc, RAY_TRANSIENT | OSError)  # EngineUnavailable is a ConnectionError
 
 
 async def remote(ref):
-    """Await a remote call, raising the callee's own BillingError/InvariantViolation."""
+    """Await a remote call. The callee's own BillingError, InvariantViolation or
+    ConnectionError is raised as it was; Ray's errors for an actor that is restarting or
+    unreachable become one retryable `EngineUnavailable`."""
     try:
         return await ref
     except RayTaskError as e:
         cause = getattr(e, "cause", None)
         if isinstance(cause, BillingError | InvariantViolation | ConnectionError):
             raise cause from None
+        if isinstance(cause, RAY_TRANSIENT):
+            raise EngineUnavailable(f"an engine actor is restarting: {cause}") from e
+        if isinstance(cause, TRANSIENT_ERRORS):
+            raise EngineUnavailable(f"PostgreSQL or Redis unreachable: {cause}") from e
         raise
+    except RAY_TRANSIENT as e:
+        raise EngineUnavailable(f"an engine actor is restarting: {e}") from e
 
 
 def actor(name: str, namespace: str = NAMESPACE):

@@ -6,6 +6,37 @@ import asyncpg
 
 from persistence.schema import call_minutes
 
+# Rule 9 in SQL. Minutes a call had started by its end: floor((end - start) / minute) + 1, at
+# most the call's maximum; the exact interval arithmetic of timestamps in milliseconds.
+STARTED_BY_END = """least(
+    floor(extract(epoch FROM (c.ended_at - c.connected_at)) * 1000 / c.minute_ms)::bigint + 1,
+    coalesce(c.max_minutes, c.billed_minutes))"""
+BOUNDARY_OF_UNPAID = "c.connected_at + c.billed_minutes * c.minute_ms * interval '1 millisecond'"
+
+# A payer's coins as things happened: every coin transfer by its time (a minute carries the time
+# it started, a top-up or spend the time it was applied), and each drop for coins at its
+# boundary. At one instant, minutes that fell due come first, then drops, then outside inputs
+# (top-ups, spends, a call's start with its minute 1; credits before debits): an operation at
+# time t sees everything due by t. `balance` is the running balance after each event (kind 0
+# minute due, 1 drop, 2 outside input).
+COINS_IN_TIME_ORDER = f"""
+SELECT ev.kind, ev.rate_coins,
+       w.opening_coins + sum(ev.amount) OVER (
+           PARTITION BY ev.user_id ORDER BY ev.at, ev.kind, ev.amount DESC, ev.id
+           ROWS UNBOUNDED PRECEDING) AS balance
+FROM (
+    SELECT user_id, created_at AS at,
+           CASE WHEN call_id IS NULL OR minute_no = 1 THEN 2 ELSE 0 END AS kind,
+           amount, NULL::bigint AS rate_coins, transfer_id AS id
+    FROM ledger WHERE unit = 'coins'
+    UNION ALL
+    SELECT c.user_id, c.ended_at, 1, 0, c.rate_coins, c.call_id::text
+    FROM calls c
+    WHERE c.status = 'dropped' AND c.end_reason = 'insufficient_coins'
+      AND c.minute_ms IS NOT NULL AND c.ended_at = {BOUNDARY_OF_UNPAID}
+) ev JOIN wallets w ON w.user_id = ev.user_id
+"""
+
 CHECKS: list[tuple[str, str]] = [
     (
         "coin balance = opening + transfers",
@@ -69,6 +100,52 @@ CHECKS: list[tuple[str, str]] = [
                   AND (e.n IS DISTINCT FROM 1 OR e.paise <> c.earnings_paise
                        OR e.lid <> c.listener_id))
               OR (c.status = 'ongoing' AND e.n IS NOT NULL)""",
+    ),
+    # -- the billing policy, wherever the database can show it ---------------------------------
+    # A call recording its minute length (minute_ms) is checked against its own start, end
+    # and reason: a hang-up or an expiry bills every minute started by its end (no more than
+    # the maximum); a drop for coins ends at the boundary of the minute it could not pay (or,
+    # ended by an outside check, bills every minute started by then).
+    (
+        "ended calls whose billed minutes disagree with their start, end and reason",
+        f"""SELECT count(*) FROM calls c
+           WHERE c.status <> 'ongoing' AND c.minute_ms IS NOT NULL AND NOT CASE
+             WHEN c.end_reason = 'hangup' THEN
+               c.status = 'completed' AND c.billed_minutes = {STARTED_BY_END}
+             WHEN c.end_reason = 'expired' THEN
+               c.status = 'dropped' AND c.billed_minutes = {STARTED_BY_END}
+             WHEN c.end_reason = 'insufficient_coins' THEN
+               c.status = 'dropped' AND c.billed_minutes >= 1
+               AND (c.ended_at = {BOUNDARY_OF_UNPAID} OR c.billed_minutes = {STARTED_BY_END})
+             ELSE false END""",
+    ),
+    (
+        "call minutes not dated when they started, or dated after their call ended",
+        """SELECT count(*) FROM ledger l JOIN calls c ON c.call_id = l.call_id
+           WHERE l.tx_type = 'spend' AND c.minute_ms IS NOT NULL
+             AND (l.created_at <> c.connected_at
+                                   + (l.minute_no - 1) * c.minute_ms * interval '1 millisecond'
+                  OR (c.status <> 'ongoing' AND l.created_at > c.ended_at))""",
+    ),
+    (
+        "coin transfers that take a balance below zero in time order",
+        f"""SELECT count(*) FROM ({COINS_IN_TIME_ORDER}) r WHERE kind <> 1 AND balance < 0""",
+    ),
+    (
+        "calls dropped for coins when the payer could pay the next minute",
+        f"""SELECT count(*) FROM ({COINS_IN_TIME_ORDER}) r
+           WHERE kind = 1 AND balance >= rate_coins""",
+    ),
+    (
+        "withdrawals that take earnings below zero in time order",
+        """SELECT count(*) FROM (
+             SELECT e.opening_paise + sum(l.amount) OVER (
+                      PARTITION BY l.user_id
+                      ORDER BY l.created_at, l.amount DESC, l.transfer_id
+                      ROWS UNBOUNDED PRECEDING) AS earned
+             FROM ledger l JOIN listener_earnings e ON e.listener_id = l.user_id
+             WHERE l.unit = 'paise') r
+           WHERE earned < 0""",
     ),
     (
         "listeners in more than one ongoing call",

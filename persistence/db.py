@@ -9,6 +9,7 @@ import weakref
 
 import asyncpg
 
+from actors.errors import EngineUnavailable
 from persistence.schema import migrate
 
 POOL_SIZE_MAX = 8
@@ -57,7 +58,7 @@ async def _create_pool(url: str) -> asyncpg.Pool:
     try:
         conn = await asyncpg.connect(url, timeout=CONNECT_TIMEOUT_S)
     except (TimeoutError, OSError, asyncpg.PostgresError) as e:
-        raise ConnectionError(f"cannot reach PostgreSQL at {mask_url(url)}: {e}") from None
+        raise EngineUnavailable(f"cannot reach PostgreSQL at {mask_url(url)}: {e}") from None
     try:
         await migrate(conn)
     finally:
@@ -71,7 +72,7 @@ async def _create_pool(url: str) -> asyncpg.Pool:
             timeout=CONNECT_TIMEOUT_S,
         )
     except (TimeoutError, OSError, asyncpg.PostgresError) as e:
-        raise ConnectionError(f"cannot reach PostgreSQL at {mask_url(url)}: {e}") from None
+        raise EngineUnavailable(f"cannot reach PostgreSQL at {mask_url(url)}: {e}") from None
 
 
 async def close_pools() -> None:

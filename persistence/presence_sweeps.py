@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from redis.exceptions import RedisError
 
+from actors.errors import EngineUnavailable
 from persistence import keys
 from persistence.db import mask_url
 from persistence.presence import connect
@@ -54,7 +55,9 @@ class PresenceSweeps:
         try:
             return await coro
         except (RedisError, OSError) as e:
-            raise ConnectionError(f"Redis at {mask_url(self.url)} failed in {what}: {e}") from None
+            raise EngineUnavailable(
+                f"Redis at {mask_url(self.url)} failed in {what}: {e}"
+            ) from None
 
     async def mark_inactive_offline(self, cutoff: float) -> int:
         return await self._run(

@@ -23,7 +23,7 @@ def transfer_record(t: Transfer) -> Transfer:
     return t
 
 
-def call_start_record(call) -> list:
+def call_start_record(call, start_key: str | None = None) -> list:
     return [
         CALL_START,
         call.call_id,
@@ -33,7 +33,10 @@ def call_start_record(call) -> list:
         call.tier,
         call.rate_coins,
         call.rate_paise,
-        int(call.connected_at * 1000),
+        call.connected_ms,
+        call.minute_ms,
+        call.max_minutes,
+        start_key,
     ]
 
 
@@ -46,7 +49,7 @@ def call_end_record(s: Settlement) -> list:
         s.billed_minutes,
         s.coins_spent,
         s.earnings_paise,
-        int(s.ended_at * 1000),
+        s.ended_ms,
     ]
 
 

@@ -127,6 +127,20 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             ) u ON true;
         """,
     ),
+    (
+        4,
+        "each call records its minute length, its maximum and its start key",
+        """
+        -- The audit checks a call's billed minutes against its own start, end and minute
+        -- length, so a call records the minute it was billed by (NULL: a call from before).
+        ALTER TABLE calls ADD COLUMN minute_ms integer CHECK (minute_ms > 0);
+        ALTER TABLE calls ADD COLUMN max_minutes integer CHECK (max_minutes > 0);
+        -- A start retried with its idempotency key returns the call it made.
+        ALTER TABLE calls ADD COLUMN start_key text;
+        CREATE INDEX calls_by_start_key ON calls (user_id, start_key)
+            WHERE start_key IS NOT NULL;
+        """,
+    ),
 ]
 
 

@@ -8,6 +8,7 @@ import asyncpg
 
 from actors.call import Call
 from actors.errors import InvalidInput, UnknownCall, UnknownUser
+from actors.money import to_ms
 from actors.wallet import Wallet
 from persistence.schema import call_minutes
 
@@ -68,7 +69,9 @@ async def last_billed_minutes(conn, call_ids: list[int]) -> dict[int, int]:
     return {r["call_id"]: r["last_minute"] for r in rows}
 
 
-async def load_wallets(pool: asyncpg.Pool, user_ids: list[int]) -> dict[int, Wallet]:
+async def load_wallets(
+    pool: asyncpg.Pool, user_ids: list[int], minute_seconds_default: float
+) -> dict[int, Wallet]:
     """Wallets as PostgreSQL has them: balances, ongoing calls with their last billed
     minute, and the call a listener is in. Idempotency keys stay in the ledger until a request
     names one (`external_transfer`): a wallet's history is not held in memory."""
@@ -81,7 +84,8 @@ async def load_wallets(pool: asyncpg.Pool, user_ids: list[int]) -> dict[int, Wal
             user_ids,
         )
         calls = await conn.fetch(
-            """SELECT call_id, user_id, listener_id, rate_coins FROM calls
+            """SELECT call_id, user_id, listener_id, rate_coins, connected_at, minute_ms
+               FROM calls
                WHERE status = 'ongoing' AND (user_id = ANY($1) OR listener_id = ANY($1))""",
             user_ids,
         )
@@ -90,10 +94,15 @@ async def load_wallets(pool: asyncpg.Pool, user_ids: list[int]) -> dict[int, Wal
         r["user_id"]: Wallet(r["user_id"], r["role"], r["balance_coins"], r["earn"]) for r in rows
     }
     for c in calls:
-        if c["user_id"] in wallets:
-            wallets[c["user_id"]].calls[c["call_id"]] = [c["rate_coins"], last[c["call_id"]]]
-        if c["listener_id"] in wallets:
-            wallets[c["listener_id"]].listener_call_id = c["call_id"]
+        payer = wallets.get(c["user_id"])
+        if payer is not None:
+            minute_ms = c["minute_ms"] or to_ms(minute_seconds_default)
+            first_ms = to_ms(c["connected_at"].timestamp())
+            payer.calls[c["call_id"]] = [c["rate_coins"], last[c["call_id"]], first_ms, minute_ms]
+        listener = wallets.get(c["listener_id"])
+        if listener is not None:
+            listener.listener_call_id = c["call_id"]
+            listener.listener_payer_id = c["user_id"]
     return wallets
 
 
@@ -110,6 +119,10 @@ CALL_COLUMNS = """call_id, user_id, listener_id, call_type, tier, rate_coins, ra
 
 
 def call_from_row(row, minute_seconds: float, max_minutes: int, billed: int) -> Call:
+    """A stored call, billed through `billed`; the minute length and maximum it recorded, or
+    the given ones for a call stored before calls recorded theirs."""
+    minute_ms = row.get("minute_ms") if hasattr(row, "get") else None
+    recorded_max = row.get("max_minutes") if hasattr(row, "get") else None
     return Call(
         row["call_id"],
         row["user_id"],
@@ -119,8 +132,8 @@ def call_from_row(row, minute_seconds: float, max_minutes: int, billed: int) -> 
         row["rate_coins"],
         row["rate_paise"],
         row["connected_at"].timestamp(),
-        minute_seconds,
-        max_minutes,
+        minute_ms / 1000 if minute_ms else minute_seconds,
+        recorded_max or max_minutes,
         billed,
     )
 
@@ -148,7 +161,9 @@ async def load_ongoing_calls(
     if limit is not None:
         where += f" ORDER BY call_id LIMIT {int(limit)}"
     async with pool.acquire() as conn:
-        rows = await conn.fetch(f"SELECT {CALL_COLUMNS} FROM calls WHERE {where}", *args)
+        rows = await conn.fetch(
+            f"SELECT {CALL_COLUMNS}, minute_ms, max_minutes FROM calls WHERE {where}", *args
+        )
         last = await last_billed_minutes(conn, [r["call_id"] for r in rows])
     return [call_from_row(r, minute_seconds, max_minutes, last[r["call_id"]]) for r in rows]
 
@@ -165,6 +180,31 @@ async def read_call(pool: asyncpg.Pool, call_id: int) -> dict:
     if row is None:
         raise UnknownCall(f"no call with id {call_id}")
     return call_row_dict(row)
+
+
+async def call_outcome(pool: asyncpg.Pool, call_id: int) -> dict | None:
+    """A call's status and what its listener earned; None when the call has no row. A call's
+    end and its listener's credit commit in one transaction, so an ended call's credit is in."""
+    row = await pool.fetchrow(
+        "SELECT status, earnings_paise FROM calls WHERE call_id = $1", call_id
+    )
+    return None if row is None else dict(row)
+
+
+async def call_by_start_key(pool: asyncpg.Pool, user_id: int, key: str) -> dict | None:
+    """The call a user started with this idempotency key, if any."""
+    row = await pool.fetchrow(
+        f"SELECT {CALL_COLUMNS} FROM calls WHERE user_id = $1 AND start_key = $2", user_id, key
+    )
+    return None if row is None else call_row_dict(row)
+
+
+async def ongoing_calls(pool: asyncpg.Pool) -> list[dict]:
+    """Every ongoing call's parties and start (the expired-call cleanup reads them)."""
+    rows = await pool.fetch(
+        "SELECT call_id, user_id, listener_id, connected_at FROM calls WHERE status = 'ongoing'"
+    )
+    return [dict(r) | {"connected_at": to_epoch(r["connected_at"])} for r in rows]
 
 
 async def totals(pool: asyncpg.Pool) -> dict:

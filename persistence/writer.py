@@ -65,12 +65,13 @@ SELECT (SELECT count(*) FROM w) + (SELECT count(*) FROM e)
 
 INSERT_STARTS_SQL = """
 INSERT INTO calls (call_id, user_id, listener_id, call_type, tier, rate_coins, rate_paise,
-                   status, connected_at)
+                   status, connected_at, minute_ms, max_minutes, start_key)
 SELECT v.call_id, v.user_id, v.listener_id, v.call_type, v.tier, v.rate_coins, v.rate_paise,
-       'ongoing', to_timestamp(v.connected_ms / 1000.0)
+       'ongoing', to_timestamp(v.connected_ms / 1000.0), v.minute_ms, v.max_minutes, v.start_key
 FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::bigint[],
-            $7::bigint[], $8::bigint[])
-     AS v(call_id, user_id, listener_id, call_type, tier, rate_coins, rate_paise, connected_ms)
+            $7::bigint[], $8::bigint[], $9::int[], $10::int[], $11::text[])
+     AS v(call_id, user_id, listener_id, call_type, tier, rate_coins, rate_paise, connected_ms,
+          minute_ms, max_minutes, start_key)
 ON CONFLICT (call_id) DO NOTHING
 """
 

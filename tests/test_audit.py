@@ -20,15 +20,17 @@ async def settled_call(pool):
     """Call 1 settled after 2 minutes, credited; calls 2 and 3 ongoing at minute 1."""
     await ongoing_calls(pool, 3, 100, T0)
     await pool.execute(
-        """INSERT INTO ledger VALUES ('call:1:2', 1, 'coins', -10, 'spend', 1, 2, now()),
-                                     ('earn:call:1', 4, 'paise', 200, 'earn', 1, NULL, now())"""
+        f"""INSERT INTO ledger VALUES
+               ('call:1:2', 1, 'coins', -10, 'spend', 1, 2, to_timestamp({T0 + 60})),
+               ('earn:call:1', 4, 'paise', 200, 'earn', 1, NULL, to_timestamp({T0 + 90}))"""
     )
     # settling moves the wallet row by the call's two minutes
     await pool.execute("UPDATE wallets SET settled_coins = settled_coins - 20 WHERE user_id = 1")
     await pool.execute("UPDATE listener_earnings SET earnings_paise = 200 WHERE listener_id = 4")
     await pool.execute(
-        """UPDATE calls SET status = 'completed', end_reason = 'hangup', ended_at = now(),
-                  billed_minutes = 2, coins_spent = 20, earnings_paise = 200 WHERE call_id = 1"""
+        f"""UPDATE calls SET status = 'completed', end_reason = 'hangup',
+                  ended_at = to_timestamp({T0 + 90}), billed_minutes = 2, coins_spent = 20,
+                  earnings_paise = 200 WHERE call_id = 1"""
     )
 
 
@@ -117,3 +119,87 @@ def test_the_audit_command_exits_non_zero_on_a_violation(services):
     broken = audit()
     # the account and the system-wide total both disagree with the ledger
     assert broken.returncode == 1 and "2 violations" in broken.stdout
+
+
+@pytest.fixture
+async def engine_history(services, pool, ray_session):
+    """A history the engine made on the manual clock: call A hung up after 3 minutes, its
+    listener then withdrew; call B dropped for coins at its third minute, and its payer topped
+    up a minute after the drop."""
+    from engine.api import Engine
+    from tests.conftest import engine_config
+
+    eng = await Engine(engine_config(services, "sharded")).start()
+    ids = {}
+    try:
+        ids["ua"], ids["la"] = await eng.create_user("a"), await eng.create_listener("la")
+        ids["ub"], ids["lb"] = await eng.create_user("b"), await eng.create_listener("lb")
+        await eng.top_up(ids["ua"], 100, idempotency_key="seed")
+        await eng.top_up(ids["ub"], 20, idempotency_key="seed")
+        ids["a"] = (await eng.start_call(ids["ua"], ids["la"]))["call_id"]
+        ids["b"] = (await eng.start_call(ids["ub"], ids["lb"]))["call_id"]
+        await eng.advance(150)
+        await eng.end_call(ids["a"])
+        await eng.withdraw(ids["la"], 100, idempotency_key="w")
+        await eng.advance(60)
+        await eng.top_up(ids["ub"], 50, idempotency_key="after")
+        await eng.sync()
+        yield ids
+    finally:
+        await eng.stop()
+
+
+POLICY_CORRUPTIONS = [
+    (
+        "UPDATE calls SET ended_at = ended_at + interval '5 minutes' WHERE call_id = {a}",
+        "ended calls whose billed minutes disagree with their start, end and reason",
+    ),
+    (
+        "UPDATE calls SET ended_at = ended_at + interval '30 seconds' WHERE call_id = {b}",
+        "ended calls whose billed minutes disagree with their start, end and reason",
+    ),
+    (
+        "UPDATE ledger SET created_at = created_at + interval '10 minutes' "
+        "WHERE transfer_id = 'call:{a}:3'",
+        "call minutes not dated when they started, or dated after their call ended",
+    ),
+    (
+        "UPDATE ledger SET created_at = created_at + interval '1 hour' "
+        "WHERE transfer_id = 'ext:{ub}:seed'",
+        "coin transfers that take a balance below zero in time order",
+    ),
+    (
+        "UPDATE ledger SET created_at = created_at - interval '2 minutes' "
+        "WHERE transfer_id = 'ext:{ub}:after'",
+        "calls dropped for coins when the payer could pay the next minute",
+    ),
+    (
+        "UPDATE ledger SET created_at = '2000-01-01' WHERE transfer_id = 'ext:{la}:w'",
+        "withdrawals that take earnings below zero in time order",
+    ),
+    (
+        "DELETE FROM ledger WHERE transfer_id = 'earn:call:{b}'",
+        "settled calls not credited to their listener exactly once",
+    ),
+]
+
+
+async def test_the_engine_history_follows_the_billing_policy(engine_history, pool):
+    ids = engine_history
+    a = await pool.fetchrow("SELECT * FROM calls WHERE call_id = $1", ids["a"])
+    b = await pool.fetchrow("SELECT * FROM calls WHERE call_id = $1", ids["b"])
+    assert (a["status"], a["billed_minutes"]) == ("completed", 3)
+    assert (b["status"], b["end_reason"], b["billed_minutes"]) == (
+        "dropped",
+        "insufficient_coins",
+        2,
+    )
+    assert (b["ended_at"] - b["connected_at"]).total_seconds() == 120
+    assert await violations(pool) == {}
+
+
+@pytest.mark.parametrize(("sql", "check"), POLICY_CORRUPTIONS)
+async def test_each_broken_billing_rule_is_found_by_its_check(engine_history, pool, sql, check):
+    await pool.execute(sql.format(**engine_history))
+    found = await violations(pool)
+    assert check in found, found

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from actors import PartyBusy
-from engine.chaos import ChaosResult, Model, check_database, run_chaos
+from engine.chaos import CRASH_KINDS, ChaosResult, Model, check_database, run_chaos
 from engine.host import RESERVATION_UNCONFIRMED_S, WalletHost
 from persistence.client import WriterClient
 from persistence.db import get_pool
@@ -23,7 +23,7 @@ async def test_a_short_chaos_run_loses_nothing_and_bills_nothing_twice(
     result = await run_chaos(engine_config(services, placement), RUN_SECONDS, seed=11)
     out = result.as_dict()
     assert result.ok, out["mismatches"]
-    kinds = {"kill_writer", "postgres_restart", "redis_restart", "clock_jump"}
+    kinds = {"kill_writer", "postgres_restart", "redis_restart", "clock_jump", *CRASH_KINDS}
     assert kinds <= set(out["faults_injected"]), out["faults_injected"]
     killed = {"kill_shard"} if placement == "sharded" else {"kill_call_actor", "kill_wallet_actor"}
     assert killed <= set(out["faults_injected"]), out["faults_injected"]
@@ -37,7 +37,7 @@ async def test_the_comparison_catches_a_lost_transfer_and_a_minute_billed_twice(
     listener = await engine.create_listener("l")
     model = Model(MIN, engine.config.max_call_minutes, {user: 0, listener: 0}, {listener: 0})
     await engine.top_up(user, 100, idempotency_key="k1")
-    model.external(user, "k1", "purchase", 100)
+    model.external(user, "k1", "purchase", 100, engine.clock.now())
     t0 = engine.clock.now()
     call = await engine.start_call(user, listener)
     model.start(call["call_id"], user, listener, call["rate_coins"], call["rate_paise"], t0)
@@ -88,15 +88,15 @@ async def test_a_listener_whose_release_was_lost_is_freed_from_postgres(engine):
     w.listener_call_id, w.earnings_paise = call["call_id"], 0
     out = await host.apply_external(listener, "withdraw", earned, "w1", engine.clock.now())
     assert out["earnings_paise"] == 0 and w.listener_call_id is None
-    await host.reserve_listener(listener, 777)
+    await host.reserve_listener(listener, 777, user, engine.clock.now())
     assert w.listener_call_id == 777
 
     # A reservation for a start that never got a row holds while that start may still land,
     # and lapses after RESERVATION_UNCONFIRMED_S.
     with pytest.raises(PartyBusy):
-        await host.reserve_listener(listener, 778)
+        await host.reserve_listener(listener, 778, user, engine.clock.now())
     host._reserved_at[listener] = time.monotonic() - RESERVATION_UNCONFIRMED_S - 1
-    await host.reserve_listener(listener, 778)
+    await host.reserve_listener(listener, 778, user, engine.clock.now())
     assert w.listener_call_id == 778
     db = await get_pool(engine.database_url)
     assert await db.fetchval("SELECT earnings_paise FROM listener_earnings") == 0

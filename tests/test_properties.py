@@ -90,7 +90,9 @@ class Billing(RuleBasedStateMachine):
         except BillingError:
             return
         try:
-            first = self.wallets[user].open_call(call.call_id, rate_coins, 1, 0)
+            first = self.wallets[user].open_call(
+                call.call_id, rate_coins, 1, call.connected_ms, call.minute_ms
+            )
         except BillingError:
             self.wallets[listener].cancel_reservation(call.call_id)
             return
@@ -105,7 +107,7 @@ class Billing(RuleBasedStateMachine):
             if call.settlement is not None:
                 continue
             through = call.due_minute(self.now)
-            transfers, last, short = self.wallets[call.user_id].bill_call(call.call_id, through, 0)
+            transfers, last, short = self.wallets[call.user_id].bill_call(call.call_id, through)
             self.post(transfers)
             self.deliveries.append(("bill", (call.user_id, call.call_id, through)))
             self.settle(call.after_billing(last, short, self.now))
@@ -124,7 +126,7 @@ class Billing(RuleBasedStateMachine):
         if kind == "bill":
             user_id, call_id, through = args
             if call_id in self.wallets[user_id].calls:
-                transfers, _, _ = self.wallets[user_id].bill_call(call_id, through, 0)
+                transfers, _, _ = self.wallets[user_id].bill_call(call_id, through)
                 assert transfers == [], "a repeated tick billed again"
         else:
             listener_id, call_id, earned = args

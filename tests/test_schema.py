@@ -28,7 +28,7 @@ async def test_settling_minutes_at_the_end_keeps_the_balances_of_a_version_2_dat
                       (2, 1, 3, 'audio', 'basic', 10, 100, 'ongoing', NULL, now(), NULL,
                        0, 0, 0);
                INSERT INTO ledger VALUES
-                   ('ext:1:a', 1, 'coins', 80, 'purchase', NULL, NULL, now()),
+                   ('ext:1:a', 1, 'coins', 80, 'purchase', NULL, NULL, now() - interval '1h'),
                    ('call:1:1', 1, 'coins', -10, 'spend', 1, 1, now()),
                    ('earn:call:1', 2, 'paise', 100, 'earn', 1, NULL, now()),
                    ('call:2:1', 1, 'coins', -10, 'spend', 2, 1, now()),

@@ -41,7 +41,7 @@ def shard(services, redis_url=None, **changes):
 
 async def new_call(pool, sh, user, listener, now=T0, rate=10):
     call_id = await store.next_call_id(pool)
-    await sh.reserve_listener(listener, call_id)
+    await sh.reserve_listener(listener, call_id, user, now)
     spec = dict(
         call_id=call_id,
         user_id=user,
@@ -54,7 +54,7 @@ async def new_call(pool, sh, user, listener, now=T0, rate=10):
         minute_seconds=MIN,
         max_minutes=240,
     )
-    await sh.start_call(spec, now)
+    await sh.open_call(spec, now)
     return call_id
 
 
@@ -86,7 +86,7 @@ async def test_after_a_crash_unwritten_minutes_are_recomputed_once(pool, service
         "SELECT minute_no FROM ledger WHERE call_id = $1 AND tx_type = 'spend' ORDER BY 1", call_id
     )
     assert [m["minute_no"] for m in minutes] == [1, 2, 3, 4, 5]
-    assert (await b.balance(user))["balance_coins"] == 50
+    assert (await b.balance(user, T0))["balance_coins"] == 50
     assert await audit_violations(pool) == {}
 
 
@@ -98,7 +98,7 @@ async def test_recovery_reads_calls_in_pieces_and_misses_none(pool, services, mo
     assert state["recovered_calls"] == 5 and state["timer_entries"] == 5
     assert await sh.run_due(T0 + MIN) == 5  # each call's minute 2, once
     await sh.sync()
-    assert (await sh.balance(3))["balance_coins"] == 80
+    assert (await sh.balance(3, T0))["balance_coins"] == 80
     assert await audit_violations(pool) == {}
 
 
@@ -109,7 +109,7 @@ async def test_acknowledged_top_up_survives_a_crash(pool, services):
     assert out["applied"]
     a.client._task.cancel()
     b = shard(services)
-    assert (await b.balance(user))["balance_coins"] == 70
+    assert (await b.balance(user, T0))["balance_coins"] == 70
     again = await b.apply_external(user, "purchase", 70, "k", T0)  # the client retries
     assert not again["applied"] and again["balance_coins"] == 70
 
@@ -123,14 +123,14 @@ async def test_a_reloaded_wallet_holds_no_key_history_and_still_refuses_every_re
     await a.apply_external(user, "spend", 20, "s", T0)
     await a.sync()
     b = shard(services)  # a restart: the wallet reloads from PostgreSQL
-    assert (await b.inspect_wallet(user))["external_transfers"] == 0
+    assert (await b.inspect_wallet(user, T0))["external_transfers"] == 0
     assert not (await b.apply_external(user, "spend", 20, "s", T0))["applied"]
     with pytest.raises(IdempotencyConflict, match="'k' was used for purchase of 70"):
         await b.apply_external(user, "purchase", 71, "k", T0)
     with pytest.raises(InvalidInput, match="amount must be a positive integer"):
         await b.apply_external(user, "purchase", 0, "z", T0)
-    assert (await b.balance(user))["balance_coins"] == 50
-    assert (await b.inspect_wallet(user))["external_transfers"] == 2  # the keys it was asked
+    assert (await b.balance(user, T0))["balance_coins"] == 50
+    assert (await b.inspect_wallet(user, T0))["external_transfers"] == 2  # the keys it was asked
 
 
 async def test_top_ups_racing_ticks_lose_nothing(pool, services):
@@ -174,7 +174,7 @@ async def test_hang_ups_racing_a_tick_settle_once_and_credit_once(pool, services
     await sh.sync()
     earns = await pool.fetch("SELECT amount FROM ledger WHERE tx_type = 'earn'")
     assert [e["amount"] for e in earns] == [400]
-    assert (await sh.balance(listener))["earnings_paise"] == 400
+    assert (await sh.balance(listener, T0))["earnings_paise"] == 400
     assert await sh.end_call(call_id, now + 60) is None  # no longer on the shard
     assert await audit_violations(pool) == {}
 
@@ -186,7 +186,7 @@ async def test_a_user_who_cannot_pay_minute_one_changes_nothing(pool, services):
     with pytest.raises(InsufficientCoins):
         await new_call(pool, sh, user, listener)
     assert await pool.fetchval("SELECT count(*) FROM calls") == 0
-    assert (await sh.balance(user))["balance_coins"] == 9
+    assert (await sh.balance(user, T0))["balance_coins"] == 9
 
 
 async def test_billing_goes_on_when_redis_is_down(pool, services):

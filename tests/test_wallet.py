@@ -15,6 +15,7 @@ from actors import (
 from actors.money import check_transfer
 
 AT = 1_800_000_000_000
+MIN_MS = 60_000
 
 
 def test_top_up_is_applied_once_per_key():
@@ -75,46 +76,53 @@ def test_a_user_cannot_withdraw_earnings():
 def test_call_cannot_start_unless_minute_one_is_affordable():
     w = Wallet(1, "user", balance_coins=9)
     with pytest.raises(InsufficientCoins, match="minute 1 costs 10"):
-        w.open_call(7, 10, 1, AT)
+        w.open_call(7, 10, 1, AT, MIN_MS)
     assert w.balance_coins == 9 and not w.calls
 
 
 def test_open_call_charges_minute_one():
     w = Wallet(1, "user", balance_coins=25)
-    t = w.open_call(7, 10, 1, AT)
+    t = w.open_call(7, 10, 1, AT, MIN_MS)
     assert (t.transfer_id, t.amount, t.minute_no) == ("call:7:1", -10, 1)
     assert w.balance_coins == 15
 
 
 def test_one_ongoing_call_per_user_by_default():
     w = Wallet(1, "user", balance_coins=100)
-    w.open_call(7, 10, 1, AT)
+    w.open_call(7, 10, 1, AT, MIN_MS)
     with pytest.raises(PartyBusy, match="most allowed is 1"):
-        w.open_call(8, 10, 1, AT)
-    w.open_call(8, 10, 2, AT)  # configurable
+        w.open_call(8, 10, 1, AT, MIN_MS)
+    w.open_call(8, 10, 2, AT, MIN_MS)  # configurable
 
 
 def test_billing_through_a_minute_bills_each_minute_once():
     w = Wallet(1, "user", balance_coins=100)
-    w.open_call(7, 10, 1, AT)
-    transfers, last, short = w.bill_call(7, 4, AT)
+    w.open_call(7, 10, 1, AT, MIN_MS)
+    transfers, last, short = w.bill_call(7, 4)
     assert [t.minute_no for t in transfers] == [2, 3, 4] and last == 4 and not short
-    again, last, short = w.bill_call(7, 4, AT)
+    again, last, short = w.bill_call(7, 4)
     assert again == [] and last == 4 and w.balance_coins == 60
-    older, last, _ = w.bill_call(7, 2, AT)
+    older, last, _ = w.bill_call(7, 2)
     assert older == [] and last == 4
+
+
+def test_each_minute_carries_the_time_it_started_however_late_it_is_billed():
+    w = Wallet(1, "user", balance_coins=100)
+    w.open_call(7, 10, 1, AT, MIN_MS)
+    transfers, _, _ = w.bill_call(7, 3)
+    assert [t.at_ms for t in transfers] == [AT + MIN_MS, AT + 2 * MIN_MS]
 
 
 def test_billing_stops_at_the_first_minute_the_user_cannot_pay():
     w = Wallet(1, "user", balance_coins=35)
-    w.open_call(7, 10, 1, AT)
-    transfers, last, short = w.bill_call(7, 10, AT)
+    w.open_call(7, 10, 1, AT, MIN_MS)
+    transfers, last, short = w.bill_call(7, 10)
     assert last == 3 and short and w.balance_coins == 5 and len(transfers) == 2
 
 
 def test_billing_a_call_not_open_is_refused():
     with pytest.raises(UnknownCall):
-        Wallet(1, "user", balance_coins=35).bill_call(7, 2, AT)
+        Wallet(1, "user", balance_coins=35).bill_call(7, 2)
 
 
 def test_listener_is_in_one_call_and_released_once():

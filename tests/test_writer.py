@@ -18,8 +18,11 @@ AT = 1_800_000_000_000
 
 
 def purchase(user_id, key, amount):
+    """Coins bought a minute before the calls' minutes below."""
     return transfer_record(
-        Transfer(f"ext:{user_id}:{key}", user_id, "coins", amount, "purchase", None, None, AT)
+        Transfer(
+            f"ext:{user_id}:{key}", user_id, "coins", amount, "purchase", None, None, AT - 60_000
+        )
     )
 
 
