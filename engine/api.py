@@ -210,6 +210,7 @@ class Engine:
 
     # -- people and money --------------------------------------------------------------------
 
+    @retryable
     async def create_user(self, name: str, role: str = "user") -> int:
         text_value(name, "name", NAME_CHARS_MAX)
         one_of(role, ROLES, "role")
@@ -368,7 +369,7 @@ class Engine:
             if live is not None:
                 return live
             row = await store.read_call(await self.pool(), call_id)
-        return row | {"answered_from": "stored"}
+        return row | {"next_tick_at": None, "answered_from": "stored"}
 
     @retryable
     async def get_call(self, call_id: int) -> dict:
@@ -394,10 +395,12 @@ class Engine:
 
     # -- presence ----------------------------------------------------------------------------
 
+    @retryable
     async def heartbeat(self, user_id: int) -> bool:
         entity_id(user_id, "user_id")
         return await self.presence.heartbeat(user_id, now=self.clock.now())
 
+    @retryable
     async def set_busy_for(self, user_id: int, seconds: float) -> bool:
         """Mark a user busy for a while (not in a call); cleared when the time passes."""
         entity_id(user_id, "user_id")
@@ -405,6 +408,7 @@ class Engine:
             raise InvalidInput(f"seconds must be in (0, {BUSY_FOR_S_MAX}], got {seconds!r}")
         return await self.sweeps().set_busy_until(user_id, self.clock.now() + seconds)
 
+    @retryable
     async def mark_inactive_users_offline(self, inactive_minutes: int = 5) -> int:
         if type(inactive_minutes) is not int or inactive_minutes < 0:
             raise InvalidInput(
@@ -413,14 +417,17 @@ class Engine:
         cutoff = self.clock.now() - inactive_minutes * 60
         return await self.sweeps().mark_inactive_offline(cutoff)
 
+    @retryable
     async def cleanup_expired_busy_status(self) -> int:
         return await self.sweeps().clear_expired_busy(self.clock.now())
 
+    @retryable
     async def online_users_count(self) -> int:
         return await self.sweeps().online_count()
 
     # -- jobs --------------------------------------------------------------------------------
 
+    @retryable
     async def cleanup_expired_calls(self) -> int:
         """End as dropped/expired every call past its maximum duration, or whose parties sent
         no heartbeat within the timeout. Returns how many it ended."""
@@ -447,6 +454,7 @@ class Engine:
                 ended += s["end_reason"] == "expired"
         return ended
 
+    @retryable
     async def assign_daily_badges(self, today=None) -> dict:
         day = today or badges.local_day(self.clock.now(), self.config.badge_timezone)
         return await badges.assign_daily_badges(
@@ -461,6 +469,7 @@ class Engine:
 
     # -- time, flushing, inspection ----------------------------------------------------------
 
+    @retryable
     async def advance(self, seconds: float) -> int:
         """Manual clock only: move time and bill whatever became due; returns the minutes
         billed, once the calls that ended are settled everywhere.
@@ -474,12 +483,14 @@ class Engine:
         self.clock.advance(seconds)
         return await self.bill_due()
 
+    @retryable
     async def sync(self) -> None:
         """Wait until everything produced so far is committed in PostgreSQL, including what an
         actor that has since died had already handed to the writer."""
         await self.placement.sync()
         await remote(self.writer.drain.remote())
 
+    @retryable
     async def inspect(self, kind: str, ident: int | None = None) -> dict | list:
         one_of(kind, ("call", "wallet", "writer", "shards", "config", "jobs"), "inspect kind")
         if kind == "writer":

@@ -50,7 +50,8 @@ COVERING_STEPS_MAX = 60  # steps that may go to injecting each kind of fault onc
 SIZES = {"sharded": (40, 12), "actor-per-call": (8, 4)}  # (users, listeners)
 # Crashes that land in the windows that hurt, each followed by the request that would show it.
 CRASH_KINDS = ("crash_after_tick", "crash_after_hangup")
-CRASH_AFTER_HANGUP_S = 0.03  # the payer's host dies up to this long after a hang-up is sent
+# The payer's host dies within a hang-up's usual time after it is sent (this, to begin with).
+CRASH_AFTER_HANGUP_S = 0.03
 # Producers hold billed minutes this long before writing them (unless something waits): a
 # crash after a tick then lands between the tick and its commit.
 CHAOS_FLUSH_INTERVAL_MS = 2_000
@@ -208,6 +209,7 @@ class Chaos:
         self.ambiguous_starts: list[tuple[int, int]] = []  # (user, listener)
         self.quarantined: dict[int, float] = {}  # listener -> when its reservation lapses
         self._keys = 0
+        self._hang_up_s = CRASH_AFTER_HANGUP_S
 
     # -- bookkeeping -----------------------------------------------------------------------
 
@@ -317,9 +319,12 @@ class Chaos:
 
     async def end_call(self, call_id: int, copies: int = 1) -> None:
         self.result.operations += copies
+        started = time.monotonic()
         outcomes = await asyncio.gather(
             *(self.attempt(lambda: self.engine.end_call(call_id)) for _ in range(copies))
         )
+        if all(status == "ok" for status, _ in outcomes):  # how long a hang-up takes, lately
+            self._hang_up_s = 0.8 * self._hang_up_s + 0.2 * (time.monotonic() - started)
         self.model.end(call_id, self.engine.clock.now())
         c = self.model.calls[call_id]
         for status, answer in outcomes:
@@ -448,7 +453,7 @@ class Chaos:
         except ValueError:
             return False  # retired meanwhile
 
-    async def crash(self, kind: str) -> None:
+    async def crash(self, kind: str, fresh: list[ModelCall]) -> None:
         """A crash where it hurts, then the request that would see its damage.
 
         `crash_after_tick`: the payer's host (shard or wallet actor) dies right after a pass
@@ -464,19 +469,33 @@ class Chaos:
             return
         c = rng.choice(ongoing)
         if kind == "crash_after_tick":
+            fresh = [f for f in fresh if f.status == "ongoing"]
+            c = rng.choice(fresh) if fresh else c
             if not self._kill(self._payer_host(c.user)):
                 return
             self.result.faults_injected[kind] += 1
             self.engine.clock.advance(rng.choice((0.0, rng.uniform(1, 2 * STEP_SECONDS))))
-            if rng.random() < 0.5:
+            roll = rng.random()
+            if roll < 0.3:
                 await self.external(c.user, "purchase", rng.randint(5, 60), self.key())
-            else:
+            elif roll < 0.5:
                 await self.external(c.user, "spend", rng.randint(1, 40), self.key())
+            else:
+                # Just more than the payer has once the minutes due are billed: a host that
+                # forgot a billed minute would accept it.
+                self.model.bill(self.engine.clock.now())
+                amount = self.model.coins[c.user] + rng.randint(1, c.rate_coins)
+                await self.external(c.user, "spend", amount, self.key())
             if self.engine.config.placement != "sharded" or rng.random() < 0.5:
                 await self.end_call(c.call_id)
             return
+        # A listener on another host than its payer: a lost release strands their credit.
+        apart = [o for o in ongoing if self._payer_host(o.listener) != self._payer_host(o.user)]
+        c = rng.choice(apart) if apart else c
         hang_up = asyncio.ensure_future(self.end_call(c.call_id))
-        await asyncio.sleep(rng.uniform(0, CRASH_AFTER_HANGUP_S))
+        # Somewhere inside the hang-up: before its commit, between the commit and the release
+        # of the listener, or after.
+        await asyncio.sleep(rng.uniform(0, self._hang_up_s))
         if self._kill(self._payer_host(c.user)):
             self.result.faults_injected[kind] += 1
         await hang_up
@@ -534,7 +553,7 @@ class Chaos:
         # steps inject the first kind still missing, so that a short run sees every fault.
         kind = self._missing_kind()
         if kind is None and self.rng.random() < FAULT_PROBABILITY:
-            kind = self.rng.choice(kinds)
+            kind = self.rng.choice([*kinds, *CRASH_KINDS])  # crashes where it hurts: twice
         during_billing = self.rng.random() < 0.4
         # a kill or a cut, not the step's clock nor a crash of its own
         hits = kind not in (None, "clock_jump", *CRASH_KINDS)
@@ -552,9 +571,12 @@ class Chaos:
         outcomes = await asyncio.gather(self.attempt(self.engine.bill_due), *fault)
         if outcomes[0][0] != "ok":
             self.mismatch(f"bill_due: {outcomes[0][1]!r}")
+        before = {c.call_id: c.minutes for c in self.model.calls.values()}
         self.model.bill(self.engine.clock.now())
         if kind in CRASH_KINDS:
-            await self.crash(kind)
+            # Calls this pass billed a minute of: their payers' hosts hold it unwritten.
+            fresh = [c for c in self.model.calls.values() if c.minutes > before[c.call_id]]
+            await self.crash(kind, fresh)
         # Calls dropped by the tick settle behind it; their listeners are free once committed.
         # A shard killed after its tick, before the commit, lost that tick's work: its
         # successor redoes it at the next tick, here a second one at the same time.
