@@ -40,7 +40,7 @@ RAY_TRANSIENT = (RayActorError, ActorUnavailableError, GetTimeoutError)
 
 def is_transient(exc: BaseException) -> bool:
     """The actor on the other side is restarting or unreachable: worth a retry."""
-    return isinstance(exc, RAY_TRANSIENT | OSError)  # EngineUnavailable is a ConnectionError
+    return isinstance(exc, (*RAY_TRANSIENT, OSError))  # EngineUnavailable is a ConnectionError
 
 
 async def remote(ref):

@@ -40,3 +40,17 @@ async def test_a_caller_cancelled_while_waiting_does_not_cancel_the_load():
         await waiter
     await ready()
     assert done.is_set()
+
+
+def test_an_actor_restarting_or_a_server_away_is_transient_and_a_refusal_is_not():
+    from ray.exceptions import ActorUnavailableError, RayActorError
+
+    from actors import EngineUnavailable, InsufficientCoins
+    from engine.raycalls import is_transient
+
+    assert is_transient(RayActorError())
+    assert is_transient(ActorUnavailableError("restarting", None))
+    assert is_transient(EngineUnavailable("PostgreSQL unreachable"))
+    assert is_transient(ConnectionResetError())
+    assert not is_transient(InsufficientCoins("no"))
+    assert not is_transient(ValueError("bad"))
