@@ -1,4 +1,5 @@
-"""The logic of calls and wallets as plain classes: no Ray, no database, no clock."""
+"""The logic of the call and wallet actors, which the placements host in Ray actors: plain
+classes, no Ray, no database, no clock."""
 
 from actors.call import Call, Settlement, earn_transfer_id
 from actors.errors import (

@@ -9,6 +9,7 @@ after a crash is the same row.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from actors.errors import InvariantViolation
@@ -66,18 +67,14 @@ class Settlement:
         )
 
     def as_dict(self) -> dict:
-        return {
-            "call_id": self.call_id,
-            "user_id": self.user_id,
-            "listener_id": self.listener_id,
-            "status": self.status,
-            "end_reason": self.end_reason,
-            "billed_minutes": self.billed_minutes,
-            "coins_spent": self.coins_spent,
-            "earnings_paise": self.earnings_paise,
-            "ended_at": self.ended_at,
-        }
+        """The settlement as answers show it (SETTLEMENT_KEYS)."""
+        return {k: getattr(self, k) for k in SETTLEMENT_KEYS}
 
+
+# A settlement as answers show it: its fields, with the end as epoch seconds.
+SETTLEMENT_KEYS = tuple(
+    "ended_at" if f.name == "ended_ms" else f.name for f in dataclasses.fields(Settlement)
+)
 
 # What defines a call, in the order Call() takes it: the one field list a call's spec, its
 # start record and its recovery derive from.

@@ -254,19 +254,7 @@ def _by_process(peaks: dict[str, int]) -> dict[str, int]:
 
 async def _engine_pids(engine) -> dict[int, str]:
     """The processes of the engine's Ray actors, by what they host."""
-    from engine.raycalls import call_name, remote, shard_name, wallet_name
-
-    pids = {(await engine.inspect("writer"))["pid"]: "writer"}
-    placement = engine.placement
-    if placement.name == "sharded":
-        pids |= {st["pid"]: shard_name(st["shard"]) for st in await placement.inspect()}
-    else:
-        now = engine.clock.now()
-        for call_id, h in placement.calls.items():
-            pids[(await remote(h.state.remote(now)))["pid"]] = call_name(call_id)
-        for uid, h in placement.wallets.items():
-            pids[(await remote(h.inspect_wallet.remote(uid, now)))["pid"]] = wallet_name(uid)
-    return pids
+    return await engine.processes()
 
 
 async def run_path(

@@ -5,12 +5,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import os
 import uuid
 
-import ray
-
-from actors.call import END_REASONS, Call
+from actors.call import END_REASONS, SETTLEMENT_KEYS, Call
 from actors.errors import (
     BillingError,
     EngineUnavailable,
@@ -32,9 +29,10 @@ from actors.money import (
 from engine.clock import make_clock
 from engine.config import Config, from_env
 from engine.embedded import Embedded, embedded_for
-from engine.placement import make_placement
-from engine.raycalls import WRITER_NAME, actor_or_none, remote
-from engine.writer_actor import WriterActor
+from engine.jobs import JOBS, run_job_here
+from engine.runtime import cluster
+from engine.runtime.placement import make_placement
+from engine.runtime.scheduler import Scheduler, run_as_task
 from persistence import badges, store
 from persistence.db import close_pools, get_pool, mask_url
 from persistence.presence import Presence
@@ -105,16 +103,8 @@ class Engine:
     # -- life cycle --------------------------------------------------------------------------
 
     async def start(self) -> Engine:
-        if not ray.is_initialized():
-            ray.init(
-                address=self.config.ray_address,
-                namespace=self.config.namespace,
-                include_dashboard=False,
-                logging_level=logging.WARNING,
-                log_to_driver=os.environ.get("BILLING_LOG_ACTORS") == "1",
-            )
-            self._started_ray = True
-        running = actor_or_none(WRITER_NAME, self.config.namespace)
+        self._started_ray = cluster.join(self.config.ray_address, self.config.namespace)
+        running = cluster.Writer.running(self.config.namespace)
         if running is not None:
             await self._attach(running)
         else:
@@ -123,12 +113,12 @@ class Engine:
         log.info("engine %s: %s", "attached" if self.attached else "started", self.config.public())
         return self
 
-    async def _attach(self, writer) -> None:
-        meta = await remote(writer.describe.remote())
+    async def _attach(self, writer: cluster.Writer) -> None:
+        meta = await writer.describe()
         clock = self.config.clock
         self.config = meta["config"].replace(clock=clock)
         self.database_url, self.redis_url = meta["database_url"], meta["redis_url"]
-        self.clock = _local_clocks.get(writer._actor_id, self.clock)
+        self.clock = _local_clocks.get(writer.key, self.clock)
         self.writer = writer
         self.attached = True
         self.placement = make_placement(self.config, self.database_url, self.redis_url, True)
@@ -140,28 +130,19 @@ class Engine:
         self.database_url, self.redis_url = filled.database_url, filled.redis_url
         await get_pool(self.database_url)  # migrates the schema
         meta = {"database_url": self.database_url, "redis_url": self.redis_url, "config": cfg}
-        self.writer = (
-            ray.remote(WriterActor)
-            .options(
-                name=WRITER_NAME,
-                namespace=cfg.namespace,
-                max_restarts=-1,
-                max_concurrency=1000,
-                num_cpus=0,
-            )
-            .remote(self.database_url, cfg.writer, meta)
-        )
-        await remote(self.writer.ping.remote())
-        _local_clocks[self.writer._actor_id] = self.clock
+        self.writer = await cluster.Writer.start(self.database_url, cfg.writer, meta, cfg.namespace)
+        _local_clocks[self.writer.key] = self.clock
         self.placement = make_placement(cfg, self.database_url, self.redis_url)
         await self.placement.start()
         if cfg.clock == "real":
             self._keeper = asyncio.get_running_loop().create_task(self._keep())
             if cfg.scheduler:
-                from engine.scheduler import Scheduler
-
-                self.scheduler = Scheduler(self)
+                self.scheduler = Scheduler(self, attached_engine)
                 self.scheduler.start()
+
+    def is_current(self) -> bool:
+        """Is this engine still the one running in its namespace (not one stopped since)?"""
+        return self.writer is not None and self.writer.is_current(self.config.namespace)
 
     async def _keep(self) -> None:
         while True:
@@ -180,16 +161,16 @@ class Engine:
         if self.placement is not None:
             await self.placement.stop()
         if self.writer is not None and not self.attached:
-            await remote(self.writer.drain.remote())
-            ray.kill(self.writer, no_restart=True)
-            _local_clocks.pop(self.writer._actor_id, None)
+            await self.writer.drain()
+            self.writer.stop()
+            _local_clocks.pop(self.writer.key, None)
         if self.presence is not None:
             await self.presence.close()
         if self._sweeps is not None:
             await self._sweeps.close()
         await close_pools()
         if self._started_ray:
-            ray.shutdown()
+            cluster.leave()
         if self.embedded is not None:
             self.embedded.stop()
 
@@ -463,9 +444,12 @@ class Engine:
 
     async def run_job(self, name: str) -> dict:
         """Run one job here and now: `presence`, `cleanup`, `badges` or `deduct`."""
-        from engine.scheduler import run_job_here
-
         return await run_job_here(self, name)
+
+    async def run_job_task(self, name: str) -> dict:
+        """Run one job now as a Ray task attached to this engine, as the scheduler does."""
+        one_of(name, JOBS, "job")
+        return await run_as_task(name, self.config.namespace, attached_engine)
 
     # -- time, flushing, inspection ----------------------------------------------------------
 
@@ -488,13 +472,18 @@ class Engine:
         """Wait until everything produced so far is committed in PostgreSQL, including what an
         actor that has since died had already handed to the writer."""
         await self.placement.sync()
-        await remote(self.writer.drain.remote())
+        await self.writer.drain()
+
+    async def processes(self) -> dict[int, str]:
+        """The engine's Ray actor processes, by pid: what each hosts (for memory reports)."""
+        pids = {(await self.writer.state())["pid"]: "writer"}
+        return pids | await self.placement.processes(self.clock.now())
 
     @retryable
     async def inspect(self, kind: str, ident: int | None = None) -> dict | list:
         one_of(kind, ("call", "wallet", "writer", "shards", "config", "jobs"), "inspect kind")
         if kind == "writer":
-            return await remote(self.writer.state.remote())
+            return await self.writer.state()
         if kind == "shards":
             return await self.placement.inspect()
         if kind == "config":
@@ -507,16 +496,21 @@ class Engine:
         return await self.get_call(ident)
 
 
-SETTLEMENT_KEYS = (
-    "call_id",
-    "user_id",
-    "listener_id",
-    "status",
-    "end_reason",
-    "billed_minutes",
-    "coins_spent",
-    "earnings_paise",
-    "ended_at",
-)
-
 __all__ = ["Engine", "UnknownCall"]
+
+
+async def attached_engine(namespace: str) -> Engine:
+    """An Engine attached to the one running in `namespace` (a job's Ray task uses it)."""
+    from engine.config import Config
+
+    engine = await Engine(Config(namespace=namespace)).start()
+    if not engine.attached:
+        await engine.stop()
+        raise RuntimeError(f"no billing engine runs in Ray namespace {namespace!r}")
+    return engine
+
+
+def join_cluster(address: str | None) -> None:
+    """Join the Ray cluster an engine runs in (`address`, or a local one) before starting an
+    Engine that should attach to it; with neither, the Engine starts its own."""
+    cluster.join_running(address)

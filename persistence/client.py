@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from actors.errors import InvariantViolation
 from persistence.records import pack
+from persistence.retry import Retry, retrying
 from persistence.waiting import wait_event
 
 log = logging.getLogger("billing.client")
@@ -134,20 +135,24 @@ class WriterClient:
         batch = [self._buffer[i] for i in range(n)]
         urgent = self._urgent_through > self._committed
         packed = pack(batch)
-        backoff_ms = self.limits.retry_backoff_min_ms
-        while True:
+
+        async def send() -> float:
             started = time.monotonic()
-            try:
-                await self._send(packed, urgent)
-                break
-            except Exception as exc:  # noqa: BLE001 - sorted below
-                if not self._is_transient(exc):
-                    self._fail(exc)
-                    return
-                self.stats["send_retries"] += 1
-                log.warning("writer unreachable, resending in %d ms: %s", backoff_ms, exc)
-                await asyncio.sleep(backoff_ms / 1000)
-                backoff_ms = min(backoff_ms * 2, self.limits.retry_backoff_max_ms)
+            await self._send(packed, urgent)
+            return started
+
+        def retried(exc: BaseException, delay_s: float) -> None:
+            self.stats["send_retries"] += 1
+            log.warning("writer unreachable, resending in %.0f ms: %s", delay_s * 1000, exc)
+
+        policy = Retry(
+            None, self.limits.retry_backoff_min_ms / 1000, self.limits.retry_backoff_max_ms / 1000
+        )
+        try:
+            started = await retrying(send, policy, self._is_transient, retried)
+        except Exception as exc:  # noqa: BLE001 - not transient: the producer must reload
+            self._fail(exc)
+            return
         self.stats["batches_sent"] += 1
         self.stats["last_send_ms"] = round((time.monotonic() - started) * 1000, 2)
         for _ in range(n):

@@ -27,6 +27,7 @@ from actors.errors import InvariantViolation
 from actors.money import SPEND, Transfer
 from persistence.db import STAGING_TABLE, get_pool, mask_url
 from persistence.records import Batch, unpack
+from persistence.retry import Retry, retrying
 from persistence.schema import call_minutes
 from persistence.waiting import wait_event
 
@@ -316,26 +317,33 @@ class LedgerWriter:
         await self._commit_with_retry(entries, batch)
 
     async def _commit_with_retry(self, entries: list[_Entry], batch: Batch) -> None:
-        backoff_ms = self.limits.retry_backoff_min_ms
-        while True:
+        started = time.monotonic()
+
+        async def commit() -> tuple[int, bool]:
+            nonlocal started
             started = time.monotonic()
-            try:
-                pool = await get_pool(self.database_url)
-                async with pool.acquire() as conn:
-                    inserted, repeating = await commit_batch(conn, batch)
-                break
-            except TRANSIENT_ERRORS as exc:
-                # PostgreSQL is away: keep the batch, wait, retry. Producers block on the
-                # bounded buffer meanwhile (rule 6).
-                self.stats["retries"] += 1
-                self.stats["last_error"] = f"{type(exc).__name__}: {exc}"
-                log.warning("ledger flush failed, retrying in %d ms: %s", backoff_ms, exc)
-                await asyncio.sleep(backoff_ms / 1000)
-                backoff_ms = min(backoff_ms * 2, self.limits.retry_backoff_max_ms)
-            except (asyncpg.PostgresError, InvariantViolation) as exc:
-                # A CHECK or constraint refused the batch: a broken rule of money, not load.
-                await self._fail(entries, InvariantViolation(f"ledger batch refused: {exc}"))
-                return
+            pool = await get_pool(self.database_url)
+            async with pool.acquire() as conn:
+                return await commit_batch(conn, batch)
+
+        def retried(exc: BaseException, delay_s: float) -> None:
+            # PostgreSQL is away: keep the batch, wait, retry. Producers block on the bounded
+            # buffer meanwhile (rule 6).
+            self.stats["retries"] += 1
+            self.stats["last_error"] = f"{type(exc).__name__}: {exc}"
+            log.warning("ledger flush failed, retrying in %.0f ms: %s", delay_s * 1000, exc)
+
+        policy = Retry(
+            None, self.limits.retry_backoff_min_ms / 1000, self.limits.retry_backoff_max_ms / 1000
+        )
+        try:
+            inserted, repeating = await retrying(
+                commit, policy, lambda e: isinstance(e, TRANSIENT_ERRORS), retried
+            )
+        except (asyncpg.PostgresError, InvariantViolation) as exc:
+            # A CHECK or constraint refused the batch: a broken rule of money, not load.
+            await self._fail(entries, InvariantViolation(f"ledger batch refused: {exc}"))
+            return
         elapsed_ms = (time.monotonic() - started) * 1000
         n = len(batch)
         self.stats["batches_committed"] += 1

@@ -6,8 +6,8 @@ import time
 import pytest
 
 from actors import PartyBusy
-from engine.chaos import CRASH_KINDS, ChaosResult, Model, check_database, run_chaos
-from engine.host import RESERVATION_UNCONFIRMED_S, WalletHost
+from engine.ops.chaos import CRASH_KINDS, ChaosResult, Model, check_database, run_chaos
+from engine.runtime.host import RESERVATION_UNCONFIRMED_S, WalletHost
 from persistence.client import WriterClient
 from persistence.db import get_pool
 from tests.conftest import PLACEMENTS, engine_config
@@ -69,7 +69,7 @@ async def test_the_comparison_catches_a_lost_transfer_and_a_minute_billed_twice(
 async def test_a_listener_whose_release_was_lost_is_freed_from_postgres(engine):
     """Chaos found it: a payer's shard died after a settlement committed, before it freed the
     listener, who stayed busy with a stale balance. The listener's host now asks PostgreSQL."""
-    from engine.raycalls import writer_sender
+    from engine.runtime.raycalls import writer_sender
 
     user = await engine.create_user("u")
     listener = await engine.create_listener("l")

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-CLI = [sys.executable, "-m", "engine.cli"]
+CLI = [sys.executable, "-m", "engine.ops.cli"]
 STEP_S_MAX = 240
 
 

@@ -211,7 +211,7 @@ async def test_stop_drains_every_buffer_into_postgres(services, pool, ray_sessio
 
 async def test_a_killed_actor_is_restarted_and_carries_on_from_postgres(engine):
 
-    from engine.raycalls import call_name, shard_name
+    from engine.runtime.raycalls import call_name, shard_name
 
     user, listener = await pair(engine, 100)
     call = await engine.start_call(user, listener)
@@ -275,7 +275,7 @@ async def test_a_spend_key_is_remembered_after_a_restart(engine):
     """Chaos found it: a restarted wallet forgot the keys of spends outside calls, and a late
     repeat of a spend was applied again in memory."""
 
-    from engine.raycalls import shard_name, wallet_name
+    from engine.runtime.raycalls import shard_name, wallet_name
 
     user, _ = await pair(engine, 100)
     await engine.spend(user, 30, idempotency_key="s1")
@@ -300,7 +300,7 @@ async def test_a_wallet_actor_that_lost_unwritten_minutes_bills_them_again_at_th
     billed but not written; its successor stood a minute behind the call actor, and the
     hang-up failed on that disagreement. The call now has the wallet bill again first."""
     from engine.api import Engine
-    from engine.raycalls import wallet_name
+    from engine.runtime.raycalls import wallet_name
     from persistence.client import ClientLimits
     from tests.conftest import engine_config
 

@@ -8,7 +8,6 @@ import redis.asyncio as aioredis
 
 from actors import InsufficientCoins, PartyBusy
 from engine.api import Engine
-from engine.raycalls import remote
 from persistence import keys
 from persistence.badges import BadgeThresholds
 from tests.conftest import PLACEMENTS, engine_config
@@ -187,9 +186,7 @@ async def test_scheduler_runs_jobs_as_ray_tasks_one_at_a_time(services, pool, ra
         assert sched.skipped["badges"] == 1
         await sched.wait_idle()
         assert sched.last["badges"]["result"]["errors"] == 0
-        recorded = await eventually(
-            lambda: remote(engine.writer.jobs.remote()), what="runs recorded for inspect"
-        )
+        recorded = await eventually(lambda: engine.writer.jobs(), what="runs recorded for inspect")
         assert "presence" in recorded
     finally:
         await engine.stop()

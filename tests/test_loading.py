@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from engine.loading import LoadOnce
+from engine.runtime.loading import LoadOnce
 
 
 async def test_a_failed_load_is_tried_again_and_a_good_one_is_kept():
@@ -46,7 +46,7 @@ def test_an_actor_restarting_or_a_server_away_is_transient_and_a_refusal_is_not(
     from ray.exceptions import ActorUnavailableError, RayActorError
 
     from actors import EngineUnavailable, InsufficientCoins
-    from engine.raycalls import is_transient
+    from engine.runtime.raycalls import is_transient
 
     assert is_transient(RayActorError())
     assert is_transient(ActorUnavailableError("restarting", None))

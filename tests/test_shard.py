@@ -8,7 +8,7 @@ import pytest
 from actors import Call, IdempotencyConflict, InsufficientCoins, InvalidInput
 from bench.setup import ongoing_calls
 from engine.config import Config
-from engine.shard import Shard
+from engine.runtime.shard import Shard
 from persistence import store
 from persistence.client import ClientLimits
 from persistence.writer import LedgerWriter
@@ -91,7 +91,7 @@ async def test_after_a_crash_unwritten_minutes_are_recomputed_once(pool, service
 
 
 async def test_recovery_reads_calls_in_pieces_and_misses_none(pool, services, monkeypatch):
-    monkeypatch.setattr("engine.shard.RECOVERY_CHUNK_CALLS", 2)
+    monkeypatch.setattr("engine.runtime.shard.RECOVERY_CHUNK_CALLS", 2)
     await ongoing_calls(pool, 5, 100, T0)  # 5 calls: pieces of 2, 2 and 1
     sh = shard(services)
     state = await sh.start()
@@ -215,3 +215,26 @@ def test_call_recovered_from_a_row_keeps_its_rates_and_start():
     c = store.call_from_row(row, MIN, 240, 7)
     assert isinstance(c, Call) and c.billed_minutes == 7 and c.connected_at == T0
     assert (c.rate_coins, c.rate_paise, c.tier) == (60, 1000, "gold")
+
+
+async def test_idle_wallets_past_the_cap_are_evicted_and_reload_as_they_were(
+    pool, services, monkeypatch
+):
+    monkeypatch.setattr("engine.runtime.host.WALLETS_IDLE_MAX", 2)
+    monkeypatch.setattr("engine.runtime.host.WALLET_IDLE_S", 0.0)
+    users = [await store.create_user(pool, f"u{i}", "user") for i in range(6)]
+    listener = await store.create_user(pool, "l", "listener")
+    sh = shard(services)
+    await sh.apply_external(users[0], "purchase", 100, "k", T0)
+    call_id = await new_call(pool, sh, users[0], listener)  # its payer is never evicted
+    for u in users[1:]:
+        await sh.apply_external(u, "purchase", 10 + u, "k", T0)
+    held = sh.host.wallets
+    assert len(held) - len(sh.host.calls) <= 2 + 1  # the cap, and the one loaded last
+    assert users[0] in held and listener in held  # in a call: kept
+    assert sh.host.stats["wallets_evicted"] >= 2
+    for u in users[1:]:  # evicted ones reload from PostgreSQL as they were
+        assert (await sh.balance(u, T0))["balance_coins"] == 10 + u
+    await sh.end_call(call_id, T0 + MIN)
+    await sh.sync()
+    assert await audit_violations(pool) == {}

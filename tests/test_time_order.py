@@ -8,7 +8,7 @@ import pytest
 
 from actors import InsufficientCoins
 from engine import EngineUnavailable
-from engine.raycalls import shard_name, shard_of, wallet_name
+from engine.runtime.raycalls import shard_name, shard_of, wallet_name
 from persistence.client import ClientLimits
 from tests.conftest import PLACEMENTS, engine_config
 from tests.helpers import answered, audit_violations, eventually, restart_actor

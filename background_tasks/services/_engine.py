@@ -12,40 +12,20 @@ import asyncio
 import os
 import weakref
 
-import ray
-
 from actors.errors import InvalidInput
-from engine.api import Engine
+from engine.api import Engine, join_cluster
 from engine.config import from_env
-from engine.raycalls import WRITER_NAME, actor_or_none, connect
 
 # One engine handle per event loop: each asyncio.run() of the older examples gets its own.
 _engines: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _join_cluster() -> None:
-    if ray.is_initialized():
-        return
-    address = os.environ.get("RAY_ADDRESS")
-    try:
-        connect(address or "auto")
-    except ConnectionError:
-        if address:
-            raise ConnectionError(f"cannot reach the Ray cluster at {address}") from None
-        # No cluster here: Engine.start() starts a local one and an engine in it.
-
-
-def _current(e: Engine) -> bool:
-    """Is `e` still the engine running in the cluster (not one stopped since)?"""
-    running = actor_or_none(WRITER_NAME, e.config.namespace)
-    return running is not None and running._actor_id == e.writer._actor_id
-
-
 async def engine() -> Engine:
     loop = asyncio.get_running_loop()
     e = _engines.get(loop)
-    if e is None or not _current(e):
-        _join_cluster()
+    if e is None or not e.is_current():
+        # With no cluster to join, Engine.start() starts a local one and an engine in it.
+        join_cluster(os.environ.get("RAY_ADDRESS"))
         e = await Engine(from_env()).start()
         _engines[loop] = e
     return e

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ray
 
 from actors.errors import InvalidInput, UnknownCall, UnknownUser
-from engine.raycalls import (
+from engine.runtime.raycalls import (
     NAMESPACE,
     WRITER_NAME,
     actor,

@@ -1,64 +1,29 @@
-"""The jobs: presence sweep, expired-call cleanup, daily badges, on-demand deduction.
-
-Each run is a Ray task (`job_task`) that attaches to the running engine by name. The
-scheduler runs the presence sweep and the cleanup every `jobs_interval_s` and the badges daily
-at `badges_at` (local time in `badge_timezone`), never two runs of one job at once, and logs
-every run with its result and duration.
-"""
+"""Runs the jobs (`engine.jobs`) as Ray tasks: the presence sweep and the cleanup every
+`jobs_interval_s`, the badges daily at `badges_at` (local time in `badge_timezone`), never two
+runs of one job at once, each run logged with its result and duration."""
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import time
-from zoneinfo import ZoneInfo
 
 import ray
 
-from actors.money import one_of
+from engine.jobs import JOBS, next_daily, run_job_here
 
 log = logging.getLogger("billing.jobs")
 
-JOBS = ("presence", "cleanup", "badges", "deduct")
-PRESENCE_INACTIVE_MINUTES = 5
 SCHEDULER_SLEEP_S_MAX = 1.0
 
 
-async def run_job_here(engine, name: str) -> dict:
-    """Run one job in this process against `engine`."""
-    one_of(name, JOBS, "job")
-    started = time.monotonic()
-    if name == "presence":
-        result = {
-            "marked_offline": await engine.mark_inactive_users_offline(PRESENCE_INACTIVE_MINUTES),
-            "busy_cleared": await engine.cleanup_expired_busy_status(),
-        }
-    elif name == "cleanup":
-        result = {"expired_calls": await engine.cleanup_expired_calls()}
-    elif name == "badges":
-        result = await engine.assign_daily_badges()
-    else:
-        result = {"minutes_billed": await engine.bill_due()}
-    return {
-        "job": name,
-        "result": result,
-        "duration_s": round(time.monotonic() - started, 3),
-        "finished_at": time.time(),
-    }
-
-
 @ray.remote(num_cpus=0, max_retries=0)
-def job_task(name: str, namespace: str) -> dict:
-    """A job as a Ray task: attach to the engine running in `namespace`, run, detach."""
-    from engine.api import Engine
-    from engine.config import Config
+def job_task(name: str, namespace: str, attach) -> dict:
+    """A job as a Ray task: attach to the engine running in `namespace` (`attach`, a function
+    the Engine hands over, so that this module needs no Engine), run, detach."""
 
     async def main() -> dict:
-        engine = await Engine(Config(namespace=namespace)).start()
-        if not engine.attached:
-            await engine.stop()
-            raise RuntimeError(f"no billing engine runs in Ray namespace {namespace!r}")
+        engine = await attach(namespace)
         try:
             return await run_job_here(engine, name)
         finally:
@@ -67,21 +32,15 @@ def job_task(name: str, namespace: str) -> dict:
     return asyncio.run(main())
 
 
-def next_daily(now: float, hhmm: str, timezone: str) -> float:
-    """The next instant after `now` at local time `hhmm` in `timezone`."""
-    tz = ZoneInfo(timezone)
-    hour, minute = map(int, hhmm.split(":"))
-    local = dt.datetime.fromtimestamp(now, tz)
-    for days in range(3):
-        at = dt.datetime.combine(local.date() + dt.timedelta(days=days), dt.time(hour, minute), tz)
-        if at.timestamp() > now:
-            return at.timestamp()
-    raise AssertionError("unreachable: a day has that time within three")
+async def run_as_task(name: str, namespace: str, attach) -> dict:
+    """One run of a job now, as a Ray task attached to the engine in `namespace`."""
+    return await job_task.remote(name, namespace, attach)
 
 
 class Scheduler:
-    def __init__(self, engine) -> None:
+    def __init__(self, engine, attach) -> None:
         self.engine = engine
+        self.attach = attach  # how a job's task attaches to this engine
         self.running: dict[str, asyncio.Task] = {}
         self.last: dict[str, dict] = {}
         self.skipped: dict[str, int] = dict.fromkeys(JOBS, 0)
@@ -112,7 +71,7 @@ class Scheduler:
             self.skipped[name] += 1
             log.warning("job %s: previous run still going, this one skipped", name)
             return False
-        ref = job_task.remote(name, self.engine.config.namespace)
+        ref = job_task.remote(name, self.engine.config.namespace, self.attach)
         self.running[name] = asyncio.get_running_loop().create_task(self._collect(name, ref))
         return True
 
@@ -122,7 +81,7 @@ class Scheduler:
             log.info("job %s: %s in %.3f s", name, out["result"], out["duration_s"])
             self.last[name] = out
             # Kept on the writer actor too, so that `billing-engine inspect jobs` can read it.
-            self.engine.writer.record_job.remote(out)
+            self.engine.writer.record_job(out)
         except Exception as e:  # noqa: BLE001 - a failed run is logged; the next one runs
             log.error("job %s failed: %s", name, e)
             self.last[name] = {"job": name, "error": str(e), "finished_at": time.time()}

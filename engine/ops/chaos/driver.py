@@ -15,14 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import math
 import random
 import time
-from collections import Counter
-from dataclasses import dataclass, field
-
-import ray
 
 from actors.errors import (
     BillingError,
@@ -32,10 +26,15 @@ from actors.errors import (
     InvariantViolation,
     PartyBusy,
 )
-from engine.faults import Proxy
-from engine.host import RESERVATION_UNCONFIRMED_S
-from engine.raycalls import WRITER_NAME, call_name, shard_name, shard_of, wallet_name
+from engine.ops.chaos.checks import ChaosResult, check_database
+from engine.ops.chaos.model import Model, ModelCall
+from engine.ops.faults import Proxy
+from engine.runtime import cluster
+from engine.runtime.host import RESERVATION_UNCONFIRMED_S
+from engine.runtime.raycalls import WRITER_NAME, call_name, shard_name, shard_of, wallet_name
+from persistence import readback
 from persistence.client import ClientLimits
+from persistence.db import get_pool
 
 STEP_SECONDS = 20.0  # clock time between batches
 CLOCK_JUMP_MINUTES = (2, 12)
@@ -44,7 +43,6 @@ FAULT_PROBABILITY = 0.5  # of a fault in a step, besides the late and duplicate 
 ATTEMPT_TIMEOUT_S = 30.0  # one attempt of a request
 PATIENCE_S = 120.0  # a request unanswered this long counts as stuck, a failure of the run
 RETRY_DELAY_S = (0.05, 1.0)
-MISMATCHES_KEPT = 50
 MAX_CALL_MINUTES = 30  # short, so that calls also expire during a run
 COVERING_STEPS_MAX = 60  # steps that may go to injecting each kind of fault once
 SIZES = {"sharded": (40, 12), "actor-per-call": (8, 4)}  # (users, listeners)
@@ -57,141 +55,7 @@ CRASH_AFTER_HANGUP_S = 0.03
 CHAOS_FLUSH_INTERVAL_MS = 2_000
 
 
-# -- the independent model ------------------------------------------------------------------
-
-
-@dataclass
-class ModelCall:
-    call_id: int
-    user: int
-    listener: int
-    rate_coins: int
-    rate_paise: int
-    connected_at: float
-    minutes: int = 1
-    status: str = "ongoing"
-    reason: str | None = None
-
-
-@dataclass
-class Model:
-    """What the ledger must say: minute k of a call is due at connected_at + (k-1)·minute and is
-    paid if the payer has the coins, else the call drops at that boundary; minute 1 is paid at
-    the start; a call ends at its maximum length; a hang-up keeps the started minute; the
-    listener earns minutes × paise rate once, at the end; an idempotency key applies once."""
-
-    minute_s: float
-    max_minutes: int
-    coins: dict[int, int] = field(default_factory=dict)
-    paise: dict[int, int] = field(default_factory=dict)
-    externals: dict[str, tuple[int, str, int]] = field(default_factory=dict)
-    calls: dict[int, ModelCall] = field(default_factory=dict)
-    in_call: dict[int, int] = field(default_factory=dict)  # party -> call id
-
-    def external(self, who: int, key: str, tx_type: str, amount: int, t: float) -> str:
-        """'applied', 'repeat', or the refusal: 'conflict', 'insufficient'. Everything due by
-        `t` happens first (rule 9)."""
-        self.bill(t)
-        tid = f"ext:{who}:{key}"
-        if tid in self.externals:
-            return "repeat" if self.externals[tid] == (who, tx_type, amount) else "conflict"
-        if tx_type == "spend":
-            if self.coins[who] < amount:
-                return "insufficient"
-            self.coins[who] -= amount
-        elif tx_type == "withdraw":
-            if self.paise[who] < amount:
-                return "insufficient"
-            self.paise[who] -= amount
-        else:
-            self.coins[who] += amount
-        self.externals[tid] = (who, tx_type, amount)
-        return "applied"
-
-    def start_refusal(self, user: int, listener: int, rate_coins: int, t: float) -> str | None:
-        self.bill(t)
-        if user in self.in_call or listener in self.in_call:
-            return "busy"
-        if self.coins[user] < rate_coins:
-            return "insufficient"
-        return None
-
-    def start(self, call_id: int, user, listener, rate_coins, rate_paise, t: float) -> None:
-        self.coins[user] -= rate_coins
-        self.calls[call_id] = ModelCall(call_id, user, listener, rate_coins, rate_paise, t)
-        self.in_call[user] = self.in_call[listener] = call_id
-
-    def bill(self, t: float) -> None:
-        for c in list(self.calls.values()):
-            if c.status == "ongoing":
-                self._bill(c, t)
-
-    def _bill(self, c: ModelCall, t: float) -> None:
-        due = max(1, min(math.floor((t - c.connected_at) / self.minute_s) + 1, self.max_minutes))
-        while c.minutes < due:
-            if self.coins[c.user] < c.rate_coins:
-                self._settle(c, "dropped", "insufficient_coins")
-                return
-            self.coins[c.user] -= c.rate_coins
-            c.minutes += 1
-        if t >= c.connected_at + self.max_minutes * self.minute_s:
-            self._settle(c, "dropped", "expired")
-
-    def end(self, call_id: int, t: float) -> None:
-        self.bill(t)
-        c = self.calls[call_id]
-        if c.status == "ongoing":
-            self._settle(c, "completed", "hangup")
-
-    def _settle(self, c: ModelCall, status: str, reason: str) -> None:
-        c.status, c.reason = status, reason
-        self.paise[c.listener] += c.minutes * c.rate_paise
-        self.in_call.pop(c.user, None)
-        self.in_call.pop(c.listener, None)
-
-
 # -- the run --------------------------------------------------------------------------------
-
-
-@dataclass
-class ChaosResult:
-    seed: int
-    placement: str
-    seconds: float
-    steps: int = 0
-    operations: int = 0
-    acknowledged: int = 0
-    calls: int = 0
-    minutes_billed: int = 0
-    retries: int = 0
-    stuck: int = 0
-    faults_injected: Counter = field(default_factory=Counter)
-    acknowledged_lost: int = 0
-    minutes_double_billed: int = 0
-    invariant_violations: int = 0
-    audit_ok: bool = False
-    audit: dict = field(default_factory=dict)
-    mismatches: list[str] = field(default_factory=list)
-
-    def mismatch(self, what: str) -> None:
-        self.invariant_violations += 1
-        if len(self.mismatches) < MISMATCHES_KEPT:
-            self.mismatches.append(what)
-
-    @property
-    def ok(self) -> bool:
-        return (
-            self.acknowledged_lost == 0
-            and self.minutes_double_billed == 0
-            and self.invariant_violations == 0
-            and self.stuck == 0
-            and self.audit_ok
-        )
-
-    def as_dict(self) -> dict:
-        out = dataclasses.asdict(self)
-        out["faults_injected"] = dict(sorted(self.faults_injected.items()))
-        return out | {"ok": self.ok}
 
 
 class Chaos:
@@ -343,16 +207,9 @@ class Chaos:
         if not self.ambiguous_starts:
             return
         await self.must(self.engine.sync, "sync")
-        pool = await self.engine.pool()
-        rows = await self.must(
-            lambda: pool.fetch(
-                "SELECT call_id, user_id, listener_id, rate_coins, rate_paise, "
-                "extract(epoch FROM connected_at)::float8 AS t FROM calls "
-                "WHERE user_id = ANY($1::bigint[])",
-                [u for u, _ in self.ambiguous_starts],
-            ),
-            "read calls",
-        )
+        pool = await get_pool(self.engine.database_url)
+        users = [u for u, _ in self.ambiguous_starts]
+        rows = await self.must(lambda: readback.calls_of(pool, users), "read calls")
         if rows is None:
             return
         found = {r["listener_id"] for r in rows if r["call_id"] not in self.model.calls}
@@ -369,7 +226,7 @@ class Chaos:
                     r["listener_id"],
                     r["rate_coins"],
                     r["rate_paise"],
-                    r["t"],
+                    r["connected_at"],
                 )
                 self.model.bill(self.engine.clock.now())
         self.ambiguous_starts.clear()
@@ -447,11 +304,8 @@ class Chaos:
         return wallet_name(user)
 
     def _kill(self, name: str) -> bool:
-        try:
-            ray.kill(ray.get_actor(name, namespace=self.engine.config.namespace), no_restart=False)
-            return True
-        except ValueError:
-            return False  # retired meanwhile
+        """Kill a named actor of the engine (Ray restarts it); False if it is gone already."""
+        return cluster.kill_actor(name, self.engine.config.namespace)
 
     async def crash(self, kind: str, fresh: list[ModelCall]) -> None:
         """A crash where it hurts, then the request that would see its damage.
@@ -519,7 +373,6 @@ class Chaos:
 
     async def inject(self, kind: str) -> None:
         await asyncio.sleep(self.rng.random() * 0.05)
-        ns = self.engine.config.namespace
         if kind in ("postgres_restart", "redis_restart"):
             proxy = self.pg if kind == "postgres_restart" else self.redis
             await proxy.cut()
@@ -527,12 +380,8 @@ class Chaos:
             await proxy.restore()
         else:
             name = self._victim(kind)
-            if name is None:
+            if name is None or not self._kill(name):
                 return
-            try:
-                ray.kill(ray.get_actor(name, namespace=ns), no_restart=False)
-            except ValueError:
-                return  # retired meanwhile
         self.result.faults_injected[kind] += 1
 
     def _victim(self, kind: str) -> str | None:
@@ -621,7 +470,7 @@ class Chaos:
                 await self.end_call(c.call_id)
         await self.must(self.engine.sync, "drain")
         await self.compare_live()
-        await check_database(await self.engine.pool(), self.model, self.result)
+        await check_database(await get_pool(self.engine.database_url), self.model, self.result)
 
     async def compare_live(self) -> None:
         """What the engine's actors answer now."""
@@ -633,70 +482,6 @@ class Chaos:
                 self.mismatch(f"live coins of {who}: {state['balance_coins']}")
             if who in self.model.paise and state["earnings_paise"] != self.model.paise[who]:
                 self.mismatch(f"live earnings of {who}: {state['earnings_paise']}")
-
-
-async def check_database(pool, m: Model, r: ChaosResult) -> None:
-    """Compare PostgreSQL with the model; run the audit. Findings go into `r`."""
-    from persistence.audit import ledger_totals, run_audit
-
-    r.calls = len(m.calls)
-    r.minutes_billed = sum(c.minutes for c in m.calls.values())
-
-    coins = dict(await pool.fetch("SELECT user_id, balance_coins FROM wallet_balances"))
-    for who, held in m.coins.items():
-        if coins.get(who) != held:
-            r.mismatch(f"stored coins of {who}: {coins.get(who)}, model {held}")
-    paise = dict(await pool.fetch("SELECT listener_id, earnings_paise FROM listener_earnings"))
-    for who, held in m.paise.items():
-        if paise.get(who) != held:
-            r.mismatch(f"stored earnings of {who}: {paise.get(who)}, model {held}")
-    ext = {
-        row["transfer_id"]: (row["user_id"], row["tx_type"], abs(row["amount"]))
-        for row in await pool.fetch(
-            "SELECT transfer_id, user_id, tx_type, amount FROM ledger "
-            "WHERE transfer_id LIKE 'ext:%'"
-        )
-    }
-    for tid, want in m.externals.items():
-        if tid not in ext:
-            r.acknowledged_lost += 1
-            r.mismatch(f"acknowledged transfer {tid} is not in the ledger")
-        elif ext[tid] != want:
-            r.mismatch(f"transfer {tid}: stored {ext[tid]}, model {want}")
-    for tid in ext.keys() - m.externals.keys():
-        r.mismatch(f"transfer {tid} was never acknowledged")
-    calls = {row["call_id"]: row for row in await pool.fetch("SELECT * FROM calls")}
-    minutes = dict(
-        await pool.fetch(
-            "SELECT call_id, count(*) FROM ledger WHERE tx_type = 'spend' "
-            "AND call_id IS NOT NULL GROUP BY call_id"
-        )
-    )
-    earned = dict(await pool.fetch("SELECT call_id, amount FROM ledger WHERE tx_type = 'earn'"))
-    for cid, c in m.calls.items():
-        row = calls.get(cid)
-        if row is None:
-            r.acknowledged_lost += 1
-            r.mismatch(f"acknowledged call {cid} is not stored")
-            continue
-        got = (row["status"], row["end_reason"], row["billed_minutes"], row["coins_spent"])
-        want = (c.status, c.reason, c.minutes, c.minutes * c.rate_coins)
-        if got != want:
-            r.mismatch(f"call {cid}: stored {got}, model {want}")
-        n = minutes.get(cid, 0)
-        r.minutes_double_billed += max(0, n - c.minutes)
-        if n < c.minutes:
-            r.acknowledged_lost += c.minutes - n
-            r.mismatch(f"call {cid}: {n} minute transfers, model {c.minutes}")
-        if earned.get(cid, 0) != c.minutes * c.rate_paise:
-            r.mismatch(f"call {cid}: earned {earned.get(cid)}, model {c.minutes}×rate")
-    for cid in calls.keys() - m.calls.keys():
-        r.mismatch(f"call {cid} was stored but never started as far as the model knows")
-    checks = await run_audit(pool)
-    totals = await ledger_totals(pool)
-    r.audit = {name: n for name, n in checks} | {"coins_conserved": totals["coins_conserved"]}
-    r.audit_ok = all(n == 0 for _, n in checks) and totals["coins_conserved"]
-    r.invariant_violations += sum(n for _, n in checks) + (not totals["coins_conserved"])
 
 
 async def run_chaos(
@@ -727,8 +512,8 @@ async def run_chaos(
     )
     await engine.start()
     try:
-        pool = await engine.pool()
-        if await pool.fetchval("SELECT count(*) FROM users"):
+        pool = await get_pool(engine.database_url)
+        if await readback.users_count(pool):
             raise ValueError("chaos needs a database without users: its model starts empty")
         chaos = Chaos(engine, pg, redis, seed, seconds)
         await chaos.setup(users or d_users, listeners or d_listeners)

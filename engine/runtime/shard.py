@@ -18,9 +18,9 @@ import ray
 from actors.call import Call
 from actors.errors import EngineUnavailable, InvariantViolation
 from engine.config import Config, tune_gc_for_hot_path
-from engine.host import Releases, WalletHost, WalletMethods, exit_on_violation
-from engine.loading import LoadOnce
-from engine.raycalls import (
+from engine.runtime.host import Releases, WalletHost, WalletMethods, exit_on_violation
+from engine.runtime.loading import LoadOnce
+from engine.runtime.raycalls import (
     actor,
     is_transient,
     remote,
@@ -29,11 +29,11 @@ from engine.raycalls import (
     writer_drainer,
     writer_sender,
 )
-from engine.retry import Retry, retrying
-from engine.timers import TimerWheel
+from engine.runtime.timers import TimerWheel
 from persistence import store
 from persistence.client import WriterClient
 from persistence.presence import Presence
+from persistence.retry import Retry, retrying
 from persistence.waiting import wait_event
 
 log = logging.getLogger("billing.shard")

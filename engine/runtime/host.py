@@ -26,7 +26,7 @@ from actors.errors import InvariantViolation, UnknownUser
 from actors.money import WITHDRAW, to_ms
 from actors.timeline import bill_call_through, catch_up
 from actors.wallet import Wallet, check_external, external_transfer_id
-from engine.loading import LoadOnce
+from engine.runtime.loading import LoadOnce
 from persistence import store
 from persistence.client import WriterClient
 from persistence.db import get_pool
@@ -42,6 +42,12 @@ RESERVATION_UNCONFIRMED_S = 30.0
 INVARIANT_EXIT_CODE = 70
 # Wallets read from PostgreSQL in one query when a host loads many.
 LOAD_CHUNK_WALLETS = 10_000
+# Wallets of people with no ongoing call a host keeps loaded. Past it, those unused for
+# WALLET_IDLE_S are evicted, oldest first (they reload from PostgreSQL when next asked); a
+# wallet that pays or serves a call is never evicted, so a host holds at most its calls' people
+# plus this many.
+WALLETS_IDLE_MAX = 100_000
+WALLET_IDLE_S = 600.0
 
 # (listener_id, call_id, earnings_paise) of settled calls, for the listeners' hosts.
 Releases = list[tuple[int, int, int]]
@@ -82,7 +88,8 @@ class WalletHost:
         self._notices: list[dict] = []  # low-balance notices waiting to be published
         self._reserved_at: dict[int, float] = {}  # listener -> when its reservation was made
         self._loading: dict[int, asyncio.Future] = {}
-        self.stats = {"minutes_billed": 0, "calls_settled": 0}
+        self._used_at: dict[int, float] = {}  # wallet -> when a request last asked for it
+        self.stats = {"minutes_billed": 0, "calls_settled": 0, "wallets_evicted": 0}
 
     async def _before_first_read(self) -> None:
         if self._before_load is not None:
@@ -114,18 +121,43 @@ class WalletHost:
     async def _load_wallets(self, user_ids: list[int]) -> None:
         pool = await self.pool()
         loaded = await store.load_wallets(pool, user_ids, self.call_defaults[0])
+        self._evict_idle()
         for uid, w in loaded.items():
             self.wallets.setdefault(uid, w)
+            self._touch(uid)
         # The calls they pay that this host does not hold yet (a wallet actor's first load).
         unknown = [c for w in loaded.values() for c in w.calls if c not in self.calls]
         if unknown:
             for call in await store.load_ongoing_calls(pool, *self.call_defaults, call_ids=unknown):
                 self.add_call(call)
 
+    def _evict_idle(self) -> None:
+        """Keep at most WALLETS_IDLE_MAX wallets of people in no call: drop those unused for
+        WALLET_IDLE_S, oldest first. Only while nothing this host wrote is unconfirmed, so no
+        request is between changing a wallet and its commit."""
+        excess = len(self.wallets) - len(self.calls) - WALLETS_IDLE_MAX
+        if excess <= 0 or self.client.pending:
+            return
+        idle_before = time.monotonic() - WALLET_IDLE_S
+        for uid, used_at in list(self._used_at.items()):  # oldest use first
+            if excess <= 0 or used_at > idle_before:
+                break
+            w = self.wallets.get(uid)
+            if w is not None and not w.calls and w.listener_call_id is None:
+                del self.wallets[uid]
+                self.stats["wallets_evicted"] += 1
+                excess -= 1
+            del self._used_at[uid]
+
+    def _touch(self, user_id: int) -> None:
+        self._used_at.pop(user_id, None)  # to the end: the map stays in order of last use
+        self._used_at[user_id] = time.monotonic()
+
     async def wallet(self, user_id: int) -> Wallet:
         """The wallet, loaded from PostgreSQL the first time it is needed."""
         w = self.wallets.get(user_id)
         if w is not None:
+            self._touch(user_id)
             return w
         pending = self._loading.get(user_id)
         if pending is None:

@@ -14,7 +14,7 @@ from rich.table import Table
 from actors.errors import BillingError
 from engine.api import Engine
 from engine.config import Config
-from persistence import store
+from persistence import readback, store
 from persistence.audit import ledger_totals, run_audit
 from persistence.db import get_pool
 
@@ -74,7 +74,7 @@ async def _run(engine: Engine, calls: int, minutes: int, console: Console) -> in
     minute_s = cfg.minute_seconds
     length_s = minutes * minute_s
     pool = await get_pool(engine.database_url)
-    ticks_at_start = await _minutes_committed(pool)
+    ticks_at_start = await readback.minutes_committed(pool)
     with Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -89,21 +89,17 @@ async def _run(engine: Engine, calls: int, minutes: int, console: Console) -> in
         while (elapsed := time.monotonic() - t0) < length_s:
             while pending and pending[0][0] <= elapsed:
                 await engine.end_call(pending.pop(0)[1])
-            committed = await _minutes_committed(pool)
+            committed = await readback.minutes_committed(pool)
             progress.update(task, completed=elapsed, committed=committed)
             await asyncio.sleep(min(0.25, minute_s / 4))
         for cid, _, _ in call_ids:
             await engine.end_call(cid)
         await engine.sync()
-        progress.update(task, completed=length_s, committed=await _minutes_committed(pool))
+        progress.update(task, completed=length_s, committed=await readback.minutes_committed(pool))
     billing_s = time.monotonic() - t0
-    billed = await _minutes_committed(pool) - ticks_at_start
+    billed = await readback.minutes_committed(pool) - ticks_at_start
     console.print(f"{billed} call-minutes billed in {billing_s:.1f} s of calls")
     return await report(pool, console)
-
-
-async def _minutes_committed(pool) -> int:
-    return await pool.fetchval("SELECT count(*) FROM ledger WHERE tx_type = 'spend'")
 
 
 async def report(pool, console: Console) -> int:

@@ -18,9 +18,9 @@ import time
 from actors.call import Call
 from actors.errors import EngineUnavailable, UnknownUser
 from engine.config import Config
-from engine.host import Releases, WalletHost, WalletMethods
-from engine.loading import LoadOnce
-from engine.raycalls import (
+from engine.runtime.host import Releases, WalletHost, WalletMethods
+from engine.runtime.loading import LoadOnce
+from engine.runtime.raycalls import (
     actor,
     actor_or_none,
     is_transient,
@@ -29,11 +29,11 @@ from engine.raycalls import (
     writer_drainer,
     writer_sender,
 )
-from engine.retry import Retry, retrying
 from persistence import store
 from persistence.client import WriterClient
 from persistence.db import get_pool
 from persistence.presence import Presence
+from persistence.retry import Retry, retrying
 
 log = logging.getLogger("billing.per_call")
 

@@ -12,8 +12,8 @@ import ray
 from actors.call import Call
 from actors.errors import CapacityExceeded, UnknownUser
 from engine.config import Config
-from engine.per_call import CallActor, WalletActor
-from engine.raycalls import (
+from engine.runtime.per_call import CallActor, WalletActor
+from engine.runtime.raycalls import (
     actor,
     actor_or_none,
     call_name,
@@ -22,7 +22,7 @@ from engine.raycalls import (
     shard_of,
     wallet_name,
 )
-from engine.shard import Shard
+from engine.runtime.shard import Shard
 from persistence import store
 from persistence.db import get_pool
 
@@ -61,6 +61,7 @@ class Placement(Protocol):
     ) -> dict | None: ...
     async def bill_call(self, call_id: int, user_id: int, now: float) -> dict | None: ...
     async def run_due(self, now: float) -> int: ...
+    async def processes(self, now: float) -> dict[int, str]: ...
 
 
 class HostedWallets:
@@ -148,6 +149,10 @@ class ShardedPlacement(HostedWallets):
 
     async def inspect(self) -> list[dict]:
         return await asyncio.gather(*(remote(s.state.remote()) for s in self.shards))
+
+    async def processes(self, now: float) -> dict[int, str]:
+        """The process of each shard, by pid."""
+        return {st["pid"]: shard_name(st["shard"]) for st in await self.inspect()}
 
     async def stop(self) -> None:
         await self.sync()
@@ -369,6 +374,15 @@ class ActorPerCallPlacement(HostedWallets):
 
     async def sync(self) -> None:
         await asyncio.gather(*(remote(w.sync.remote()) for w in self.wallets.values()))
+
+    async def processes(self, now: float) -> dict[int, str]:
+        """The process of each call and wallet actor, by pid."""
+        pids = {}
+        for call_id, h in list(self.calls.items()):
+            pids[(await remote(h.state.remote(now)))["pid"]] = call_name(call_id)
+        for uid, h in list(self.wallets.items()):
+            pids[(await remote(h.inspect_wallet.remote(uid, now)))["pid"]] = wallet_name(uid)
+        return pids
 
     async def inspect(self) -> list[dict]:
         return [

@@ -47,7 +47,7 @@ def _config(args: argparse.Namespace, **defaults):
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from engine.demo import run_demo
+    from engine.ops.demo import run_demo
 
     if args.calls < 1 or args.minutes < 1:
         raise BillingError("--calls and --minutes must be at least 1")
@@ -57,12 +57,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_up(args: argparse.Namespace) -> int:
     from engine.api import Engine
+    from engine.runtime import cluster
 
     async def serve() -> int:
         engine = Engine(_config(args))
         await engine.start()
-        import ray
-
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -70,7 +69,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         cfg = engine.config.public()
         console.print(
             f"[bold]billing engine up[/] placement={cfg['placement']} "
-            f"ray={ray.get_runtime_context().gcs_address} namespace={cfg['namespace']}"
+            f"ray={cluster.address()} namespace={cfg['namespace']}"
         )
         console.print("inspect it with: billing-engine inspect shards|writer|call ID|wallet ID")
         await stop.wait()
@@ -83,24 +82,21 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    import ray
+    from engine.runtime import cluster
+    from engine.runtime.live import inspect_running
 
-    from engine.inspect import inspect_running
-    from engine.raycalls import connect
-
-    connect(args.ray_address or "auto")
+    cluster.connect(args.ray_address or "auto")
     try:
         ns = from_env().namespace
         out = asyncio.run(inspect_running(args.what, args.id, time.time(), ns))
     finally:
-        ray.shutdown()
+        cluster.leave()
     console.print_json(json.dumps(out, default=str))
     return 0
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
     from background_tasks.services._engine import engine as attached_engine
-    from engine.scheduler import job_task
 
     if args.ray_address:
         os.environ["RAY_ADDRESS"] = args.ray_address
@@ -109,7 +105,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         # Attach to the running engine (or start one here), then run the job as a Ray task.
         engine = await attached_engine()
         try:
-            return await job_task.remote(args.job, engine.config.namespace)
+            return await engine.run_job_task(args.job)
         finally:
             await engine.stop()
 
@@ -174,7 +170,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_chaos(args: argparse.Namespace) -> int:
     import random
 
-    from engine.chaos import chaos_command
+    from engine.ops.chaos import chaos_command
 
     if not args.seconds > 0:
         raise BillingError(f"--seconds must be positive, got {args.seconds}")

@@ -1,0 +1,98 @@
+"""The independent model of a chaos run: what DESIGN.md's billing policy says every
+acknowledged request should have done. Written from the policy, not from the engine's classes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ModelCall:
+    call_id: int
+    user: int
+    listener: int
+    rate_coins: int
+    rate_paise: int
+    connected_at: float
+    minutes: int = 1
+    status: str = "ongoing"
+    reason: str | None = None
+
+
+@dataclass
+class Model:
+    """What the ledger must say: minute k of a call is due at connected_at + (k-1)·minute and is
+    paid if the payer has the coins, else the call drops at that boundary; minute 1 is paid at
+    the start; a call ends at its maximum length; a hang-up keeps the started minute; the
+    listener earns minutes × paise rate once, at the end; an idempotency key applies once."""
+
+    minute_s: float
+    max_minutes: int
+    coins: dict[int, int] = field(default_factory=dict)
+    paise: dict[int, int] = field(default_factory=dict)
+    externals: dict[str, tuple[int, str, int]] = field(default_factory=dict)
+    calls: dict[int, ModelCall] = field(default_factory=dict)
+    in_call: dict[int, int] = field(default_factory=dict)  # party -> call id
+
+    def external(self, who: int, key: str, tx_type: str, amount: int, t: float) -> str:
+        """'applied', 'repeat', or the refusal: 'conflict', 'insufficient'. Everything due by
+        `t` happens first (rule 9)."""
+        self.bill(t)
+        tid = f"ext:{who}:{key}"
+        if tid in self.externals:
+            return "repeat" if self.externals[tid] == (who, tx_type, amount) else "conflict"
+        if tx_type == "spend":
+            if self.coins[who] < amount:
+                return "insufficient"
+            self.coins[who] -= amount
+        elif tx_type == "withdraw":
+            if self.paise[who] < amount:
+                return "insufficient"
+            self.paise[who] -= amount
+        else:
+            self.coins[who] += amount
+        self.externals[tid] = (who, tx_type, amount)
+        return "applied"
+
+    def start_refusal(self, user: int, listener: int, rate_coins: int, t: float) -> str | None:
+        self.bill(t)
+        if user in self.in_call or listener in self.in_call:
+            return "busy"
+        if self.coins[user] < rate_coins:
+            return "insufficient"
+        return None
+
+    def start(self, call_id: int, user, listener, rate_coins, rate_paise, t: float) -> None:
+        self.coins[user] -= rate_coins
+        self.calls[call_id] = ModelCall(call_id, user, listener, rate_coins, rate_paise, t)
+        self.in_call[user] = self.in_call[listener] = call_id
+
+    def bill(self, t: float) -> None:
+        for c in list(self.calls.values()):
+            if c.status == "ongoing":
+                self._bill(c, t)
+
+    def _bill(self, c: ModelCall, t: float) -> None:
+        due = max(1, min(math.floor((t - c.connected_at) / self.minute_s) + 1, self.max_minutes))
+        while c.minutes < due:
+            if self.coins[c.user] < c.rate_coins:
+                self._settle(c, "dropped", "insufficient_coins")
+                return
+            self.coins[c.user] -= c.rate_coins
+            c.minutes += 1
+        if t >= c.connected_at + self.max_minutes * self.minute_s:
+            self._settle(c, "dropped", "expired")
+
+    def end(self, call_id: int, t: float) -> None:
+        self.bill(t)
+        c = self.calls[call_id]
+        if c.status == "ongoing":
+            self._settle(c, "completed", "hangup")
+
+    def _settle(self, c: ModelCall, status: str, reason: str) -> None:
+        c.status, c.reason = status, reason
+        self.paise[c.listener] += c.minutes * c.rate_paise
+        self.in_call.pop(c.user, None)
+        self.in_call.pop(c.listener, None)

@@ -1,0 +1,59 @@
+"""What the database holds, read back whole for the checks that compare it with a model (chaos,
+the demo): balances, outside transfers, calls, their minutes and credits."""
+
+from __future__ import annotations
+
+import asyncpg
+
+
+async def snapshot(pool: asyncpg.Pool) -> dict:
+    """Every account's live balance, every outside transfer, every call with its minute count
+    and credit, in one repeatable-read transaction."""
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+        coins = dict(await conn.fetch("SELECT user_id, balance_coins FROM wallet_balances"))
+        paise = dict(await conn.fetch("SELECT listener_id, earnings_paise FROM listener_earnings"))
+        externals = {
+            r["transfer_id"]: (r["user_id"], r["tx_type"], abs(r["amount"]))
+            for r in await conn.fetch(
+                "SELECT transfer_id, user_id, tx_type, amount FROM ledger "
+                "WHERE transfer_id LIKE 'ext:%'"
+            )
+        }
+        calls = {r["call_id"]: dict(r) for r in await conn.fetch("SELECT * FROM calls")}
+        minutes = dict(
+            await conn.fetch(
+                "SELECT call_id, count(*) FROM ledger WHERE tx_type = 'spend' "
+                "AND call_id IS NOT NULL GROUP BY call_id"
+            )
+        )
+        earned = dict(await conn.fetch("SELECT call_id, amount FROM ledger WHERE tx_type = 'earn'"))
+    return {
+        "coins": coins,
+        "paise": paise,
+        "externals": externals,
+        "calls": calls,
+        "minutes": minutes,
+        "earned": earned,
+    }
+
+
+async def calls_of(pool: asyncpg.Pool, user_ids: list[int]) -> list[dict]:
+    """The calls these users pay, with `connected_at` in epoch seconds."""
+    rows = await pool.fetch(
+        "SELECT call_id, user_id, listener_id, rate_coins, rate_paise, "
+        "extract(epoch FROM connected_at)::float8 AS connected_at FROM calls "
+        "WHERE user_id = ANY($1::bigint[])",
+        user_ids,
+    )
+    return [dict(r) for r in rows]
+
+
+async def users_count(pool: asyncpg.Pool) -> int:
+    return await pool.fetchval("SELECT count(*) FROM users")
+
+
+async def minutes_committed(pool: asyncpg.Pool) -> int:
+    """Call minutes in the ledger."""
+    return await pool.fetchval(
+        "SELECT count(*) FROM ledger WHERE tx_type = 'spend' AND call_id IS NOT NULL"
+    )
