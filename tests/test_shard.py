@@ -235,6 +235,8 @@ async def test_idle_wallets_past_the_cap_are_evicted_and_reload_as_they_were(
     assert sh.host.stats["wallets_evicted"] >= 2
     for u in users[1:]:  # evicted ones reload from PostgreSQL as they were
         assert (await sh.balance(u, T0))["balance_coins"] == 10 + u
+    assert listener in sh.host._reserved_at  # while its call runs
     await sh.end_call(call_id, T0 + MIN)
     await sh.sync()
+    assert not sh.host._reserved_at  # a reservation is dropped with its call
     assert await audit_violations(pool) == {}
