@@ -98,6 +98,7 @@ class Engine:
         self._sweeps: PresenceSweeps | None = None
         self._keeper: asyncio.Task | None = None
         self._started_ray = False
+        self._record: str | None = None  # where this engine recorded its cluster, if it did
         self._starting: dict[tuple[int, str], asyncio.Future] = {}  # keyed starts under way
 
     # -- life cycle --------------------------------------------------------------------------
@@ -132,6 +133,9 @@ class Engine:
         meta = {"database_url": self.database_url, "redis_url": self.redis_url, "config": cfg}
         self.writer = await cluster.Writer.start(self.database_url, cfg.writer, meta, cfg.namespace)
         _local_clocks[self.writer.key] = self.clock
+        if self._started_ray and cfg.clock == "real":
+            # The cluster is ours: say where it is, for a second process on this data dir.
+            self._record = cluster.write_record(cfg.data_dir, cfg.namespace)
         self.placement = make_placement(cfg, self.database_url, self.redis_url)
         await self.placement.start()
         if cfg.clock == "real":
@@ -169,6 +173,8 @@ class Engine:
         if self._sweeps is not None:
             await self._sweeps.close()
         await close_pools()
+        if self._record is not None:
+            cluster.remove_record(self.config.data_dir)
         if self._started_ray:
             cluster.leave()
         if self.embedded is not None:
@@ -510,7 +516,9 @@ async def attached_engine(namespace: str) -> Engine:
     return engine
 
 
-def join_cluster(address: str | None) -> None:
-    """Join the Ray cluster an engine runs in (`address`, or a local one) before starting an
-    Engine that should attach to it; with neither, the Engine starts its own."""
-    cluster.join_running(address)
+def join_cluster(address: str | None, data_dir: str) -> str | None:
+    """Join the Ray cluster an engine runs in (`address`, else the one recorded in `data_dir`
+    by the process that started it, else the one `ray start` recorded here), before starting an
+    Engine that should attach to it; with none, the Engine starts its own. Returns the address
+    joined."""
+    return cluster.join_running(address, data_dir)

@@ -13,8 +13,9 @@ CLI = [sys.executable, "-m", "engine.ops.cli"]
 STEP_S_MAX = 240
 
 
-def run(args, **kw):
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+def run(args, env=None, **kw):
+    if env is None:
+        env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     return subprocess.run(
         CLI + args, capture_output=True, text=True, timeout=STEP_S_MAX, env=env, **kw
     )
@@ -84,10 +85,16 @@ def test_up_serves_inspect_and_stops_cleanly_on_sigint(tmp_path):
         assert '"job": "presence"' in job.stdout and '"marked_offline": 0' in job.stdout
         missing = run(["inspect", "call", "77", "--address", address])
         assert missing.returncode == 2 and "call 77 is not ongoing" in missing.stdout
+        # Without --address, a second process finds the engine `up` recorded in its data dir.
+        record = tmp_path / "engine.json"
+        assert address in record.read_text()
+        found = run(["inspect", "writer"], env=env | {"BILLING_DATA_DIR": str(tmp_path)})
+        assert found.returncode == 0 and '"queued_records": 0' in found.stdout, found.stdout
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=STEP_S_MAX)
         assert proc.returncode == 0, rest
         assert "stopped cleanly" in rest
+        assert not record.exists()  # a stopped engine leaves no record behind
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -1,6 +1,9 @@
 """Start-up paths: embedded defaults, the real clock, the capacity guard, configuration."""
 
 import asyncio
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -104,3 +107,39 @@ async def test_unreachable_postgres_is_a_connection_error_that_names_it_masked()
     with pytest.raises(ConnectionError, match=r"u:\*\*\*@127\.0\.0\.1:1") as e:
         await asyncio.wait_for(get_pool("postgresql://u:pw@127.0.0.1:1/x"), timeout=20)
     assert "pw" not in str(e.value)
+
+
+def _in_a_fresh_process(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+
+def test_a_ray_address_that_does_not_answer_fails_in_bounded_time_naming_it():
+    started = time.monotonic()
+    out = _in_a_fresh_process(
+        "from engine.runtime import cluster\n"
+        "try:\n"
+        "    cluster.join('127.0.0.1:1', 'billing')\n"
+        "except ConnectionError as e:\n"
+        "    print(type(e).__name__, e)\n"
+    )
+    assert "EngineUnavailable cannot reach the Ray cluster at 127.0.0.1:1" in out.stdout, out
+    assert time.monotonic() - started < 60
+
+
+def test_a_record_left_by_a_dead_engine_or_ray_head_is_not_a_cluster(tmp_path):
+    import json
+
+    from engine.runtime import cluster
+
+    (tmp_path / "engine.json").write_text(json.dumps({"ray_address": "127.0.0.1:1"}))
+    (tmp_path / "ray_current_cluster").write_text("127.0.0.1:1")
+    assert cluster.recorded(str(tmp_path)) is None
+    assert cluster.local_cluster(str(tmp_path)) is None
+    assert cluster.running_address(None, str(tmp_path), str(tmp_path)) is None
+    out = _in_a_fresh_process(
+        "import ray\n"
+        "from engine.runtime import cluster\n"
+        f"print(cluster.join_running(None, {str(tmp_path)!r}, {str(tmp_path)!r}),"
+        " ray.is_initialized())\n"
+    )
+    assert out.stdout.strip() == "None False", out

@@ -25,8 +25,9 @@ async def engine() -> Engine:
     e = _engines.get(loop)
     if e is None or not e.is_current():
         # With no cluster to join, Engine.start() starts a local one and an engine in it.
-        join_cluster(os.environ.get("RAY_ADDRESS"))
-        e = await Engine(from_env()).start()
+        config = from_env()
+        join_cluster(os.environ.get("RAY_ADDRESS"), config.data_dir)
+        e = await Engine(config).start()
         _engines[loop] = e
     return e
 

@@ -85,7 +85,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from engine.runtime import cluster
     from engine.runtime.live import inspect_running
 
-    cluster.connect(args.ray_address or "auto")
+    config = from_env()
+    joined = cluster.join_running(args.ray_address, config.data_dir)
+    if joined is None:
+        raise BillingError(
+            f"no running engine found: none recorded in {config.data_dir}/engine.json and no "
+            "`ray start` cluster here; give --address (the one `billing-engine up` printed)"
+        )
     try:
         ns = from_env().namespace
         out = asyncio.run(inspect_running(args.what, args.id, time.time(), ns))
