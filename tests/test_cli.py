@@ -207,3 +207,14 @@ def test_a_database_password_never_reaches_output_or_logs(services, tmp_path):
     )
     assert refused.returncode == 2 and "***" in refused.stdout
     assert "hunter2secret" not in refused.stdout + refused.stderr
+
+
+def test_help_names_every_command_and_a_bench_of_no_calls_is_refused_by_name():
+    helped = run(["--help"])
+    for command in ("demo", "up", "inspect", "audit", "bench", "chaos", "jobs"):
+        assert command in helped.stdout
+    assert "(default: 5)" in run(["demo", "--help"]).stdout
+    assert "--placement" not in run(["audit", "--help"]).stdout  # only flags it uses
+    refused = run(["bench", "--calls", "0"])
+    assert refused.returncode == 2 and "--calls must be at least 1, got 0" in refused.stdout
+    assert "Traceback" not in refused.stdout + refused.stderr

