@@ -29,7 +29,7 @@ from actors.money import (
 from engine.clock import make_clock
 from engine.config import Config, from_env
 from engine.embedded import Embedded, embedded_for
-from engine.jobs import JOBS, run_job_here
+from engine.jobs import JOBS, next_daily, run_job_here
 from engine.runtime import cluster
 from engine.runtime.placement import make_placement
 from engine.runtime.scheduler import Scheduler, run_as_task
@@ -447,6 +447,18 @@ class Engine:
         return await badges.assign_daily_badges(
             await self.pool(), day, self.config.badge_timezone, self.config.badge_thresholds
         )
+
+    @retryable
+    async def badges_missed(self) -> bool:
+        """Today's badge run was due (at `badges_at`) and has not happened: no engine ran then.
+        The scheduler makes it up when it starts, so listeners are not paid at `basic` all day."""
+        cfg = self.config
+        now = self.clock.now()
+        last_due = next_daily(now - 86_400, cfg.badges_at, cfg.badge_timezone)
+        today = badges.local_day(now, cfg.badge_timezone)
+        if last_due > now or badges.local_day(last_due, cfg.badge_timezone) != today:
+            return False
+        return not await badges.assigned(await self.pool(), today)
 
     async def run_job(self, name: str) -> dict:
         """Run one job here and now: `presence`, `cleanup`, `badges` or `deduct`."""

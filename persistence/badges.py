@@ -101,3 +101,8 @@ async def assign_daily_badges(
     for _, _, tier, _ in written:
         stats[f"{tier}_assigned"] += 1
     return stats
+
+
+async def assigned(pool: asyncpg.Pool, day: dt.date) -> bool:
+    """Has the daily run for `day` written its rows?"""
+    return await pool.fetchval("SELECT EXISTS (SELECT 1 FROM listener_badges WHERE day = $1)", day)

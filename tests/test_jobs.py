@@ -181,6 +181,7 @@ async def test_scheduler_runs_jobs_as_ray_tasks_one_at_a_time(services, pool, ra
         run = sched.last["presence"]
         assert set(run["result"]) == {"marked_offline", "busy_cleared"}
         assert run["duration_s"] >= 0
+        await sched.wait_idle()  # a badge run made up at start, if today's was missed
         assert sched.submit("badges") is True
         assert sched.submit("badges") is False  # never two runs of one job at once
         assert sched.skipped["badges"] == 1
@@ -210,3 +211,21 @@ async def test_a_busy_time_a_user_set_is_cleared_when_it_passes(engine):
     assert await r.zscore(keys.BUSY_UNTIL, str(other)) is None
     assert await r.zscore(keys.BUSY_UNTIL, str(user)) == float("inf")
     await r.aclose()
+
+
+async def test_a_missed_daily_badge_run_is_made_up_and_only_once(services, pool, ray_session):
+    # The manual clock starts at 08:00 UTC: today's 00:01 run was due and did not happen.
+    engine = await Engine(engine_config(services, "sharded", badges_at="00:01")).start()
+    try:
+        await engine.create_listener("l")
+        assert await engine.badges_missed()
+        await engine.assign_daily_badges()
+        assert (await engine.assign_daily_badges())["total_listeners"] == 1  # again: harmless
+        assert not await engine.badges_missed()
+    finally:
+        await engine.stop()
+    later = await Engine(engine_config(services, "sharded", badges_at="23:59")).start()
+    try:
+        assert not await later.badges_missed()  # today's run is not due yet
+    finally:
+        await later.stop()

@@ -51,6 +51,12 @@ class Scheduler:
 
     async def _loop(self) -> None:
         cfg = self.engine.config
+        try:
+            if await self.engine.badges_missed():
+                log.warning("today's badge run did not happen (no engine ran then): running it")
+                self.submit("badges")
+        except Exception as e:  # noqa: BLE001 - the regular schedule goes on regardless
+            log.error("could not tell whether today's badges ran: %s", e)
         next_minutely = time.time()
         next_badges = next_daily(time.time(), cfg.badges_at, cfg.badge_timezone)
         while True:
