@@ -23,6 +23,7 @@ CALLS = 12
 SHARDS = 4
 MIN = 60.0
 RECOVERY_S_MAX = 120.0
+START_ATTEMPTS_MAX = 4
 
 
 async def retry(fn, what: str):
@@ -46,10 +47,17 @@ async def scenario(cluster: Cluster, worker, database_url: str, redis_url: str) 
         shards=SHARDS,
         clock="manual",
     )
-    engine = await Engine(cfg).start()
+    # SPREAD is best effort: now and then every shard lands on one node, and then there is no
+    # node to lose that holds shards. Start again (bounded) until they are on both.
+    for _ in range(START_ATTEMPTS_MAX):
+        engine = await Engine(cfg).start()
+        shards = await engine.inspect("shards")
+        if len({s["node_id"] for s in shards}) == 2:
+            break
+        await engine.stop()
+        await asyncio.sleep(1.0)
     out: dict = {"checks": {}}
     try:
-        shards = await engine.inspect("shards")
         before = {s["shard"]: s["node_id"] for s in shards}
         out["nodes"] = len({n["NodeID"] for n in ray.nodes() if n["Alive"]})
         out["shard_nodes_before"] = len(set(before.values()))
