@@ -240,3 +240,20 @@ async def test_idle_wallets_past_the_cap_are_evicted_and_reload_as_they_were(
     await sh.sync()
     assert not sh.host._reserved_at  # a reservation is dropped with its call
     assert await audit_violations(pool) == {}
+
+
+async def test_a_pass_warns_each_call_of_a_payer_of_two_calls_once_when_coins_run_low(
+    pool, services
+):
+    user = await store.create_user(pool, "u", "user")
+    listeners = [await store.create_user(pool, f"l{i}", "listener") for i in range(2)]
+    sh = shard(services, user_calls_max=2)
+    await sh.apply_external(user, "purchase", 60, "k", T0)
+    calls = [await new_call(pool, sh, user, v) for v in listeners]
+    assert not any(sh.host.calls[c].low_balance_warned for c in calls)  # 40 coins: 4 minutes
+    await sh.run_due(T0 + MIN)  # each call's minute 2: 20 coins left, 2 minutes at its rate
+    assert all(sh.host.calls[c].low_balance_warned for c in calls)
+    for c in calls:
+        await sh.end_call(c, T0 + MIN)
+    await sh.sync()
+    assert await audit_violations(pool) == {}

@@ -214,15 +214,19 @@ class WalletHost:
     ) -> None:
         self.client.append(records)  # before the settlements they lead to
         self.stats["minutes_billed"] += len(records)
+        self._note_low_balance(w, calls)
+        if settled:
+            self._settle(settled, urgent=False)
+        else:
+            self.publish_notices()
+
+    def _note_low_balance(self, w: Wallet, calls) -> None:
+        """The one low-balance notice of each ongoing call whose payer's coins now run low."""
         for c in calls:
             if c.settlement is None:
                 notice = c.low_balance(w.balance_coins, self.low_balance_minutes)
                 if notice is not None:
                     self._notices.append(notice)
-        if settled:
-            self._settle(settled, urgent=False)
-        else:
-            self.publish_notices()
 
     async def _listener_ready(self, w: Wallet, now_ms: int) -> None:
         call_id, payer_id = w.listener_call_id, w.listener_payer_id
@@ -302,16 +306,15 @@ class WalletHost:
             if w is None:
                 raise InvariantViolation(f"call {call_id}: payer {call.user_id} not hosted here")
             w.stamp(now_ms)
-            if len(w.calls) == 1:  # the hot path
+            if len(w.calls) == 1:  # the hot path: catch_up's own, without building lists
+                payer_calls: tuple | list = (call,)
                 s = bill_call_through(w, call, call.due_minute_ms(now_ms), now_ms, records)
                 if s is not None:
                     settled.append(s)
-                else:
-                    notice = call.low_balance(w.balance_coins, self.low_balance_minutes)
-                    if notice is not None:
-                        self._notices.append(notice)
             else:
-                settled += catch_up(w, [calls[c] for c in w.calls], now_ms, records)
+                payer_calls = [calls[c] for c in w.calls]
+                settled += catch_up(w, payer_calls, now_ms, records)
+            self._note_low_balance(w, payer_calls)
         self.client.append(records)  # before the settlements of this pass
         self.stats["minutes_billed"] += len(records)
         if settled:
