@@ -269,13 +269,10 @@ class Engine:
         slot = (user_id, key)
         while (running := self._starting.get(slot)) is not None:
             await asyncio.wait([running])
+        # The task frees its slot when it ends, even if this caller stops waiting.
         task = asyncio.ensure_future(self._start_keyed(user_id, listener_id, call_type, key))
         self._starting[slot] = task
-        try:
-            return await asyncio.shield(task)
-        finally:
-            if self._starting.get(slot) is task and task.done():
-                del self._starting[slot]
+        return await asyncio.shield(task)
 
     async def _start_keyed(self, user_id, listener_id, call_type, key) -> dict:
         try:

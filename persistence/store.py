@@ -121,8 +121,8 @@ CALL_COLUMNS = """call_id, user_id, listener_id, call_type, tier, rate_coins, ra
 def call_from_row(row, minute_seconds: float, max_minutes: int, billed: int) -> Call:
     """A stored call, billed through `billed`; the minute length and maximum it recorded, or
     the given ones for a call stored before calls recorded theirs."""
-    minute_ms = row.get("minute_ms") if hasattr(row, "get") else None
-    recorded_max = row.get("max_minutes") if hasattr(row, "get") else None
+    minute_ms = row.get("minute_ms")  # a Record or a dict; absent before migration 4
+    recorded_max = row.get("max_minutes")
     return Call(
         row["call_id"],
         row["user_id"],
