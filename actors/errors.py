@@ -45,6 +45,11 @@ class CapacityExceeded(BillingError):
     """The placement cannot hold another actor on this node."""
 
 
+class DataDirInUse(BillingError):
+    """Another process started the embedded servers in this data dir and runs an engine on
+    them: attach to it, or use another data dir."""
+
+
 class EngineUnavailable(ConnectionError):
     """No answer now: an actor of the engine is restarting, or PostgreSQL, Redis or Ray cannot
     be reached. What was asked may or may not have happened: retry it, with the same
@@ -58,6 +63,7 @@ class InvariantViolation(Exception):
 __all__ = [
     "BillingError",
     "CapacityExceeded",
+    "DataDirInUse",
     "EngineUnavailable",
     "IdempotencyConflict",
     "InsufficientCoins",

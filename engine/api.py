@@ -104,7 +104,11 @@ class Engine:
     # -- life cycle --------------------------------------------------------------------------
 
     async def start(self) -> Engine:
-        self._started_ray = cluster.join(self.config.ray_address, self.config.namespace)
+        cfg = self.config
+        joined = cluster.join(cfg.ray_address, cfg.namespace, cfg.data_dir)
+        self._started_ray = joined.started
+        if joined.namespace != cfg.namespace:
+            self.config = cfg.replace(namespace=joined.namespace)
         running = cluster.Writer.running(self.config.namespace)
         if running is not None:
             await self._attach(running)
@@ -135,7 +139,10 @@ class Engine:
         _local_clocks[self.writer.key] = self.clock
         if self._started_ray and cfg.clock == "real":
             # The cluster is ours: say where it is, for a second process on this data dir.
-            self._record = cluster.write_record(cfg.data_dir, cfg.namespace)
+            # The embedded database's URL (a local socket, no password) lets `audit` read it.
+            embedded_db = self.embedded is not None and cfg.database_url is None
+            more = {"database_url": self.database_url} if embedded_db else {}
+            self._record = cluster.write_record(cfg.data_dir, cfg.namespace, **more)
         self.placement = make_placement(cfg, self.database_url, self.redis_url)
         await self.placement.start()
         if cfg.clock == "real":
@@ -525,9 +532,8 @@ async def attached_engine(namespace: str) -> Engine:
     return engine
 
 
-def join_cluster(address: str | None, data_dir: str) -> str | None:
-    """Join the Ray cluster an engine runs in (`address`, else the one recorded in `data_dir`
-    by the process that started it, else the one `ray start` recorded here), before starting an
-    Engine that should attach to it; with none, the Engine starts its own. Returns the address
+def join_cluster(address: str | None, data_dir: str, namespace: str = "billing") -> str:
+    """Join the Ray cluster an engine runs in, as `Engine.start()` does: `address`, else the
+    engine recorded in `data_dir`, else a local Ray of this process's own. Returns the address
     joined."""
-    return cluster.join_running(address, data_dir)
+    return cluster.join(address, namespace, data_dir).address

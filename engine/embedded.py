@@ -3,11 +3,54 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
+import fcntl
 import logging
 import os
 from dataclasses import dataclass, field
 
+from actors.errors import DataDirInUse
+
 log = logging.getLogger("billing.embedded")
+
+
+LOCK_NAME = "engine.lock"
+
+
+class DataDirLock:
+    """An exclusive lock on a data dir, held by the one process that starts its embedded
+    servers, for as long as it runs them (the kernel lets go of it if the process dies). The
+    file says which process holds it."""
+
+    def __init__(self, data_dir: str) -> None:
+        self.path = os.path.join(os.path.abspath(data_dir), LOCK_NAME)
+        self._fd: int | None = None
+
+    def acquire(self) -> DataDirLock:
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise DataDirInUse(
+                f"data dir {os.path.dirname(self.path)} is in use by process {holder}, which "
+                "started its embedded PostgreSQL and Redis: attach to that engine (it records "
+                "its address in engine.json there once it is up; or set RAY_ADDRESS to the "
+                "address it printed), or give another --data-dir / BILLING_DATA_DIR"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, 0)
+            os.close(self._fd)  # closing the descriptor releases the lock
+            self._fd = None
 
 
 @dataclass
@@ -15,6 +58,7 @@ class Embedded:
     database_url: str | None = None
     redis_url: str | None = None
     _handles: list = field(default_factory=list)
+    lock: DataDirLock | None = None
 
     def stop(self) -> None:
         for h in self._handles:
@@ -23,6 +67,9 @@ class Embedded:
             except Exception as e:  # noqa: BLE001 - best effort at exit
                 log.warning("embedded server did not stop cleanly: %s", e)
         self._handles.clear()
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
 
 def start_postgres(data_dir: str) -> tuple[str, object]:
@@ -46,16 +93,22 @@ def start_redis(data_dir: str) -> tuple[str, object]:
 
 
 def start_embedded(data_dir: str, need_postgres: bool, need_redis: bool) -> Embedded:
-    out = Embedded()
+    """Start the servers asked for in `data_dir`, holding its lock: a second process on the
+    same dir gets `DataDirInUse` and never starts (nor later stops) a server of its own there."""
+    out = Embedded(lock=DataDirLock(data_dir).acquire())
     # A process that never calls stop() (a plain script using the older API) still stops its
     # servers when it exits; stop() twice is harmless.
     atexit.register(out.stop)
-    if need_postgres:
-        out.database_url, pg = start_postgres(data_dir)
-        out._handles.append(_PgHandle(pg))
-    if need_redis:
-        out.redis_url, r = start_redis(data_dir)
-        out._handles.append(r)
+    try:
+        if need_postgres:
+            out.database_url, pg = start_postgres(data_dir)
+            out._handles.append(_PgHandle(pg))
+        if need_redis:
+            out.redis_url, r = start_redis(data_dir)
+            out._handles.append(r)
+    except BaseException:
+        out.stop()
+        raise
     return out
 
 

@@ -134,12 +134,36 @@ def test_a_record_left_by_a_dead_engine_or_ray_head_is_not_a_cluster(tmp_path):
     (tmp_path / "engine.json").write_text(json.dumps({"ray_address": "127.0.0.1:1"}))
     (tmp_path / "ray_current_cluster").write_text("127.0.0.1:1")
     assert cluster.recorded(str(tmp_path)) is None
-    assert cluster.local_cluster(str(tmp_path)) is None
-    assert cluster.running_address(None, str(tmp_path), str(tmp_path)) is None
+    # Neither the dead engine's record nor a `ray start` head's is joined: a Ray of its own.
     out = _in_a_fresh_process(
-        "import ray\n"
         "from engine.runtime import cluster\n"
-        f"print(cluster.join_running(None, {str(tmp_path)!r}, {str(tmp_path)!r}),"
-        " ray.is_initialized())\n"
+        f"print(cluster.join(None, 'billing', {str(tmp_path)!r}).via)\n"
     )
-    assert out.stdout.strip() == "None False", out
+    assert out.stdout.strip() == "own", out
+
+
+def test_a_data_dir_in_use_is_refused_naming_the_process_and_how_to_attach(tmp_path):
+    from engine import DataDirInUse
+    from engine.embedded import DataDirLock
+
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from engine.embedded import DataDirLock\n"
+            f"DataDirLock({str(tmp_path)!r}).acquire()\n"
+            "print('held', flush=True)\n"
+            "time.sleep(60)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(DataDirInUse, match=f"in use by process {holder.pid}.*engine.json"):
+            DataDirLock(str(tmp_path)).acquire()
+    finally:
+        holder.kill()
+        holder.wait()
+    DataDirLock(str(tmp_path)).acquire().release()  # the kernel let go when the holder died

@@ -1,19 +1,18 @@
 """The engine behind the older API: attached to a running one, or started here.
 
-From a plain script with only environment variables set: with `RAY_ADDRESS` (or a local Ray
-cluster running `billing-engine up`) the services attach to that engine, in namespace
-`billing`; with none running they start one on the configured or embedded defaults, which then
-lives as long as the process.
+From a plain script with only environment variables set: with `RAY_ADDRESS`, or with
+`billing-engine up` running on the same data dir (it records itself in engine.json there), the
+services attach to that engine; with none running they start one on the configured or embedded
+defaults, which then lives as long as the process.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import weakref
 
 from actors.errors import InvalidInput
-from engine.api import Engine, join_cluster
+from engine.api import Engine
 from engine.config import from_env
 
 # One engine handle per event loop: each asyncio.run() of the older examples gets its own.
@@ -24,10 +23,9 @@ async def engine() -> Engine:
     loop = asyncio.get_running_loop()
     e = _engines.get(loop)
     if e is None or not e.is_current():
-        # With no cluster to join, Engine.start() starts a local one and an engine in it.
-        config = from_env()
-        join_cluster(os.environ.get("RAY_ADDRESS"), config.data_dir)
-        e = await Engine(config).start()
+        # Engine.start() joins RAY_ADDRESS, else the engine recorded in the data dir; with
+        # neither it starts a local Ray and an engine of its own.
+        e = await Engine(from_env()).start()
         _engines[loop] = e
     return e
 

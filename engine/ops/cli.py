@@ -7,7 +7,6 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import signal
 import sys
 import time
@@ -38,7 +37,8 @@ def _engine_flags(p: argparse.ArgumentParser, only: tuple[str, ...] = ENGINE_FLA
             "--address",
             {
                 "dest": "ray_address",
-                "help": "Ray cluster address (env RAY_ADDRESS; default: a local Ray of its own)",
+                "help": "Ray cluster address (env RAY_ADDRESS; default: the engine recorded in "
+                "the data dir's engine.json, else a local Ray of its own)",
             },
         ),
         "placement": (
@@ -96,9 +96,22 @@ def cmd_up(args: argparse.Namespace) -> int:
     from engine.api import Engine
     from engine.runtime import cluster
 
+    config = _config(args)
+    record = cluster.recorded(config.data_dir)
+    if record is not None:
+        raise BillingError(
+            f"an engine is already up on data dir {config.data_dir} (process {record.get('pid')}, "
+            f"Ray at {record['ray_address']}): stop it first, or give another --data-dir"
+        )
+
     async def serve() -> int:
-        engine = Engine(_config(args))
-        await engine.start()
+        engine = await Engine(config).start()
+        if engine.attached:
+            await engine.stop()
+            raise BillingError(
+                f"an engine already runs in Ray namespace {engine.config.namespace} at "
+                f"{cluster.address()}: attach to it instead, or set BILLING_NAMESPACE"
+            )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -122,16 +135,15 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from engine.runtime import cluster
     from engine.runtime.live import inspect_running
 
-    config = from_env()
-    joined = cluster.join_running(args.ray_address, config.data_dir)
-    if joined is None:
+    config = _config(args)
+    if not config.ray_address and cluster.recorded(config.data_dir) is None:
         raise BillingError(
-            f"no running engine found: none recorded in {config.data_dir}/engine.json and no "
-            "`ray start` cluster here; give --address (the one `billing-engine up` printed)"
+            f"no running engine found: none recorded in {config.data_dir}/{cluster.RECORD_NAME} "
+            "and no --address or RAY_ADDRESS given (the address `billing-engine up` printed)"
         )
+    joined = cluster.join(config.ray_address, config.namespace, config.data_dir)
     try:
-        ns = from_env().namespace
-        out = asyncio.run(inspect_running(args.what, args.id, time.time(), ns))
+        out = asyncio.run(inspect_running(args.what, args.id, time.time(), joined.namespace))
     finally:
         cluster.leave()
     console.print_json(json.dumps(out, default=str))
@@ -139,14 +151,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    from background_tasks.services._engine import engine as attached_engine
-
-    if args.ray_address:
-        os.environ["RAY_ADDRESS"] = args.ray_address
+    from engine.api import Engine
 
     async def run() -> dict:
         # Attach to the running engine (or start one here), then run the job as a Ray task.
-        engine = await attached_engine()
+        engine = await Engine(_config(args)).start()
         try:
             return await engine.run_job_task(args.job)
         finally:
@@ -158,10 +167,15 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     from engine.embedded import embedded_for
+    from engine.runtime import cluster
     from persistence.audit import ledger_totals, run_audit
     from persistence.db import get_pool
 
-    config, embedded = embedded_for(_config(args), redis=False)
+    config = _config(args)
+    record = cluster.recorded(config.data_dir)
+    if config.database_url is None and record is not None and record.get("database_url"):
+        config = config.replace(database_url=record["database_url"])  # `up`'s embedded one
+    config, embedded = embedded_for(config, redis=False)
 
     async def audit() -> int:
         pool = await get_pool(config.database_url)
@@ -274,8 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
         "inspect", formatter_class=HELP, help="print an actor's live state from a running engine"
     )
     ins.add_argument("what", choices=("call", "wallet", "writer", "shards", "jobs"))
-    ins.add_argument("id", nargs="?", type=int)
-    ins.add_argument("--address", dest="ray_address", help="Ray address (default: auto)")
+    ins.add_argument("id", nargs="?", type=int, help="the call or wallet (user) id")
+    _engine_flags(ins, only=("ray", "data_dir"))
     ins.set_defaults(func=cmd_inspect)
     audit = sub.add_parser(
         "audit", formatter_class=HELP, help="check every rule of money over the database"
@@ -316,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True)
     run = jobs_sub.add_parser("run", formatter_class=HELP)
     run.add_argument("job", choices=("badges", "presence", "cleanup", "deduct"))
-    run.add_argument("--address", dest="ray_address", help="Ray address of a running engine")
+    _engine_flags(run, only=("ray", "data_dir"))
     run.set_defaults(func=cmd_jobs)
     return parser
 

@@ -8,12 +8,16 @@ import json
 import logging
 import os
 import socket
+import sys
+from dataclasses import dataclass
 
 import ray
 
 from actors.errors import EngineUnavailable
 from engine.runtime.raycalls import WRITER_NAME, actor, actor_or_none, connect, remote
 from engine.runtime.writer_actor import WriterActor
+
+log = logging.getLogger("billing.cluster")
 
 WRITER_OPTIONS = {"max_restarts": -1, "max_concurrency": 1000, "num_cpus": 0}
 
@@ -32,44 +36,68 @@ def reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> bool:
         return False
 
 
-def local_cluster(temp_dir: str | None = None) -> str | None:
-    """The address `ray start` last recorded on this machine, if it still answers. A head
-    that died leaves its record behind: that ghost is not a cluster."""
-    try:
-        address = ray._private.utils.read_ray_address(temp_dir)
-    except Exception:  # noqa: BLE001 - no record, or a Ray that keeps it elsewhere
-        return None
-    return address if address and reachable(address, timeout_s=1.0) else None
+@dataclass(frozen=True)
+class Joined:
+    """What `join` did: `started` if this process called ray.init (and so shuts Ray down
+    when it stops); the cluster's `address`; the `namespace` the engine runs in; `via` says
+    how the cluster was found ("given", "record", "own", "already")."""
+
+    started: bool
+    address: str
+    namespace: str
+    via: str
 
 
-def join(address: str | None, namespace: str) -> bool:
-    """Join the Ray cluster at `address`, or start a local one of our own with none (never a
-    cluster found by chance). True if this call did either. An address that does not answer
-    within CONNECT_TIMEOUT_S is an `EngineUnavailable` naming it."""
+def join(address: str | None, namespace: str, data_dir: str | None = None) -> Joined:
+    """Join the cluster a billing engine runs in, one way for every client: the `address`
+    given (RAY_ADDRESS or --address), else the engine recorded in `data_dir/engine.json` by
+    the process that started it (its namespace too), else a local Ray of our own. Never a
+    cluster found by chance. An address that does not answer within CONNECT_TIMEOUT_S is an
+    `EngineUnavailable` naming it."""
     if ray.is_initialized():
-        return False
-    if address is not None and address != "auto" and not reachable(address):
-        raise EngineUnavailable(f"cannot reach the Ray cluster at {address}")
+        return Joined(False, _current_address(), namespace, "already")
+    via = "given"
+    if not address and data_dir is not None:
+        record = recorded(data_dir)
+        if record is not None:
+            address, namespace, via = record["ray_address"], record["namespace"], "record"
+    if address:
+        if address != "auto" and not reachable(address):
+            raise EngineUnavailable(f"cannot reach the Ray cluster at {address}")
+        connect(address, namespace)
+        # Say where: a client that attached to the wrong engine should see it at once.
+        source = "given" if via == "given" else f"recorded in {data_dir}/{RECORD_NAME}"
+        print(
+            f"billing engine: joined Ray at {address} ({source}), namespace {namespace}",
+            file=sys.stderr,
+        )
+        return Joined(True, _current_address(), namespace, via)
     ray.init(
-        address=address or "local",
+        address="local",
         namespace=namespace,
         include_dashboard=False,
         logging_level=logging.WARNING,
         log_to_driver=os.environ.get("BILLING_LOG_ACTORS") == "1",
     )
-    return True
+    return Joined(True, _current_address(), namespace, "own")
+
+
+def _current_address() -> str:
+    return ray.get_runtime_context().gcs_address
 
 
 RECORD_NAME = "engine.json"
 
 
-def write_record(data_dir: str, namespace: str) -> str:
+def write_record(data_dir: str, namespace: str, **more) -> str:
     """Record in `data_dir` the cluster and namespace of the engine this process started, for
-    another process to attach to (`billing-engine up`, then a script, inspect, jobs)."""
+    another process to attach to (`billing-engine up`, then a script, inspect, jobs); `more`
+    adds what such a process may need without Ray (the embedded database's URL, for audit)."""
     os.makedirs(data_dir, exist_ok=True)
     path = os.path.join(data_dir, RECORD_NAME)
+    record = {"ray_address": address(), "namespace": namespace, "pid": os.getpid()} | more
     with open(path + ".tmp", "w") as f:
-        json.dump({"ray_address": address(), "namespace": namespace, "pid": os.getpid()}, f)
+        json.dump(record, f)
     os.replace(path + ".tmp", path)
     return path
 
@@ -91,37 +119,13 @@ def recorded(data_dir: str) -> dict | None:
     return record if reachable(addr, timeout_s=1.0) else None
 
 
-def running_address(address: str | None, data_dir: str, temp_dir: str | None = None) -> str | None:
-    """Where a running engine is: `address`, else the engine recorded in `data_dir`, else the
-    cluster `ray start` recorded on this machine; only what answers."""
-    if address:
-        return address
-    record = recorded(data_dir)
-    return record["ray_address"] if record is not None else local_cluster(temp_dir)
-
-
-def join_running(address: str | None, data_dir: str, temp_dir: str | None = None) -> str | None:
-    """Join the cluster a running engine is in (see `running_address`), if not joined yet;
-    returns the address joined. With none, nothing is joined: an engine started next starts
-    its own. An address given that does not answer is an `EngineUnavailable` naming it."""
-    if ray.is_initialized():
-        return None
-    address = running_address(address, data_dir, temp_dir)
-    if address is None:
-        return None
-    if not reachable(address):
-        raise EngineUnavailable(f"cannot reach the Ray cluster at {address}")
-    connect(address)
-    return address
-
-
 def leave() -> None:
     ray.shutdown()
 
 
 def address() -> str:
     """The address of the cluster this process joined, for another process to join."""
-    return ray.get_runtime_context().gcs_address
+    return _current_address()
 
 
 def kill_actor(name: str, namespace: str, restart: bool = True) -> bool:
@@ -186,16 +190,15 @@ class Writer:
 
 
 __all__ = [
+    "Joined",
     "Writer",
     "actor",
     "address",
     "connect",
     "join",
-    "join_running",
     "kill_actor",
     "leave",
     "recorded",
     "remove_record",
-    "running_address",
     "write_record",
 ]

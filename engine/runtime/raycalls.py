@@ -73,8 +73,8 @@ def actor_or_none(name: str, namespace: str = NAMESPACE):
         return None
 
 
-def connect(address: str) -> None:
-    """Join a running Ray cluster as a client (for `inspect`).
+def connect(address: str, namespace: str = NAMESPACE) -> None:
+    """Join a running Ray cluster as a client.
 
     A local Ray cluster enables token authentication and keeps the token in
     ~/.ray/auth_token. Ray picks that token up by itself only for address="auto"; for an
@@ -92,7 +92,7 @@ def connect(address: str) -> None:
             pass
     ray.init(
         address=address,
-        namespace=NAMESPACE,
+        namespace=namespace,
         logging_level=logging.ERROR,
         log_to_driver=False,
     )
