@@ -262,6 +262,7 @@ class Call:
         return {
             "call_id": self.call_id,
             "user_id": self.user_id,
+            "listener_id": self.listener_id,
             "balance_coins": balance_coins,
             "minutes_left": minutes_left,
             "threshold_minutes": minutes_threshold,

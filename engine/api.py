@@ -35,6 +35,7 @@ from engine.runtime.placement import make_placement
 from engine.runtime.scheduler import Scheduler, run_as_task
 from persistence import badges, store
 from persistence.db import close_pools, get_pool, mask_url
+from persistence.events import READ_LIMIT_MAX, Relay, read_events
 from persistence.presence import Presence
 from persistence.presence_sweeps import PresenceSweeps
 from persistence.writer import TRANSIENT_ERRORS
@@ -96,6 +97,7 @@ class Engine:
         self.attached = False
         self.scheduler = None
         self._sweeps: PresenceSweeps | None = None
+        self._relay: Relay | None = None
         self._keeper: asyncio.Task | None = None
         self._started_ray = False
         self._record: str | None = None  # where this engine recorded its cluster, if it did
@@ -160,8 +162,16 @@ class Engine:
             await asyncio.sleep(KEEPER_INTERVAL_S)
             try:
                 await self.placement.keep()
+                await self.relay_events()
             except Exception as e:  # noqa: BLE001 - the keeper must outlive a bad round
                 log.warning("keeper round failed: %s", e)
+
+    async def relay_events(self) -> int:
+        """Copy committed call events to the Redis Stream `billing:events` (the engine's owner
+        does this every KEEPER_INTERVAL_S); returns how many it added."""
+        if self._relay is None:
+            self._relay = Relay(self.redis_url)
+        return await self._relay.relay_once(await self.pool())
 
     async def stop(self) -> None:
         """Drain every buffer into PostgreSQL, then stop the actors (unless attached)."""
@@ -179,6 +189,8 @@ class Engine:
             await self.presence.close()
         if self._sweeps is not None:
             await self._sweeps.close()
+        if self._relay is not None:
+            await self._relay.close()
         await close_pools()
         if self._record is not None:
             cluster.remove_record(self.config.data_dir)
@@ -383,6 +395,24 @@ class Engine:
         out = await self._live_or_stored(call_id, self.placement.bill_call)
         out.pop("answered_from", None)
         return out
+
+    # -- events ------------------------------------------------------------------------------
+
+    @retryable
+    async def events(
+        self, after: int = 0, limit: int = 100, user_id: int | None = None
+    ) -> list[dict]:
+        """Committed call events (`call_started`, `low_balance`, `call_dropped`,
+        `call_settled`) with an id above `after`, oldest first; of one party with `user_id`.
+        Each is `{"id", "type", "call_id", "user_id", "at", "data"}`; a consumer keeps the last
+        id it handled and asks again after it (delivery is at least once)."""
+        if type(after) is not int or after < 0:
+            raise InvalidInput(f"after must be a non-negative integer event id, got {after!r}")
+        if type(limit) is not int or not 1 <= limit <= READ_LIMIT_MAX:
+            raise InvalidInput(f"limit must be an integer in [1, {READ_LIMIT_MAX}], got {limit!r}")
+        if user_id is not None:
+            entity_id(user_id, "user_id")
+        return await read_events(await self.pool(), after, limit, user_id)
 
     # -- presence ----------------------------------------------------------------------------
 

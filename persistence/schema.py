@@ -141,6 +141,27 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             WHERE start_key IS NOT NULL;
         """,
     ),
+    (
+        5,
+        "an outbox of call events, written in the transaction of what they report",
+        """
+        -- One row per event. `event_key` is what makes a replay after a crash the same event;
+        -- `event_id` is the order consumers read in: the one writer commits one transaction
+        -- at a time, so ids are committed in increasing order.
+        CREATE TABLE events (
+            event_id bigserial PRIMARY KEY,
+            event_key text NOT NULL UNIQUE,
+            type text NOT NULL CHECK (type IN
+                ('call_started', 'low_balance', 'call_dropped', 'call_settled')),
+            call_id bigint NOT NULL,
+            user_id bigint NOT NULL,
+            at timestamptz NOT NULL,
+            data jsonb NOT NULL,
+            created_at timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE INDEX events_by_user ON events (user_id, event_id);
+        """,
+    ),
 ]
 
 
@@ -182,6 +203,7 @@ async def migrate(conn: asyncpg.Connection, through: int | None = None) -> int:
 
 
 TABLES = (
+    "events",
     "listener_badges",
     "ledger",
     "calls",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import logging
 import time
 from collections import deque
@@ -108,6 +109,16 @@ SELECT (SELECT count(DISTINCT user_id) FROM minutes) AS payers,
         FROM minutes WHERE n <> billed_minutes OR coins <> coins_spent) AS disagree
 """
 
+# A replayed event (same key) is the row already there; ids follow the batch's order.
+INSERT_EVENTS_SQL = """
+INSERT INTO events (event_key, type, call_id, user_id, at, data)
+SELECT k, t, c, u, to_timestamp(a / 1000.0), d::jsonb
+FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::text[])
+     WITH ORDINALITY AS e(k, t, c, u, a, d, n)
+ORDER BY n
+ON CONFLICT (event_key) DO NOTHING
+"""
+
 # Errors that mean "PostgreSQL is not reachable right now": retry with backoff, keep the buffer.
 TRANSIENT_ERRORS = (
     OSError,
@@ -156,6 +167,10 @@ async def commit_batch(conn: asyncpg.Connection, batch: Batch) -> tuple[int, boo
                 raise InvariantViolation(f"settlements disagree with the ledger: {row['disagree']}")
             if row["payers"] != row["updated"]:
                 raise InvariantViolation("a settled call's payer has no wallet")
+        if batch.events:
+            keys, kinds, calls, users, at_ms, data = zip(*batch.events, strict=True)
+            data = [json.dumps(d, separators=(",", ":")) for d in data]
+            await conn.execute(INSERT_EVENTS_SQL, keys, kinds, calls, users, at_ms, data)
     return inserted, repeating
 
 

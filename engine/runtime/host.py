@@ -31,7 +31,13 @@ from persistence import store
 from persistence.client import WriterClient
 from persistence.db import get_pool
 from persistence.presence import Presence
-from persistence.records import call_start_record, settlement_records, transfer_record
+from persistence.records import (
+    call_start_record,
+    call_started_event,
+    low_balance_event,
+    settlement_records,
+    transfer_record,
+)
 
 log = logging.getLogger("billing.host")
 
@@ -212,21 +218,24 @@ class WalletHost:
     def _after_billing(
         self, w: Wallet, calls: list[Call], records: list, settled: list[Settlement]
     ) -> None:
+        minutes = len(records)
+        self._note_low_balance(w, calls, records)
         self.client.append(records)  # before the settlements they lead to
-        self.stats["minutes_billed"] += len(records)
-        self._note_low_balance(w, calls)
+        self.stats["minutes_billed"] += minutes
         if settled:
             self._settle(settled, urgent=False)
         else:
             self.publish_notices()
 
-    def _note_low_balance(self, w: Wallet, calls) -> None:
-        """The one low-balance notice of each ongoing call whose payer's coins now run low."""
+    def _note_low_balance(self, w: Wallet, calls, records: list) -> None:
+        """The one low-balance notice of each ongoing call whose payer's coins now run low:
+        published, and its event written with the minutes that ran them low (`records`)."""
         for c in calls:
             if c.settlement is None:
                 notice = c.low_balance(w.balance_coins, self.low_balance_minutes)
                 if notice is not None:
                     self._notices.append(notice)
+                    records.append(low_balance_event(notice, w.clock_ms))
 
     async def _listener_ready(self, w: Wallet, now_ms: int) -> None:
         call_id, payer_id = w.listener_call_id, w.listener_payer_id
@@ -287,7 +296,9 @@ class WalletHost:
         )
         call.after_billing_ms(1, False, call.connected_ms)
         self.add_call(call)
-        await self.client.durable([call_start_record(call, start_key), transfer_record(first)])
+        await self.client.durable(
+            [call_start_record(call, start_key), transfer_record(first), call_started_event(call)]
+        )
         return call.state()
 
     def tick(self, call_ids: list[int], now: float) -> int:
@@ -296,6 +307,7 @@ class WalletHost:
         order."""
         now_ms = to_ms(now)
         records: list = []
+        events: list = []
         settled: list[Settlement] = []
         calls, wallets = self.calls, self.wallets
         for call_id in call_ids:
@@ -314,12 +326,14 @@ class WalletHost:
             else:
                 payer_calls = [calls[c] for c in w.calls]
                 settled += catch_up(w, payer_calls, now_ms, records)
-            self._note_low_balance(w, payer_calls)
+            self._note_low_balance(w, payer_calls, events)
+        minutes = len(records)
+        records += events
         self.client.append(records)  # before the settlements of this pass
-        self.stats["minutes_billed"] += len(records)
+        self.stats["minutes_billed"] += minutes
         if settled:
             self._settle(settled, urgent=False)
-        return len(records)
+        return minutes
 
     async def end_call(self, call_id: int, now: float, reason: str) -> dict | None:
         """End a call: bill what is due, settle once, return after the settlement committed
