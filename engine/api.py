@@ -45,6 +45,8 @@ log = logging.getLogger("billing.engine")
 IDEMPOTENCY_KEY_CHARS_MAX = 128
 NAME_CHARS_MAX = 200
 KEEPER_INTERVAL_S = 1.0
+READY_WRITER_LAG_MS_MAX = 5_000  # /readyz fails while the writer's oldest write waits longer
+READY_WAIT_S = 2.0  # each readiness probe's bound
 BUSY_FOR_S_MAX = 7 * 24 * 3600
 
 # The clock of each engine this process started, by its writer's actor id: an engine that
@@ -100,6 +102,7 @@ class Engine:
         self._relay: Relay | None = None
         self._keeper: asyncio.Task | None = None
         self._started_ray = False
+        self._own_ray = False
         self._record: str | None = None  # where this engine recorded its cluster, if it did
         self._starting: dict[tuple[int, str], asyncio.Future] = {}  # keyed starts under way
 
@@ -107,8 +110,9 @@ class Engine:
 
     async def start(self) -> Engine:
         cfg = self.config
-        joined = cluster.join(cfg.ray_address, cfg.namespace, cfg.data_dir)
+        joined = cluster.join(cfg.ray_address, cfg.namespace, cfg.data_dir, cfg.dashboard)
         self._started_ray = joined.started
+        self._own_ray = joined.via == "own"
         if joined.namespace != cfg.namespace:
             self.config = cfg.replace(namespace=joined.namespace)
         running = cluster.Writer.running(self.config.namespace)
@@ -152,6 +156,11 @@ class Engine:
             if cfg.scheduler:
                 self.scheduler = Scheduler(self, attached_engine)
                 self.scheduler.start()
+
+    @property
+    def owns_ray(self) -> bool:
+        """Did this engine start the Ray it runs in (so stopping it stops all of Ray)?"""
+        return self._own_ray
 
     def is_current(self) -> bool:
         """Is this engine still the one running in its namespace (not one stopped since)?"""
@@ -383,6 +392,20 @@ class Engine:
         return out
 
     @retryable
+    async def calls_of(self, user_id: int, limit: int = 20, before: int | None = None) -> list:
+        """A person's calls as payer or listener, newest first, `limit` (at most
+        CALLS_PAGE_MAX) at a time; pass the last call id seen as `before` for the next page.
+        Rows as stored: an ongoing call's minutes are billed live (see `get_call`)."""
+        entity_id(user_id, "user_id")
+        if type(limit) is not int or not 1 <= limit <= store.CALLS_PAGE_MAX:
+            raise InvalidInput(
+                f"limit must be an integer in [1, {store.CALLS_PAGE_MAX}], got {limit!r}"
+            )
+        if before is not None:
+            entity_id(before, "before")
+        return await store.calls_of(await self.pool(), user_id, limit, before)
+
+    @retryable
     async def bill_due(self) -> int:
         """Bill every minute due now, for every ongoing call, and return once the calls that
         ended are settled. The calls' own timers bill the same minutes; the transfer ids make
@@ -525,6 +548,36 @@ class Engine:
         actor that has since died had already handed to the writer."""
         await self.placement.sync()
         await self.writer.drain()
+
+    async def readiness(self) -> dict:
+        """Can the engine answer now? The writer answers with its oldest queued write younger
+        than READY_WRITER_LAG_MS_MAX, and PostgreSQL and Redis answer within READY_WAIT_S."""
+        checks: dict[str, str] = {}
+        lag_ms = None
+
+        async def check(name: str, probe) -> None:
+            try:
+                await asyncio.wait_for(probe(), READY_WAIT_S)
+                checks[name] = "ok"
+            except Exception as e:  # noqa: BLE001 - any failure is "not ready", named
+                checks[name] = f"{type(e).__name__}: {e}"[:200]
+
+        async def writer() -> None:
+            nonlocal lag_ms
+            lag_ms = round((await self.writer.state())["oldest_queued_ms"], 1)
+            if lag_ms > READY_WRITER_LAG_MS_MAX:
+                raise EngineUnavailable(f"writer lag {lag_ms} ms > {READY_WRITER_LAG_MS_MAX}")
+
+        async def postgres() -> None:
+            await (await self.pool()).fetchval("SELECT 1")
+
+        await asyncio.gather(
+            check("writer", writer),
+            check("postgres", postgres),
+            check("redis", self.sweeps().ping),
+        )
+        ready = all(v == "ok" for v in checks.values())
+        return {"ready": ready, "checks": checks, "writer_lag_ms": lag_ms}
 
     async def processes(self) -> dict[int, str]:
         """The engine's Ray actor processes, by pid: what each hosts (for memory reports)."""

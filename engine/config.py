@@ -43,6 +43,7 @@ class Config:
     badges_at: str = "00:01"  # local time (badge_timezone) of the daily badge run
     scheduler: bool = True  # run the jobs (real clock only)
     data_dir: str = "billing-data"
+    dashboard: bool = False  # a Ray of the engine's own runs Ray's dashboard (`up` sets it)
     rate_card: RateCard = field(default_factory=RateCard)
     writer: WriterLimits = field(default_factory=WriterLimits)
     client: ClientLimits = field(default_factory=ClientLimits)

@@ -7,6 +7,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import warnings
 from dataclasses import dataclass, field
 
 from actors.errors import DataDirInUse
@@ -73,6 +74,14 @@ class Embedded:
 
 
 def start_postgres(data_dir: str) -> tuple[str, object]:
+    with warnings.catch_warnings():
+        # platformdirs warns on every start where XDG_RUNTIME_DIR is unset (a container, CI):
+        # pgserver then keeps its socket under /tmp, which is what we want anyway.
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+        return _start_postgres(data_dir)
+
+
+def _start_postgres(data_dir: str) -> tuple[str, object]:
     import pgserver  # imported here: only the embedded path needs it
 
     path = os.path.abspath(os.path.join(data_dir, "pg"))

@@ -87,5 +87,9 @@ class PresenceSweeps:
         )
         return dict(zip(user_ids, scores, strict=True))
 
+    async def ping(self) -> bool:
+        """Redis answers (raises ConnectionError naming it if not)."""
+        return await self._run("ping", self._r.ping())
+
     async def close(self) -> None:
         await self._r.aclose()

@@ -182,6 +182,25 @@ async def read_call(pool: asyncpg.Pool, call_id: int) -> dict:
     return call_row_dict(row)
 
 
+CALLS_PAGE_MAX = 100
+
+
+async def calls_of(
+    pool: asyncpg.Pool, user_id: int, limit: int = 20, before: int | None = None
+) -> list[dict]:
+    """A person's calls, as payer or listener, newest first; `before` a call id pages on.
+    Ongoing calls show their stored row (minutes billed so far are in the ledger)."""
+    rows = await pool.fetch(
+        f"""SELECT {CALL_COLUMNS} FROM calls
+            WHERE (user_id = $1 OR listener_id = $1) AND ($2::bigint IS NULL OR call_id < $2)
+            ORDER BY call_id DESC LIMIT $3""",
+        user_id,
+        before,
+        min(limit, CALLS_PAGE_MAX),
+    )
+    return [call_row_dict(r) for r in rows]
+
+
 async def call_outcome(pool: asyncpg.Pool, call_id: int) -> dict | None:
     """A call's status and what its listener earned; None when the call has no row. A call's
     end and its listener's credit commit in one transaction, so an ended call's credit is in."""

@@ -222,9 +222,11 @@ def ledger_rows(transfers: list[tuple]) -> list[tuple]:
 class LedgerWriter:
     """Buffered, bounded, retrying writer. Runs inside whatever process hosts it."""
 
-    def __init__(self, database_url: str, limits: WriterLimits | None = None) -> None:
+    def __init__(self, database_url: str, limits: WriterLimits | None = None, observe=None) -> None:
         self.database_url = database_url
         self.limits = limits or WriterLimits()
+        # observe(records, seconds, lag_ms) after each commit, observe(None, 0, 0) on a retry.
+        self.observe = observe
         self._queue: deque[_Entry] = deque()
         self._queued_records = 0
         self._wake = asyncio.Event()
@@ -346,6 +348,8 @@ class LedgerWriter:
             # buffer meanwhile (rule 6).
             self.stats["retries"] += 1
             self.stats["last_error"] = f"{type(exc).__name__}: {exc}"
+            if self.observe is not None:
+                self.observe(None, 0.0, 0.0)
             log.warning("ledger flush failed, retrying in %.0f ms: %s", delay_s * 1000, exc)
 
         policy = Retry(
@@ -368,6 +372,8 @@ class LedgerWriter:
         self.stats["last_flush_records"] = n
         self.stats["last_flush_ms"] = round(elapsed_ms, 2)
         self.stats["flush_ms_max"] = round(max(self.stats["flush_ms_max"], elapsed_ms), 2)
+        if self.observe is not None:
+            self.observe(n, elapsed_ms / 1000, self.lag()["oldest_queued_ms"])
         await self._release(entries)
         for e in entries:
             if not e.future.done():

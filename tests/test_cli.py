@@ -57,7 +57,7 @@ def test_chaos_refuses_a_run_of_no_time():
 def test_up_serves_inspect_and_stops_cleanly_on_sigint(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     proc = subprocess.Popen(
-        CLI + ["up", "--data-dir", str(tmp_path), "--shards", "2"],
+        CLI + ["up", "--data-dir", str(tmp_path), "--shards", "2", "--no-http", "--no-dashboard"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -84,7 +84,7 @@ def test_up_serves_inspect_and_stops_cleanly_on_sigint(tmp_path):
         assert job.returncode == 0, job.stdout + job.stderr
         assert '"job": "presence"' in job.stdout and '"marked_offline": 0' in job.stdout
         missing = run(["inspect", "call", "77", "--address", address])
-        assert missing.returncode == 2 and "call 77 is not ongoing" in missing.stdout
+        assert missing.returncode == 2 and "no call with id 77" in missing.stdout
         # Without --address, a second process finds the engine `up` recorded in its data dir.
         record = tmp_path / "engine.json"
         assert address in record.read_text()

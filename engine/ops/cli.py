@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -96,12 +98,16 @@ def cmd_up(args: argparse.Namespace) -> int:
     from engine.api import Engine
     from engine.runtime import cluster
 
-    config = _config(args)
+    config = _config(args, dashboard=args.dashboard)
     record = cluster.recorded(config.data_dir)
     if record is not None:
         raise BillingError(
             f"an engine is already up on data dir {config.data_dir} (process {record.get('pid')}, "
             f"Ray at {record['ray_address']}): stop it first, or give another --data-dir"
+        )
+    if args.http and not port_free(args.http_host, args.http_port):
+        raise BillingError(
+            f"{args.http_host}:{args.http_port} is in use: give another --http-port, or --no-http"
         )
 
     async def serve() -> int:
@@ -121,14 +127,44 @@ def cmd_up(args: argparse.Namespace) -> int:
             f"[bold]billing engine up[/] placement={cfg['placement']} "
             f"ray={cluster.address()} namespace={cfg['namespace']}"
         )
-        console.print("inspect it with: billing-engine inspect shards|writer|call ID|wallet ID")
-        await stop.wait()
-        console.print("stopping: draining the writer")
-        await engine.stop()
+        http = None
+        try:
+            if args.http:
+                from engine.http import token_digest
+                from engine.runtime import serving
+
+                token = os.environ.get("BILLING_API_TOKEN") or None
+                digest = None if token is None else token_digest(token)
+                http = await asyncio.to_thread(
+                    serving.start, cfg["namespace"], args.http_host, args.http_port, digest
+                )
+                auth = "bearer token required" if token else "no token (BILLING_API_TOKEN unset)"
+                console.print(f"http={http} docs={http}/docs ({auth})")
+            urls = cluster.dashboard_urls()
+            if urls["dashboard"]:
+                console.print(f"dashboard={urls['dashboard']} metrics={' '.join(urls['metrics'])}")
+            console.print("inspect it with: billing-engine inspect shards|writer|call ID|wallet ID")
+            await stop.wait()
+        finally:
+            console.print("stopping: draining the writer")
+            if http is not None and not engine.owns_ray:
+                await asyncio.to_thread(serving.stop)  # a Ray of our own stops with it all
+            await engine.stop()
         console.print("stopped cleanly")
         return 0
 
     return asyncio.run(serve())
+
+
+def port_free(host: str, port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+            return True
+        except OSError:
+            return False
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -146,8 +182,24 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         out = asyncio.run(inspect_running(args.what, args.id, time.time(), joined.namespace))
     finally:
         cluster.leave()
-    console.print_json(json.dumps(out, default=str))
+    console.print_json(json.dumps(readable_times(out), default=str))
     return 0
+
+
+def readable_times(value):
+    """Epoch seconds under keys ending in `_at` as ISO 8601 UTC, for a person to read."""
+    if isinstance(value, dict):
+        return {
+            k: (
+                dt.datetime.fromtimestamp(v, dt.UTC).isoformat(timespec="milliseconds")
+                if k.endswith("_at") and isinstance(v, int | float) and not isinstance(v, bool)
+                else readable_times(v)
+            )
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [readable_times(v) for v in value]
+    return value
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
@@ -283,6 +335,29 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
     up = sub.add_parser("up", formatter_class=HELP, help="run the engine until SIGINT/SIGTERM")
     _engine_flags(up)
+    up.add_argument(
+        "--http",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="serve the HTTP API on Ray Serve (bearer token: env BILLING_API_TOKEN)",
+    )
+    up.add_argument(
+        "--http-host",
+        default=os.environ.get("BILLING_HTTP_HOST", "127.0.0.1"),
+        help="HTTP API host (env BILLING_HTTP_HOST)",
+    )
+    up.add_argument(
+        "--http-port",
+        type=int,
+        default=int(os.environ.get("BILLING_HTTP_PORT", "8000")),
+        help="HTTP API port (env BILLING_HTTP_PORT)",
+    )
+    up.add_argument(
+        "--dashboard",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run Ray's dashboard and metrics endpoint with a Ray of the engine's own",
+    )
     up.set_defaults(func=cmd_up)
     ins = sub.add_parser(
         "inspect", formatter_class=HELP, help="print an actor's live state from a running engine"

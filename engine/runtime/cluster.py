@@ -36,6 +36,13 @@ def reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> bool:
         return False
 
 
+# Ray says once per process that a local cluster uses token authentication; the engine handles
+# the token (see `connect`), so that is noise on every command.
+logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+
+_dashboard_url: str | None = None  # of the Ray this process started, if it runs one
+
+
 @dataclass(frozen=True)
 class Joined:
     """What `join` did: `started` if this process called ray.init (and so shuts Ray down
@@ -48,12 +55,14 @@ class Joined:
     via: str
 
 
-def join(address: str | None, namespace: str, data_dir: str | None = None) -> Joined:
+def join(
+    address: str | None, namespace: str, data_dir: str | None = None, dashboard: bool = False
+) -> Joined:
     """Join the cluster a billing engine runs in, one way for every client: the `address`
     given (RAY_ADDRESS or --address), else the engine recorded in `data_dir/engine.json` by
     the process that started it (its namespace too), else a local Ray of our own. Never a
     cluster found by chance. An address that does not answer within CONNECT_TIMEOUT_S is an
-    `EngineUnavailable` naming it."""
+    `EngineUnavailable` naming it. A Ray of our own runs Ray's dashboard if `dashboard`."""
     if ray.is_initialized():
         return Joined(False, _current_address(), namespace, "already")
     via = "given"
@@ -72,14 +81,28 @@ def join(address: str | None, namespace: str, data_dir: str | None = None) -> Jo
             file=sys.stderr,
         )
         return Joined(True, _current_address(), namespace, via)
-    ray.init(
+    global _dashboard_url
+    context = ray.init(
         address="local",
         namespace=namespace,
-        include_dashboard=False,
+        include_dashboard=dashboard,
         logging_level=logging.WARNING,
         log_to_driver=os.environ.get("BILLING_LOG_ACTORS") == "1",
     )
+    _dashboard_url = getattr(context, "dashboard_url", None) or None
     return Joined(True, _current_address(), namespace, "own")
+
+
+def dashboard_urls() -> dict:
+    """Where to look at this cluster: Ray's dashboard, and each node's Prometheus endpoint
+    (where the engine's `ray_billing_*` metrics are)."""
+    dashboard = _dashboard_url
+    metrics = [
+        f"http://{n['NodeManagerAddress']}:{n['MetricsExportPort']}/metrics"
+        for n in ray.nodes()
+        if n.get("Alive") and n.get("MetricsExportPort")
+    ]
+    return {"dashboard": f"http://{dashboard}" if dashboard else None, "metrics": metrics}
 
 
 def _current_address() -> str:

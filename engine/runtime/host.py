@@ -26,6 +26,7 @@ from actors.errors import InvariantViolation, UnknownUser
 from actors.money import WITHDRAW, to_ms
 from actors.timeline import bill_call_through, catch_up
 from actors.wallet import Wallet, check_external, external_transfer_id
+from engine.runtime import metrics
 from engine.runtime.loading import LoadOnce
 from persistence import store
 from persistence.client import WriterClient
@@ -222,6 +223,7 @@ class WalletHost:
         self._note_low_balance(w, calls, records)
         self.client.append(records)  # before the settlements they lead to
         self.stats["minutes_billed"] += minutes
+        metrics.billed(minutes)
         if settled:
             self._settle(settled, urgent=False)
         else:
@@ -299,6 +301,7 @@ class WalletHost:
         await self.client.durable(
             [call_start_record(call, start_key), transfer_record(first), call_started_event(call)]
         )
+        metrics.billed(1, started=1)
         return call.state()
 
     def tick(self, call_ids: list[int], now: float) -> int:
@@ -331,6 +334,7 @@ class WalletHost:
         records += events
         self.client.append(records)  # before the settlements of this pass
         self.stats["minutes_billed"] += minutes
+        metrics.billed(minutes)
         if settled:
             self._settle(settled, urgent=False)
         return minutes
@@ -407,6 +411,7 @@ class WalletHost:
                 if self.presence is not None:
                     await self.presence.call_settled(s.as_dict(), self.user_in_call(s.user_id))
             self.stats["calls_settled"] += len(settlements)
+            metrics.settled([s.end_reason for s in settlements])
             for s in settlements:
                 self._settling.pop(s.call_id).set_result(s)
         except BaseException as e:

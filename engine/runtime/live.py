@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ray
 
-from actors.errors import InvalidInput, UnknownCall, UnknownUser
+from actors.errors import InvalidInput, UnknownUser
 from engine.runtime.raycalls import (
     NAMESPACE,
     WRITER_NAME,
@@ -69,5 +69,18 @@ async def inspect_running(
             return out
     h = None if shards else actor_or_none(call_name(ident), ns)
     if h is None:
-        raise UnknownCall(f"call {ident} is not ongoing in the running engine")
+        return await stored_call(ident, ns)
     return await remote(h.state.remote(now))
+
+
+async def stored_call(call_id: int, ns: str) -> dict:
+    """A call no actor holds (ended, or never made): its row in the engine's database."""
+    from persistence import store
+    from persistence.db import close_pools, get_pool
+
+    meta = await remote(actor(WRITER_NAME, ns).describe.remote())
+    try:
+        row = await store.read_call(await get_pool(meta["database_url"]), call_id)
+    finally:
+        await close_pools()
+    return row | {"next_tick_at": None, "answered_from": "stored"}

@@ -18,6 +18,7 @@ import ray
 from actors.call import Call
 from actors.errors import EngineUnavailable, InvariantViolation
 from engine.config import Config, tune_gc_for_hot_path
+from engine.runtime import metrics
 from engine.runtime.host import Releases, WalletHost, WalletMethods, exit_on_violation
 from engine.runtime.loading import LoadOnce
 from engine.runtime.raycalls import (
@@ -198,6 +199,7 @@ class Shard(WalletMethods):
         interval_s = self.config.shard_loop_interval_ms / 1000
         while True:
             await self.run_due(time.time())
+            metrics.ongoing(self.name, len(self.host.calls))
             delay = interval_s
             first = self.timers.first_at()
             if first is not None:

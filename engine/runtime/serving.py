@@ -1,0 +1,83 @@
+"""The HTTP API on Ray Serve: the FastAPI app of engine/http.py as a Serve deployment whose
+replicas attach to the running engine, behind Serve's HTTP proxy. More replicas, or a proxy on
+every node, scale it with the cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from ray import serve
+
+from engine.http import build_app
+
+log = logging.getLogger("billing.serving")
+
+APP_NAME = "billing"
+DEPLOYMENT_NAME = "billing_api"
+REPLICAS = 1  # API replicas; each holds one attached Engine
+REQUESTS_PER_REPLICA_MAX = 1_000  # Serve queues requests beyond this per replica
+START_WAIT_S = 120.0  # how long `up` waits for the API to answer
+
+
+def _application(namespace: str, token_sha256: str | None, replicas: int):
+    """The Serve application: built here, pickled to each replica, where `get_engine` attaches
+    once to the engine running in `namespace`."""
+    held: dict = {}
+
+    async def get_engine():
+        engine = held.get("engine")
+        if engine is not None and engine.is_current():
+            return engine
+        lock = held.setdefault("lock", asyncio.Lock())
+        async with lock:
+            engine = held.get("engine")
+            if engine is None or not engine.is_current():
+                from engine.api import attached_engine
+
+                held["engine"] = engine = await attached_engine(namespace)
+        return engine
+
+    def on_request(method: str, route: str, status: int, seconds: float) -> None:
+        from engine.runtime import metrics
+
+        metrics.request(method, route, status, seconds)
+
+    app = build_app(get_engine, token_sha256, on_request)
+
+    @serve.deployment(
+        name=DEPLOYMENT_NAME,
+        num_replicas=replicas,
+        max_ongoing_requests=REQUESTS_PER_REPLICA_MAX,
+        ray_actor_options={"num_cpus": 0},
+    )
+    @serve.ingress(app)
+    class BillingApi:
+        pass
+
+    return BillingApi.bind()
+
+
+def start(
+    namespace: str,
+    host: str,
+    port: int,
+    token_sha256: str | None = None,
+    replicas: int = REPLICAS,
+) -> str:
+    """Serve the API at http://host:port (the process must have joined the cluster)."""
+    serve.start(http_options={"host": host, "port": port}, logging_config={"log_level": "WARNING"})
+    serve.run(
+        _application(namespace, token_sha256, replicas),
+        name=APP_NAME,
+        route_prefix="/",
+        blocking=False,
+    )
+    return f"http://{host}:{port}"
+
+
+def stop() -> None:
+    try:
+        serve.shutdown()
+    except Exception as e:  # noqa: BLE001 - stopping: say it, carry on
+        log.warning("Serve did not shut down cleanly: %s", e)

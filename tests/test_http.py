@@ -1,0 +1,210 @@
+"""The HTTP API in-process (the FastAPI app over a real engine, without Serve): routes, the
+same hostile input as the Python API, error statuses, the bearer token."""
+
+import httpx
+import pytest
+
+from engine.http import build_app, token_digest
+from tests.conftest import engine_config
+
+MIN = 60.0
+
+
+@pytest.fixture
+async def engine(services, pool, ray_session):
+    from engine.api import Engine
+
+    async with Engine(engine_config(services, "sharded")) as eng:
+        yield eng
+
+
+def client(engine, token: str | None = None, seen: list | None = None) -> httpx.AsyncClient:
+    async def get_engine():
+        return engine
+
+    def on_request(method, route, status, seconds):
+        if seen is not None:
+            seen.append((method, route, status))
+
+    app = build_app(get_engine, None if token is None else token_digest(token), on_request)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://engine")
+
+
+async def people(http: httpx.AsyncClient, coins: int) -> tuple[int, int]:
+    user = (await http.post("/v1/users", json={"name": "asha"})).json()["user_id"]
+    r = await http.post("/v1/users", json={"name": "ravi", "role": "listener"})
+    assert r.status_code == 201
+    listener = r.json()["user_id"]
+    top = await http.post(f"/v1/wallets/{user}/top-ups", json={"amount": coins})
+    assert top.status_code == 200 and top.json()["balance_coins"] == coins
+    return user, listener
+
+
+async def test_a_call_over_http_from_start_to_withdrawal(engine):
+    seen: list = []
+    async with client(engine, seen=seen) as http:
+        assert (await http.get("/healthz")).json() == {"status": "ok"}
+        ready = await http.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["checks"] == {
+            "writer": "ok",
+            "postgres": "ok",
+            "redis": "ok",
+        }
+        user, listener = await people(http, 100)
+        body = {"user_id": user, "listener_id": listener, "idempotency_key": "c1"}
+        r = await http.post("/v1/calls", json=body)
+        assert r.status_code == 201, r.text
+        call = r.json()
+        again = await http.post("/v1/calls", json=body)  # a retry: the same call
+        assert again.json()["call_id"] == call["call_id"]
+        assert (await http.post(f"/v1/presence/{user}/heartbeat")).json() == {"online": True}
+        await engine.advance(2 * MIN)
+        live = (await http.get(f"/v1/calls/{call['call_id']}")).json()
+        assert live["billed_minutes"] == 3 and live["status"] == "ongoing"
+        end = await http.post(f"/v1/calls/{call['call_id']}/end", json={"reason": "hangup"})
+        assert end.json()["billed_minutes"] == 3 and end.json()["status"] == "completed"
+        assert (await http.post(f"/v1/calls/{call['call_id']}/end")).json() == end.json()
+        assert (await http.get(f"/v1/wallets/{user}")).json()["balance_coins"] == 70
+        paid = (await http.get(f"/v1/wallets/{listener}")).json()["earnings_paise"]
+        out = await http.post(
+            f"/v1/wallets/{listener}/withdrawals",
+            json={"amount_paise": paid, "idempotency_key": "w1"},
+        )
+        assert out.status_code == 200 and out.json()["earnings_paise"] == 0
+        spend = await http.post(f"/v1/wallets/{user}/spends", json={"amount": 70})
+        assert spend.json()["balance_coins"] == 0
+        page = (await http.get(f"/v1/users/{listener}/calls", params={"limit": 1})).json()
+        assert [c["call_id"] for c in page["calls"]] == [call["call_id"]]
+        assert page["next_before"] == call["call_id"]
+        after = await http.get(
+            f"/v1/users/{listener}/calls", params={"before": page["next_before"]}
+        )
+        assert after.json() == {"calls": [], "next_before": None}
+        await engine.sync()
+        events = await http.get("/v1/events", headers={"Accept": "application/json"})
+        assert [e["type"] for e in events.json()["events"]] == ["call_started", "call_settled"]
+        resumed = await http.get(
+            "/v1/events",
+            headers={"Accept": "application/json", "Last-Event-ID": "1"},
+        )
+        assert [e["type"] for e in resumed.json()["events"]] == ["call_settled"]
+    assert ("POST", "/v1/calls", 201) in seen and ("GET", "/v1/calls/{call_id}", 200) in seen
+
+
+# (method, path, body, status, error type, words in the message); {u} the user, {v} listener.
+HOSTILE = [
+    ("POST", "/v1/wallets/{u}/top-ups", {"amount": 0}, 400, "InvalidInput", "amount"),
+    ("POST", "/v1/wallets/{u}/top-ups", {"amount": 1.5}, 400, "InvalidInput", "amount"),
+    ("POST", "/v1/wallets/{u}/top-ups", {"amount": -3}, 400, "InvalidInput", "amount"),
+    ("POST", "/v1/wallets/{u}/top-ups", {"amount": "10"}, 400, "InvalidInput", "amount"),
+    ("POST", "/v1/wallets/{u}/top-ups", {"amount": True}, 400, "InvalidInput", "amount"),
+    ("POST", "/v1/wallets/{u}/top-ups", {}, 400, "InvalidInput", "amount"),
+    ("POST", "/v1/wallets/{u}/top-ups", {"amount": 10, "tx_type": "spend"}, 400, "", "tx_type"),
+    (
+        "POST",
+        "/v1/wallets/{u}/top-ups",
+        {"amount": 10, "idempotency_key": ""},
+        400,
+        "InvalidInput",
+        "idempotency_key",
+    ),
+    ("POST", "/v1/wallets/9999/top-ups", {"amount": 10}, 404, "UnknownUser", "9999"),
+    ("POST", "/v1/wallets/abc/top-ups", {"amount": 10}, 400, "InvalidInput", "user_id"),
+    ("POST", "/v1/wallets/0/top-ups", {"amount": 10}, 400, "InvalidInput", "user_id"),
+    ("POST", "/v1/wallets/{u}/spends", {"amount": 101}, 402, "InsufficientCoins", ""),
+    ("POST", "/v1/wallets/{v}/withdrawals", {"amount_paise": 1}, 402, "InsufficientEarnings", ""),
+    ("POST", "/v1/wallets/{u}/withdrawals", {"amount_paise": 1}, 400, "", "not a listener"),
+    (
+        "POST",
+        "/v1/calls",
+        {"user_id": "{u}", "listener_id": "{v}", "call_type": "fax"},
+        400,
+        "",
+        "call_type",
+    ),
+    ("POST", "/v1/calls", {"user_id": "{u}", "listener_id": 9999}, 404, "UnknownUser", "9999"),
+    ("POST", "/v1/calls", {"user_id": "{v}", "listener_id": "{u}"}, 400, "", "not a user"),
+    ("POST", "/v1/calls", {"user_id": "{u}"}, 400, "InvalidInput", "listener_id"),
+    ("POST", "/v1/calls/9999/end", {}, 404, "UnknownCall", "9999"),
+    ("POST", "/v1/calls/9999/end", {"reason": "bored"}, 400, "InvalidInput", "reason"),
+    ("GET", "/v1/calls/9999", None, 404, "UnknownCall", "9999"),
+    ("POST", "/v1/users", {"name": "x", "role": "admin"}, 400, "InvalidInput", "role"),
+    ("POST", "/v1/users", {"name": ""}, 400, "InvalidInput", "name"),
+    ("GET", "/v1/users/{u}/calls?limit=0", None, 400, "InvalidInput", "limit"),
+    ("GET", "/v1/events?after=-1", None, 400, "InvalidInput", "after"),
+    ("GET", "/v1/nothing", None, 404, "NotFound", ""),
+]
+
+
+def _fill(value, user: int, listener: int):
+    if isinstance(value, str):
+        filled = value.replace("{u}", str(user)).replace("{v}", str(listener))
+        return int(filled) if filled != value and filled.isdigit() else filled
+    if isinstance(value, dict):
+        return {k: _fill(v, user, listener) for k, v in value.items()}
+    return value
+
+
+@pytest.mark.parametrize(("method", "path", "body", "status", "kind", "words"), HOSTILE)
+async def test_bad_requests_get_json_errors_with_the_right_status_and_change_nothing(
+    engine, method, path, body, status, kind, words
+):
+    async with client(engine) as http:
+        user, listener = await people(http, 100)
+        pool = await engine.pool()
+        before = await pool.fetchval("SELECT count(*) FROM ledger")
+        r = await http.request(
+            method, _fill(path, user, listener), json=_fill(body, user, listener)
+        )
+        assert r.status_code == status, r.text
+        err = r.json()["error"]
+        assert set(err) == {"type", "message"}
+        assert kind in err["type"] and words in err["message"], err
+        assert await pool.fetchval("SELECT count(*) FROM ledger") == before
+        assert (await http.get(f"/v1/wallets/{user}")).json()["balance_coins"] == 100
+
+
+async def test_a_busy_listener_and_a_reused_key_are_409(engine):
+    async with client(engine) as http:
+        user, listener = await people(http, 100)
+        other, _ = await people(http, 100)
+        body = {"user_id": user, "listener_id": listener, "idempotency_key": "k"}
+        assert (await http.post("/v1/calls", json=body)).status_code == 201
+        busy = await http.post("/v1/calls", json={"user_id": other, "listener_id": listener})
+        assert busy.status_code == 409 and busy.json()["error"]["type"] == "PartyBusy"
+        reused = await http.post("/v1/calls", json=body | {"call_type": "video"})
+        assert reused.status_code == 409
+        assert reused.json()["error"]["type"] == "IdempotencyConflict"
+
+
+async def test_with_a_token_set_requests_need_it_and_health_does_not(engine):
+    async with client(engine, token="s3cret") as http:
+        assert (await http.get("/healthz")).status_code == 200
+        assert (await http.get("/docs")).status_code == 200
+        denied = await http.post("/v1/users", json={"name": "a"})
+        assert denied.status_code == 401 and denied.json()["error"]["type"] == "Unauthorized"
+        assert "s3cret" not in denied.text
+        wrong = await http.post(
+            "/v1/users", json={"name": "a"}, headers={"Authorization": "Bearer nope"}
+        )
+        assert wrong.status_code == 401
+        ok = await http.post(
+            "/v1/users", json={"name": "a"}, headers={"Authorization": "Bearer s3cret"}
+        )
+        assert ok.status_code == 201
+
+
+async def test_an_engine_that_cannot_answer_is_503_with_retry_after(engine):
+    from engine import EngineUnavailable
+
+    async def away():
+        raise EngineUnavailable("an engine actor is restarting")
+
+    app = build_app(away)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://engine") as http:
+        r = await http.get("/v1/wallets/1")
+        assert r.status_code == 503 and r.headers["Retry-After"] == "1"
+        assert r.json()["error"]["type"] == "EngineUnavailable"
+        ready = await http.get("/readyz")
+        assert ready.status_code == 503 and not ready.json()["ready"]

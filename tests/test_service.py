@@ -1,0 +1,175 @@
+"""`billing-engine up` as a service, end to end, as an app's backend and an operator use it: on
+the embedded defaults, a whole call over HTTP on Ray Serve with a bearer token, the drop seen
+on /v1/events by a client that restarts mid-stream and resumes without a gap, a second process
+that attaches to the same data dir and leaves `up` and its Redis unharmed, a second `up` refused,
+a clean stop, and the audit."""
+
+import asyncio
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from tests.test_cli import CLI, STEP_S_MAX, run
+
+pytestmark = pytest.mark.ray
+
+TOKEN = "t0ken-for-the-test"
+MINUTE_S = 2.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def embedded_env(data_dir) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.pop("RAY_ADDRESS", None)
+    return env | {"BILLING_DATA_DIR": str(data_dir)}
+
+
+@pytest.fixture
+def service(tmp_path):
+    port = free_port()
+    env = embedded_env(tmp_path) | {"BILLING_API_TOKEN": TOKEN}
+    args = ["up", "--minute-seconds", str(MINUTE_S), "--http-port", str(port), "--no-dashboard"]
+    proc = subprocess.Popen(
+        CLI + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+    lines: list[str] = []
+    url = None
+    deadline = time.monotonic() + STEP_S_MAX
+    while url is None and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        m = re.search(r"http=(\S+)", line)
+        url = m.group(1) if m else None
+    assert url, "".join(lines)
+    try:
+        yield url, proc, lines, tmp_path
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+async def sse(http: httpx.AsyncClient, last_id: int | None, until, got: list) -> None:
+    """Read /v1/events after `last_id` into `got` until `until(got)`."""
+    headers = {} if last_id is None else {"Last-Event-ID": str(last_id)}
+    async with http.stream("GET", "/v1/events", headers=headers) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        event: dict = {}
+        async for line in r.aiter_lines():
+            if line.startswith("data: "):
+                event = json.loads(line.removeprefix("data: "))
+            elif line == "" and event:
+                got.append(event)
+                event = {}
+                if until(got):
+                    return
+
+
+def ok(r: httpx.Response, status: int = 200) -> dict:
+    assert r.status_code == status, r.text
+    return r.json()
+
+
+async def test_up_serves_a_whole_call_over_http_and_events_resume_without_a_gap(service):
+    url, proc, lines, data_dir = service
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    async with httpx.AsyncClient(base_url=url, headers=auth, timeout=30) as http:
+        assert ok(await http.get("/readyz"))["ready"]
+        assert (
+            await http.get("/v1/wallets/1", headers={"Authorization": "Bearer x"})
+        ).status_code == 401
+        user = ok(await http.post("/v1/users", json={"name": "asha"}), 201)["user_id"]
+        body = {"name": "ravi", "role": "listener"}
+        listener = ok(await http.post("/v1/users", json=body), 201)["user_id"]
+        top = {"amount": 30, "idempotency_key": "order-1"}  # 3 minutes of audio at basic
+        assert ok(await http.post(f"/v1/wallets/{user}/top-ups", json=top))["balance_coins"] == 30
+        for who in (user, listener):
+            assert ok(await http.post(f"/v1/presence/{who}/heartbeat"))["online"]
+        start = {"user_id": user, "listener_id": listener, "idempotency_key": "call-1"}
+        call = ok(await http.post("/v1/calls", json=start), 201)
+        cid = call["call_id"]
+
+        # A client reads the first event, goes away mid-stream, and resumes from its last id.
+        first: list = []
+        await asyncio.wait_for(sse(http, None, lambda g: len(g) >= 1, first), 30)
+        assert first[0]["type"] == "call_started" and first[0]["call_id"] == cid
+    async with httpx.AsyncClient(base_url=url, headers=auth, timeout=30) as http:
+        rest: list = []
+        done = lambda g: any(e["type"] == "call_settled" for e in g)  # noqa: E731
+        await asyncio.wait_for(sse(http, first[-1]["id"], done, rest), 60)
+        events = first + rest
+        assert [e["id"] for e in events] == list(range(1, len(events) + 1))  # no gap, no repeat
+        kinds = [e["type"] for e in events]
+        assert kinds == ["call_started", "low_balance", "call_dropped", "call_settled"], kinds
+        dropped = events[2]["data"]
+        assert dropped["end_reason"] == "insufficient_coins" and dropped["billed_minutes"] == 3
+        final = ok(await http.get(f"/v1/calls/{cid}"))
+        assert (final["status"], final["billed_minutes"], final["coins_spent"]) == (
+            "dropped",
+            3,
+            30,
+        )
+        earned = ok(await http.get(f"/v1/wallets/{listener}"))["earnings_paise"]
+        assert earned == events[3]["data"]["earnings_paise"] > 0
+        out = {"amount_paise": earned, "idempotency_key": "payout-1"}
+        assert (
+            ok(await http.post(f"/v1/wallets/{listener}/withdrawals", json=out))["earnings_paise"]
+            == 0
+        )
+        page = ok(await http.get(f"/v1/users/{user}/calls"))
+        assert [c["call_id"] for c in page["calls"]] == [cid]
+
+        # A second process on the same data dir attaches to `up`, works, and stops...
+        script = (
+            "import asyncio\n"
+            "from engine import Engine, from_env\n"
+            "async def main():\n"
+            "    async with Engine(from_env()) as e:\n"
+            f"        print('attached', e.attached, (await e.top_up({user}, 5))['balance_coins'])\n"
+            "asyncio.run(main())\n"
+        )
+        second = subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=STEP_S_MAX,
+            env=embedded_env(data_dir),
+        )
+        assert "attached True 5" in second.stdout, second.stdout + second.stderr
+        assert "engine.json" in second.stderr  # it said what it joined
+        # ...and `up`, its Redis and its jobs are unharmed.
+        assert ok(await http.get("/readyz"))["checks"]["redis"] == "ok"
+        assert ok(await http.get(f"/v1/wallets/{user}"))["balance_coins"] == 5
+    job = run(["jobs", "run", "presence"], env=embedded_env(data_dir))
+    assert job.returncode == 0 and '"job": "presence"' in job.stdout, job.stdout + job.stderr
+    again = run(["up", "--no-http"], env=embedded_env(data_dir))
+    assert again.returncode == 2 and "already up on data dir" in again.stdout, again.stdout
+    shown = run(["inspect", "call", str(cid)], env=embedded_env(data_dir))
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert '"status": "dropped"' in shown.stdout and re.search(
+        r'"ended_at": "20\d\d-', shown.stdout
+    )
+
+    proc.send_signal(signal.SIGINT)
+    rest_out, _ = proc.communicate(timeout=STEP_S_MAX)
+    assert proc.returncode == 0 and "stopped cleanly" in rest_out, rest_out
+    output = "".join(lines) + rest_out
+    assert TOKEN not in output
+    assert "XDG_RUNTIME_DIR" not in output and "Token authentication" not in output
+    audit = run(["audit"], env=embedded_env(data_dir))
+    assert audit.returncode == 0 and "audit passed" in audit.stdout, audit.stdout
