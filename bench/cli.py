@@ -90,21 +90,55 @@ def plot(result: dict, path: str) -> None:
     fig.savefig(path, dpi=120)
 
 
+def request_table(runs: list[dict]) -> Table:
+    t = Table(title="requests per second and latency, by concurrency")
+    for col in ("path", "request", "concurrency", "requests/s", "p50 ms", "p99 ms"):
+        t.add_column(col, justify="left" if col in ("path", "request") else "right")
+    for r in runs:
+        t.add_row(
+            r["path"],
+            r["note"],
+            f"{r['calls']:,}",
+            f"{r['call_minutes_per_s']:,.0f}",
+            f"{r['tick_to_commit_ms_p50']:.1f}",
+            f"{r['tick_to_commit_ms_p99']:.1f}",
+        )
+    return t
+
+
 def run_bench(args, database_url: str, redis_url: str) -> int:
+    from bench.requests import REQUEST_PATHS, bench_requests
+
     console = Console()
-    sizes = args.calls or [1_000, 10_000]
     paths = args.paths or list(PATHS)
-    result = asyncio.run(
-        bench(paths, sizes, args.minutes, args.shards or 2, database_url, redis_url, console)
-    )
-    console.print(table(result))
+    minute_paths = [p for p in paths if p not in REQUEST_PATHS]
+    request_paths = [p for p in paths if p in REQUEST_PATHS]
+    shards = args.shards or 2
+    result = {"machine": machine(), "minutes": args.minutes, "runs": []}
+    if minute_paths:
+        sizes = args.calls or [1_000, 10_000]
+        result = asyncio.run(
+            bench(minute_paths, sizes, args.minutes, shards, database_url, redis_url, console)
+        )
+        console.print(table(result))
+    if request_paths:
+        concurrency = args.calls or [1, 20, 200]
+        runs = asyncio.run(
+            bench_requests(
+                request_paths, concurrency, args.requests, shards, database_url, redis_url, console
+            )
+        )
+        result["runs"] += runs
+        console.print(request_table(runs))
+        _request_ratios(runs, console)
+    sizes = args.calls or []
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)
     if args.plot:
         plot(result, args.plot)
     by = {(r["path"], r["calls"]): r["call_minutes_per_s"] for r in result["runs"]}
-    for calls in sizes:
+    for calls in sizes if minute_paths else []:
         s = by.get(("sharded", calls))
         if s:
             for other in ("seed_loop", "set_sql", "copy_limit"):
@@ -113,6 +147,14 @@ def run_bench(args, database_url: str, redis_url: str) -> int:
                         f"{calls:,} calls: sharded / {other} = {s / by[(other, calls)]:.2f}"
                     )
     return 0
+
+
+def _request_ratios(runs: list[dict], console) -> None:
+    rate = {(r["path"], r["note"], r["calls"]): r["call_minutes_per_s"] for r in runs}
+    for (path, kind, c), value in sorted(rate.items()):
+        seed = rate.get(("seed_requests", "top_up", c))
+        if path != "seed_requests" and seed:
+            console.print(f"{path} {kind} at {c}: {value / seed:.2f} x seed_requests top-ups")
 
 
 __all__ = ["run_bench"]

@@ -89,7 +89,12 @@ async def assign_daily_badges(
                     written.append(t)
                 except asyncpg.PostgresError as row_error:
                     errors += 1
-                    log.error("badge for listener %d not written: %s", t[0], row_error)
+                    log.error(
+                        "badge for listener %d not written: %s",
+                        t[0],
+                        row_error,
+                        extra={"listener_id": t[0]},
+                    )
     stats = {
         "total_listeners": len(tiers),
         "basic_assigned": 0,

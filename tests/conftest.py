@@ -17,6 +17,11 @@ from persistence.schema import TABLES
 
 PLACEMENTS = ("sharded", "actor-per-call")
 
+# Ray's dashboard agent samples every worker's resource use for its metrics; on 2 cores with
+# actors started and stopped test after test that costs about a fifth of the run. No test reads
+# Ray's own metrics (the engine's metrics were checked by hand on `up`, docs/service.md).
+os.environ.setdefault("RAY_enable_metrics_collection", "0")
+
 
 @dataclass
 class Services:

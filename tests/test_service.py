@@ -152,9 +152,19 @@ async def test_up_serves_a_whole_call_over_http_and_events_resume_without_a_gap(
         )
         assert "attached True 5" in second.stdout, second.stdout + second.stderr
         assert "engine.json" in second.stderr  # it said what it joined
+        # RAY_ADDRESS alone is enough (no record in that process's data dir; Ray's token).
+        address = re.search(r"ray=(\S+)", "".join(lines)).group(1)
+        third = subprocess.run(
+            [sys.executable, "-c", script.replace("top_up(", "spend(")],
+            capture_output=True,
+            text=True,
+            timeout=STEP_S_MAX,
+            env=embedded_env(data_dir / "elsewhere") | {"RAY_ADDRESS": address},
+        )
+        assert "attached True 0" in third.stdout, third.stdout + third.stderr
         # ...and `up`, its Redis and its jobs are unharmed.
         assert ok(await http.get("/readyz"))["checks"]["redis"] == "ok"
-        assert ok(await http.get(f"/v1/wallets/{user}"))["balance_coins"] == 5
+        assert ok(await http.get(f"/v1/wallets/{user}"))["balance_coins"] == 0
     job = run(["jobs", "run", "presence"], env=embedded_env(data_dir))
     assert job.returncode == 0 and '"job": "presence"' in job.stdout, job.stdout + job.stderr
     again = run(["up", "--no-http"], env=embedded_env(data_dir))

@@ -167,3 +167,18 @@ def test_a_data_dir_in_use_is_refused_naming_the_process_and_how_to_attach(tmp_p
         holder.kill()
         holder.wait()
     DataDirLock(str(tmp_path)).acquire().release()  # the kernel let go when the holder died
+
+
+def test_json_logs_carry_the_call_and_user_they_are_about():
+    out = _in_a_fresh_process(
+        "import logging\n"
+        "from engine import logs\n"
+        "logs.configure(fmt='json')\n"
+        "logging.getLogger('billing.host').warning('call %d: tick failed', 7,"
+        " extra=logs.about(call_id=7, user_id=3))\n"
+    )
+    import json
+
+    line = json.loads(out.stderr.strip().splitlines()[-1])
+    assert line["message"] == "call 7: tick failed" and line["level"] == "warning"
+    assert (line["call_id"], line["user_id"], line["logger"]) == (7, 3, "billing.host")

@@ -16,6 +16,7 @@ import time
 from rich.console import Console
 
 from actors.errors import BillingError
+from engine import logs
 from engine.config import PLACEMENTS, from_env
 
 console = Console()
@@ -133,6 +134,8 @@ def cmd_up(args: argparse.Namespace) -> int:
                 from engine.http import token_digest
                 from engine.runtime import serving
 
+                # Serve says at INFO what it starts; `up` prints the one line that matters.
+                logging.getLogger("ray.serve").setLevel(logging.WARNING)
                 token = os.environ.get("BILLING_API_TOKEN") or None
                 digest = None if token is None else token_digest(token)
                 http = await asyncio.to_thread(
@@ -273,6 +276,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise BillingError(f"--calls must be at least 1, got {calls}")
     if args.minutes < 1:
         raise BillingError(f"--minutes must be at least 1, got {args.minutes}")
+    if args.requests < 1:
+        raise BillingError(f"--requests must be at least 1, got {args.requests}")
     config, embedded = embedded_for(_config(args))
     try:
         return run_bench(args, config.database_url, config.redis_url)
@@ -386,7 +391,23 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--paths",
         nargs="+",
-        choices=("copy_limit", "seed_loop", "set_sql", "actor_per_call", "sharded"),
+        choices=(
+            "copy_limit",
+            "seed_loop",
+            "set_sql",
+            "actor_per_call",
+            "sharded",
+            "requests",
+            "http_requests",
+            "seed_requests",
+        ),
+        help="minute paths (default: the first five) and request paths",
+    )
+    bench.add_argument(
+        "--requests",
+        type=int,
+        default=1_000,
+        help="request paths: requests of each kind per concurrency (--calls is the concurrency)",
     )
     bench.add_argument("--json", help="write the results as JSON here")
     bench.add_argument("--plot", help="write a PNG of throughput against calls here")
@@ -411,7 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format=logs.TEXT_FORMAT)
+    logs.configure()
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

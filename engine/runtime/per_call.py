@@ -18,6 +18,7 @@ import time
 from actors.call import Call
 from actors.errors import EngineUnavailable, UnknownUser
 from engine.config import Config
+from engine.logs import about
 from engine.runtime.host import Releases, WalletHost, WalletMethods
 from engine.runtime.loading import LoadOnce
 from engine.runtime.raycalls import (
@@ -84,7 +85,13 @@ class WalletActor(WalletMethods):
                     PEER_RETRY,
                 )
             except (EngineUnavailable, ValueError) as e:  # ValueError: no such actor now
-                log.warning("wallet %d: release of %s not delivered: %s", self.user_id, item, e)
+                log.warning(
+                    "wallet %d: release of %s not delivered: %s",
+                    self.user_id,
+                    item,
+                    e,
+                    extra=about(user_id=self.user_id, call_id=item[1]),
+                )
 
     async def _ask_payer(self, payer_id: int, call_id: int, now: float) -> dict | None:
         if actor_or_none(wallet_name(payer_id), self.config.namespace) is None:
@@ -164,7 +171,12 @@ class CallActor:
                 await self.run_due(time.time())
             except Exception as e:  # noqa: BLE001 - the timer outlives a restarting payer
                 if not is_transient(e):
-                    log.warning("call %d: tick failed: %s", self.call_id, e)
+                    log.warning(
+                        "call %d: tick failed: %s",
+                        self.call_id,
+                        e,
+                        extra=about(call_id=self.call_id),
+                    )
                 await asyncio.sleep(interval_s)
 
     async def ping(self) -> str:

@@ -33,8 +33,10 @@ def _application(namespace: str, token_sha256: str | None, replicas: int):
         async with lock:
             engine = held.get("engine")
             if engine is None or not engine.is_current():
+                from engine import logs
                 from engine.api import attached_engine
 
+                logs.configure()
                 held["engine"] = engine = await attached_engine(namespace)
         return engine
 

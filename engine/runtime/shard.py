@@ -17,6 +17,7 @@ import ray
 
 from actors.call import Call
 from actors.errors import EngineUnavailable, InvariantViolation
+from engine import logs
 from engine.config import Config, tune_gc_for_hot_path
 from engine.runtime import metrics
 from engine.runtime.host import Releases, WalletHost, WalletMethods, exit_on_violation
@@ -64,6 +65,8 @@ class Shard(WalletMethods):
         self.config = config
         # `send` lets a test run a shard in-process against a LedgerWriter, without Ray.
         self.in_ray = send is None
+        if self.in_ray:
+            logs.configure()
         self.client = WriterClient(
             send or writer_sender(config.namespace), config.client, is_transient
         )

@@ -6,6 +6,7 @@ import os
 
 import ray
 
+from engine import logs
 from engine.config import tune_gc_for_hot_path
 from engine.runtime import metrics
 from persistence.writer import LedgerWriter, WriterLimits
@@ -21,6 +22,7 @@ def _observe(records: int | None, seconds: float, lag_ms: float) -> None:
 class WriterActor:
     def __init__(self, database_url: str, limits: WriterLimits, meta: dict | None = None) -> None:
         tune_gc_for_hot_path()
+        logs.configure()
         self.writer = LedgerWriter(database_url, limits, _observe)
         # What another process needs to attach to this engine: its URLs and its config. Stays
         # inside the Ray cluster; `state()` shows only masked URLs.
