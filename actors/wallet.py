@@ -159,6 +159,8 @@ class Wallet:
     ) -> Transfer:
         """Start paying for a call at `at_ms`: minute 1 is charged now, or the call does not
         start."""
+        if self.role != "user":
+            raise InvalidInput(f"user {self.user_id} is a {self.role}, not a user")
         if call_id in self.calls:
             raise InvariantViolation(f"wallet {self.user_id}: call {call_id} opened twice")
         if len(self.calls) >= calls_max:
@@ -219,7 +221,7 @@ class Wallet:
 
     def reserve_listener(self, call_id: int, payer_id: int | None = None) -> None:
         if self.role != "listener":
-            raise InvalidInput(f"user {self.user_id} is not a listener")
+            raise InvalidInput(f"user {self.user_id} is a {self.role}, not a listener")
         if self.listener_call_id == call_id:
             return
         if self.listener_call_id is not None:

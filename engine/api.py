@@ -105,6 +105,7 @@ class Engine:
         self._own_ray = False
         self._record: str | None = None  # where this engine recorded its cluster, if it did
         self._starting: dict[tuple[int, str], asyncio.Future] = {}  # keyed starts under way
+        self._call_ids = store.CallIds()
 
     # -- life cycle --------------------------------------------------------------------------
 
@@ -318,15 +319,16 @@ class Engine:
             self._starting.pop((user_id, key), None)
 
     async def _start_call(self, user_id, listener_id, call_type, key: str | None) -> dict:
-        pool = await self.pool()
-        await store.require_role(pool, user_id, "user")
-        await store.require_role(pool, listener_id, "listener")
+        # Nothing here that memory can answer is read from PostgreSQL: the call id comes from
+        # a block taken from the sequence; each party's role is checked by their own host (the
+        # listener's when it holds them, the payer's when it opens the call), and the
+        # listener's tier today comes back with the hold.
+        call_id = await self._call_ids.next(await self.pool())
         now = self.clock.now()
-        day = badges.local_day(now, self.config.badge_timezone)
-        tier = await store.listener_tier(pool, listener_id, day)
+        tier = await self.placement.reserve_listener(listener_id, call_id, user_id, now)
         rate_coins, rate_paise = self.config.rate_card.rates(call_type, tier)
         call = Call(
-            await store.next_call_id(pool),
+            call_id,
             user_id,
             listener_id,
             call_type,
@@ -337,7 +339,6 @@ class Engine:
             self.config.minute_seconds,
             self.config.max_call_minutes,
         )
-        await self.placement.reserve_listener(listener_id, call.call_id, user_id, now)
         try:
             state = await self.placement.start_call(call, now, key)
         except BillingError:

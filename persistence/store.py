@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 
 import asyncpg
@@ -46,11 +47,36 @@ async def next_call_id(pool: asyncpg.Pool) -> int:
     return await pool.fetchval("SELECT nextval('calls_call_id_seq')")
 
 
-async def listener_tier(pool: asyncpg.Pool, listener_id: int, day: dt.date) -> str:
-    tier = await pool.fetchval(
+CALL_ID_BLOCK = 64  # call ids a process takes from the sequence at a time
+
+
+class CallIds:
+    """Call ids from the sequence, CALL_ID_BLOCK at a time: a start reads PostgreSQL once per
+    block, not once per call. Ids are unique, not gapless (a process that stops leaves the rest
+    of its block unused), and increase within a process."""
+
+    def __init__(self, block: int = CALL_ID_BLOCK) -> None:
+        self.block = block
+        self._ids: list[int] = []
+        self._lock = asyncio.Lock()
+
+    async def next(self, pool: asyncpg.Pool) -> int:
+        if not self._ids:
+            async with self._lock:
+                if not self._ids:
+                    rows = await pool.fetch(
+                        "SELECT nextval('calls_call_id_seq') AS id FROM generate_series(1, $1)",
+                        self.block,
+                    )
+                    self._ids = sorted((r["id"] for r in rows), reverse=True)
+        return self._ids.pop()
+
+
+async def listener_tier_row(pool: asyncpg.Pool, listener_id: int, day: dt.date) -> str | None:
+    """The tier the day's badge run gave the listener; None before the run."""
+    return await pool.fetchval(
         "SELECT tier FROM listener_badges WHERE listener_id = $1 AND day = $2", listener_id, day
     )
-    return tier or "basic"
 
 
 LAST_MINUTES_SQL = f"""

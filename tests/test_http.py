@@ -123,7 +123,7 @@ HOSTILE = [
         "call_type",
     ),
     ("POST", "/v1/calls", {"user_id": "{u}", "listener_id": 9999}, 404, "UnknownUser", "9999"),
-    ("POST", "/v1/calls", {"user_id": "{v}", "listener_id": "{u}"}, 400, "", "not a user"),
+    ("POST", "/v1/calls", {"user_id": "{v}", "listener_id": "{u}"}, 400, "", "not a listener"),
     ("POST", "/v1/calls", {"user_id": "{u}"}, 400, "InvalidInput", "listener_id"),
     ("POST", "/v1/calls/9999/end", {}, 404, "UnknownCall", "9999"),
     ("POST", "/v1/calls/9999/end", {"reason": "bored"}, 400, "InvalidInput", "reason"),

@@ -28,7 +28,7 @@ from actors.timeline import bill_call_through, catch_up
 from actors.wallet import Wallet, check_external, external_transfer_id
 from engine.runtime import metrics
 from engine.runtime.loading import LoadOnce
-from persistence import store
+from persistence import badges, store
 from persistence.client import WriterClient
 from persistence.db import get_pool
 from persistence.presence import Presence
@@ -75,8 +75,11 @@ class WalletHost:
         before_load: Callable[[], Awaitable[None]] | None = None,
         on_call_added: Callable[[Call], None] | None = None,
         call_defaults: tuple[float, int] = (60.0, 240),
+        badge_timezone: str = "UTC",
     ) -> None:
         self.database_url = database_url
+        self.badge_timezone = badge_timezone
+        self._tiers: dict[int, tuple[object, str]] = {}  # listener -> (day, tier that day)
         # Awaited once before the first read of PostgreSQL (Ray actors: the writer's drain).
         self._before_load = LoadOnce(before_load) if before_load is not None else None
         self.client = client
@@ -437,10 +440,30 @@ class WalletHost:
 
     async def reserve_listener(
         self, listener_id: int, call_id: int, payer_id: int | None, now: float
-    ) -> None:
+    ) -> str:
+        """Hold the listener for call `call_id`; returns the listener's tier today."""
         w, _ = await self._ready(listener_id, now)
+        tier = await self._tier(listener_id, now)
         w.reserve_listener(call_id, payer_id)
         self._reserved_at[listener_id] = time.monotonic()
+        return tier
+
+    async def _tier(self, listener_id: int, now: float) -> str:
+        """The listener's tier for the day of `now`. The day's badge row, once written, is
+        final, so it is read once per listener and day; with no row yet (the day's run not
+        done), `basic`, and PostgreSQL is asked again at the next start."""
+        day = badges.local_day(now, self.badge_timezone)
+        known = self._tiers.get(listener_id)
+        if known is not None and known[0] == day:
+            return known[1]
+        await self._before_first_read()
+        tier = await store.listener_tier_row(await self.pool(), listener_id, day)
+        if tier is None:
+            return "basic"
+        if len(self._tiers) >= WALLETS_IDLE_MAX:
+            self._tiers.clear()
+        self._tiers[listener_id] = (day, tier)
+        return tier
 
     async def cancel_reservation(self, listener_id: int, call_id: int) -> None:
         w = await self.wallet(listener_id)
@@ -532,8 +555,10 @@ class WalletMethods:
     async def balance(self, user_id: int, now: float) -> dict:
         return await self._guard(lambda: self.host.balance(user_id, now))
 
-    async def reserve_listener(self, listener_id, call_id, payer_id, now) -> None:
-        await self._guard(lambda: self.host.reserve_listener(listener_id, call_id, payer_id, now))
+    async def reserve_listener(self, listener_id, call_id, payer_id, now) -> str:
+        return await self._guard(
+            lambda: self.host.reserve_listener(listener_id, call_id, payer_id, now)
+        )
 
     async def cancel_reservation(self, listener_id: int, call_id: int) -> None:
         await self._guard(lambda: self.host.cancel_reservation(listener_id, call_id))

@@ -61,6 +61,7 @@ class WalletActor(WalletMethods):
             ask_payer=self._ask_payer,
             before_load=writer_drainer(config.namespace),
             call_defaults=(config.minute_seconds, config.max_call_minutes),
+            badge_timezone=config.badge_timezone,
         )
         self._load_once = LoadOnce(self._load)
 

@@ -52,7 +52,7 @@ class Placement(Protocol):
     async def inspect_wallet(self, user_id: int, now: float) -> dict: ...
     async def reserve_listener(
         self, listener_id: int, call_id: int, payer_id: int, now: float
-    ) -> None: ...
+    ) -> str: ...
     async def cancel_reservation(self, listener_id: int, call_id: int) -> None: ...
 
     async def start_call(self, call: Call, now: float, start_key: str | None) -> dict: ...
@@ -85,9 +85,10 @@ class HostedWallets:
 
     async def reserve_listener(
         self, listener_id: int, call_id: int, payer_id: int, now: float
-    ) -> None:
+    ) -> str:
+        """Hold the listener for the call on their host; returns their tier today."""
         h = await self._host(listener_id)
-        await remote(h.reserve_listener.remote(listener_id, call_id, payer_id, now))
+        return await remote(h.reserve_listener.remote(listener_id, call_id, payer_id, now))
 
     async def cancel_reservation(self, listener_id: int, call_id: int) -> None:
         h = await self._host(listener_id)
@@ -269,8 +270,10 @@ class ActorPerCallPlacement(HostedWallets):
     async def balance(self, user_id: int, now: float) -> dict:
         return await self._busy(user_id, super().balance(user_id, now))
 
-    async def reserve_listener(self, listener_id, call_id, payer_id, now) -> None:
-        await self._busy(listener_id, super().reserve_listener(listener_id, call_id, payer_id, now))
+    async def reserve_listener(self, listener_id, call_id, payer_id, now) -> str:
+        return await self._busy(
+            listener_id, super().reserve_listener(listener_id, call_id, payer_id, now)
+        )
 
     def _spawn_call(self, call: Call) -> None:
         self.calls[call.call_id] = (

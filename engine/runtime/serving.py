@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from ray import serve
 
@@ -17,7 +18,7 @@ APP_NAME = "billing"
 DEPLOYMENT_NAME = "billing_api"
 REPLICAS = 1  # API replicas; each holds one attached Engine
 REQUESTS_PER_REPLICA_MAX = 1_000  # Serve queues requests beyond this per replica
-START_WAIT_S = 120.0  # how long `up` waits for the API to answer
+ENGINE_RECHECK_S = 5.0  # how often a replica checks that its engine still runs
 
 
 def _application(namespace: str, token_sha256: str | None, replicas: int):
@@ -26,8 +27,11 @@ def _application(namespace: str, token_sha256: str | None, replicas: int):
     held: dict = {}
 
     async def get_engine():
+        # Whether the engine is still the one running is a lookup in Ray's GCS that blocks
+        # the replica's event loop: asked at most every ENGINE_RECHECK_S, not per request.
         engine = held.get("engine")
-        if engine is not None and engine.is_current():
+        now = time.monotonic()
+        if engine is not None and now - held["checked_at"] < ENGINE_RECHECK_S:
             return engine
         lock = held.setdefault("lock", asyncio.Lock())
         async with lock:
@@ -38,6 +42,7 @@ def _application(namespace: str, token_sha256: str | None, replicas: int):
 
                 logs.configure()
                 held["engine"] = engine = await attached_engine(namespace)
+            held["checked_at"] = time.monotonic()
         return engine
 
     def on_request(method: str, route: str, status: int, seconds: float) -> None:

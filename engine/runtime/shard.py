@@ -84,6 +84,7 @@ class Shard(WalletMethods):
             before_load=None if send else writer_drainer(config.namespace),
             on_call_added=self._add_timer,
             call_defaults=(config.minute_seconds, config.max_call_minutes),
+            badge_timezone=config.badge_timezone,
         )
         self._load_once = LoadOnce(self._load)
         self._loop_task: asyncio.Task | None = None
