@@ -141,8 +141,8 @@ def cmd_up(args: argparse.Namespace) -> int:
                 http = await asyncio.to_thread(
                     serving.start, cfg["namespace"], args.http_host, args.http_port, digest
                 )
-                auth = "bearer token required" if token else "no token (BILLING_API_TOKEN unset)"
-                console.print(f"http={http} docs={http}/docs ({auth})")
+                auth = "required" if token else "none"
+                console.print(f"http={http} docs={http}/docs token={auth}")
             urls = cluster.dashboard_urls()
             if urls["dashboard"]:
                 console.print(f"dashboard={urls['dashboard']} metrics={' '.join(urls['metrics'])}")

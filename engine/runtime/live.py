@@ -34,7 +34,8 @@ async def inspect_running(
     what: str, ident: int | None, now: float, ns: str = NAMESPACE
 ) -> dict | list:
     if actor_or_none(WRITER_NAME, ns) is None:
-        raise InvalidInput(f"no billing engine is running in Ray namespace {ns!r}")
+        address = ray.get_runtime_context().gcs_address
+        raise InvalidInput(f"no billing engine is running in Ray namespace {ns!r} at {address}")
     if what == "writer":
         return await remote(actor(WRITER_NAME, ns).state.remote())
     if what == "jobs":

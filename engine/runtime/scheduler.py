@@ -53,7 +53,7 @@ class Scheduler:
         cfg = self.engine.config
         try:
             if await self.engine.badges_missed():
-                log.warning("today's badge run did not happen (no engine ran then): running it")
+                log.info("today's badge run did not happen (no engine ran then): running it")
                 self.submit("badges")
         except Exception as e:  # noqa: BLE001 - the regular schedule goes on regardless
             log.error("could not tell whether today's badges ran: %s", e)
