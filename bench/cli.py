@@ -67,25 +67,38 @@ def table(result: dict) -> Table:
 
 
 def plot(result: dict, path: str) -> None:
+    """Minute paths: throughput against ongoing calls. Request paths, if run: requests per
+    second against concurrency, one line per path and request, on a second panel."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name in PATHS:
-        pts = sorted(
-            (r["calls"], r["call_minutes_per_s"]) for r in result["runs"] if r["path"] == name
-        )
-        if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("ongoing calls")
-    ax.set_ylabel("durable call-minutes per second")
-    ax.set_title(f"billing throughput, {result['machine']['cpus']} cores")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    from bench.requests import REQUEST_PATHS
+
+    minute_runs = [r for r in result["runs"] if r["path"] not in REQUEST_PATHS]
+    request_runs = [r for r in result["runs"] if r["path"] in REQUEST_PATHS]
+    panels = [runs for runs in (minute_runs, request_runs) if runs]
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.5), squeeze=False)
+    for ax, runs in zip(axes[0], panels, strict=True):
+        requests = runs is request_runs
+        lines = sorted({(r["path"], r["note"] if requests else "") for r in runs})
+        for name, kind in lines:
+            pts = sorted(
+                (r["calls"], r["call_minutes_per_s"])
+                for r in runs
+                if r["path"] == name and (not requests or r["note"] == kind)
+            )
+            label = f"{name} {kind}".strip()
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("concurrency" if requests else "ongoing calls")
+        ax.set_ylabel("requests per second" if requests else "durable call-minutes per second")
+        what = "requests" if requests else "billing throughput"
+        ax.set_title(f"{what}, {result['machine']['cpus']} cores")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
