@@ -18,6 +18,7 @@ import datetime as dt
 import time
 
 from bench.paths import RssWatch, Run, percentile
+from bench.setup import people
 
 REQUEST_PATHS = ("requests", "http_requests", "seed_requests")
 SEED_POOL_SIZE = 16
@@ -35,7 +36,7 @@ SEED_TOP_UP = [
 
 class People:
     """Blocks of fresh payers (first .. first+n-1) with listeners (+n), written straight into
-    PostgreSQL, each payer with COINS_EACH coins."""
+    PostgreSQL (`bench.setup.people`), each payer with COINS_EACH coins."""
 
     def __init__(self, pool, start: int = 1_000_000) -> None:
         self.pool = pool
@@ -44,40 +45,8 @@ class People:
     async def block(self, n: int) -> tuple[list[int], list[int]]:
         first, self.next = self.next, self.next + 2 * n
         bought = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
-        mid, last = first + n, first + 2 * n - 1  # payers first..mid-1, listeners mid..last
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                """INSERT INTO users (user_id, name, role)
-                   SELECT g, 'b' || g, CASE WHEN g < $2 THEN 'user' ELSE 'listener' END
-                   FROM generate_series($1::bigint, $3::bigint) g""",
-                first,
-                mid,
-                last,
-            )
-            await conn.execute(
-                """INSERT INTO wallets (user_id, settled_coins)
-                   SELECT g, CASE WHEN g < $2 THEN $4::bigint ELSE 0 END
-                   FROM generate_series($1::bigint, $3::bigint) g""",
-                first,
-                mid,
-                last,
-                COINS_EACH,
-            )
-            await conn.execute(
-                "INSERT INTO listener_earnings (listener_id) "
-                "SELECT g FROM generate_series($1::bigint, $2::bigint) g",
-                mid,
-                last,
-            )
-            await conn.execute(
-                """INSERT INTO ledger (transfer_id, user_id, unit, amount, tx_type, created_at)
-                   SELECT 'ext:' || g || ':seed', g, 'coins', $3::bigint, 'purchase', $4
-                   FROM generate_series($1::bigint, $2::bigint) g""",
-                first,
-                mid - 1,
-                COINS_EACH,
-                bought,
-            )
+            await people(conn, first, n, COINS_EACH, bought)
         users = list(range(first, first + n))
         return users, [u + n for u in users]
 

@@ -570,7 +570,7 @@ class Engine:
                 raise EngineUnavailable(f"writer lag {lag_ms} ms > {READY_WRITER_LAG_MS_MAX}")
 
         async def postgres() -> None:
-            await (await self.pool()).fetchval("SELECT 1")
+            await store.ping(await self.pool())
 
         await asyncio.gather(
             check("writer", writer),

@@ -208,6 +208,11 @@ async def read_call(pool: asyncpg.Pool, call_id: int) -> dict:
     return call_row_dict(row)
 
 
+async def ping(pool: asyncpg.Pool) -> None:
+    """PostgreSQL answers a query (readiness)."""
+    await pool.fetchval("SELECT 1")
+
+
 CALLS_PAGE_MAX = 100
 
 

@@ -13,6 +13,22 @@ CLI = [sys.executable, "-m", "engine.ops.cli"]
 STEP_S_MAX = 240
 
 
+def read_until(proc: subprocess.Popen, pattern: str) -> tuple[str | None, list[str]]:
+    """Read `proc`'s output until a line matches `pattern` (within STEP_S_MAX): its first
+    group, and the lines read; None if the output ended first."""
+    lines: list[str] = []
+    deadline = time.monotonic() + STEP_S_MAX
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        m = re.search(pattern, line)
+        if m:
+            return m.group(1), lines
+    return None, lines
+
+
 def run(args, env=None, **kw):
     if env is None:
         env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
@@ -64,16 +80,7 @@ def test_up_serves_inspect_and_stops_cleanly_on_sigint(tmp_path):
         env=env,
     )
     try:
-        address = None
-        deadline = time.monotonic() + STEP_S_MAX
-        lines = []
-        while address is None and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            m = re.search(r"ray=(\S+)", line)
-            address = m.group(1) if m else None
+        address, lines = read_until(proc, r"ray=(\S+)")
         assert address, "".join(lines)
         shards = run(["inspect", "shards", "--address", address])
         assert shards.returncode == 0, shards.stdout + shards.stderr

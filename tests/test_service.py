@@ -12,12 +12,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
 
-from tests.test_cli import CLI, STEP_S_MAX, run
+from tests.test_cli import CLI, STEP_S_MAX, read_until, run
 
 pytestmark = pytest.mark.ray
 
@@ -45,16 +44,7 @@ def service(tmp_path):
     proc = subprocess.Popen(
         CLI + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
     )
-    lines: list[str] = []
-    url = None
-    deadline = time.monotonic() + STEP_S_MAX
-    while url is None and time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        m = re.search(r"http=(\S+)", line)
-        url = m.group(1) if m else None
+    url, lines = read_until(proc, r"http=(\S+)")
     assert url, "".join(lines)
     try:
         yield url, proc, lines, tmp_path

@@ -11,6 +11,7 @@ import time
 from ray import serve
 
 from engine.http import build_app
+from engine.runtime import metrics
 
 log = logging.getLogger("billing.serving")
 
@@ -45,12 +46,7 @@ def _application(namespace: str, token_sha256: str | None, replicas: int):
             held["checked_at"] = time.monotonic()
         return engine
 
-    def on_request(method: str, route: str, status: int, seconds: float) -> None:
-        from engine.runtime import metrics
-
-        metrics.request(method, route, status, seconds)
-
-    app = build_app(get_engine, token_sha256, on_request)
+    app = build_app(get_engine, token_sha256, metrics.request)
 
     @serve.deployment(
         name=DEPLOYMENT_NAME,
