@@ -72,11 +72,18 @@ class CallIds:
         return self._ids.pop()
 
 
-async def listener_tier_row(pool: asyncpg.Pool, listener_id: int, day: dt.date) -> str | None:
-    """The tier the day's badge run gave the listener; None before the run."""
-    return await pool.fetchval(
-        "SELECT tier FROM listener_badges WHERE listener_id = $1 AND day = $2", listener_id, day
+async def listener_tiers(
+    pool: asyncpg.Pool, listener_ids: list[int], day: dt.date
+) -> dict[int, str]:
+    """The tiers the day's badge run gave these listeners; a listener is absent before the
+    run."""
+    rows = await pool.fetch(
+        "SELECT listener_id, tier FROM listener_badges WHERE listener_id = ANY($1::bigint[])"
+        " AND day = $2",
+        listener_ids,
+        day,
     )
+    return {r["listener_id"]: r["tier"] for r in rows}
 
 
 LAST_MINUTES_SQL = f"""
@@ -132,12 +139,16 @@ async def load_wallets(
     return wallets
 
 
-async def external_transfer(pool: asyncpg.Pool, transfer_id: str) -> tuple[str, int] | None:
-    """(tx_type, amount) of a committed external transfer, by its id (the primary key)."""
-    row = await pool.fetchrow(
-        "SELECT tx_type, amount FROM ledger WHERE transfer_id = $1", transfer_id
+async def external_transfers(
+    pool: asyncpg.Pool, transfer_ids: list[str]
+) -> dict[str, tuple[str, int]]:
+    """(tx_type, amount) of the committed external transfers among `transfer_ids` (the
+    primary key); an id not committed is absent."""
+    rows = await pool.fetch(
+        "SELECT transfer_id, tx_type, amount FROM ledger WHERE transfer_id = ANY($1::text[])",
+        transfer_ids,
     )
-    return None if row is None else (row["tx_type"], row["amount"])
+    return {r["transfer_id"]: (r["tx_type"], r["amount"]) for r in rows}
 
 
 CALL_COLUMNS = """call_id, user_id, listener_id, call_type, tier, rate_coins, rate_paise, status,

@@ -22,13 +22,15 @@ import time
 from collections.abc import Awaitable, Callable
 
 from actors.call import Call, Settlement
-from actors.errors import InvariantViolation, UnknownUser
+from actors.errors import InvalidInput, InvariantViolation, UnknownUser
 from actors.money import WITHDRAW, to_ms
 from actors.timeline import bill_call_through, catch_up
 from actors.wallet import Wallet, check_external, external_transfer_id
 from engine.runtime import metrics
 from engine.runtime.loading import LoadOnce
+from engine.runtime.raycalls import answerable
 from persistence import badges, store
+from persistence.batching import Batcher, BatchLimits
 from persistence.client import WriterClient
 from persistence.db import get_pool
 from persistence.presence import Presence
@@ -55,6 +57,10 @@ LOAD_CHUNK_WALLETS = 10_000
 # plus this many.
 WALLETS_IDLE_MAX = 100_000
 WALLET_IDLE_S = 600.0
+# Reads of PostgreSQL that concurrent requests share (wallets to load, idempotency keys from
+# before a load, listeners' tiers): one query per batch of ids, two queries at a time, since a
+# query costs about the same for one id as for hundreds.
+READS_BATCH = BatchLimits(size_max=1_000, in_flight_max=2, queued_max=100_000)
 
 # (listener_id, call_id, earnings_paise) of settled calls, for the listeners' hosts.
 Releases = list[tuple[int, int, int]]
@@ -100,6 +106,9 @@ class WalletHost:
         self._loading: dict[int, asyncio.Future] = {}
         self._used_at: dict[int, float] = {}  # wallet -> when a request last asked for it
         self.stats = {"minutes_billed": 0, "calls_settled": 0, "wallets_evicted": 0}
+        self._loads = Batcher(self._load_batch, READS_BATCH, "wallet loads")
+        self._externals = Batcher(self._externals_batch, READS_BATCH, "idempotency key reads")
+        self._tier_reads = Batcher(self._tiers_batch, READS_BATCH, "tier reads")
 
     async def _before_first_read(self) -> None:
         if self._before_load is not None:
@@ -127,6 +136,23 @@ class WalletHost:
         missing = [u for u in set(user_ids) if u not in self.wallets]
         for start in range(0, len(missing), LOAD_CHUNK_WALLETS):
             await self._load_wallets(missing[start : start + LOAD_CHUNK_WALLETS])
+
+    async def _load_batch(self, user_ids: list[int]) -> list[None]:
+        await self._before_first_read()
+        await self._load_wallets(user_ids)
+        return [None] * len(user_ids)
+
+    async def _externals_batch(self, transfer_ids: list[str]) -> list:
+        committed = await store.external_transfers(await self.pool(), transfer_ids)
+        return [committed.get(t) for t in transfer_ids]
+
+    async def _tiers_batch(self, asked: list[tuple[int, object]]) -> list[str | None]:
+        found: dict[tuple[int, object], str] = {}
+        for day in {d for _, d in asked}:
+            ids = [listener for listener, d in asked if d == day]
+            tiers = await store.listener_tiers(await self.pool(), ids, day)
+            found |= {(listener, day): tier for listener, tier in tiers.items()}
+        return [found.get(a) for a in asked]
 
     async def _load_wallets(self, user_ids: list[int]) -> None:
         pool = await self.pool()
@@ -174,8 +200,7 @@ class WalletHost:
             pending = asyncio.get_running_loop().create_future()
             self._loading[user_id] = pending
             try:
-                await self._before_first_read()
-                await self._load_wallets([user_id])
+                await self._loads.submit(user_id)
                 pending.set_result(None)
             except BaseException as e:
                 pending.set_exception(e)
@@ -267,7 +292,7 @@ class WalletHost:
         if transfer_id not in w.external:
             # A key from before this wallet was loaded is in the ledger, if anywhere (what a
             # predecessor handed the writer was committed before the first read).
-            committed = await store.external_transfer(await self.pool(), transfer_id)
+            committed = await self._externals.submit(transfer_id)
             if committed is not None:
                 w.recall_external(transfer_id, *committed)
         if tx_type == WITHDRAW and amount > w.earnings_paise and w.listener_call_id is not None:
@@ -457,7 +482,7 @@ class WalletHost:
         if known is not None and known[0] == day:
             return known[1]
         await self._before_first_read()
-        tier = await store.listener_tier_row(await self.pool(), listener_id, day)
+        tier = await self._tier_reads.submit((listener_id, day))
         if tier is None:
             return "basic"
         if len(self._tiers) >= WALLETS_IDLE_MAX:
@@ -526,6 +551,21 @@ def exit_on_violation(e: InvariantViolation, who: str) -> None:
     asyncio.get_running_loop().call_later(0.05, os._exit, INVARIANT_EXIT_CODE)
 
 
+# The methods of a host that a batch from the Engine may carry (`WalletMethods.many`).
+BATCHED_METHODS = frozenset(
+    {
+        "apply_external",
+        "balance",
+        "inspect_wallet",
+        "reserve_listener",
+        "cancel_reservation",
+        "open_call",
+        "end_call",
+        "bill_call",
+    }
+)
+
+
 class WalletMethods:
     """The wallet methods a Ray actor hosting a `WalletHost` serves (a shard, a wallet
     actor). `_ready()` is where a host loads what it must first; `_guard` turns a broken rule of
@@ -546,6 +586,21 @@ class WalletMethods:
             if self.in_ray:
                 exit_on_violation(e, self.name)
             raise
+
+    async def many(self, requests: list[tuple[str, tuple]]) -> list:
+        """Requests the Engine grouped for this host (`persistence.batching`): run together,
+        so that their writes share one commit, and answered in order, each with its result or
+        the error its caller is to see."""
+
+        async def one(method: str, args: tuple):
+            if method not in BATCHED_METHODS:
+                return InvalidInput(f"{method!r} cannot be batched; one of {BATCHED_METHODS}")
+            try:
+                return await getattr(self, method)(*args)
+            except Exception as e:  # noqa: BLE001 - the error goes back to its own caller
+                return answerable(e) or RuntimeError(f"{self.name}: {type(e).__name__}: {e}")
+
+        return await asyncio.gather(*(one(method, args) for method, args in requests))
 
     async def apply_external(self, user_id, tx_type, amount, key, now) -> dict:
         return await self._guard(

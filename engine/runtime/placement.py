@@ -24,12 +24,16 @@ from engine.runtime.raycalls import (
 )
 from engine.runtime.shard import Shard
 from persistence import store
+from persistence.batching import Batcher, BatchLimits
 from persistence.db import get_pool
 
 log = logging.getLogger("billing.placement")
 
 # Rounds of 50 ms to wait for a retired actor's name to be released.
 RETIRE_WAIT_ROUNDS_MAX = 100
+# Requests from this process to one shard: one Ray message carries up to `size_max` of them
+# (`WalletMethods.many`), two messages at a time; a lone request goes at once.
+SHARD_REQUESTS = BatchLimits(size_max=256, in_flight_max=2, queued_max=10_000)
 ACTOR_OPTIONS = {"max_restarts": -1, "max_concurrency": 1000, "num_cpus": 0}
 
 
@@ -66,33 +70,34 @@ class Placement(Protocol):
 
 class HostedWallets:
     """The wallet operations, the same on both placements: each goes to the Ray actor that
-    hosts the person (`_host`)."""
+    hosts the person (`_host`), as one message (`_ask`)."""
 
     async def _host(self, user_id: int):
         raise NotImplementedError
 
+    async def _ask(self, user_id: int, method: str, *args):
+        """`method(*args)` on the host of `user_id`."""
+        return await remote(getattr(await self._host(user_id), method).remote(*args))
+
     async def apply_external(
         self, user_id: int, tx_type: str, amount: int, key: str, now: float
     ) -> dict:
-        h = await self._host(user_id)
-        return await remote(h.apply_external.remote(user_id, tx_type, amount, key, now))
+        return await self._ask(user_id, "apply_external", user_id, tx_type, amount, key, now)
 
     async def balance(self, user_id: int, now: float) -> dict:
-        return await remote((await self._host(user_id)).balance.remote(user_id, now))
+        return await self._ask(user_id, "balance", user_id, now)
 
     async def inspect_wallet(self, user_id: int, now: float) -> dict:
-        return await remote((await self._host(user_id)).inspect_wallet.remote(user_id, now))
+        return await self._ask(user_id, "inspect_wallet", user_id, now)
 
     async def reserve_listener(
         self, listener_id: int, call_id: int, payer_id: int, now: float
     ) -> str:
         """Hold the listener for the call on their host; returns their tier today."""
-        h = await self._host(listener_id)
-        return await remote(h.reserve_listener.remote(listener_id, call_id, payer_id, now))
+        return await self._ask(listener_id, "reserve_listener", listener_id, call_id, payer_id, now)
 
     async def cancel_reservation(self, listener_id: int, call_id: int) -> None:
-        h = await self._host(listener_id)
-        await remote(h.cancel_reservation.remote(listener_id, call_id))
+        await self._ask(listener_id, "cancel_reservation", listener_id, call_id)
 
 
 class ShardedPlacement(HostedWallets):
@@ -105,20 +110,36 @@ class ShardedPlacement(HostedWallets):
         self.attached = attach
         if attach:  # a running engine's shards, by name
             self.shards = [actor(shard_name(i), config.namespace) for i in range(config.shards)]
-            return
+        else:
+            self.shards = self._create(config, database_url, redis_url)
+        self._batchers = [self._batcher(i, s) for i, s in enumerate(self.shards)]
+
+    @staticmethod
+    def _create(config: Config, database_url: str, redis_url: str | None) -> list:
         cls = ray.remote(Shard)
         # SPREAD: on a cluster the shards go to different nodes, so one lost node stops only
         # its shards; Ray restarts them on the nodes left and they reload from PostgreSQL.
         options = {"namespace": config.namespace, "scheduling_strategy": "SPREAD"}
-        self.shards = [
+        return [
             cls.options(name=shard_name(i), **options, **ACTOR_OPTIONS).remote(
                 i, config, database_url, redis_url
             )
             for i in range(config.shards)
         ]
 
+    @staticmethod
+    def _batcher(index: int, shard) -> Batcher:
+        async def send(requests: list[tuple[str, tuple]]) -> list:
+            return await remote(shard.many.remote(requests))
+
+        return Batcher(send, SHARD_REQUESTS, f"requests to {shard_name(index)}")
+
     def _shard(self, user_id: int):
         return self.shards[shard_of(user_id, len(self.shards))]
+
+    async def _ask(self, user_id: int, method: str, *args):
+        """Requests to one shard travel together: one Ray message per batch (`many`)."""
+        return await self._batchers[shard_of(user_id, len(self.shards))].submit((method, args))
 
     async def _host(self, user_id: int):
         return self._shard(user_id)
@@ -127,14 +148,13 @@ class ShardedPlacement(HostedWallets):
         await asyncio.gather(*(remote(s.start.remote()) for s in self.shards))
 
     async def start_call(self, call: Call, now: float, start_key: str | None) -> dict:
-        shard = self._shard(call.user_id)
-        return await remote(shard.open_call.remote(call.spec(), now, start_key))
+        return await self._ask(call.user_id, "open_call", call.spec(), now, start_key)
 
     async def end_call(self, call_id: int, user_id: int, now: float, reason: str) -> dict | None:
-        return await remote(self._shard(user_id).end_call.remote(call_id, now, reason))
+        return await self._ask(user_id, "end_call", call_id, now, reason)
 
     async def bill_call(self, call_id: int, user_id: int, now: float) -> dict | None:
-        return await remote(self._shard(user_id).bill_call.remote(call_id, now))
+        return await self._ask(user_id, "bill_call", call_id, now)
 
     async def run_due(self, now: float) -> int:
         """Bill every shard's due minutes; returns once the calls that ended are settled."""

@@ -43,21 +43,29 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, (*RAY_TRANSIENT, OSError))  # EngineUnavailable is a ConnectionError
 
 
+def answerable(exc: BaseException) -> BaseException | None:
+    """What a caller across Ray is told of `exc`, raised in an actor: its own BillingError,
+    InvariantViolation or ConnectionError as it was; an actor restarting or unreachable, or
+    PostgreSQL or Redis unreachable, as one retryable `EngineUnavailable`; None for anything
+    else (a bug, reported as it is)."""
+    if isinstance(exc, BillingError | InvariantViolation | ConnectionError):
+        return exc
+    if isinstance(exc, RAY_TRANSIENT):
+        return EngineUnavailable(f"an engine actor is restarting: {exc}")
+    if isinstance(exc, TRANSIENT_ERRORS):
+        return EngineUnavailable(f"PostgreSQL or Redis unreachable: {exc}")
+    return None
+
+
 async def remote(ref):
-    """Await a remote call. The callee's own BillingError, InvariantViolation or
-    ConnectionError is raised as it was; Ray's errors for an actor that is restarting or
-    unreachable become one retryable `EngineUnavailable`."""
+    """Await a remote call, raising what `answerable` makes of the callee's error."""
     try:
         return await ref
     except RayTaskError as e:
-        cause = getattr(e, "cause", None)
-        if isinstance(cause, BillingError | InvariantViolation | ConnectionError):
-            raise cause from None
-        if isinstance(cause, RAY_TRANSIENT):
-            raise EngineUnavailable(f"an engine actor is restarting: {cause}") from e
-        if isinstance(cause, TRANSIENT_ERRORS):
-            raise EngineUnavailable(f"PostgreSQL or Redis unreachable: {cause}") from e
-        raise
+        answer = answerable(getattr(e, "cause", None) or e)
+        if answer is None:
+            raise
+        raise answer from None
     except RAY_TRANSIENT as e:
         raise EngineUnavailable(f"an engine actor is restarting: {e}") from e
 
