@@ -48,6 +48,10 @@ KEEPER_INTERVAL_S = 1.0
 READY_WRITER_LAG_MS_MAX = 5_000  # /readyz fails while the writer's oldest write waits longer
 READY_WAIT_S = 2.0  # each readiness probe's bound
 BUSY_FOR_S_MAX = 7 * 24 * 3600
+# Payers of the calls this process started, so that an end or a read goes to the payer's host
+# without reading the call's row first. Past the cap the oldest entry goes (that call's next
+# request reads its row, as a call started by another process does).
+CALL_PAYERS_MAX = 200_000
 
 # The clock of each engine this process started, by its writer's actor id: an engine that
 # attaches from the same process (the older API, in another event loop) shares it, so all time
@@ -106,6 +110,7 @@ class Engine:
         self._record: str | None = None  # where this engine recorded its cluster, if it did
         self._starting: dict[tuple[int, str], asyncio.Future] = {}  # keyed starts under way
         self._call_ids = store.CallIds()
+        self._payers: dict[int, int] = {}  # call id -> payer, for CALL_PAYERS_MAX calls
 
     # -- life cycle --------------------------------------------------------------------------
 
@@ -347,11 +352,17 @@ class Engine:
             # the listener's host frees it once PostgreSQL shows otherwise.
             await self.placement.cancel_reservation(listener_id, call.call_id)
             raise
-        # Connecting counts as a heartbeat of both parties; the call is cached in Redis.
-        await self.presence.heartbeat(user_id, listener_id, now=now)
-        await self.presence.call_started(
-            {k: state[k] for k in ("call_id", "user_id", "listener_id", "call_type")}
-            | {"connected_at": state["connected_at"]}
+        if len(self._payers) >= CALL_PAYERS_MAX:
+            del self._payers[next(iter(self._payers))]
+        self._payers[call.call_id] = user_id
+        # Connecting counts as a heartbeat of both parties; the call is cached in Redis. Both
+        # go in one pipeline.
+        await asyncio.gather(
+            self.presence.heartbeat(user_id, listener_id, now=now),
+            self.presence.call_started(
+                {k: state[k] for k in ("call_id", "user_id", "listener_id", "call_type")}
+                | {"connected_at": state["connected_at"]}
+            ),
         )
         return state
 
@@ -376,12 +387,18 @@ class Engine:
         """What the payer's host answers while the call is ongoing (brought up to now), else
         its stored row (marked `answered_from: stored`)."""
         entity_id(call_id, "call_id")
-        row = await store.read_call(await self.pool(), call_id)
-        if row["status"] == "ongoing":
-            live = await ask(call_id, row["user_id"], self.clock.now())
-            if live is not None:
-                return live
+        payer = self._payers.get(call_id)
+        if payer is None:  # not started here: its row names the payer
             row = await store.read_call(await self.pool(), call_id)
+            if row["status"] != "ongoing":
+                return row | {"next_tick_at": None, "answered_from": "stored"}
+            payer = row["user_id"]
+        live = await ask(call_id, payer, self.clock.now())
+        if live is None or live["status"] != "ongoing":
+            self._payers.pop(call_id, None)
+        if live is not None:
+            return live
+        row = await store.read_call(await self.pool(), call_id)
         return row | {"next_tick_at": None, "answered_from": "stored"}
 
     @retryable

@@ -85,11 +85,15 @@ class Batcher(Generic[T, R]):
                 raise InvariantViolation(
                     f"{self.name}: {len(outcomes)} outcomes for a batch of {len(batch)}"
                 )
-        except BaseException as e:  # noqa: BLE001 - every waiter gets the batch's error
-            outcomes = [e] * len(batch)
-        finally:
+        except asyncio.CancelledError:  # the loop is shutting down: its callers go with it
             self._in_flight -= 1
-            self._pump()
+            for _, future in batch:
+                future.cancel()
+            raise
+        except Exception as e:  # noqa: BLE001 - every waiter gets the batch's error
+            outcomes = [e] * len(batch)
+        self._in_flight -= 1
+        self._pump()
         for (_, future), outcome in zip(batch, outcomes, strict=True):
             if future.done():  # its caller stopped waiting
                 continue

@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from persistence import keys
+from persistence.batching import Batcher, BatchLimits
 from persistence.db import mask_url
 
 log = logging.getLogger("billing.presence")
@@ -22,6 +23,9 @@ SOCKET_TIMEOUT_S = 0.5
 RETRY_AFTER_S = 5.0
 CONNECTIONS_MAX = 32  # per process; more concurrent requests wait for a free connection
 CONNECTION_WAIT_S = 2.0
+# Commands of concurrent callers sent as one pipeline: up to size_max callers' commands, two
+# pipelines at a time.
+PIPELINES = BatchLimits(size_max=1_000, in_flight_max=2, queued_max=100_000)
 
 
 def connect(url: str, socket_timeout_s: float = SOCKET_TIMEOUT_S) -> aioredis.Redis:
@@ -44,6 +48,7 @@ class Presence:
         self._down_until = 0.0
         self.errors = 0
         self.last_error: str | None = None
+        self._pipelines = Batcher(self._run_pipeline, PIPELINES, "redis pipelines")
 
     def _client(self) -> aioredis.Redis | None:
         if self.url is None or time.monotonic() < self._down_until:
@@ -59,17 +64,27 @@ class Presence:
         log.warning("redis %s at %s failed, skipped: %s", what, mask_url(self.url), exc)
 
     async def _pipeline(self, what: str, build) -> bool:
+        """Run `build(pipe)`'s commands. Concurrent callers share one pipeline (one round
+        trip) per batch."""
+        if self._client() is None:
+            return False
+        return await self._pipelines.submit((what, build))
+
+    async def _run_pipeline(self, items: list[tuple[str, object]]) -> list[bool]:
         r = self._client()
         if r is None:
-            return False
+            return [False] * len(items)
         try:
-            async with r.pipeline(transaction=True) as pipe:
-                build(pipe)
+            # Not MULTI/EXEC: a cache needs no atomicity across callers, and a transaction
+            # doubles the replies to parse (each command answers QUEUED first).
+            async with r.pipeline(transaction=False) as pipe:
+                for _, build in items:
+                    build(pipe)
                 await pipe.execute()
-            return True
+            return [True] * len(items)
         except (RedisError, OSError) as exc:
-            self._failed(what, exc)
-            return False
+            self._failed("+".join(sorted({what for what, _ in items})), exc)
+            return [False] * len(items)
 
     async def call_started(self, call: dict) -> bool:
         def build(pipe):

@@ -272,6 +272,34 @@ async def test_concurrent_first_requests_for_one_user_share_one_wallet(engine):
     await engine.sync()
 
 
+async def test_concurrent_requests_share_messages_and_each_gets_its_own_answer(engine):
+    """Group commit: concurrent requests travel to a shard together, and still each one is
+    applied once and answered with its own result or error."""
+    import asyncio
+
+    users = [await engine.create_user(f"g{i}") for i in range(8)]
+    listeners = [await engine.create_listener(f"gl{i}") for i in range(8)]
+    requests = [engine.top_up(u, 100, idempotency_key="a") for u in users]
+    requests += [engine.top_up(u, 100, idempotency_key="a") for u in users]  # repeats
+    requests += [engine.top_up(users[0], 100, idempotency_key="a", tx_type="bonus")]
+    requests += [engine.spend(u, 1_000, idempotency_key="big") for u in users[:2]]
+    out = await asyncio.gather(*requests, return_exceptions=True)
+    assert [o["balance_coins"] for o in out[:16]] == [100] * 16
+    assert sum(o["applied"] for o in out[:16]) == 8
+    assert isinstance(out[16], IdempotencyConflict)
+    assert all(isinstance(o, InsufficientCoins) for o in out[17:])
+    pairs = zip(users, listeners, strict=True)
+    calls = await asyncio.gather(*(engine.start_call(u, v) for u, v in pairs))
+    ended = await asyncio.gather(*(engine.end_call(c["call_id"]) for c in calls))
+    assert [e["coins_spent"] for e in ended] == [c["rate_coins"] for c in calls]
+    if engine.placement.name == "sharded":
+        sent = [b.state() for b in engine.placement._batchers]
+        assert sum(s["items"] for s in sent) > 2 * sum(s["batches"] for s in sent)
+        assert max(s["largest_batch"] for s in sent) > 1
+    await engine.sync()
+    assert await audit_violations(await db(engine)) == {}
+
+
 async def test_a_spend_key_is_remembered_after_a_restart(engine):
     """Chaos found it: a restarted wallet forgot the keys of spends outside calls, and a late
     repeat of a spend was applied again in memory."""

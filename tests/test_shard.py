@@ -257,3 +257,32 @@ async def test_a_pass_warns_each_call_of_a_payer_of_two_calls_once_when_coins_ru
         await sh.end_call(c, T0 + MIN)
     await sh.sync()
     assert await audit_violations(pool) == {}
+
+
+async def test_a_batch_of_requests_shares_one_commit_and_answers_each_its_own(pool, services):
+    users = [await store.create_user(pool, f"b{i}", "user") for i in range(20)]
+    listener = await store.create_user(pool, "bl", "listener")
+    sh = shard(services)
+    await sh.apply_external(listener, "purchase", 5, "warm", T0)  # the shard has loaded
+    sent = sh.client.stats["batches_sent"]
+    top_ups = [("apply_external", (u, "purchase", 10, "k", T0)) for u in users]
+    wrong = [
+        ("apply_external", (users[1], "purchase", 0, "z", T0)),
+        ("apply_external", (listener, "spend", 10, "s", T0)),  # has 5 coins
+        ("balance", (10**12, T0)),
+        ("sync", ()),
+    ]
+    out = await sh.many(top_ups + wrong)
+    assert [o["balance_coins"] for o in out[:20]] == [10] * 20
+    assert all(o["applied"] for o in out[:20])
+    assert isinstance(out[20], InvalidInput) and "amount must be a positive integer" in str(out[20])
+    assert isinstance(out[21], InsufficientCoins)
+    assert "no user with id 1000000000000" in str(out[22])
+    assert isinstance(out[23], InvalidInput) and "'sync' cannot be batched" in str(out[23])
+    # Twenty write-through top-ups, one message to the writer, one commit.
+    assert sh.client.stats["batches_sent"] == sent + 1
+    again = await sh.many(top_ups[:2])  # a repeat, in a batch too, applies nothing
+    assert [o["applied"] for o in again] == [False, False]
+    await sh.sync()
+    assert await pool.fetchval("SELECT count(*) FROM ledger WHERE transfer_id LIKE 'ext:%:k'") == 20
+    assert await audit_violations(pool) == {}

@@ -33,6 +33,7 @@ from engine.runtime.raycalls import (
 )
 from engine.runtime.timers import TimerWheel
 from persistence import store
+from persistence.batching import Batcher, BatchLimits
 from persistence.client import WriterClient
 from persistence.presence import Presence
 from persistence.retry import Retry, retrying
@@ -47,6 +48,8 @@ RECOVERY_CHUNK_CALLS = 20_000
 # Reaching a peer shard that is restarting (freeing a listener, asking about a listener's call):
 # tries and pauses. Ray restarts a shard in about a second here.
 RELEASE_RETRY = Retry(attempts_max=8, delay_min_s=0.05, delay_max_s=1.0)
+# Listener releases to one peer shard: up to size_max in one message, two messages at a time.
+RELEASES = BatchLimits(size_max=1_000, in_flight_max=2, queued_max=100_000)
 
 
 class Shard(WalletMethods):
@@ -87,6 +90,11 @@ class Shard(WalletMethods):
             badge_timezone=config.badge_timezone,
         )
         self._load_once = LoadOnce(self._load)
+        self._peers: dict[int, object] = {}
+        self._releases = [
+            Batcher(self._release_on(i), RELEASES, f"releases to {shard_name(i)}")
+            for i in range(self.n_shards)
+        ]
         self._loop_task: asyncio.Task | None = None
         self._wake: asyncio.Event | None = None
         self.stats = {"passes": 0, "recovered_calls": 0}
@@ -170,33 +178,43 @@ class Shard(WalletMethods):
             await self.host.wait_settled()
         return billed
 
-    async def _release_elsewhere(self, items: Releases) -> None:
-        by_shard: dict[int, Releases] = {}
-        for item in items:
-            by_shard.setdefault(shard_of(item[0], self.n_shards), []).append(item)
-        await asyncio.gather(*(self._release_on(i, its) for i, its in by_shard.items()))
+    def _peer(self, index: int):
+        """A peer shard's handle, looked up once (a lookup is a round trip to Ray's GCS; the
+        handle of a restarted actor stays valid)."""
+        handle = self._peers.get(index)
+        if handle is None:
+            handle = self._peers[index] = actor(shard_name(index), self.config.namespace)
+        return handle
 
-    async def _release_on(self, index: int, items: Releases) -> None:
-        """Free listeners hosted by another shard, retrying while it restarts. If it never
-        answers, the listeners' host frees them from PostgreSQL before it next answers."""
-        try:
-            await retrying(
-                lambda: remote(
-                    actor(shard_name(index), self.config.namespace).release_listeners.remote(items)
-                ),
-                RELEASE_RETRY,
-            )
-        except EngineUnavailable as e:
-            log.warning("shard %d: release on shard %d not delivered: %s", self.index, index, e)
+    async def _release_elsewhere(self, items: Releases) -> None:
+        """Free listeners hosted by other shards: the releases of concurrent settlements go to
+        each shard together, in one message per batch."""
+        await asyncio.gather(
+            *(self._releases[shard_of(item[0], self.n_shards)].submit(item) for item in items)
+        )
+
+    def _release_on(self, index: int):
+        """A `send` for the releases batched to shard `index`: retried while it restarts. If
+        it never answers, the listeners' host frees them from PostgreSQL before it next answers
+        for them."""
+
+        async def send(items: Releases) -> list[None]:
+            try:
+                await retrying(
+                    lambda: remote(self._peer(index).release_listeners.remote(items)),
+                    RELEASE_RETRY,
+                )
+            except EngineUnavailable as e:
+                log.warning("shard %d: release on shard %d not delivered: %s", self.index, index, e)
+            return [None] * len(items)
+
+        return send
 
     async def _ask_payer(self, payer_id: int, call_id: int, now: float) -> dict | None:
         """Have the payer's shard bring call `call_id` up to `now` (for its listener here)."""
         index = shard_of(payer_id, self.n_shards)
         return await retrying(
-            lambda: remote(
-                actor(shard_name(index), self.config.namespace).bill_call.remote(call_id, now)
-            ),
-            RELEASE_RETRY,
+            lambda: remote(self._peer(index).bill_call.remote(call_id, now)), RELEASE_RETRY
         )
 
     async def _loop(self) -> None:
