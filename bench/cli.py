@@ -119,11 +119,31 @@ def request_table(runs: list[dict]) -> Table:
     return t
 
 
+def workload_table(runs: list[dict]) -> Table:
+    t = Table(title="workload: open-loop calls on the real clock, step by step")
+    cols = ("arrivals/s", "ongoing calls", "at 60-s minutes", "minutes/s", "start p50 / p99 ms")
+    for col in (*cols, "minutes late p99 / max ms", "refused", "sustained"):
+        t.add_column(col, justify="right")
+    for r in runs:
+        x = r["extra"]
+        t.add_row(
+            f"{x['arrival_rate_per_s']:,}",
+            f"{r['calls']:,}",
+            f"{x['concurrent_at_60s_minutes']:,}",
+            f"{r['call_minutes_per_s']:,.0f}",
+            f"{r['tick_to_commit_ms_p50']:.1f} / {r['tick_to_commit_ms_p99']:.1f}",
+            f"{x['late_ms_p99']:.0f} / {x['late_ms_max']:.0f}",
+            f"{x['refused']}",
+            "yes" if x["sustained"] else "no",
+        )
+    return t
+
+
 def run_bench(args, database_url: str, redis_url: str) -> int:
     from bench.requests import REQUEST_PATHS, bench_requests
 
     console = Console()
-    paths = args.paths or list(PATHS)
+    paths = args.paths or ([] if args.workload else list(PATHS))
     minute_paths = [p for p in paths if p not in REQUEST_PATHS]
     request_paths = [p for p in paths if p in REQUEST_PATHS]
     shards = args.shards or 2
@@ -144,6 +164,22 @@ def run_bench(args, database_url: str, redis_url: str) -> int:
         result["runs"] += runs
         console.print(request_table(runs))
         _request_ratios(runs, console)
+    if args.workload:
+        from bench.workload import WORKLOAD_MINUTE_S, WORKLOAD_RATES, bench_workload
+
+        runs = asyncio.run(
+            bench_workload(
+                args.rates or WORKLOAD_RATES,
+                args.step_seconds,
+                args.minute_seconds or WORKLOAD_MINUTE_S,
+                shards,
+                database_url,
+                redis_url,
+                console,
+            )
+        )
+        result["runs"] += runs
+        console.print(workload_table(runs))
     sizes = args.calls or []
     if args.json:
         with open(args.json, "w") as f:

@@ -39,8 +39,12 @@ class WriterClient:
         send: Callable[[bytes, bool], Awaitable[None]],
         limits: ClientLimits | None = None,
         is_transient: Callable[[BaseException], bool] = lambda e: False,
+        hurry: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._send = send
+        self._hurry = hurry
+        # The batch under way was sent as write-behind and the writer has not been hurried.
+        self._in_flight_behind = False
         self._is_transient = is_transient
         self.limits = limits or ClientLimits()
         self._buffer: deque[list] = deque()
@@ -106,7 +110,18 @@ class WriterClient:
         if urgent:
             self._urgent_through = max(self._urgent_through, seq)
             self._wake.set()
+            if self._in_flight_behind and self._hurry is not None:
+                # Someone waits behind a write-behind batch the writer may hold for its flush
+                # interval: ask it to commit now (once per batch).
+                self._in_flight_behind = False
+                asyncio.get_running_loop().create_task(self._hurry_writer())
         await future
+
+    async def _hurry_writer(self) -> None:
+        try:
+            await self._hurry()
+        except Exception as e:  # noqa: BLE001 - only a wait shortened: the batch is sent anyway
+            log.debug("writer not hurried: %s", e)
 
     def _raise_if_failed(self) -> None:
         if self.failed is not None:
@@ -148,11 +163,14 @@ class WriterClient:
         policy = Retry(
             None, self.limits.retry_backoff_min_ms / 1000, self.limits.retry_backoff_max_ms / 1000
         )
+        self._in_flight_behind = not urgent
         try:
             started = await retrying(send, policy, self._is_transient, retried)
         except Exception as exc:  # noqa: BLE001 - not transient: the producer must reload
             self._fail(exc)
             return
+        finally:
+            self._in_flight_behind = False
         self.stats["batches_sent"] += 1
         self.stats["last_send_ms"] = round((time.monotonic() - started) * 1000, 2)
         for _ in range(n):

@@ -235,6 +235,7 @@ class LedgerWriter:
         self._flushing = asyncio.Lock()  # one transaction at a time keeps the prefix ordered
         self._task: asyncio.Task | None = None
         self._stopping = False
+        self._hurried = False
         self.stats = {
             "batches_committed": 0,
             "records_committed": 0,
@@ -272,6 +273,13 @@ class LedgerWriter:
         self._wake.set()
         await future
 
+    def hurry(self) -> None:
+        """Commit what is queued now, and the next write if none is: a producer has someone
+        waiting on a write it sent as write-behind (it sends one write at a time, so the
+        waiting one is stuck behind it for up to flush_interval_ms otherwise)."""
+        self._hurried = True
+        self._wake.set()
+
     def lag(self) -> dict:
         oldest = self._queue[0].enqueued_at if self._queue else None
         return {
@@ -294,7 +302,7 @@ class LedgerWriter:
             return None
         if self._stopping or self._queued_records >= self.limits.batch_size_max:
             return 0.0
-        if any(e.urgent for e in self._queue):
+        if self._hurried or any(e.urgent for e in self._queue):
             return 0.0
         age = time.monotonic() - self._queue[0].enqueued_at
         return max(0.0, self.limits.flush_interval_ms / 1000 - age)
@@ -308,6 +316,7 @@ class LedgerWriter:
             await self._flush_once()
 
     def _take(self) -> list[_Entry]:
+        self._hurried = False
         taken: list[_Entry] = []
         count = 0
         while self._queue and (

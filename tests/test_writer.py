@@ -246,3 +246,24 @@ async def test_client_buffer_is_bounded(pool, services):
     assert not waiting.done() and not c.has_room()
     gate.set()
     await asyncio.wait_for(waiting, timeout=20)
+
+
+async def test_a_write_through_behind_a_held_write_behind_batch_hurries_the_writer(pool, services):
+    """A producer sends one batch at a time. A write-through that queues behind a write-behind
+    batch the writer holds for its flush interval (an hour here) asks the writer to commit
+    now, instead of waiting out the interval."""
+    uid = await payer(pool)
+    w = LedgerWriter(services.database_url, WriterLimits(flush_interval_ms=3_600_000))
+    hurried = []
+
+    async def hurry():
+        hurried.append(True)
+        w.hurry()
+
+    c = WriterClient(w.write, ClientLimits(flush_interval_ms=1), hurry=hurry)
+    c.append([purchase(uid, "behind", 1)])
+    await asyncio.sleep(0.2)  # sent as write-behind: the writer holds it
+    assert c.pending == 1 and w.lag()["queued_writes"] == 1
+    await asyncio.wait_for(c.durable([purchase(uid, "through", 2)]), timeout=20)
+    assert hurried == [True] and c.pending == 0
+    assert await balance(pool, uid) == 3

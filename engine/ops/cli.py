@@ -278,6 +278,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise BillingError(f"--minutes must be at least 1, got {args.minutes}")
     if args.requests < 1:
         raise BillingError(f"--requests must be at least 1, got {args.requests}")
+    for rate in args.rates or ():
+        if rate < 1:
+            raise BillingError(f"--rates must be at least 1 call per second, got {rate}")
+    if not args.step_seconds > 0:
+        raise BillingError(f"--step-seconds must be positive, got {args.step_seconds}")
     config, embedded = embedded_for(_config(args))
     try:
         return run_bench(args, config.database_url, config.redis_url)
@@ -408,6 +413,20 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=1_000,
         help="request paths: requests of each kind per concurrency (--calls is the concurrency)",
+    )
+    bench.add_argument(
+        "--workload",
+        action="store_true",
+        help="live traffic on the real clock: Poisson arrivals, raised step by step",
+    )
+    bench.add_argument(
+        "--rates",
+        type=int,
+        action="append",
+        help="workload: arrivals per second of each step (repeatable; default 50 .. 1600)",
+    )
+    bench.add_argument(
+        "--step-seconds", type=float, default=30.0, help="workload: length of each step"
     )
     bench.add_argument("--json", help="write the results as JSON here")
     bench.add_argument("--plot", help="write a PNG of throughput against calls here")

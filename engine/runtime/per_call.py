@@ -28,6 +28,7 @@ from engine.runtime.raycalls import (
     remote,
     wallet_name,
     writer_drainer,
+    writer_hurrier,
     writer_sender,
 )
 from persistence import store
@@ -49,7 +50,12 @@ class WalletActor(WalletMethods):
         self.user_id = user_id
         self.name = wallet_name(user_id)
         self.config = config
-        self.client = WriterClient(writer_sender(config.namespace), config.client, is_transient)
+        self.client = WriterClient(
+            writer_sender(config.namespace),
+            config.client,
+            is_transient,
+            hurry=writer_hurrier(config.namespace),
+        )
         self.host = WalletHost(
             database_url,
             self.client,

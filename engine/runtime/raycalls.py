@@ -129,6 +129,16 @@ def writer_sender(namespace: str = NAMESPACE):
     return send
 
 
+def writer_hurrier(namespace: str = NAMESPACE):
+    """A `hurry()` for a WriterClient: the writer commits what it holds now."""
+    writer = _writer(namespace)
+
+    async def hurry() -> None:
+        await remote(writer().hurry.remote())
+
+    return hurry
+
+
 def writer_drainer(namespace: str = NAMESPACE):
     """An awaitable that returns once the writer has committed everything handed to it. A
     restarted actor awaits it before it reloads: its predecessor may have handed the writer

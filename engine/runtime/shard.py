@@ -29,6 +29,7 @@ from engine.runtime.raycalls import (
     shard_name,
     shard_of,
     writer_drainer,
+    writer_hurrier,
     writer_sender,
 )
 from engine.runtime.timers import TimerWheel
@@ -49,6 +50,10 @@ RECOVERY_CHUNK_CALLS = 20_000
 # tries and pauses. Ray restarts a shard in about a second here.
 RELEASE_RETRY = Retry(attempts_max=8, delay_min_s=0.05, delay_max_s=1.0)
 # Listener releases to one peer shard: up to size_max in one message, two messages at a time.
+# Lateness of timer-billed minutes, counted in buckets of this width up to LATENESS_MS_MAX.
+LATENESS_BUCKET_MS = 10
+LATENESS_MS_MAX = 10_000
+LATENESS_BUCKETS = LATENESS_MS_MAX // LATENESS_BUCKET_MS
 RELEASES = BatchLimits(size_max=1_000, in_flight_max=2, queued_max=100_000)
 
 
@@ -71,7 +76,10 @@ class Shard(WalletMethods):
         if self.in_ray:
             logs.configure()
         self.client = WriterClient(
-            send or writer_sender(config.namespace), config.client, is_transient
+            send or writer_sender(config.namespace),
+            config.client,
+            is_transient,
+            hurry=None if send else writer_hurrier(config.namespace),
         )
         self.presence = Presence(redis_url)
         self.timers = TimerWheel()
@@ -98,6 +106,8 @@ class Shard(WalletMethods):
         self._loop_task: asyncio.Task | None = None
         self._wake: asyncio.Event | None = None
         self.stats = {"passes": 0, "recovered_calls": 0}
+        # Minutes the timer billed, by how late (LATENESS_BUCKET_MS buckets; the last: later).
+        self.late_minutes: dict[int, int] = {}
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -160,10 +170,13 @@ class Shard(WalletMethods):
         try:
             while True:
                 await self.client.room()
+                oldest_at = self.timers.first_at()
                 due = self.timers.take(now, TICK_SLICE_MAX)
                 if not due:
                     break
-                billed += self.host.tick(due, now)
+                minutes = self.host.tick(due, now)
+                self._count_lateness(now - (oldest_at or now), minutes)
+                billed += minutes
                 for call_id in due:
                     call = self.host.calls.get(call_id)
                     if call is not None and call.settlement is None:
@@ -185,6 +198,14 @@ class Shard(WalletMethods):
         if handle is None:
             handle = self._peers[index] = actor(shard_name(index), self.config.namespace)
         return handle
+
+    def _count_lateness(self, late_s: float, minutes: int) -> None:
+        """How late the timer billed minutes: each minute of a slice counts as late as the
+        slice's oldest bucket opened (an upper bound, by at most TIMER_BUCKET_S), in buckets of
+        LATENESS_BUCKET_MS up to LATENESS_MS_MAX."""
+        if minutes:
+            bucket = min(max(0, int(late_s * 1000)) // LATENESS_BUCKET_MS, LATENESS_BUCKETS)
+            self.late_minutes[bucket] = self.late_minutes.get(bucket, 0) + minutes
 
     async def _release_elsewhere(self, items: Releases) -> None:
         """Free listeners hosted by other shards: the releases of concurrent settlements go to
@@ -261,6 +282,9 @@ class Shard(WalletMethods):
             "presence": self.presence.state(),
             **self.host.stats,
             **self.stats,
+            "late_minutes": {
+                b * LATENESS_BUCKET_MS: n for b, n in sorted(self.late_minutes.items())
+            },
         }
 
     async def ping(self) -> bool:

@@ -32,6 +32,9 @@ class WriterActor:
     async def write(self, packed: bytes, urgent: bool = False) -> None:
         await self.writer.write(packed, urgent)
 
+    async def hurry(self) -> None:
+        self.writer.hurry()
+
     async def drain(self) -> None:
         await self.writer.drain()
 
