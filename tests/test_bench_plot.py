@@ -31,3 +31,33 @@ def test_request_rows_get_their_own_panel_and_table(tmp_path):
     assert width > 1.8 * height  # two panels side by side
     table = request_table(runs[2:])
     assert table.row_count == 3
+
+
+def test_workload_lateness_counts_only_the_minutes_billed_between_two_looks():
+    from bench.workload import lateness
+
+    before = {0: 100, 10: 5}
+    after = {0: 190, 10: 15, 50: 0, 900: 1}
+    minutes, p99, worst = lateness(before, after)
+    assert minutes == 101  # 90 + 10 + 1, the step's own
+    assert p99 == 10.0 and worst == 900.0
+    assert lateness(after, after) == (0, 0.0, 0.0)
+
+
+def test_workload_rows_show_what_each_step_sustained():
+    from rich.console import Console
+
+    from bench.cli import workload_table
+
+    extra = {
+        "arrival_rate_per_s": 200,
+        "concurrent_at_60s_minutes": 120_000,
+        "late_ms_p99": 60.0,
+        "late_ms_max": 1_200.0,
+        "refused": 0,
+        "sustained": False,
+    }
+    console = Console(width=200, record=True)
+    console.print(workload_table([row("workload", 2_000, 2_000.0, "200/s") | {"extra": extra}]))
+    text = console.export_text()
+    assert "120,000" in text and "60 / 1200" in text and "no" in text

@@ -281,13 +281,15 @@ async def test_concurrent_requests_share_messages_and_each_gets_its_own_answer(e
     listeners = [await engine.create_listener(f"gl{i}") for i in range(8)]
     requests = [engine.top_up(u, 100, idempotency_key="a") for u in users]
     requests += [engine.top_up(u, 100, idempotency_key="a") for u in users]  # repeats
-    requests += [engine.top_up(users[0], 100, idempotency_key="a", tx_type="bonus")]
     requests += [engine.spend(u, 1_000, idempotency_key="big") for u in users[:2]]
+    requests += [engine.top_up(10**12, 100, idempotency_key="a")]
     out = await asyncio.gather(*requests, return_exceptions=True)
     assert [o["balance_coins"] for o in out[:16]] == [100] * 16
     assert sum(o["applied"] for o in out[:16]) == 8
-    assert isinstance(out[16], IdempotencyConflict)
-    assert all(isinstance(o, InsufficientCoins) for o in out[17:])
+    assert all(isinstance(o, InsufficientCoins) for o in out[16:18])
+    assert isinstance(out[18], UnknownUser)
+    with pytest.raises(IdempotencyConflict):
+        await engine.top_up(users[0], 100, idempotency_key="a", tx_type="bonus")
     pairs = zip(users, listeners, strict=True)
     calls = await asyncio.gather(*(engine.start_call(u, v) for u, v in pairs))
     ended = await asyncio.gather(*(engine.end_call(c["call_id"]) for c in calls))
