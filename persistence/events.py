@@ -23,7 +23,8 @@ log = logging.getLogger("billing.events")
 
 STREAM = "billing:events"
 STREAM_LEN_MAX = 100_000  # entries kept in the stream (approximately: XADD MAXLEN ~)
-RELAY_BATCH_MAX = 1_000  # events copied per round
+RELAY_BATCH_MAX = 1_000  # events copied per batch
+RELAY_BATCHES_MAX = 20  # batches per round: a round copies at most 20,000 events
 READ_LIMIT_MAX = 1_000  # events per read_events call
 
 READ_SQL = """
@@ -75,12 +76,23 @@ class Relay:
         return max(0, await last_event_id(pool) - self.len_max)
 
     async def relay_once(self, pool: asyncpg.Pool) -> int:
-        """Copy the events committed since the stream's last; returns how many were added."""
+        """Copy the events committed since the stream's last, up to RELAY_BATCHES_MAX batches;
+        returns how many were added."""
+        added = 0
+        for _ in range(RELAY_BATCHES_MAX):
+            copied, full = await self._relay_batch(pool)
+            added += copied
+            if not full:
+                break
+        return added
+
+    async def _relay_batch(self, pool: asyncpg.Pool) -> tuple[int, bool]:
+        """One batch: (events added, whether it was full, so more may wait)."""
         try:
             cursor = await self._cursor(pool)
             events = await read_events(pool, cursor, RELAY_BATCH_MAX)
             if not events:
-                return 0
+                return 0, False
             pipe = self.redis.pipeline(transaction=False)
             for e in events:
                 fields = {k: v for k, v in e.items() if k not in ("data", "id")}
@@ -95,10 +107,10 @@ class Relay:
                 elif "equal or smaller" not in str(result):  # not "copied already"
                     raise result
             self.relayed += added
-            return added
+            return added, len(events) == RELAY_BATCH_MAX
         except (RedisError, OSError) as e:
             log.warning("event relay to Redis skipped this round: %s", e)
-            return 0
+            return 0, False
 
     async def close(self) -> None:
         await self.redis.aclose()

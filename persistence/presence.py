@@ -78,8 +78,17 @@ class Presence:
             # Not MULTI/EXEC: a cache needs no atomicity across callers, and a transaction
             # doubles the replies to parse (each command answers QUEUED first).
             async with r.pipeline(transaction=False) as pipe:
-                for _, build in items:
-                    build(pipe)
+                seen: dict[str, float] = {}
+                for what, build in items:
+                    if what == "heartbeat":
+                        seen.update(build)  # type: ignore[arg-type]
+                    else:
+                        build(pipe)
+                if seen:
+                    # Heartbeats touch only these two keys, so the batch's are one of each,
+                    # wherever they fell among the other commands.
+                    pipe.sadd(keys.ONLINE, *seen)
+                    pipe.zadd(keys.LAST_SEEN, seen)
                 await pipe.execute()
             return [True] * len(items)
         except (RedisError, OSError) as exc:
@@ -104,11 +113,8 @@ class Presence:
         return await self._pipeline("call_settled", build)
 
     async def heartbeat(self, *user_ids: int, now: float) -> bool:
-        def build(pipe):
-            pipe.sadd(keys.ONLINE, *[str(u) for u in user_ids])
-            pipe.zadd(keys.LAST_SEEN, {str(u): now for u in user_ids})
-
-        return await self._pipeline("heartbeat", build)
+        # Not a build: `_run_pipeline` merges the batch's heartbeats into one SADD and one ZADD.
+        return await self._pipeline("heartbeat", {str(u): now for u in user_ids})
 
     async def publish_low_balance(self, notices: list[dict]) -> bool:
         """One message per call and threshold on the low-balance channel."""

@@ -110,6 +110,14 @@ class WalletHost:
         self._externals = Batcher(self._externals_batch, READS_BATCH, "idempotency key reads")
         self._tier_reads = Batcher(self._tiers_batch, READS_BATCH, "tier reads")
 
+    def batches(self) -> dict:
+        """How this host's shared reads batched (for `inspect`)."""
+        return {
+            "wallet_loads": self._loads.state(),
+            "idempotency_key_reads": self._externals.state(),
+            "tier_reads": self._tier_reads.state(),
+        }
+
     async def _before_first_read(self) -> None:
         if self._before_load is not None:
             await self._before_load()

@@ -280,6 +280,7 @@ class Shard(WalletMethods):
             "next_tick_at": self.timers.first_at(),
             "writer_client": self.client.state(),
             "presence": self.presence.state(),
+            "batches": self.host.batches() | {"releases": [b.state() for b in self._releases]},
             **self.host.stats,
             **self.stats,
             "late_minutes": {
