@@ -355,14 +355,11 @@ class Engine:
         if len(self._payers) >= CALL_PAYERS_MAX:
             del self._payers[next(iter(self._payers))]
         self._payers[call.call_id] = user_id
-        # Connecting counts as a heartbeat of both parties; the call is cached in Redis. Both
-        # go in one pipeline.
-        await asyncio.gather(
-            self.presence.heartbeat(user_id, listener_id, now=now),
-            self.presence.call_started(
-                {k: state[k] for k in ("call_id", "user_id", "listener_id", "call_type")}
-                | {"connected_at": state["connected_at"]}
-            ),
+        # The call is cached in Redis, and connecting counts as a heartbeat of both parties.
+        await self.presence.call_started(
+            {k: state[k] for k in ("call_id", "user_id", "listener_id", "call_type")}
+            | {"connected_at": state["connected_at"]},
+            seen_at=now,
         )
         return state
 

@@ -23,9 +23,38 @@ SOCKET_TIMEOUT_S = 0.5
 RETRY_AFTER_S = 5.0
 CONNECTIONS_MAX = 32  # per process; more concurrent requests wait for a free connection
 CONNECTION_WAIT_S = 2.0
-# Commands of concurrent callers sent as one pipeline: up to size_max callers' commands, two
-# pipelines at a time.
-PIPELINES = BatchLimits(size_max=1_000, in_flight_max=2, queued_max=100_000)
+# Commands of concurrent callers sent as one pipeline: up to size_max callers' commands, one
+# pipeline at a time, so that a process's commands reach Redis in the order they were made.
+PIPELINES = BatchLimits(size_max=1_000, in_flight_max=1, queued_max=100_000)
+
+
+def _build_batch(pipe, items: list[tuple[str, object]]) -> None:
+    """The commands of a batch of callers, fewer than one set per caller: heartbeats touch only
+    ONLINE and LAST_SEEN, so the batch's are one SADD and one ZADD wherever they fell; the busy
+    marks of consecutive call starts are one ZADD, written before any later command (a
+    settlement's ZREM) so that the order between them holds."""
+    seen: dict[str, float] = {}
+    busy: dict[str, str] = {}
+    for what, payload in items:
+        if what == "heartbeat":
+            seen.update(payload)
+        elif what == "call_started":
+            call, seen_at = payload
+            pipe.hset(keys.call_key(call["call_id"]), mapping={k: str(v) for k, v in call.items()})
+            parties = (str(call["user_id"]), str(call["listener_id"]))
+            busy.update(dict.fromkeys(parties, "inf"))
+            if seen_at is not None:
+                seen.update(dict.fromkeys(parties, seen_at))
+        else:
+            if busy:
+                pipe.zadd(keys.BUSY_UNTIL, busy)
+                busy = {}
+            payload(pipe)
+    if busy:
+        pipe.zadd(keys.BUSY_UNTIL, busy)
+    if seen:
+        pipe.sadd(keys.ONLINE, *seen)
+        pipe.zadd(keys.LAST_SEEN, seen)
 
 
 def connect(url: str, socket_timeout_s: float = SOCKET_TIMEOUT_S) -> aioredis.Redis:
@@ -78,30 +107,17 @@ class Presence:
             # Not MULTI/EXEC: a cache needs no atomicity across callers, and a transaction
             # doubles the replies to parse (each command answers QUEUED first).
             async with r.pipeline(transaction=False) as pipe:
-                seen: dict[str, float] = {}
-                for what, build in items:
-                    if what == "heartbeat":
-                        seen.update(build)  # type: ignore[arg-type]
-                    else:
-                        build(pipe)
-                if seen:
-                    # Heartbeats touch only these two keys, so the batch's are one of each,
-                    # wherever they fell among the other commands.
-                    pipe.sadd(keys.ONLINE, *seen)
-                    pipe.zadd(keys.LAST_SEEN, seen)
+                _build_batch(pipe, items)
                 await pipe.execute()
             return [True] * len(items)
         except (RedisError, OSError) as exc:
             self._failed("+".join(sorted({what for what, _ in items})), exc)
             return [False] * len(items)
 
-    async def call_started(self, call: dict) -> bool:
-        def build(pipe):
-            pipe.hset(keys.call_key(call["call_id"]), mapping={k: str(v) for k, v in call.items()})
-            in_call = {str(call["user_id"]): "inf", str(call["listener_id"]): "inf"}
-            pipe.zadd(keys.BUSY_UNTIL, in_call)
-
-        return await self._pipeline("call_started", build)
+    async def call_started(self, call: dict, *, seen_at: float | None = None) -> bool:
+        """Cache the call and mark both parties busy; with `seen_at`, count it as a heartbeat
+        of both at that time."""
+        return await self._pipeline("call_started", (call, seen_at))
 
     async def call_settled(self, settlement: dict, user_still_in_call: bool = False) -> bool:
         def build(pipe):
