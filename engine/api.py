@@ -516,9 +516,11 @@ class Engine:
     @retryable
     async def assign_daily_badges(self, today=None) -> dict:
         day = today or badges.local_day(self.clock.now(), self.config.badge_timezone)
-        return await badges.assign_daily_badges(
+        out = await badges.assign_daily_badges(
             await self.pool(), day, self.config.badge_timezone, self.config.badge_thresholds
         )
+        await self.placement.forget_tiers()  # the hosts read tiers once per day: again now
+        return out
 
     @retryable
     async def badges_missed(self) -> bool:

@@ -141,8 +141,11 @@ async def test_earnings_are_paise_never_coins(engine):
     assert (await engine.balance(listener))["balance_coins"] == 0
 
 
-async def test_badges_fix_the_rate_of_calls_that_start_the_next_day(services, pool, ray_session):
-    cfg = engine_config(services, "sharded", badge_thresholds=BadgeThresholds(3, 6, 9))
+@pytest.mark.parametrize("placement", ["sharded", "actor-per-call"])
+async def test_badges_fix_the_rate_of_calls_that_start_the_next_day(
+    services, pool, ray_session, placement
+):
+    cfg = engine_config(services, placement, badge_thresholds=BadgeThresholds(3, 6, 9))
     engine = await Engine(cfg).start()
     try:
         user, listener = await pair(engine, 10_000)
@@ -151,7 +154,11 @@ async def test_badges_fix_the_rate_of_calls_that_start_the_next_day(services, po
         await engine.end_call(call["call_id"])
         await engine.sync()
         engine.clock.advance(86_400)
-        stats = await engine.run_job("badges")
+        # Before the day's run: basic, and the listener's host remembers it for the day...
+        early = await engine.start_call(user, listener)
+        assert early["tier"] == "basic"
+        await engine.end_call(early["call_id"])
+        stats = await engine.run_job("badges")  # ...until the run makes it read again
         assert stats["result"]["gold_assigned"] == 1
         again = await engine.start_call(user, listener)
         assert (again["tier"], again["rate_paise"]) == ("gold", 180)

@@ -482,21 +482,23 @@ class WalletHost:
         return tier
 
     async def _tier(self, listener_id: int, now: float) -> str:
-        """The listener's tier for the day of `now`. The day's badge row, once written, is
-        final, so it is read once per listener and day; with no row yet (the day's run not
-        done), `basic`, and PostgreSQL is asked again at the next start."""
+        """The listener's tier for the day of `now`, read once per listener and day: the day's
+        badge row, once written, is final, and before it is written the tier is `basic`. The
+        badge run makes every host forget what it read (`forget_tiers`), so its tiers apply to
+        the next start."""
         day = badges.local_day(now, self.badge_timezone)
         known = self._tiers.get(listener_id)
         if known is not None and known[0] == day:
             return known[1]
         await self._before_first_read()
-        tier = await self._tier_reads.submit((listener_id, day))
-        if tier is None:
-            return "basic"
+        tier = await self._tier_reads.submit((listener_id, day)) or "basic"
         if len(self._tiers) >= WALLETS_IDLE_MAX:
             self._tiers.clear()
         self._tiers[listener_id] = (day, tier)
         return tier
+
+    def forget_tiers(self) -> None:
+        self._tiers.clear()
 
     async def cancel_reservation(self, listener_id: int, call_id: int) -> None:
         w = await self.wallet(listener_id)
@@ -622,6 +624,9 @@ class WalletMethods:
         return await self._guard(
             lambda: self.host.reserve_listener(listener_id, call_id, payer_id, now)
         )
+
+    async def forget_tiers(self) -> None:
+        self.host.forget_tiers()
 
     async def cancel_reservation(self, listener_id: int, call_id: int) -> None:
         await self._guard(lambda: self.host.cancel_reservation(listener_id, call_id))

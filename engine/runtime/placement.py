@@ -33,7 +33,7 @@ log = logging.getLogger("billing.placement")
 RETIRE_WAIT_ROUNDS_MAX = 100
 # Requests from this process to one shard: one Ray message carries up to `size_max` of them
 # (`WalletMethods.many`), two messages at a time; a lone request goes at once.
-SHARD_REQUESTS = BatchLimits(size_max=256, in_flight_max=2, queued_max=10_000)
+SHARD_REQUESTS = BatchLimits(size_max=256, in_flight_max=8, queued_max=10_000)
 ACTOR_OPTIONS = {"max_restarts": -1, "max_concurrency": 1000, "num_cpus": 0}
 
 
@@ -58,6 +58,7 @@ class Placement(Protocol):
         self, listener_id: int, call_id: int, payer_id: int, now: float
     ) -> str: ...
     async def cancel_reservation(self, listener_id: int, call_id: int) -> None: ...
+    async def forget_tiers(self) -> None: ...
 
     async def start_call(self, call: Call, now: float, start_key: str | None) -> dict: ...
     async def end_call(
@@ -163,6 +164,10 @@ class ShardedPlacement(HostedWallets):
 
     async def sync(self) -> None:
         await asyncio.gather(*(remote(s.sync.remote()) for s in self.shards))
+
+    async def forget_tiers(self) -> None:
+        """A badge run wrote the day's tiers: the shards read them again."""
+        await asyncio.gather(*(remote(s.forget_tiers.remote()) for s in self.shards))
 
     async def keep(self) -> None:
         """Wake shards Ray restarted, so that they reload and tick again."""
@@ -397,6 +402,20 @@ class ActorPerCallPlacement(HostedWallets):
 
     async def sync(self) -> None:
         await asyncio.gather(*(remote(w.sync.remote()) for w in self.wallets.values()))
+
+    async def forget_tiers(self) -> None:
+        """A badge run wrote the day's tiers: every wallet actor reads them again, this
+        process's and those of the engine it may be attached to (by name)."""
+        names = [
+            a["name"]
+            for a in ray.util.list_named_actors(all_namespaces=True)
+            if a.get("namespace") == self.config.namespace and a["name"].startswith("wallet:")
+        ]
+        handles = [actor_or_none(n, self.config.namespace) for n in names]
+        await asyncio.gather(
+            *(remote(h.forget_tiers.remote()) for h in handles if h is not None),
+            return_exceptions=True,  # one retired meanwhile has nothing to forget
+        )
 
     async def processes(self, now: float) -> dict[int, str]:
         """The process of each call and wallet actor, by pid."""

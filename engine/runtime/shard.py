@@ -43,7 +43,7 @@ from persistence.waiting import wait_event
 log = logging.getLogger("billing.shard")
 
 # Calls billed per slice of a pass before yielding to requests and checking backpressure.
-TICK_SLICE_MAX = 5_000
+TICK_SLICE_MAX = 1_000
 # Ongoing calls read from PostgreSQL at a time when a shard recovers.
 RECOVERY_CHUNK_CALLS = 20_000
 # Reaching a peer shard that is restarting (freeing a listener, asking about a listener's call):
