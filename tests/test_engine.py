@@ -295,7 +295,7 @@ async def test_concurrent_requests_share_messages_and_each_gets_its_own_answer(e
     ended = await asyncio.gather(*(engine.end_call(c["call_id"]) for c in calls))
     assert [e["coins_spent"] for e in ended] == [c["rate_coins"] for c in calls]
     if engine.placement.name == "sharded":
-        sent = [b.state() for b in engine.placement._batchers]
+        sent = [b.state() for b in engine.placement._batchers.values()]
         assert sum(s["items"] for s in sent) > 2 * sum(s["batches"] for s in sent)
         assert max(s["largest_batch"] for s in sent) > 1
     await engine.sync()

@@ -31,9 +31,9 @@ log = logging.getLogger("billing.placement")
 
 # Rounds of 50 ms to wait for a retired actor's name to be released.
 RETIRE_WAIT_ROUNDS_MAX = 100
-# Requests from this process to one shard: one Ray message carries up to `size_max` of them
-# (`WalletMethods.many`), two messages at a time; a lone request goes at once.
-SHARD_REQUESTS = BatchLimits(size_max=256, in_flight_max=8, queued_max=10_000)
+# Requests from this process to one shard, per method: one Ray message carries up to `size_max`
+# of them (`WalletMethods.many`), eight messages at a time; a lone request goes at once.
+SHARD_REQUESTS = BatchLimits(size_max=256, in_flight_max=1, queued_max=10_000)
 ACTOR_OPTIONS = {"max_restarts": -1, "max_concurrency": 1000, "num_cpus": 0}
 
 
@@ -113,7 +113,9 @@ class ShardedPlacement(HostedWallets):
             self.shards = [actor(shard_name(i), config.namespace) for i in range(config.shards)]
         else:
             self.shards = self._create(config, database_url, redis_url)
-        self._batchers = [self._batcher(i, s) for i, s in enumerate(self.shards)]
+        # One lane per shard and method: a shard answers a batch when all of it is done, so a
+        # hold (no write) must not wait in one batch with starts and ends waiting for commits.
+        self._batchers: dict[tuple[int, str], Batcher] = {}
 
     @staticmethod
     def _create(config: Config, database_url: str, redis_url: str | None) -> list:
@@ -128,19 +130,25 @@ class ShardedPlacement(HostedWallets):
             for i in range(config.shards)
         ]
 
-    @staticmethod
-    def _batcher(index: int, shard) -> Batcher:
-        async def send(requests: list[tuple[str, tuple]]) -> list:
-            return await remote(shard.many.remote(requests))
+    def _batcher(self, index: int, method: str) -> Batcher:
+        lane = self._batchers.get((index, method))
+        if lane is None:
+            shard = self.shards[index]
 
-        return Batcher(send, SHARD_REQUESTS, f"requests to {shard_name(index)}")
+            async def send(requests: list[tuple[str, tuple]]) -> list:
+                return await remote(shard.many.remote(requests))
+
+            name = f"{method} requests to {shard_name(index)}"
+            lane = self._batchers[(index, method)] = Batcher(send, SHARD_REQUESTS, name)
+        return lane
 
     def _shard(self, user_id: int):
         return self.shards[shard_of(user_id, len(self.shards))]
 
     async def _ask(self, user_id: int, method: str, *args):
         """Requests to one shard travel together: one Ray message per batch (`many`)."""
-        return await self._batchers[shard_of(user_id, len(self.shards))].submit((method, args))
+        index = shard_of(user_id, len(self.shards))
+        return await self._batcher(index, method).submit((method, args))
 
     async def _host(self, user_id: int):
         return self._shard(user_id)
