@@ -86,6 +86,7 @@ class WalletHost:
         self.database_url = database_url
         self.badge_timezone = badge_timezone
         self._tiers: dict[int, tuple[object, str]] = {}  # listener -> (day, tier that day)
+        self._tiers_generation = 0  # badge runs seen (`forget_tiers`)
         # Awaited once before the first read of PostgreSQL (Ray actors: the writer's drain).
         self._before_load = LoadOnce(before_load) if before_load is not None else None
         self.client = client
@@ -491,14 +492,17 @@ class WalletHost:
         if known is not None and known[0] == day:
             return known[1]
         await self._before_first_read()
+        asked_in = self._tiers_generation
         tier = await self._tier_reads.submit((listener_id, day)) or "basic"
-        if len(self._tiers) >= WALLETS_IDLE_MAX:
-            self._tiers.clear()
-        self._tiers[listener_id] = (day, tier)
+        if asked_in == self._tiers_generation:  # a read from before a run is not kept
+            if len(self._tiers) >= WALLETS_IDLE_MAX:
+                self._tiers.clear()
+            self._tiers[listener_id] = (day, tier)
         return tier
 
     def forget_tiers(self) -> None:
         self._tiers.clear()
+        self._tiers_generation += 1
 
     async def cancel_reservation(self, listener_id: int, call_id: int) -> None:
         w = await self.wallet(listener_id)
