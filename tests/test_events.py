@@ -8,6 +8,7 @@ import redis.asyncio as aioredis
 from actors import InvariantViolation
 from actors.call import Settlement
 from engine import InvalidInput
+from persistence import events
 from persistence.events import STREAM, Relay
 from persistence.records import Batch, settlement_records
 from persistence.writer import LedgerWriter, commit_batch
@@ -89,7 +90,7 @@ async def test_an_event_is_in_the_transaction_of_what_it_reports(pool, services)
 
 @pytest.mark.parametrize("placement", PLACEMENTS[:1])
 async def test_events_reach_the_stream_once_and_again_after_redis_loses_it(
-    placement, services, pool, ray_session
+    placement, services, pool, ray_session, monkeypatch
 ):
     from engine.api import Engine
 
@@ -116,6 +117,13 @@ async def test_events_reach_the_stream_once_and_again_after_redis_loses_it(
                 assert await relay.relay_once(await e.pool()) == 2
             finally:
                 await relay.close()
+            assert [i for i, _ in await r.xrange(STREAM)] == ["1-0", "2-0"]
+            # A round copies batch after batch while they come full, so it keeps up with more
+            # events a second than one batch holds.
+            await r.delete(STREAM)
+            monkeypatch.setattr(events, "RELAY_BATCH_MAX", 1)
+            monkeypatch.setattr(events, "RELAY_BATCHES_MAX", 5)
+            assert await e.relay_events() == 2
             assert [i for i, _ in await r.xrange(STREAM)] == ["1-0", "2-0"]
         finally:
             await r.aclose()
