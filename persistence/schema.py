@@ -162,6 +162,16 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX events_by_user ON events (user_id, event_id);
         """,
     ),
+    (
+        6,
+        "a person's calls, newest first, by index",
+        """
+        -- `calls_of` pages through a person's calls as payer or listener, newest first. Without
+        -- these it read every call (a sequential scan per page).
+        CREATE INDEX calls_by_user ON calls (user_id, call_id);
+        CREATE INDEX calls_by_listener ON calls (listener_id, call_id);
+        """,
+    ),
 ]
 
 

@@ -225,6 +225,17 @@ async def ping(pool: asyncpg.Pool) -> None:
 
 
 CALLS_PAGE_MAX = 100
+CALL_ID_MAX = 2**63 - 1  # above every call id: the first page
+# One ordered index scan per role (a person has one role, so one of the two is empty).
+CALLS_OF_SQL = f"""
+SELECT * FROM (
+    (SELECT {CALL_COLUMNS} FROM calls WHERE user_id = $1 AND call_id < $2
+     ORDER BY call_id DESC LIMIT $3)
+    UNION ALL
+    (SELECT {CALL_COLUMNS} FROM calls WHERE listener_id = $1 AND call_id < $2
+     ORDER BY call_id DESC LIMIT $3)
+) AS theirs ORDER BY call_id DESC LIMIT $3
+"""
 
 
 async def calls_of(
@@ -233,11 +244,9 @@ async def calls_of(
     """A person's calls, as payer or listener, newest first; `before` a call id pages on.
     Ongoing calls show their stored row (minutes billed so far are in the ledger)."""
     rows = await pool.fetch(
-        f"""SELECT {CALL_COLUMNS} FROM calls
-            WHERE (user_id = $1 OR listener_id = $1) AND ($2::bigint IS NULL OR call_id < $2)
-            ORDER BY call_id DESC LIMIT $3""",
+        CALLS_OF_SQL,
         user_id,
-        before,
+        CALL_ID_MAX if before is None else before,
         min(limit, CALLS_PAGE_MAX),
     )
     return [call_row_dict(r) for r in rows]

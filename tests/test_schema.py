@@ -2,6 +2,7 @@
 
 import asyncpg
 
+from persistence import store
 from persistence.audit import run_audit
 from persistence.db import recreate_database, with_database
 from persistence.schema import MIGRATIONS, migrate
@@ -46,3 +47,31 @@ async def test_settling_minutes_at_the_end_keeps_the_balances_of_a_version_2_dat
     finally:
         await conn.close()
         await recreate_database(services.admin_url, name, drop_only=True)
+
+
+async def test_a_persons_calls_page_newest_first_through_indexes(pool, services):
+    from actors.call import Call
+    from persistence.records import call_start_record
+    from persistence.writer import LedgerWriter
+
+    payer = await store.create_user(pool, "p", "user")
+    listeners = [await store.create_user(pool, f"l{i}", "listener") for i in range(5)]
+    first = await store.next_call_id(pool)
+    ids = list(range(first, first + 5))
+    calls = [
+        Call(c, payer, listeners[i], "audio", "basic", 10, 100, 1.8e9, 60.0, 240)
+        for i, c in enumerate(ids)
+    ]
+    await LedgerWriter(services.database_url).write([call_start_record(c, None) for c in calls])
+    page = await store.calls_of(pool, payer, limit=2)
+    assert [c["call_id"] for c in page] == [ids[4], ids[3]]
+    rest = await store.calls_of(pool, payer, limit=10, before=ids[3])
+    assert [c["call_id"] for c in rest] == [ids[2], ids[1], ids[0]]
+    assert [c["call_id"] for c in await store.calls_of(pool, listeners[1])] == [ids[1]]
+    # Both halves are index scans; before migration 6 the query read every call.
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL enable_seqscan = off")
+        plan = "\n".join(
+            r[0] for r in await conn.fetch("EXPLAIN " + store.CALLS_OF_SQL, payer, 2**62, 20)
+        )
+    assert "calls_by_user" in plan and "calls_by_listener" in plan, plan
