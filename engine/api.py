@@ -7,9 +7,8 @@ import functools
 import logging
 import uuid
 
-from actors.call import END_REASONS, SETTLEMENT_KEYS, Call
+from actors.call import END_REASONS, SETTLEMENT_KEYS
 from actors.errors import (
-    BillingError,
     EngineUnavailable,
     IdempotencyConflict,
     InvalidInput,
@@ -19,6 +18,7 @@ from actors.money import (
     CALL_TYPES,
     ROLES,
     SPEND,
+    TIERS,
     TOP_UP_TYPES,
     WITHDRAW,
     entity_id,
@@ -31,6 +31,7 @@ from engine.config import Config, from_env
 from engine.embedded import Embedded, embedded_for
 from engine.jobs import JOBS, next_daily, run_job_here
 from engine.runtime import cluster
+from engine.runtime.host import CallRequest
 from engine.runtime.placement import make_placement
 from engine.runtime.scheduler import Scheduler, run_as_task
 from persistence import badges, store
@@ -111,6 +112,7 @@ class Engine:
         self._starting: dict[tuple[int, str], asyncio.Future] = {}  # keyed starts under way
         self._call_ids = store.CallIds()
         self._payers: dict[int, int] = {}  # call id -> payer, for CALL_PAYERS_MAX calls
+        self._rates_by_type: dict[str, dict[str, tuple[int, int]]] = {}
 
     # -- life cycle --------------------------------------------------------------------------
 
@@ -323,6 +325,14 @@ class Engine:
         finally:
             self._starting.pop((user_id, key), None)
 
+    def _rates(self, call_type: str) -> dict[str, tuple[int, int]]:
+        """(coins, paise) per minute of `call_type` by tier, from this engine's rate card."""
+        rates = self._rates_by_type.get(call_type)
+        if rates is None:
+            card = self.config.rate_card
+            rates = self._rates_by_type[call_type] = {t: card.rates(call_type, t) for t in TIERS}
+        return rates
+
     async def _start_call(self, user_id, listener_id, call_type, key: str | None) -> dict:
         # Nothing here that memory can answer is read from PostgreSQL: the call id comes from
         # a block taken from the sequence; each party's role is checked by their own host (the
@@ -330,31 +340,19 @@ class Engine:
         # listener's tier today comes back with the hold.
         call_id = await self._call_ids.next(await self.pool())
         now = self.clock.now()
-        tier = await self.placement.reserve_listener(listener_id, call_id, user_id, now)
-        rate_coins, rate_paise = self.config.rate_card.rates(call_type, tier)
-        call = Call(
+        request = CallRequest(
             call_id,
             user_id,
             listener_id,
             call_type,
-            tier,
-            rate_coins,
-            rate_paise,
-            now,
+            self._rates(call_type),
             self.config.minute_seconds,
             self.config.max_call_minutes,
         )
-        try:
-            state = await self.placement.start_call(call, now, key)
-        except BillingError:
-            # Refused before anything was written: the listener is free again. A failure
-            # without an answer keeps the reservation, since the start may yet be committed;
-            # the listener's host frees it once PostgreSQL shows otherwise.
-            await self.placement.cancel_reservation(listener_id, call.call_id)
-            raise
+        state = await self.placement.connect(request, now, key)
         if len(self._payers) >= CALL_PAYERS_MAX:
             del self._payers[next(iter(self._payers))]
-        self._payers[call.call_id] = user_id
+        self._payers[call_id] = user_id
         # The call is cached in Redis, and connecting counts as a heartbeat of both parties.
         await self.presence.call_started(
             {k: state[k] for k in ("call_id", "user_id", "listener_id", "call_type")}

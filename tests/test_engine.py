@@ -302,6 +302,34 @@ async def test_concurrent_requests_share_messages_and_each_gets_its_own_answer(e
     assert await audit_violations(await db(engine)) == {}
 
 
+async def test_a_start_whose_parties_share_a_shard_goes_whole_or_not_at_all(engine):
+    """Payer and listener on one host: the hold and the opening travel in one message, and a
+    start refused there leaves the listener free, as a start across two hosts does."""
+    from engine.runtime.raycalls import shard_of
+
+    user = await engine.create_user("same-a")
+    listener = await engine.create_listener("same-b")
+    shards = engine.config.shards
+    if shard_of(user, shards) != shard_of(listener, shards):
+        listener = await engine.create_listener("same-c")
+    assert shard_of(user, shards) == shard_of(listener, shards)
+    with pytest.raises(InsufficientCoins):
+        await engine.start_call(user, listener)
+    await engine.top_up(user, 100, idempotency_key="k")
+    call = await engine.start_call(user, listener)  # the refused start did not keep the hold
+    assert (call["tier"], call["billed_minutes"], call["coins_spent"]) == ("basic", 1, 10)
+    with pytest.raises(PartyBusy):
+        await engine.start_call(user, listener)
+    ended = await engine.end_call(call["call_id"])
+    assert ended["coins_spent"] == 10 and (await engine.balance(listener))["earnings_paise"] > 0
+    if engine.placement.name == "sharded":
+        index = shard_of(user, shards)
+        assert engine.placement._batchers[(index, "connect")].state()["items"] == 3
+        assert (index, "reserve_listener") not in engine.placement._batchers
+    await engine.sync()
+    assert await audit_violations(await db(engine)) == {}
+
+
 async def test_a_spend_key_is_remembered_after_a_restart(engine):
     """Chaos found it: a restarted wallet forgot the keys of spends outside calls, and a late
     repeat of a spend was applied again in memory."""

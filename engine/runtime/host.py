@@ -20,9 +20,10 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from actors.call import Call, Settlement
-from actors.errors import InvalidInput, InvariantViolation, UnknownUser
+from actors.errors import BillingError, InvalidInput, InvariantViolation, UnknownUser
 from actors.money import WITHDRAW, to_ms
 from actors.timeline import bill_call_through, catch_up
 from actors.wallet import Wallet, check_external, external_transfer_id
@@ -64,6 +65,54 @@ READS_BATCH = BatchLimits(size_max=1_000, in_flight_max=2, queued_max=100_000)
 
 # (listener_id, call_id, earnings_paise) of settled calls, for the listeners' hosts.
 Releases = list[tuple[int, int, int]]
+
+
+@dataclass(frozen=True)
+class CallRequest:
+    """A call to connect, before its listener is held: the listener's host answers the tier,
+    and the tier picks the rates."""
+
+    call_id: int
+    user_id: int
+    listener_id: int
+    call_type: str
+    rates: dict[str, tuple[int, int]]  # tier -> (coins, paise) per minute
+    minute_seconds: float
+    max_minutes: int
+
+    def call(self, tier: str, now: float) -> Call:
+        coins, paise = self.rates[tier]
+        return Call(
+            self.call_id,
+            self.user_id,
+            self.listener_id,
+            self.call_type,
+            tier,
+            coins,
+            paise,
+            now,
+            self.minute_seconds,
+            self.max_minutes,
+        )
+
+
+async def connect(
+    request: CallRequest,
+    hold: Callable[[], Awaitable[str]],
+    open_call: Callable[[Call], Awaitable[dict]],
+    release: Callable[[], Awaitable[None]],
+    now: float,
+) -> dict:
+    """A start: hold the listener (learning their tier), then open the call on the payer's
+    host. Refused before anything was written, the listener is free again; a failure without
+    an answer keeps the hold, since the start may yet be committed (the listener's host frees
+    it once PostgreSQL shows otherwise)."""
+    tier = await hold()
+    try:
+        return await open_call(request.call(tier, now))
+    except BillingError:
+        await release()
+        raise
 
 
 class WalletHost:
@@ -504,6 +553,16 @@ class WalletHost:
         self._tiers.clear()
         self._tiers_generation += 1
 
+    async def connect(self, r: CallRequest, now: float, start_key: str | None) -> dict:
+        """A start whose payer and listener are both hosted here: one message, not two."""
+        return await connect(
+            r,
+            lambda: self.reserve_listener(r.listener_id, r.call_id, r.user_id, now),
+            lambda call: self.open_call(call, now, start_key),
+            lambda: self.cancel_reservation(r.listener_id, r.call_id),
+            now,
+        )
+
     async def cancel_reservation(self, listener_id: int, call_id: int) -> None:
         w = await self.wallet(listener_id)
         w.cancel_reservation(call_id)
@@ -574,6 +633,7 @@ BATCHED_METHODS = frozenset(
         "reserve_listener",
         "cancel_reservation",
         "open_call",
+        "connect",
         "end_call",
         "bill_call",
     }
@@ -641,6 +701,9 @@ class WalletMethods:
     async def open_call(self, spec: dict, now: float, start_key: str | None = None) -> dict:
         call = Call.from_spec(spec)
         return await self._guard(lambda: self.host.open_call(call, now, start_key))
+
+    async def connect(self, request: CallRequest, now: float, start_key: str | None) -> dict:
+        return await self._guard(lambda: self.host.connect(request, now, start_key))
 
     async def end_call(self, call_id: int, now: float, reason: str = "hangup") -> dict | None:
         return await self._guard(lambda: self.host.end_call(call_id, now, reason))

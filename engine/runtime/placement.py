@@ -12,6 +12,7 @@ import ray
 from actors.call import Call
 from actors.errors import CapacityExceeded, UnknownUser
 from engine.config import Config
+from engine.runtime.host import CallRequest, connect
 from engine.runtime.per_call import CallActor, WalletActor
 from engine.runtime.raycalls import (
     actor,
@@ -61,6 +62,7 @@ class Placement(Protocol):
     async def forget_tiers(self) -> None: ...
 
     async def start_call(self, call: Call, now: float, start_key: str | None) -> dict: ...
+    async def connect(self, request: CallRequest, now: float, start_key: str | None) -> dict: ...
     async def end_call(
         self, call_id: int, user_id: int, now: float, reason: str
     ) -> dict | None: ...
@@ -99,6 +101,18 @@ class HostedWallets:
 
     async def cancel_reservation(self, listener_id: int, call_id: int) -> None:
         await self._ask(listener_id, "cancel_reservation", listener_id, call_id)
+
+    async def connect(self, request: CallRequest, now: float, start_key: str | None) -> dict:
+        """A start: the hold on the listener's host, then the call opened on the payer's."""
+        return await connect(
+            request,
+            lambda: self.reserve_listener(
+                request.listener_id, request.call_id, request.user_id, now
+            ),
+            lambda call: self.start_call(call, now, start_key),
+            lambda: self.cancel_reservation(request.listener_id, request.call_id),
+            now,
+        )
 
 
 class ShardedPlacement(HostedWallets):
@@ -158,6 +172,13 @@ class ShardedPlacement(HostedWallets):
 
     async def start_call(self, call: Call, now: float, start_key: str | None) -> dict:
         return await self._ask(call.user_id, "open_call", call.spec(), now, start_key)
+
+    async def connect(self, request: CallRequest, now: float, start_key: str | None) -> dict:
+        """Both parties on one shard (1 start in `shards`): the hold and the opening travel
+        in one message."""
+        if self._shard(request.user_id) is self._shard(request.listener_id):
+            return await self._ask(request.user_id, "connect", request, now, start_key)
+        return await super().connect(request, now, start_key)
 
     async def end_call(self, call_id: int, user_id: int, now: float, reason: str) -> dict | None:
         return await self._ask(user_id, "end_call", call_id, now, reason)
