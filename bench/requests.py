@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import random
 import time
 
 from bench.paths import RssWatch, Run, percentile
@@ -88,6 +89,10 @@ async def engine_requests(engine, people: People, n: int, concurrency: int, via)
     async def start(u: int, v: int) -> None:
         calls.append(await via.start_call(u, v))
 
+    # Each payer calls a listener drawn at random, so that a start finds both parties on one
+    # shard as often as it would among real people (1 in `shards`), not always or never.
+    listeners = list(listeners)
+    random.Random(concurrency).shuffle(listeners)
     starts = [lambda u=u, v=v: start(u, v) for u, v in zip(users, listeners, strict=True)]
     rows.append(("start_call", *await timed(starts, concurrency)))
     ends = [lambda c=c: via.end_call(c) for c in list(calls)]
