@@ -503,8 +503,11 @@ class Engine:
         ended = 0
         for r in rows:
             too_long = now >= r["connected_at"] + max_s
+            # Connecting counts as a heartbeat of both parties: a call whose start is committed
+            # and whose heartbeat is not yet in Redis (or was lost with it) is not silent.
             silent = seen is not None and any(
-                (seen.get(p) or 0) < stale_before for p in (r["user_id"], r["listener_id"])
+                max(seen.get(p) or 0, r["connected_at"]) < stale_before
+                for p in (r["user_id"], r["listener_id"])
             )
             if too_long or silent:
                 s = await self.end_call(r["call_id"], "expired")

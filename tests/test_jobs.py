@@ -43,6 +43,21 @@ async def test_silent_parties_expire_the_call_once_and_free_everything(engine):
     await engine.start_call(user, listener)  # both free again
 
 
+async def test_a_call_just_started_is_not_silent_before_its_heartbeat_reaches_redis(engine):
+    """CI found it: the cleanup ran between a start's commit and its heartbeat's write, saw
+    parties never seen, and expired a call one minute old. Connecting is a heartbeat."""
+    user, listener = await pair(engine, 1000)
+    call = await engine.start_call(user, listener)
+    r = aioredis.Redis.from_url(engine.redis_url, decode_responses=True)
+    await r.delete(keys.LAST_SEEN)  # as if the heartbeat had not been written yet
+    await r.aclose()
+    await engine.advance(60)
+    assert await engine.cleanup_expired_calls() == 0
+    assert (await engine.get_call(call["call_id"]))["status"] == "ongoing"
+    await engine.advance(61)  # 121 s after connecting, and no heartbeat since
+    assert await engine.cleanup_expired_calls() == 1
+
+
 async def test_a_hang_up_racing_the_cleanup_job_settles_once(engine):
     user, listener = await pair(engine, 1000)
     call = await engine.start_call(user, listener)
