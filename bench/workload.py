@@ -27,7 +27,7 @@ import time
 
 from actors import BillingError, CapacityExceeded, EngineUnavailable
 from bench.paths import RssWatch, Run, percentile
-from bench.requests import People
+from bench.requests import COINS_EACH, People
 
 WORKLOAD_MINUTE_S = 1.0  # a minute's length unless --minute-seconds says otherwise
 WORKLOAD_MEAN_MINUTES = 10.0
@@ -50,7 +50,7 @@ class Traffic:
         self.engine = engine
         self.free_users = list(users)
         self.free_listeners = list(listeners)
-        self.coins = dict.fromkeys(users, 0)
+        self.coins = dict.fromkeys(users, COINS_EACH)  # what `People` gives each payer
         self.minute_s = minute_s
         self.ongoing = 0
         self.tasks: set[asyncio.Task] = set()
@@ -202,7 +202,6 @@ async def bench_workload(
     )
     engine = await Engine(cfg).start()
     traffic = Traffic(engine, users, listeners, minute_s)
-    traffic.coins = dict.fromkeys(users, 1_000)  # People gives each payer 1,000 coins
     runs: list[dict] = []
     try:
         watch = RssWatch()

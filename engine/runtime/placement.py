@@ -33,7 +33,8 @@ log = logging.getLogger("billing.placement")
 # Rounds of 50 ms to wait for a retired actor's name to be released.
 RETIRE_WAIT_ROUNDS_MAX = 100
 # Requests from this process to one shard, per method: one Ray message carries up to `size_max`
-# of them (`WalletMethods.many`), eight messages at a time; a lone request goes at once.
+# of them (`WalletMethods.many`), one message in flight, so that what arrives meanwhile goes
+# together; a lone request goes at once.
 SHARD_REQUESTS = BatchLimits(size_max=256, in_flight_max=1, queued_max=10_000)
 ACTOR_OPTIONS = {"max_restarts": -1, "max_concurrency": 1000, "num_cpus": 0}
 

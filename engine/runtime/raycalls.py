@@ -106,46 +106,32 @@ def connect(address: str, namespace: str = NAMESPACE) -> None:
     )
 
 
-def _writer(namespace: str):
-    """The named writer's handle, looked up on first use (it may start after its callers)."""
+def _writer_method(namespace: str, method: str):
+    """`await call(*args)`: the named writer's `method`, its handle looked up on first use (the
+    writer may start after its callers)."""
     handle = None
 
-    def get():
+    async def call(*args) -> None:
         nonlocal handle
         if handle is None:
             handle = actor(WRITER_NAME, namespace)
-        return handle
+        await remote(getattr(handle, method).remote(*args))
 
-    return get
+    return call
 
 
 def writer_sender(namespace: str = NAMESPACE):
     """A `send(packed, urgent)` for a WriterClient."""
-    writer = _writer(namespace)
-
-    async def send(packed: bytes, urgent: bool) -> None:
-        await remote(writer().write.remote(packed, urgent))
-
-    return send
+    return _writer_method(namespace, "write")
 
 
 def writer_hurrier(namespace: str = NAMESPACE):
     """A `hurry()` for a WriterClient: the writer commits what it holds now."""
-    writer = _writer(namespace)
-
-    async def hurry() -> None:
-        await remote(writer().hurry.remote())
-
-    return hurry
+    return _writer_method(namespace, "hurry")
 
 
 def writer_drainer(namespace: str = NAMESPACE):
     """An awaitable that returns once the writer has committed everything handed to it. A
     restarted actor awaits it before it reloads: its predecessor may have handed the writer
     records that commit only after the reload would have read PostgreSQL."""
-    writer = _writer(namespace)
-
-    async def drain() -> None:
-        await remote(writer().drain.remote())
-
-    return drain
+    return _writer_method(namespace, "drain")

@@ -50,11 +50,11 @@ RECOVERY_CHUNK_CALLS = 20_000
 # tries and pauses. Ray restarts a shard in about a second here.
 RELEASE_RETRY = Retry(attempts_max=8, delay_min_s=0.05, delay_max_s=1.0)
 # Listener releases to one peer shard: up to size_max in one message, two messages at a time.
+RELEASES = BatchLimits(size_max=1_000, in_flight_max=2, queued_max=100_000)
 # Lateness of timer-billed minutes, counted in buckets of this width up to LATENESS_MS_MAX.
 LATENESS_BUCKET_MS = 10
 LATENESS_MS_MAX = 10_000
 LATENESS_BUCKETS = LATENESS_MS_MAX // LATENESS_BUCKET_MS
-RELEASES = BatchLimits(size_max=1_000, in_flight_max=2, queued_max=100_000)
 
 
 class Shard(WalletMethods):
