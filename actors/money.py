@@ -44,6 +44,9 @@ REASON_EXPIRED = "expired"
 
 # PostgreSQL bigint bounds every amount and balance.
 AMOUNT_MAX = 2**62
+# Text from outside, in characters: a person's name and an idempotency key.
+NAME_CHARS_MAX = 200
+IDEMPOTENCY_KEY_CHARS_MAX = 128
 
 
 def to_ms(seconds: float) -> int:

@@ -16,6 +16,8 @@ from actors.errors import (
 )
 from actors.money import (
     CALL_TYPES,
+    IDEMPOTENCY_KEY_CHARS_MAX,
+    NAME_CHARS_MAX,
     ROLES,
     SPEND,
     TIERS,
@@ -43,8 +45,6 @@ from persistence.writer import TRANSIENT_ERRORS
 
 log = logging.getLogger("billing.engine")
 
-IDEMPOTENCY_KEY_CHARS_MAX = 128
-NAME_CHARS_MAX = 200
 KEEPER_INTERVAL_S = 1.0
 READY_WRITER_LAG_MS_MAX = 5_000  # /readyz fails while the writer's oldest write waits longer
 READY_WAIT_S = 2.0  # each readiness probe's bound

@@ -19,15 +19,51 @@ async def engine(services, pool, ray_session):
 
 
 def client(engine, token: str | None = None, seen: list | None = None) -> httpx.AsyncClient:
+    """The app in-process. Every JSON answer is checked against the model its route declares
+    for its status (extra fields forbidden): the contract is what the engine answers."""
+    routes: list = []
+
     async def get_engine():
         return engine
 
     def on_request(method, route, status, seconds):
+        routes.append((method, route, status))
         if seen is not None:
             seen.append((method, route, status))
 
     app = build_app(get_engine, None if token is None else token_digest(token), on_request)
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://engine")
+
+    async def fits_its_model(response: httpx.Response) -> None:
+        await response.aread()
+        method, route, status = routes[-1]
+        if not response.headers.get("content-type", "").startswith("application/json"):
+            return
+        model = declared_model(app, method, route, status)
+        if model is not None:
+            model.model_validate(response.json())
+
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://engine",
+        event_hooks={"response": [fits_its_model]},
+    )
+
+
+def declared_model(app, method: str, path: str, status: int):
+    """The model a route declares for `status`: its response_model for a 2xx, else the one in
+    its `responses`. None for a path no route has (the 404 of an unknown path)."""
+    from fastapi.routing import APIRoute
+
+    from engine.http_schema import Error
+
+    for r in app.routes:
+        if isinstance(r, APIRoute) and r.path == path and method in r.methods:
+            if 200 <= status < 300:
+                return r.response_model
+            declared = r.responses.get(status, {}).get("model")
+            assert declared is not None, f"{method} {path} does not declare its {status}"
+            return declared
+    return Error
 
 
 async def people(http: httpx.AsyncClient, coins: int) -> tuple[int, int]:
@@ -208,3 +244,51 @@ async def test_an_engine_that_cannot_answer_is_503_with_retry_after(engine):
         assert r.json()["error"]["type"] == "EngineUnavailable"
         ready = await http.get("/readyz")
         assert ready.status_code == 503 and not ready.json()["ready"]
+
+
+def _untyped(schema: dict, where: str, components: dict) -> list[str]:
+    """The places in `schema` with no type: each property must say what it holds."""
+    if "$ref" in schema:
+        return []
+    if not any(k in schema for k in ("type", "anyOf", "oneOf", "allOf", "enum", "const")):
+        return [where]
+    out = []
+    for name, prop in schema.get("properties", {}).items():
+        out += _untyped(prop, f"{where}.{name}", components)
+    for key in ("anyOf", "oneOf", "allOf"):
+        for i, alt in enumerate(schema.get(key, [])):
+            out += _untyped(alt, f"{where}.{key}[{i}]", components)
+    if isinstance(schema.get("items"), dict):
+        out += _untyped(schema["items"], f"{where}[]", components)
+    if isinstance(schema.get("additionalProperties"), dict):
+        out += _untyped(schema["additionalProperties"], f"{where}{{}}", components)
+    return out
+
+
+def test_the_openapi_schema_types_every_property_and_declares_every_answer():
+    async def no_engine():
+        raise AssertionError("the schema needs no engine")
+
+    spec = build_app(no_engine).openapi()
+    components = spec["components"]["schemas"]
+    untyped = [w for n, s in components.items() for w in _untyped(s, n, components)]
+    assert untyped == []
+    enums = {
+        ("NewUser", "role"): ["user", "listener"],
+        ("TopUp", "tx_type"): ["purchase", "bonus", "referral_bonus"],
+        ("NewCall", "call_type"): ["audio", "video"],
+        ("EndCall", "reason"): ["hangup", "insufficient_coins", "expired"],
+    }
+    for (model, field), values in enums.items():
+        assert components[model]["properties"][field]["enum"] == values, (model, field)
+    assert components["TopUp"]["properties"]["amount"]["type"] == "integer"
+    for path, methods in spec["paths"].items():
+        for method, op in methods.items():
+            ok = [s for s in op["responses"] if s.startswith("2")]
+            assert len(ok) == 1, (method, path)
+            content = op["responses"][ok[0]]["content"]["application/json"]["schema"]
+            assert "$ref" in content, (method, path, content)
+            if path.startswith("/v1/"):
+                for status in ("400", "401", "503"):
+                    err = op["responses"][status]["content"]["application/json"]["schema"]
+                    assert err == {"$ref": "#/components/schemas/Error"}, (method, path, status)

@@ -1,0 +1,218 @@
+"""The HTTP API's contract: every request body, answer and error as a typed model, so that
+the OpenAPI schema at /openapi.json is enough for a client generator.
+
+The enums come from the tuples the engine checks against (actors/money.py, actors/call.py),
+so the schema cannot drift from what the Engine accepts. Amounts and ids are strict integers:
+`10.0`, `"10"` and `true` are refused, as the Python API refuses them. Answers are documented
+here and built by the Engine; tests/test_http.py checks each route's real answer against its
+model (extra fields forbidden), which is how the two stay one contract.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from actors.call import END_REASONS
+from actors.money import (
+    AMOUNT_MAX,
+    CALL_TYPES,
+    COMPLETED,
+    DROPPED,
+    IDEMPOTENCY_KEY_CHARS_MAX,
+    NAME_CHARS_MAX,
+    ONGOING,
+    ROLES,
+    TIERS,
+    TOP_UP_TYPES,
+)
+
+Role = Literal[ROLES]
+TopUpType = Literal[TOP_UP_TYPES]
+CallType = Literal[CALL_TYPES]
+Tier = Literal[TIERS]
+EndReason = Literal[END_REASONS]
+Status = Literal[(ONGOING, COMPLETED, DROPPED)]
+EventType = Literal[("call_started", "low_balance", "call_dropped", "call_settled")]
+
+Coins = Annotated[int, Field(strict=True, gt=0, le=AMOUNT_MAX, description="coins")]
+Paise = Annotated[int, Field(strict=True, gt=0, le=AMOUNT_MAX, description="paise")]
+Id = Annotated[int, Field(strict=True, gt=0, le=AMOUNT_MAX)]
+Key = Annotated[
+    str | None,
+    Field(
+        min_length=1,
+        max_length=IDEMPOTENCY_KEY_CHARS_MAX,
+        description="applied once per key; a repeat with the same key changes nothing",
+        examples=["order-81723"],
+    ),
+]
+EpochSeconds = Annotated[float, Field(description="seconds since the epoch, UTC")]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Answer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- request bodies ------------------------------------------------------------------------
+
+
+class NewUser(Body):
+    name: str = Field(min_length=1, max_length=NAME_CHARS_MAX, examples=["asha"])
+    role: Role = Field("user", description="user (pays) or listener (earns)")
+
+
+class TopUp(Body):
+    amount: Coins = Field(examples=[100])
+    tx_type: TopUpType = "purchase"
+    idempotency_key: Key = None
+
+
+class Spend(Body):
+    amount: Coins = Field(examples=[10])
+    idempotency_key: Key = None
+
+
+class Withdrawal(Body):
+    amount_paise: Paise = Field(examples=[5000])
+    idempotency_key: Key = None
+
+
+class NewCall(Body):
+    user_id: Id = Field(description="the payer", examples=[1])
+    listener_id: Id = Field(description="the listener", examples=[2])
+    call_type: CallType = "audio"
+    idempotency_key: Key = Field(None, description="a repeat returns the same call")
+
+
+class EndCall(Body):
+    reason: EndReason = "hangup"
+
+
+# -- answers -------------------------------------------------------------------------------
+
+
+class UserCreated(Answer):
+    user_id: int
+
+
+class Transfer(Answer):
+    transfer_id: str = Field(description="ext:{user}:{key}: the transfer's deterministic id")
+    applied: bool = Field(description="false for a repeat of the same idempotency key")
+    user_id: int
+    balance_coins: int
+    earnings_paise: int
+
+
+class Balance(Answer):
+    user_id: int
+    balance_coins: int
+    earnings_paise: int
+
+
+class Call(Answer):
+    call_id: int
+    user_id: int
+    listener_id: int
+    call_type: CallType
+    tier: Tier = Field(description="the listener's tier when the call started")
+    rate_coins: int = Field(description="coins a minute the payer pays")
+    rate_paise: int = Field(description="paise a minute the listener earns")
+    connected_at: EpochSeconds
+    billed_minutes: int
+    coins_spent: int
+    earnings_paise: int
+    next_tick_at: EpochSeconds | None = Field(description="when the next minute is billed")
+    status: Status
+    end_reason: EndReason | None
+    ended_at: EpochSeconds | None
+
+
+class StoredCall(Answer):
+    call_id: int
+    user_id: int
+    listener_id: int
+    call_type: CallType
+    tier: Tier
+    rate_coins: int
+    rate_paise: int
+    status: Status
+    end_reason: EndReason | None
+    connected_at: EpochSeconds
+    ended_at: EpochSeconds | None
+    billed_minutes: int
+    coins_spent: int
+    earnings_paise: int
+
+
+class Settlement(Answer):
+    call_id: int
+    user_id: int
+    listener_id: int
+    status: Status
+    end_reason: EndReason
+    billed_minutes: int
+    coins_spent: int
+    earnings_paise: int
+    ended_at: EpochSeconds
+
+
+class CallsPage(Answer):
+    calls: list[StoredCall]
+    next_before: int | None = Field(description="pass as `before` for the next page")
+
+
+class Online(Answer):
+    online: bool
+
+
+class Event(Answer):
+    id: int
+    type: EventType
+    call_id: int
+    user_id: int
+    at: str = Field(description="ISO 8601 with offset")
+    data: dict[str, int | float | str | bool | None]
+
+
+class EventsPage(Answer):
+    events: list[Event]
+
+
+class Health(Answer):
+    status: Literal["ok"]
+
+
+class Readiness(Answer):
+    ready: bool
+    checks: dict[str, str] = Field(description='"ok", or what failed, per dependency')
+    writer_lag_ms: float | None = None
+
+
+class ErrorDetail(Answer):
+    type: str = Field(description="the error class, e.g. InsufficientCoins", examples=["X"])
+    message: str = Field(description="what is wrong, naming the field or id")
+
+
+class Error(Answer):
+    error: ErrorDetail
+
+
+ERRORS = {
+    400: "bad input: the message names the field",
+    401: "a missing or wrong bearer token",
+    402: "insufficient coins or earnings",
+    404: "an unknown user, call or route",
+    409: "a party is busy, or an idempotency key was reused for another request",
+    503: "the engine cannot answer now; retry after `Retry-After` with the same key",
+}
+
+
+def errors(*statuses: int) -> dict:
+    """The `responses` of a route: these error statuses, each with the error body."""
+    return {s: {"model": Error, "description": ERRORS[s]} for s in (400, 401, 503, *statuses)}
