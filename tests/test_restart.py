@@ -1,0 +1,211 @@
+"""A restart that always works: `up` and everything it started killed with SIGKILL during HTTP
+traffic, `up` again at once on the same data dir and port, every answered top-up, start and
+end found, the calls left ongoing ended, a clean stop that leaves no process behind, and the
+audit clean. Also the pieces on their own: the port check and the servers a dead run left."""
+
+import asyncio
+import contextlib
+import itertools
+import random
+import signal
+import socket
+import subprocess
+import time
+
+import httpx
+import psutil
+import pytest
+
+from engine import leftovers
+from engine.ops.cli import port_free
+from tests.test_cli import CLI, STEP_S_MAX, read_until, run
+from tests.test_service import embedded_env, free_port, ok
+
+PEOPLE = 12
+TRAFFIC_S = 4.0
+
+
+def start_up(data_dir, port: int) -> tuple[subprocess.Popen, str, list[str]]:
+    args = ["up", "--http-port", str(port), "--no-dashboard"]
+    proc = subprocess.Popen(
+        CLI + args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=embedded_env(data_dir),
+    )
+    url, lines = read_until(proc, r"http=(\S+)")
+    assert url, "".join(lines)
+    _, more = read_until(proc, r"(inspect it with)")
+    return proc, url, lines + more
+
+
+def kill_everything(proc: subprocess.Popen) -> int:
+    """SIGKILL `up` and every process under it, at once, as a crash of its machine's
+    supervisor would. The embedded servers daemonize: they are not under it, and live on."""
+    root = psutil.Process(proc.pid)
+    victims = [root, *root.children(recursive=True)]
+    for p in victims:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    proc.wait()
+    psutil.wait_procs(victims, timeout=10)
+    return len(victims)
+
+
+class Traffic:
+    """Top-ups, call starts and ends, and health checks from several clients, each answer
+    remembered; a request that got no answer may or may not have happened."""
+
+    def __init__(self, http: httpx.AsyncClient, users: list[int], listeners: list[int]):
+        self.http = http
+        self.free = list(zip(users, listeners, strict=True))
+        self.users = users
+        self.top_ups: dict[str, dict] = {}  # idempotency key -> answer
+        self.started: dict[int, dict] = {}  # call id -> answer
+        self.ended: dict[int, dict] = {}
+        self.health_codes: list[int] = []
+        self.keys = itertools.count()
+
+    async def one(self, rng: random.Random) -> None:
+        roll = rng.random()
+        if roll < 0.5:
+            key = f"t-{next(self.keys)}"
+            user = rng.choice(self.users)
+            r = await self.http.post(
+                f"/v1/wallets/{user}/top-ups", json={"amount": 1, "idempotency_key": key}
+            )
+            self.top_ups[key] = {"user": user} | ok(r)
+        elif roll < 0.7 and self.free:
+            user, listener = self.free.pop()
+            r = await self.http.post("/v1/calls", json={"user_id": user, "listener_id": listener})
+            call = ok(r, 201)
+            self.started[call["call_id"]] = call
+        elif roll < 0.85 and set(self.started) - set(self.ended):
+            cid = rng.choice(sorted(set(self.started) - set(self.ended)))
+            self.ended[cid] = ok(await self.http.post(f"/v1/calls/{cid}/end"))
+        else:
+            self.health_codes.append((await self.http.get("/healthz")).status_code)
+
+    async def client(self, seed: int, until: float) -> None:
+        rng = random.Random(seed)
+        while time.monotonic() < until:
+            try:
+                await self.one(rng)
+            except (httpx.HTTPError, AssertionError):
+                return  # the engine is gone: what this client had answered is all it has
+
+
+async def people(http: httpx.AsyncClient) -> tuple[list[int], list[int]]:
+    users, listeners = [], []
+    for i in range(PEOPLE):
+        users.append(ok(await http.post("/v1/users", json={"name": f"u{i}"}), 201)["user_id"])
+        body = {"name": f"l{i}", "role": "listener"}
+        listeners.append(ok(await http.post("/v1/users", json=body), 201)["user_id"])
+        top = {"amount": 1_000, "idempotency_key": f"seed-{i}"}
+        ok(await http.post(f"/v1/wallets/{users[-1]}/top-ups", json=top))
+    return users, listeners
+
+
+def left_running(data_dir) -> list[str]:
+    """Processes of this data dir's run: its servers, HAProxy, Ray's, anything under it."""
+    path = str(data_dir)
+    out = []
+    for p in psutil.process_iter(["pid", "name", "cmdline", "status"]):
+        if p.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        line = " ".join(p.info["cmdline"] or ())
+        with contextlib.suppress(psutil.Error):
+            if path in line or path in p.cwd() or p.info["name"] == "haproxy":
+                out.append(f"{p.info['pid']} {line[:120]}")
+    return out
+
+
+@pytest.mark.ray
+async def test_up_killed_mid_traffic_restarts_at_once_and_loses_nothing_it_answered(tmp_path):
+    port = free_port()
+    proc, url, _ = start_up(tmp_path, port)
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            users, listeners = await people(http)
+            traffic = Traffic(http, users, listeners)
+            until = time.monotonic() + TRAFFIC_S + 30
+            clients = [asyncio.create_task(traffic.client(s, until)) for s in range(8)]
+            await asyncio.sleep(TRAFFIC_S)
+            killed = await asyncio.to_thread(kill_everything, proc)
+            await asyncio.wait_for(asyncio.gather(*clients), 60)
+        assert killed > 5 and traffic.top_ups and traffic.started and traffic.ended
+        assert set(traffic.health_codes) == {200}, traffic.health_codes  # /healthz under load
+
+        # At once: the port in TIME_WAIT, the dead run's servers still up, its record left.
+        restarted = time.monotonic()
+        proc, url, lines = start_up(tmp_path, port)
+        assert time.monotonic() - restarted < STEP_S_MAX
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            for key, answer in traffic.top_ups.items():
+                again = {"amount": 1, "idempotency_key": key}
+                retry = ok(await http.post(f"/v1/wallets/{answer['user']}/top-ups", json=again))
+                assert retry["applied"] is False, (key, retry)  # it was stored
+                assert retry["transfer_id"] == answer["transfer_id"]
+            for cid, call in traffic.started.items():
+                stored = ok(await http.get(f"/v1/calls/{cid}"))
+                assert (stored["user_id"], stored["listener_id"]) == (
+                    call["user_id"],
+                    call["listener_id"],
+                )
+            for cid, end in traffic.ended.items():
+                stored = ok(await http.get(f"/v1/calls/{cid}"))
+                assert stored["status"] == end["status"] == "completed"
+                assert stored["billed_minutes"] == end["billed_minutes"]
+            for cid in set(traffic.started) - set(traffic.ended):
+                assert ok(await http.post(f"/v1/calls/{cid}/end"))["status"] == "completed"
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=STEP_S_MAX)
+        assert proc.returncode == 0 and "stopped cleanly" in out, out
+    finally:
+        if proc.poll() is None:
+            kill_everything(proc)
+    deadline = time.monotonic() + 10
+    while left_running(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert left_running(tmp_path) == []
+    assert leftovers.running(str(tmp_path)) == []
+    audit = run(["audit"], env=embedded_env(tmp_path))
+    assert audit.returncode == 0 and "audit passed" in audit.stdout, audit.stdout
+
+
+def test_a_port_whose_connections_wait_in_time_wait_is_free_and_a_listened_one_is_not():
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        assert not port_free("127.0.0.1", port)
+        client = socket.create_connection(("127.0.0.1", port))
+        accepted, _ = server.accept()
+        accepted.close()  # the side that closes first keeps the port in TIME_WAIT
+        client.close()
+    assert port_free("127.0.0.1", port)
+
+
+def test_the_servers_a_dead_run_left_are_stopped_and_a_reused_pid_is_not(tmp_path):
+    server = subprocess.Popen(["sleep", "600"])
+    bystander = subprocess.Popen(["sleep", "600"])
+    try:
+        leftovers.remember(str(tmp_path), "sleep", server.pid)
+        leftovers.remember(str(tmp_path), "sleeper", marker="no-such-marker")
+        # A pid remembered with another start time is some other process now: never touched.
+        leftovers._write(
+            str(tmp_path),
+            leftovers._read(str(tmp_path))
+            + [{"name": "sleep", "pid": bystander.pid, "started": 1.0}],
+        )
+        assert [p.pid for p in leftovers.running(str(tmp_path))] == [server.pid]
+        stopped = leftovers.reap(str(tmp_path))
+        assert stopped == [f"sleep (process {server.pid})"]
+        assert server.wait(10) is not None and bystander.poll() is None
+        assert leftovers.running(str(tmp_path)) == [] and leftovers.reap(str(tmp_path)) == []
+    finally:
+        for p in (server, bystander):
+            p.kill()
+            p.wait()
