@@ -108,11 +108,10 @@ def config(namespace: str, options: ServeOptions, token_sha256: str | None = Non
     """A Serve config file's content (`serve deploy`, or a KubeRay RayService's
     serveConfigV2) that serves the API of the engine running in `namespace` on the cluster's
     own Serve, with Serve's mode for the controller, HAProxy and the replicas."""
-    env = options.env()
     return {
         "proxy_location": "EveryNode",
         "http_options": {"host": options.host, "port": options.port},
-        "controller_options": {"runtime_env": {"env_vars": env}},
+        "controller_options": {"runtime_env": {"env_vars": options.env()}},
         "logging_config": LOGGING,
         "applications": [
             {
@@ -120,7 +119,7 @@ def config(namespace: str, options: ServeOptions, token_sha256: str | None = Non
                 "route_prefix": "/",
                 "import_path": IMPORT_PATH,
                 "args": {"namespace": namespace, "token_sha256": token_sha256},
-                "runtime_env": {"env_vars": env},
+                "runtime_env": {"env_vars": options.env()},
                 "deployments": [
                     {
                         "name": DEPLOYMENT_NAME,

@@ -1,0 +1,147 @@
+"""The API deployed the Serve way on a cluster the engine did not start: a `ray start --head`
+cluster (in a temp dir of its own, apart from the test session's Ray), the engine on it with
+`up --address A --no-http`, `serve-config` printed to a file and `serve deploy`ed, then a user,
+a top-up and a call driven through the cluster's own Serve, whose HAProxy holds the port."""
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import httpx
+import psutil
+import pytest
+import yaml
+
+from tests.test_cli import CLI, STEP_S_MAX, read_until
+from tests.test_service import embedded_env, free_port, ok
+
+pytestmark = pytest.mark.ray
+
+DEPLOY_S_MAX = 180  # `serve deploy` until the app answers
+
+
+def ray_cli(*args: str, env: dict) -> subprocess.CompletedProcess:
+    ray = os.path.join(os.path.dirname(sys.executable), "ray")
+    return subprocess.run([ray, *args], capture_output=True, text=True, timeout=STEP_S_MAX, env=env)
+
+
+def head_processes(temp_dir: str) -> list[psutil.Process]:
+    """The head's processes (their command lines name its temp dir) and all under them."""
+    roots = []
+    for p in psutil.process_iter(["cmdline"]):
+        if temp_dir in " ".join(p.info["cmdline"] or ()):
+            roots.append(p)
+    out = list(roots)
+    for p in roots:
+        with contextlib.suppress(psutil.Error):
+            out += p.children(recursive=True)
+    return out
+
+
+@pytest.fixture
+def head(tmp_path):
+    # A short temp dir: Ray's sockets live under it, and a socket path has at most 107 bytes.
+    temp_dir = tempfile.mkdtemp(prefix="rayhead", dir="/tmp")
+    port, dashboard = free_port(), free_port()
+    env = embedded_env(tmp_path) | {"RAY_AUTH_MODE": "token"}
+    for name in ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_THROUGHPUT_OPTIMIZED"):
+        env.pop(name, None)  # the Serve config must bring Serve's mode by itself
+    started = ray_cli(
+        "start",
+        "--head",
+        f"--port={port}",
+        f"--dashboard-port={dashboard}",
+        f"--temp-dir={temp_dir}",
+        "--num-cpus=2",
+        "--disable-usage-stats",
+        env=env,
+    )
+    assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        yield f"127.0.0.1:{port}", f"http://127.0.0.1:{dashboard}", env
+    finally:
+        victims = head_processes(temp_dir)
+        for p in victims:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        psutil.wait_procs(victims, timeout=10)
+
+
+async def test_serve_deploy_of_the_printed_config_serves_the_api_on_the_cluster(head, tmp_path):
+    address, dashboard, env = head
+    up = subprocess.Popen(
+        CLI + ["up", "--address", address, "--no-http"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    haproxy = []
+    try:
+        ready, lines = read_until(up, r"(inspect it with)")
+        assert ready, "".join(lines)
+        port = free_port()
+        printed = subprocess.run(
+            CLI + ["serve-config", "--address", address, "--http-port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=STEP_S_MAX,
+            env=env,
+        )
+        assert printed.returncode == 0, printed.stdout + printed.stderr
+        config = yaml.safe_load(printed.stdout)
+        assert config["applications"][0]["import_path"] == "engine.runtime.serving:app"
+        (tmp_path / "billing.yaml").write_text(printed.stdout)
+        serve = os.path.join(os.path.dirname(sys.executable), "serve")
+        deployed = subprocess.run(
+            [serve, "deploy", str(tmp_path / "billing.yaml"), "--address", dashboard],
+            capture_output=True,
+            text=True,
+            timeout=STEP_S_MAX,
+            env=env,
+        )
+        assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+        url = f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            deadline = time.monotonic() + DEPLOY_S_MAX
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await http.get("/readyz")).status_code == 200:
+                        break
+                assert time.monotonic() < deadline, "the deployed API never became ready"
+                time.sleep(0.5)
+            user = ok(await http.post("/v1/users", json={"name": "asha"}), 201)["user_id"]
+            body = {"name": "ravi", "role": "listener"}
+            listener = ok(await http.post("/v1/users", json=body), 201)["user_id"]
+            top = {"amount": 50, "idempotency_key": "o-1"}
+            assert ok(await http.post(f"/v1/wallets/{user}/top-ups", json=top))["applied"]
+            start = {"user_id": user, "listener_id": listener}
+            call = ok(await http.post("/v1/calls", json=start), 201)
+            end = ok(await http.post(f"/v1/calls/{call['call_id']}/end"))
+            assert (end["status"], end["billed_minutes"], end["coins_spent"]) == (
+                "completed",
+                1,
+                10,
+            )
+            assert ok(await http.get(f"/v1/wallets/{user}"))["balance_coins"] == 40
+        # Served by the cluster's HAProxy: the Serve mode came with the config.
+        haproxy = [
+            c.pid
+            for c in psutil.net_connections("tcp")
+            if c.status == psutil.CONN_LISTEN and c.laddr.port == port and c.pid
+        ]
+        assert [psutil.Process(pid).name() for pid in haproxy] == ["haproxy"]
+        up.send_signal(signal.SIGINT)
+        out, _ = up.communicate(timeout=STEP_S_MAX)
+        assert up.returncode == 0 and "stopped cleanly" in out, out
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+        for pid in haproxy:
+            with contextlib.suppress(psutil.Error):
+                psutil.Process(pid).kill()
