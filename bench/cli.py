@@ -8,7 +8,6 @@ import platform
 import time
 
 import psutil
-from rich.console import Console
 from rich.table import Table
 
 from bench.paths import PATHS, run_path
@@ -105,7 +104,7 @@ def plot(result: dict, path: str) -> None:
 
 def request_table(runs: list[dict]) -> Table:
     t = Table(title="requests per second and latency, by concurrency")
-    for col in ("path", "request", "concurrency", "requests/s", "p50 ms", "p99 ms"):
+    for col in ("path", "request", "concurrency", "requests/s", "p50 ms", "p99 ms", "non-2xx"):
         t.add_column(col, justify="left" if col in ("path", "request") else "right")
     for r in runs:
         t.add_row(
@@ -115,6 +114,7 @@ def request_table(runs: list[dict]) -> Table:
             f"{r['call_minutes_per_s']:,.0f}",
             f"{r['tick_to_commit_ms_p50']:.1f}",
             f"{r['tick_to_commit_ms_p99']:.1f}",
+            str(r.get("extra", {}).get("non_2xx", 0) + r.get("extra", {}).get("socket_errors", 0)),
         )
     return t
 
@@ -141,8 +141,9 @@ def workload_table(runs: list[dict]) -> Table:
 
 def run_bench(args, database_url: str, redis_url: str) -> int:
     from bench.requests import REQUEST_PATHS, bench_requests
+    from engine.ops.cli import make_console
 
-    console = Console()
+    console = make_console()
     paths = args.paths or ([] if args.workload else list(PATHS))
     minute_paths = [p for p in paths if p not in REQUEST_PATHS]
     request_paths = [p for p in paths if p in REQUEST_PATHS]
@@ -155,12 +156,26 @@ def run_bench(args, database_url: str, redis_url: str) -> int:
         )
         console.print(table(result))
     if request_paths:
+        from bench.http import HTTP_PATHS, bench_http
+
         concurrency = args.calls or [1, 20, 200]
-        runs = asyncio.run(
-            bench_requests(
-                request_paths, concurrency, args.requests, shards, database_url, redis_url, console
-            )
-        )
+        runs = []
+        for paths_here, how in (
+            ([p for p in request_paths if p not in HTTP_PATHS], bench_requests),
+            ([p for p in request_paths if p in HTTP_PATHS], bench_http),
+        ):
+            if paths_here:
+                runs += asyncio.run(
+                    how(
+                        paths_here,
+                        concurrency,
+                        args.requests,
+                        shards,
+                        database_url,
+                        redis_url,
+                        console,
+                    )
+                )
         result["runs"] += runs
         console.print(request_table(runs))
         _request_ratios(runs, console)
@@ -199,11 +214,18 @@ def run_bench(args, database_url: str, redis_url: str) -> int:
 
 
 def _request_ratios(runs: list[dict], console) -> None:
+    """Each path beside the older system's way, kind by kind, at the same concurrency: the
+    Python API beside `seed_requests` (top-ups), HTTP beside `seed_http` and `serve_floor`."""
     rate = {(r["path"], r["note"], r["calls"]): r["call_minutes_per_s"] for r in runs}
     for (path, kind, c), value in sorted(rate.items()):
-        seed = rate.get(("seed_requests", "top_up", c))
-        if path != "seed_requests" and seed:
+        if path == "requests" and rate.get(("seed_requests", "top_up", c)):
+            seed = rate[("seed_requests", "top_up", c)]
             console.print(f"{path} {kind} at {c}: {value / seed:.2f} x seed_requests top-ups")
+        if path == "http_requests" and rate.get(("seed_http", kind, c)):
+            line = f"{path} {kind} at {c}: {value / rate[('seed_http', kind, c)]:.2f} x seed_http"
+            if rate.get(("serve_floor", "floor", c)):
+                line += f", {value / rate[('serve_floor', 'floor', c)]:.2f} x serve_floor"
+            console.print(line)
 
 
 __all__ = ["run_bench"]

@@ -2,13 +2,12 @@
 their latency, at a given concurrency, on the same PostgreSQL in the same run.
 
 - `requests`: the public Python API (`Engine.top_up`, `start_call`, `end_call`), sharded.
-- `http_requests`: the same engine through the HTTP API on Ray Serve (httpx, keep-alive).
 - `seed_requests`: the older system's way, one transaction per top-up (lock the wallet row,
   update it, insert the ledger row, commit) from a pool of SEED_POOL_SIZE connections.
 
 Each (path, concurrency) bills its own fresh people, so rows do not share wallets. A row's
 `calls` is the concurrency and `call_minutes_per_s` the requests per second (the JSON shape of
-the minute paths); `note` names the request.
+the minute paths); `note` names the request. The HTTP paths are in bench/http.py.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ import time
 from bench.paths import RssWatch, Run, percentile
 from bench.setup import people
 
-REQUEST_PATHS = ("requests", "http_requests", "seed_requests")
+REQUEST_PATHS = ("requests", "seed_requests", "http_requests", "seed_http", "serve_floor")
 SEED_POOL_SIZE = 16
 COINS_EACH = 1_000
 TOP_UP_COINS = 10
@@ -117,30 +116,6 @@ class ViaEngine:
         await self.engine.end_call(call_id)
 
 
-class ViaHttp:
-    path = "http_requests"
-
-    def __init__(self, client) -> None:
-        self.http = client
-
-    async def _post(self, url: str, body: dict | None = None) -> dict:
-        r = await self.http.post(url, json=body)
-        if r.status_code >= 300:
-            raise RuntimeError(f"{url}: {r.status_code} {r.text}")
-        return r.json()
-
-    def top_up(self, user: int):
-        body = {"amount": TOP_UP_COINS, "idempotency_key": f"b{user}"}
-        return lambda: self._post(f"/v1/wallets/{user}/top-ups", body)
-
-    async def start_call(self, user: int, listener: int) -> int:
-        body = {"user_id": user, "listener_id": listener}
-        return (await self._post("/v1/calls", body))["call_id"]
-
-    async def end_call(self, call_id: int) -> None:
-        await self._post(f"/v1/calls/{call_id}/end", {"reason": "hangup"})
-
-
 async def seed_requests(database_url: str, people: People, n: int, concurrency: int) -> list[Run]:
     import asyncpg
 
@@ -170,11 +145,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def bench_requests(
-    paths, concurrencies, n, shards, database_url, redis_url, console
-) -> list[dict]:
-    import httpx
-
+async def fresh_engine(database_url: str, redis_url: str, shards: int, first: int = 1_000_000):
+    """An empty database, a sharded engine on it without its jobs, and people from `first`."""
     from bench.setup import reset
     from engine.api import Engine
     from engine.config import from_env
@@ -182,7 +154,6 @@ async def bench_requests(
 
     pool = await get_pool(database_url)
     await reset(pool)
-    people = People(pool)
     cfg = from_env(
         database_url=database_url,
         redis_url=redis_url,
@@ -190,34 +161,24 @@ async def bench_requests(
         shards=shards,
         scheduler=False,
     )
-    runs: list[dict] = []
-    engine = await Engine(cfg).start()
-    http = None
-    try:
-        if "http_requests" in paths:
-            from engine.runtime import serving
-            from engine.serve_options import ServeOptions
+    return await Engine(cfg).start(), People(pool, first)
 
-            port = free_port()
-            options = ServeOptions(port=port)
-            url = await asyncio.to_thread(serving.start, cfg.namespace, options)
-            limits = httpx.Limits(
-                max_connections=max(concurrencies), max_keepalive_connections=None
-            )
-            http = httpx.AsyncClient(base_url=url, limits=limits, timeout=60)
+
+async def bench_requests(
+    paths, concurrencies, n, shards, database_url, redis_url, console
+) -> list[dict]:
+    engine, people = await fresh_engine(database_url, redis_url, shards)
+    runs: list[dict] = []
+    try:
         for c in concurrencies:
             for path in paths:
                 console.print(f"[dim]{path} at concurrency {c}...[/]")
                 if path == "seed_requests":
                     out = await seed_requests(database_url, people, n, c)
-                elif path == "requests":
-                    out = await engine_requests(engine, people, n, c, ViaEngine(engine))
                 else:
-                    out = await engine_requests(engine, people, n, c, ViaHttp(http))
+                    out = await engine_requests(engine, people, n, c, ViaEngine(engine))
                 runs += [r.as_dict() for r in out]
     finally:
-        if http is not None:
-            await http.aclose()
         await engine.stop()
     return runs
 

@@ -30,44 +30,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from actors.errors import (
-    BillingError,
-    CapacityExceeded,
-    EngineUnavailable,
-    IdempotencyConflict,
-    InsufficientCoins,
-    InsufficientEarnings,
-    PartyBusy,
-    UnknownCall,
-    UnknownUser,
+from actors.errors import BillingError, EngineUnavailable
+from engine import http_table
+from engine.http_answers import (
+    error,
+    internal_message,
+    status_of,
+    validation_message,
 )
+from engine.http_fast import FastPath
 
 log = logging.getLogger("billing.http")
-
-RETRY_AFTER_S = 1
-
-STATUS: list[tuple[type[BaseException], int]] = [
-    (InsufficientCoins, 402),
-    (InsufficientEarnings, 402),
-    (UnknownUser, 404),
-    (UnknownCall, 404),
-    (PartyBusy, 409),
-    (IdempotencyConflict, 409),
-    (CapacityExceeded, 503),
-    (BillingError, 400),
-    (EngineUnavailable, 503),
-]
-
-
-def status_of(exc: BaseException) -> int:
-    return next((code for kind, code in STATUS if isinstance(exc, kind)), 500)
-
-
-def error(status: int, kind: str, message: str) -> JSONResponse:
-    headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
-    return JSONResponse(
-        {"error": {"type": kind, "message": message}}, status_code=status, headers=headers
-    )
 
 
 async def refused(_request: Request, exc: Exception) -> JSONResponse:
@@ -75,11 +48,7 @@ async def refused(_request: Request, exc: Exception) -> JSONResponse:
 
 
 async def malformed(_request: Request, exc: RequestValidationError) -> JSONResponse:
-    parts = []
-    for e in exc.errors():
-        where = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
-        parts.append(f"{where}: {e.get('msg')}")
-    return error(400, "InvalidInput", "; ".join(parts))
+    return error(400, "InvalidInput", validation_message(exc.errors()))
 
 
 async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -89,7 +58,7 @@ async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResp
 
 async def internal(_request: Request, exc: Exception) -> JSONResponse:
     log.exception("request failed")
-    return error(500, "InternalError", f"{type(exc).__name__}: see the service's log")
+    return error(500, "InternalError", internal_message(exc))
 
 
 ERROR_HANDLERS = {
@@ -111,10 +80,11 @@ class Guard:
     to `on_request(method, route, status, seconds)`. (Starlette's @app.middleware("http")
     runs each request through two extra tasks and a stream: 15 % of a replica's CPU here.)"""
 
-    def __init__(self, app, token_sha256: str | None, on_request) -> None:
+    def __init__(self, app, token_sha256: str | None, on_request, fast) -> None:
         self.app = app
         self.token_sha256 = token_sha256
         self.on_request = on_request
+        self.fast = fast
 
     def authorized(self, scope) -> bool:
         if self.token_sha256 is None or scope["path"] in OPEN_PATHS:
@@ -137,36 +107,37 @@ class Guard:
                 status = message["status"]
             await send(message)
 
+        hot = None
         try:
             if self.authorized(scope):
-                await self.app(scope, receive, sending)
+                hot = self.fast.match(scope)
+                if hot is None:
+                    await self.app(scope, receive, sending)
+                else:
+                    await self.fast.serve(*hot, scope, receive, sending)
             else:
                 denied = error(401, "Unauthorized", "a valid bearer token is required")
                 denied.headers["WWW-Authenticate"] = "Bearer"
                 await denied(scope, receive, sending)
         finally:
             if self.on_request is not None:
-                route = getattr(scope.get("route"), "path", "unmatched")
+                route = hot[0].path if hot else getattr(scope.get("route"), "path", "unmatched")
                 self.on_request(scope["method"], route, status, time.perf_counter() - started)
 
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/openapi.json", "/docs/oauth2-redirect"})
 
 
-def answer(value, status: int = 200) -> JSONResponse:
-    """The Engine's answer as it is: its model documents it (http_schema), and a test checks
-    the two agree, so the replica does not validate every answer again."""
-    return JSONResponse(value, status_code=status)
-
-
 def build_app(
     get_engine: Callable[[], Awaitable[Any]],
     token_sha256: str | None = None,
     on_request: Callable[[str, str, int, float], None] | None = None,
+    hot_path: bool = True,
 ) -> FastAPI:
     """The API over the engine `get_engine()` returns. With `token_sha256`, every route but
     /healthz, /readyz and the docs needs `Authorization: Bearer <token>`. `on_request(method,
-    route, status, seconds)` is told of every request (for metrics)."""
+    route, status, seconds)` is told of every request (for metrics). Without `hot_path`,
+    FastAPI answers every request (the same table's routes, the same answers, slower)."""
     app = FastAPI(
         title="billing engine",
         version="1",
@@ -174,13 +145,15 @@ def build_app(
         '`{"error": {"type", "message"}}`; 402 is insufficient coins or earnings.',
     )
     app.state.get_engine = get_engine
-    app.add_middleware(Guard, token_sha256=token_sha256, on_request=on_request)
+    fast = FastPath(get_engine if hot_path else None)
+    app.add_middleware(Guard, token_sha256=token_sha256, on_request=on_request, fast=fast)
     for kind, handler in ERROR_HANDLERS.items():
         app.add_exception_handler(kind, handler)
     from engine.http_routes import router  # its routes answer with the helpers above
 
     # The routes themselves, not include_router's wrapper: one routing step per request.
     app.router.routes.extend(router.routes)
+    http_table.register(app)
     app.openapi = lambda: _openapi(app)
     return app
 

@@ -1,5 +1,6 @@
-"""The HTTP API's routes (engine/http.py builds the app around them): each takes a typed body
-(engine/http_schema.py), asks the Engine, and answers with what the Engine said."""
+"""The HTTP API's routes that are not requests to bill (engine/http_table.py has those):
+health, readiness, a person's calls by page, and the event stream. Each answers with what the
+Engine said, documented by its model in engine/http_schema.py."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from actors.errors import BillingError, EngineUnavailable
 from engine import http_schema as m
-from engine.http import RETRY_AFTER_S, answer
+from engine.http_answers import RETRY_AFTER_S, answer
 from persistence.store import CALLS_PAGE_MAX
 
 log = logging.getLogger("billing.http")
@@ -26,7 +27,6 @@ EVENTS_PAGE = 200  # events read per poll
 router = APIRouter()
 
 UserId = Path(ge=1, description="the user's or listener's id")
-CallId = Path(ge=1, description="the call's id")
 
 
 def engine_of(request: Request):
@@ -54,97 +54,6 @@ async def readyz(request: Request):
     return JSONResponse(out, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
-@router.post(
-    "/v1/users",
-    status_code=201,
-    summary="create a user or listener",
-    response_model=m.UserCreated,
-    responses=m.errors(),
-)
-async def create_user(request: Request, body: m.NewUser):
-    engine = await engine_of(request)
-    return answer({"user_id": await engine.create_user(body.name, body.role)}, 201)
-
-
-@router.get(
-    "/v1/wallets/{user_id}",
-    summary="balance and earnings now",
-    response_model=m.Balance,
-    responses=m.errors(404),
-)
-async def wallet(request: Request, user_id: int = UserId):
-    return answer(await (await engine_of(request)).balance(user_id))
-
-
-@router.post(
-    "/v1/wallets/{user_id}/top-ups",
-    summary="add coins (once per idempotency key)",
-    response_model=m.Transfer,
-    responses=m.errors(404, 409),
-)
-async def top_up(request: Request, body: m.TopUp, user_id: int = UserId):
-    engine = await engine_of(request)
-    return answer(await engine.top_up(user_id, body.amount, body.tx_type, body.idempotency_key))
-
-
-@router.post(
-    "/v1/wallets/{user_id}/spends",
-    summary="take coins outside a call",
-    response_model=m.Transfer,
-    responses=m.errors(402, 404, 409),
-)
-async def spend(request: Request, body: m.Spend, user_id: int = UserId):
-    engine = await engine_of(request)
-    return answer(await engine.spend(user_id, body.amount, body.idempotency_key))
-
-
-@router.post(
-    "/v1/wallets/{user_id}/withdrawals",
-    summary="pay out a listener's earnings",
-    response_model=m.Transfer,
-    responses=m.errors(402, 404, 409),
-)
-async def withdraw(request: Request, body: m.Withdrawal, user_id: int = UserId):
-    engine = await engine_of(request)
-    return answer(await engine.withdraw(user_id, body.amount_paise, body.idempotency_key))
-
-
-@router.post(
-    "/v1/calls",
-    status_code=201,
-    summary="connect a call: minute 1 is charged now",
-    response_model=m.Call,
-    responses=m.errors(402, 404, 409),
-)
-async def start_call(request: Request, body: m.NewCall):
-    engine = await engine_of(request)
-    call = await engine.start_call(
-        body.user_id, body.listener_id, body.call_type, body.idempotency_key
-    )
-    return answer(call, 201)
-
-
-@router.get(
-    "/v1/calls/{call_id}",
-    summary="a call now (live, or as stored once ended)",
-    response_model=m.Call,
-    responses=m.errors(404),
-)
-async def get_call(request: Request, call_id: int = CallId):
-    return answer(await (await engine_of(request)).get_call(call_id))
-
-
-@router.post(
-    "/v1/calls/{call_id}/end",
-    summary="end a call; idempotent",
-    response_model=m.Settlement,
-    responses=m.errors(404),
-)
-async def end_call(request: Request, body: m.EndCall | None = None, call_id: int = CallId):
-    reason = "hangup" if body is None else body.reason
-    return answer(await (await engine_of(request)).end_call(call_id, reason))
-
-
 @router.get(
     "/v1/users/{user_id}/calls",
     summary="a person's calls, newest first, paged",
@@ -159,16 +68,6 @@ async def calls_of(
 ):
     calls = await (await engine_of(request)).calls_of(user_id, limit, before)
     return answer({"calls": calls, "next_before": calls[-1]["call_id"] if calls else None})
-
-
-@router.post(
-    "/v1/presence/{user_id}/heartbeat",
-    summary="the user is online",
-    response_model=m.Online,
-    responses=m.errors(),
-)
-async def heartbeat(request: Request, user_id: int = UserId):
-    return answer({"online": await (await engine_of(request)).heartbeat(user_id)})
 
 
 @router.get(

@@ -14,6 +14,7 @@ direct ingress to the replicas (RAY_SERVE_ENABLE_HA_PROXY, RAY_SERVE_THROUGHPUT_
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 
 from actors.errors import InvalidInput
@@ -22,6 +23,14 @@ from actors.errors import InvalidInput
 # each listen for HTTP themselves, and the replica's request path without the extra loop,
 # thread and per-request log line.
 THROUGHPUT_ENV = ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_THROUGHPUT_OPTIMIZED")
+# In that mode HAProxy logs every request to a socket that a Python actor parses for Serve's
+# HTTP metrics: 10 % of the CPU of a GET here. The engine counts its requests itself
+# (billing_http_requests, by route and status), so those are off with the mode.
+QUIET_ENV = {"RAY_SERVE_HAPROXY_METRICS_ENABLED": "0"}
+# HAProxy also listens for its stats page and its Prometheus page, on fixed ports (8404, 9101)
+# unless told: a second engine on the machine (a second `up`, a benchmark) could not start its
+# own. A Ray of the engine's own gets free ones.
+HAPROXY_PORTS_ENV = ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT")
 
 REPLICAS_DEFAULT = 1  # measured best on 2 cores: see docs/bench.md
 REPLICA_REQUESTS_MAX = 1_000  # Serve queues a replica's requests beyond this
@@ -45,12 +54,23 @@ class ServeOptions:
 
     def env(self) -> dict[str, str]:
         """Serve's mode as environment variables, for every process of the cluster."""
-        flag = "1" if self.throughput_mode else "0"
-        return dict.fromkeys(THROUGHPUT_ENV, flag)
+        if not self.throughput_mode:
+            return dict.fromkeys(THROUGHPUT_ENV, "0")
+        return dict.fromkeys(THROUGHPUT_ENV, "1") | QUIET_ENV
 
     def apply(self) -> None:
-        """Set Serve's mode in this process, before it imports Serve or starts Ray."""
-        os.environ.update(self.env())
+        """Set Serve's mode in this process, before it imports Serve or starts the Ray of its
+        own that the engine's Serve will run in."""
+        env = self.env()
+        if self.throughput_mode:
+            env |= {var: str(_free_port()) for var in HAPROXY_PORTS_ENV if var not in os.environ}
+        os.environ.update(env)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
 
 
 def _flag(value: str) -> bool:

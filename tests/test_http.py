@@ -18,9 +18,12 @@ async def engine(services, pool, ray_session):
         yield eng
 
 
-def client(engine, token: str | None = None, seen: list | None = None) -> httpx.AsyncClient:
-    """The app in-process. Every JSON answer is checked against the model its route declares
-    for its status (extra fields forbidden): the contract is what the engine answers."""
+def client(
+    engine, token: str | None = None, seen: list | None = None, hot: bool = True
+) -> httpx.AsyncClient:
+    """The app in-process (with its hot path, or FastAPI alone). Every JSON answer is checked
+    against the model its route declares for its status (extra fields forbidden): the
+    contract is what the engine answers."""
     routes: list = []
 
     async def get_engine():
@@ -31,7 +34,8 @@ def client(engine, token: str | None = None, seen: list | None = None) -> httpx.
         if seen is not None:
             seen.append((method, route, status))
 
-    app = build_app(get_engine, None if token is None else token_digest(token), on_request)
+    digest = None if token is None else token_digest(token)
+    app = build_app(get_engine, digest, on_request, hot_path=hot)
 
     async def fits_its_model(response: httpx.Response) -> None:
         await response.aread()
@@ -76,9 +80,10 @@ async def people(http: httpx.AsyncClient, coins: int) -> tuple[int, int]:
     return user, listener
 
 
-async def test_a_call_over_http_from_start_to_withdrawal(engine):
+@pytest.mark.parametrize("hot", [True, False], ids=["hot-path", "fastapi"])
+async def test_a_call_over_http_from_start_to_withdrawal(engine, hot):
     seen: list = []
-    async with client(engine, seen=seen) as http:
+    async with client(engine, seen=seen, hot=hot) as http:
         assert (await http.get("/healthz")).json() == {"status": "ok"}
         ready = await http.get("/readyz")
         assert ready.status_code == 200 and ready.json()["checks"] == {
@@ -181,23 +186,32 @@ def _fill(value, user: int, listener: int):
     return value
 
 
+async def refused_and_unchanged(http, engine, method, path, body, status, kind, words) -> None:
+    user, listener = await people(http, 100)
+    pool = await engine.pool()
+    before = await pool.fetchval("SELECT count(*) FROM ledger")
+    r = await http.request(method, _fill(path, user, listener), json=_fill(body, user, listener))
+    assert r.status_code == status, (path, body, r.text)
+    err = r.json()["error"]
+    assert set(err) == {"type", "message"}
+    assert kind in err["type"] and words in err["message"], (path, body, err)
+    assert await pool.fetchval("SELECT count(*) FROM ledger") == before
+    assert (await http.get(f"/v1/wallets/{user}")).json()["balance_coins"] == 100
+
+
 @pytest.mark.parametrize(("method", "path", "body", "status", "kind", "words"), HOSTILE)
 async def test_bad_requests_get_json_errors_with_the_right_status_and_change_nothing(
     engine, method, path, body, status, kind, words
 ):
     async with client(engine) as http:
-        user, listener = await people(http, 100)
-        pool = await engine.pool()
-        before = await pool.fetchval("SELECT count(*) FROM ledger")
-        r = await http.request(
-            method, _fill(path, user, listener), json=_fill(body, user, listener)
-        )
-        assert r.status_code == status, r.text
-        err = r.json()["error"]
-        assert set(err) == {"type", "message"}
-        assert kind in err["type"] and words in err["message"], err
-        assert await pool.fetchval("SELECT count(*) FROM ledger") == before
-        assert (await http.get(f"/v1/wallets/{user}")).json()["balance_coins"] == 100
+        await refused_and_unchanged(http, engine, method, path, body, status, kind, words)
+
+
+async def test_fastapi_alone_refuses_every_bad_request_as_the_hot_path_does(engine):
+    # The table's routes have two adapters (engine/http_fast.py, FastAPI): the same refusals.
+    async with client(engine, hot=False) as http:
+        for case in HOSTILE:
+            await refused_and_unchanged(http, engine, *case)
 
 
 async def test_a_busy_listener_and_a_reused_key_are_409(engine):

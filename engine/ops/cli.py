@@ -19,7 +19,15 @@ from actors.errors import BillingError
 from engine import logs
 from engine.config import PLACEMENTS, from_env
 
-console = Console()
+# Piped or redirected, rich would cut tables to 80 columns (`copy_l…`): a file gets them whole.
+PIPED_WIDTH = 200
+
+
+def make_console() -> Console:
+    return Console(width=None if sys.stdout.isatty() else PIPED_WIDTH)
+
+
+console = make_console()
 
 
 ENGINE_FLAGS = ("database", "redis", "ray", "placement", "shards", "minute", "data_dir")
@@ -519,8 +527,10 @@ def build_parser() -> argparse.ArgumentParser:
             "actor_per_call",
             "sharded",
             "requests",
-            "http_requests",
             "seed_requests",
+            "http_requests",
+            "seed_http",
+            "serve_floor",
         ),
         help="minute paths (default: the first five) and request paths",
     )

@@ -1,0 +1,40 @@
+"""The HTTP rows of the benchmark, small: wrk drives the engine's API, the older system's
+FastAPI app and Serve's floor app in one run, each kind of request its fixed count, answered
+without a refusal, and the rows land in the JSON."""
+
+import json
+import shutil
+
+import pytest
+
+from tests.test_cli import run
+from tests.test_service import embedded_env
+
+pytestmark = pytest.mark.ray
+
+REQUESTS = 40
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk (apt-get install wrk)")
+def test_http_rows_stand_beside_the_older_app_and_serves_floor(tmp_path):
+    out = tmp_path / "bench.json"
+    args = ["bench", "--paths", "http_requests", "seed_http", "serve_floor"]
+    args += ["--calls", "4", "--requests", str(REQUESTS), "--json", str(out)]
+    done = run(args, env=embedded_env(tmp_path))
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = json.loads(out.read_text())["runs"]
+    kinds = {(r["path"], r["note"]) for r in rows}
+    for path in ("http_requests", "seed_http"):
+        for kind in ("top_up", "wallet", "heartbeat", "start_call", "end_call"):
+            assert (path, kind) in kinds, (path, kind, kinds)
+    assert ("serve_floor", "floor") in kinds
+    for r in rows:
+        x = r["extra"]
+        assert x["load"] == "wrk" and x["finished"], r
+        assert x["non_2xx"] == 0 and x["socket_errors"] == 0, r
+        # wrk may build a request it never sends (a connection opened again): at most one per
+        # connection goes missing from a row's count, and ends follow the starts made.
+        assert REQUESTS - 2 * r["calls"] <= x["requests"] <= REQUESTS, r
+        assert r["call_minutes_per_s"] > 0 and r["tick_to_commit_ms_p99"] > 0, r
+    assert "x seed_http" in done.stdout and "x serve_floor" in done.stdout
+    assert "http_requests" in done.stdout and "…" not in done.stdout  # whole, when piped
