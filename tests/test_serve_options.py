@@ -1,0 +1,48 @@
+"""The HTTP API's serving options: read from the environment and flags, checked, and turned
+into Serve's own variables for its high-throughput mode."""
+
+import pytest
+
+from engine import InvalidInput
+from engine.serve_options import HAPROXY_PORTS_ENV, ServeOptions, from_env
+
+
+def test_the_throughput_mode_is_on_by_default_and_is_serves_own_variables():
+    env = ServeOptions().env()
+    assert env["RAY_SERVE_ENABLE_HA_PROXY"] == env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
+    assert env["RAY_SERVE_HAPROXY_METRICS_ENABLED"] == "0"
+    off = ServeOptions(throughput_mode=False).env()
+    assert off == {"RAY_SERVE_ENABLE_HA_PROXY": "0", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"}
+
+
+def test_options_come_from_the_environment_then_the_flags():
+    env = {"BILLING_HTTP_REPLICAS": "3", "BILLING_HTTP_THROUGHPUT_MODE": "off"}
+    options = from_env(env, port=8123)
+    assert (options.replicas, options.throughput_mode, options.port) == (3, False, 8123)
+    assert from_env({"BILLING_HTTP_PORT": "9000"}, port=None).port == 9000
+
+
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [
+        ({"BILLING_HTTP_REPLICAS": "two"}, "BILLING_HTTP_REPLICAS"),
+        ({"BILLING_HTTP_REPLICAS": "0"}, "replicas"),
+        ({"BILLING_HTTP_THROUGHPUT_MODE": "maybe"}, "BILLING_HTTP_THROUGHPUT_MODE"),
+        ({"BILLING_HTTP_PORT": "70000"}, "port"),
+    ],
+)
+def test_a_bad_option_is_refused_by_name(env, words):
+    with pytest.raises(InvalidInput, match=words):
+        from_env(env)
+
+
+def test_applying_the_mode_gives_haproxy_free_ports_of_its_own(monkeypatch):
+    import os
+
+    # A copy of the environment: this test process must not start Serve in that mode later.
+    env = {k: v for k, v in os.environ.items() if k not in HAPROXY_PORTS_ENV}
+    monkeypatch.setattr(os, "environ", env)
+    ServeOptions().apply()
+    ports = [int(env[v]) for v in HAPROXY_PORTS_ENV]
+    assert all(p > 0 for p in ports) and ports != [8404, 9101]
+    assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
