@@ -297,19 +297,26 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def readable_times(value):
-    """Epoch seconds under keys ending in `_at` as ISO 8601 UTC, for a person to read."""
+    """Epoch seconds under keys ending in `_at` as ISO 8601 UTC, for a person to read; any
+    other value, key (a shard's counters are keyed by peer shard number) or time out of range
+    as it is."""
     if isinstance(value, dict):
         return {
-            k: (
-                dt.datetime.fromtimestamp(v, dt.UTC).isoformat(timespec="milliseconds")
-                if k.endswith("_at") and isinstance(v, int | float) and not isinstance(v, bool)
-                else readable_times(v)
-            )
+            k: _iso(v) if isinstance(k, str) and k.endswith("_at") else readable_times(v)
             for k, v in value.items()
         }
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return [readable_times(v) for v in value]
     return value
+
+
+def _iso(value):
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return readable_times(value)
+    try:
+        return dt.datetime.fromtimestamp(value, dt.UTC).isoformat(timespec="milliseconds")
+    except (OverflowError, OSError, ValueError):
+        return value
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
