@@ -89,7 +89,17 @@ def plot(result: dict, path: str) -> None:
                 if r["path"] == name and (not requests or r["note"] == kind)
             )
             label = f"{name} {kind}".strip()
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+            # Requests: a colour per kind, a line style per path, so lines of one kind compare.
+            style = {}
+            if requests:
+                kinds = sorted({r["note"] for r in runs})
+                names = sorted({r["path"] for r in runs})
+                style = {
+                    "color": f"C{kinds.index(kind) % 10}",
+                    "linestyle": ("-", "--", ":", "-.")[names.index(name) % 4],
+                }
+            xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+            ax.plot(xs, ys, marker="o", label=label, **style)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("concurrency" if requests else "ongoing calls")

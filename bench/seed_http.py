@@ -21,6 +21,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 SEED_POOL_SIZE = 16
+REDIS_CONNECTIONS_MAX = 1_000  # redis-py's default refused heartbeats at concurrency 200
 RATE_COINS = 10  # audio, basic
 RATE_PAISE = 100
 ONLINE = "seed:presence:online"
@@ -59,7 +60,7 @@ def build(database_url: str, redis_url: str) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_app):
         held["pool"] = await asyncpg.create_pool(database_url, min_size=4, max_size=SEED_POOL_SIZE)
-        held["redis"] = aioredis.from_url(redis_url)
+        held["redis"] = aioredis.from_url(redis_url, max_connections=REDIS_CONNECTIONS_MAX)
         yield
         await held["pool"].close()
         await held["redis"].aclose()
