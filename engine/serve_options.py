@@ -29,8 +29,11 @@ THROUGHPUT_ENV = ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_THROUGHPUT_OPTIMIZED")
 QUIET_ENV = {"RAY_SERVE_HAPROXY_METRICS_ENABLED": "0"}
 # HAProxy also listens for its stats page and its Prometheus page, on fixed ports (8404, 9101)
 # unless told: a second engine on the machine (a second `up`, a benchmark) could not start its
-# own. A Ray of the engine's own gets free ones.
+# own. A Ray of the engine's own gets free ones, between Ray's worker ports (10002-19999) and
+# Serve's replica ports (30000 up), below the kernel's ephemeral range (32768 up): a port taken
+# from that range was seen given to another socket before HAProxy bound it.
 HAPROXY_PORTS_ENV = ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT")
+HAPROXY_PORTS = range(20_000, 30_000)
 
 REPLICAS_DEFAULT = 1  # measured best on 2 cores: see docs/bench.md
 REPLICA_REQUESTS_MAX = 1_000  # Serve queues a replica's requests beyond this
@@ -63,14 +66,28 @@ class ServeOptions:
         own that the engine's Serve will run in."""
         env = self.env()
         if self.throughput_mode:
-            env |= {var: str(_free_port()) for var in HAPROXY_PORTS_ENV if var not in os.environ}
+            wanted = [var for var in HAPROXY_PORTS_ENV if var not in os.environ]
+            env |= dict(zip(wanted, map(str, free_ports(len(wanted), self.port)), strict=True))
         os.environ.update(env)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return s.getsockname()[1]
+def free_ports(n: int, seed: int) -> list[int]:
+    """`n` ports of HAPROXY_PORTS that nothing listens on, looked for from a place that
+    `seed` (the HTTP port) picks, so that two engines start their search apart."""
+    out: list[int] = []
+    start = seed * 7919 % len(HAPROXY_PORTS)
+    for i in range(len(HAPROXY_PORTS)):
+        port = HAPROXY_PORTS[(start + i) % len(HAPROXY_PORTS)]
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("", port))
+            except OSError:
+                continue
+        out.append(port)
+        if len(out) == n:
+            return out
+    raise OSError(f"no {n} free ports in {HAPROXY_PORTS.start}-{HAPROXY_PORTS.stop - 1}")
 
 
 def _flag(value: str) -> bool:

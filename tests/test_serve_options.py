@@ -4,7 +4,7 @@ into Serve's own variables for its high-throughput mode."""
 import pytest
 
 from engine import InvalidInput
-from engine.serve_options import HAPROXY_PORTS_ENV, ServeOptions, from_env
+from engine.serve_options import HAPROXY_PORTS, HAPROXY_PORTS_ENV, ServeOptions, from_env
 
 
 def test_the_throughput_mode_is_on_by_default_and_is_serves_own_variables():
@@ -44,5 +44,18 @@ def test_applying_the_mode_gives_haproxy_free_ports_of_its_own(monkeypatch):
     monkeypatch.setattr(os, "environ", env)
     ServeOptions().apply()
     ports = [int(env[v]) for v in HAPROXY_PORTS_ENV]
-    assert all(p > 0 for p in ports) and ports != [8404, 9101]
+    assert len(set(ports)) == 2 and all(p in HAPROXY_PORTS for p in ports)
     assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+
+
+def test_haproxy_ports_skip_one_that_is_listened_on():
+    import socket
+
+    from engine.serve_options import free_ports
+
+    first = free_ports(1, 8000)[0]
+    with socket.socket() as taken:
+        taken.bind(("", first))
+        taken.listen()
+        again = free_ports(2, 8000)
+    assert first not in again and len(set(again)) == 2
