@@ -31,6 +31,7 @@ import time
 
 from bench.paths import RssWatch, Run
 from bench.requests import COINS_EACH, People, free_port, fresh_engine
+from engine import leftovers
 
 HTTP_PATHS = ("http_requests", "seed_http", "serve_floor")
 KINDS = ("top_up", "wallet", "heartbeat", "start_call", "end_call")
@@ -242,6 +243,8 @@ async def bench_http(paths, concurrencies, n, shards, database_url, redis_url, c
         if seed is not None:
             seed.terminate()
             seed.wait(10)
+        # Ray does not always take Serve's HAProxy down with it (up stops it the same way).
+        leftovers.stop(leftovers.haproxy_under_me())
         await engine.stop()
     return runs
 

@@ -109,14 +109,23 @@ def forget(data_dir: str, name: str | None = None) -> None:
         os.remove(_path(data_dir))
 
 
-def haproxy_folders() -> set[str]:
-    """The configuration folders of the HAProxy processes under this process (Serve's, under
-    a Ray of our own): `-f DIR/haproxy.cfg` on their command line."""
-    out = set()
+def haproxy_under_me() -> list[psutil.Process]:
+    """The HAProxy processes under this process (Serve's, under a Ray of our own)."""
+    out = []
     for p in psutil.Process().children(recursive=True):
         with contextlib.suppress(psutil.Error):
             if p.name() == "haproxy":
-                args = p.cmdline()
-                if "-f" in args[:-1]:
-                    out.add(os.path.dirname(args[args.index("-f") + 1]))
+                out.append(p)
+    return out
+
+
+def haproxy_folders() -> set[str]:
+    """The configuration folders of the HAProxy processes under this process: `-f
+    DIR/haproxy.cfg` on their command line."""
+    out = set()
+    for p in haproxy_under_me():
+        with contextlib.suppress(psutil.Error):
+            args = p.cmdline()
+            if "-f" in args[:-1]:
+                out.add(os.path.dirname(args[args.index("-f") + 1]))
     return out
