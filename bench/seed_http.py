@@ -66,7 +66,12 @@ def build(database_url: str, redis_url: str) -> FastAPI:
         await held["redis"].aclose()
 
     app = FastAPI(title="the older system's way", lifespan=lifespan)
+    _wallet_routes(app, held)
+    _call_routes(app, held)
+    return app
 
+
+def _wallet_routes(app: FastAPI, held: dict) -> None:
     @app.get("/healthz")
     async def healthz():
         return {"status": "ok"}
@@ -89,6 +94,17 @@ def build(database_url: str, redis_url: str) -> FastAPI:
             await conn.execute(LEDGER, tid, user_id, "coins", amount, "purchase", None, None)
         return {"transfer_id": tid, "applied": True, "user_id": user_id, "balance_coins": balance}
 
+    @app.post("/v1/presence/{user_id}/heartbeat")
+    async def heartbeat(user_id: int):
+        now = time.time()
+        async with held["redis"].pipeline(transaction=False) as pipe:
+            pipe.sadd(ONLINE, user_id)
+            pipe.zadd(LAST_SEEN, {str(user_id): now})
+            await pipe.execute()
+        return {"online": True}
+
+
+def _call_routes(app: FastAPI, held: dict) -> None:
     @app.post("/v1/calls", status_code=201)
     async def start_call(body: dict):
         user, listener = body["user_id"], body["listener_id"]
@@ -117,17 +133,6 @@ def build(database_url: str, redis_url: str) -> FastAPI:
                 LEDGER, tid, row["listener_id"], "paise", paise, "earn", call_id, None
             )
         return {"call_id": call_id, "status": "completed"} | dict(row)
-
-    @app.post("/v1/presence/{user_id}/heartbeat")
-    async def heartbeat(user_id: int):
-        now = time.time()
-        async with held["redis"].pipeline(transaction=False) as pipe:
-            pipe.sadd(ONLINE, user_id)
-            pipe.zadd(LAST_SEEN, {str(user_id): now})
-            await pipe.execute()
-        return {"online": True}
-
-    return app
 
 
 def main() -> None:
