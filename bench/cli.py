@@ -149,8 +149,29 @@ def workload_table(runs: list[dict]) -> Table:
     return t
 
 
+def request_runs(args, paths, shards: int, database_url: str, redis_url: str, console) -> list:
+    """The request paths' rows: the Python API's (bench/requests.py), then HTTP's
+    (bench/http.py), each at every concurrency in `--calls`."""
+    from bench.http import HTTP_PATHS, bench_http
+    from bench.requests import bench_requests
+
+    concurrency = args.calls or [1, 20, 200]
+    runs = []
+    for paths_here, how in (
+        ([p for p in paths if p not in HTTP_PATHS], bench_requests),
+        ([p for p in paths if p in HTTP_PATHS], bench_http),
+    ):
+        if paths_here:
+            runs += asyncio.run(
+                how(
+                    paths_here, concurrency, args.requests, shards, database_url, redis_url, console
+                )
+            )
+    return runs
+
+
 def run_bench(args, database_url: str, redis_url: str) -> int:
-    from bench.requests import REQUEST_PATHS, bench_requests
+    from bench.requests import REQUEST_PATHS
     from engine.ops.cli import make_console
 
     console = make_console()
@@ -166,26 +187,7 @@ def run_bench(args, database_url: str, redis_url: str) -> int:
         )
         console.print(table(result))
     if request_paths:
-        from bench.http import HTTP_PATHS, bench_http
-
-        concurrency = args.calls or [1, 20, 200]
-        runs = []
-        for paths_here, how in (
-            ([p for p in request_paths if p not in HTTP_PATHS], bench_requests),
-            ([p for p in request_paths if p in HTTP_PATHS], bench_http),
-        ):
-            if paths_here:
-                runs += asyncio.run(
-                    how(
-                        paths_here,
-                        concurrency,
-                        args.requests,
-                        shards,
-                        database_url,
-                        redis_url,
-                        console,
-                    )
-                )
+        runs = request_runs(args, request_paths, shards, database_url, redis_url, console)
         result["runs"] += runs
         console.print(request_table(runs))
         _request_ratios(runs, console)

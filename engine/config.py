@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from actors.errors import InvalidInput
 from actors.money import RateCard
+from engine import envvars
 from persistence.badges import BadgeThresholds
 from persistence.client import ClientLimits
 from persistence.db import mask_url
@@ -103,29 +104,17 @@ ENV = {
     "BILLING_BADGES_AT": ("badges_at", str),
 }
 ENV_WRITER = {
-    "BILLING_BATCH_SIZE_MAX": "batch_size_max",
-    "BILLING_FLUSH_INTERVAL_MS": "flush_interval_ms",
-    "BILLING_WRITER_BUFFER_MAX": "buffer_records_max",
+    "BILLING_BATCH_SIZE_MAX": ("batch_size_max", int),
+    "BILLING_FLUSH_INTERVAL_MS": ("flush_interval_ms", int),
+    "BILLING_WRITER_BUFFER_MAX": ("buffer_records_max", int),
 }
 
 
 def from_env(env: dict[str, str] | None = None, **overrides) -> Config:
     """Environment first, then explicit overrides (CLI flags); None overrides are ignored."""
     env = os.environ if env is None else env
-    values: dict = {}
-    for var, (name, parse) in ENV.items():
-        if env.get(var):
-            try:
-                values[name] = parse(env[var])
-            except ValueError:
-                raise InvalidInput(f"{var}={env[var]!r} is not a valid {parse.__name__}") from None
-    writer = {}
-    for var, name in ENV_WRITER.items():
-        if env.get(var):
-            try:
-                writer[name] = int(env[var])
-            except ValueError:
-                raise InvalidInput(f"{var}={env[var]!r} is not a valid int") from None
+    values = envvars.read(env, ENV)
+    writer = envvars.read(env, ENV_WRITER)
     if writer:
         values["writer"] = WriterLimits(**writer)
     if env.get("BILLING_BADGE_THRESHOLDS"):

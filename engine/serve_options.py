@@ -18,6 +18,7 @@ import socket
 from dataclasses import dataclass
 
 from actors.errors import InvalidInput
+from engine import envvars
 
 # Serve's own variables for its high-throughput mode: HAProxy in front of the replicas, which
 # each listen for HTTP themselves, and the replica's request path without the extra loop,
@@ -110,13 +111,6 @@ ENV = {
 
 def from_env(env: dict[str, str] | None = None, **overrides) -> ServeOptions:
     """Environment first, then explicit overrides (CLI flags); None overrides are ignored."""
-    env = os.environ if env is None else env
-    values: dict = {}
-    for var, (name, parse) in ENV.items():
-        if env.get(var):
-            try:
-                values[name] = parse(env[var])
-            except ValueError:
-                raise InvalidInput(f"{var}={env[var]!r} is not valid for {name}") from None
+    values = envvars.read(os.environ if env is None else env, ENV)
     values.update({k: v for k, v in overrides.items() if v is not None})
     return ServeOptions(**values)
