@@ -30,7 +30,7 @@ import tempfile
 import time
 
 from bench.paths import RssWatch, Run
-from bench.requests import COINS_EACH, People, free_port, fresh_engine
+from bench.requests import People, free_port, fresh_engine
 from engine import leftovers
 
 HTTP_PATHS = ("http_requests", "seed_http", "serve_floor")
@@ -249,4 +249,4 @@ async def bench_http(paths, concurrencies, n, shards, database_url, redis_url, c
     return runs
 
 
-__all__ = ["COINS_EACH", "HTTP_PATHS", "bench_http"]
+__all__ = ["HTTP_PATHS", "bench_http"]

@@ -131,11 +131,7 @@ def _endpoint(route: Route):
     if route.body is not None:
         kind = route.body | None if route.body_optional else route.body
         default = Body(None) if route.body_optional else Body()
-        params.append(
-            inspect.Parameter(
-                "body", inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind
-            )
-        )
+        params.append(inspect.Parameter("body", KEYWORD, default=default, annotation=kind))
     for name in route.ids:
         params.append(
             inspect.Parameter(

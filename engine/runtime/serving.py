@@ -10,6 +10,7 @@ application builder both use."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 
@@ -59,16 +60,14 @@ def _engine_getter(namespace: str):
 def app(args: dict):
     """The Serve application (Serve's builder: `import_path` engine.runtime.serving:app).
     `args`: `namespace` of the engine (default "billing"), `token_sha256` of the API token
-    (None: no token), `replicas`, `replica_requests_max`, `throughput_mode`."""
-    unknown = set(args) - {"namespace", "token_sha256", *ServeOptions.__dataclass_fields__}
+    (None: no token), and any field of ServeOptions (`replicas`, `replica_requests_max`,
+    `throughput_mode`; the address is Serve's own, in the config's `http_options`)."""
+    fields = ServeOptions.__dataclass_fields__
+    unknown = set(args) - {"namespace", "token_sha256", *fields}
     if unknown:
         raise ValueError(f"unknown arguments of the billing app: {', '.join(sorted(unknown))}")
     namespace = args.get("namespace", "billing")
-    options = ServeOptions(
-        replicas=args.get("replicas", ServeOptions.replicas),
-        replica_requests_max=args.get("replica_requests_max", ServeOptions.replica_requests_max),
-        throughput_mode=args.get("throughput_mode", ServeOptions.throughput_mode),
-    )
+    options = ServeOptions(**{k: v for k, v in args.items() if k in fields})
     api = build_app(_engine_getter(namespace), args.get("token_sha256"), metrics.request)
 
     @serve.deployment(
@@ -93,13 +92,7 @@ def start(namespace: str, options: ServeOptions, token_sha256: str | None = None
         logging_config=LOGGING,
         controller_options={"runtime_env": {"env_vars": options.env()}},
     )
-    args = {
-        "namespace": namespace,
-        "token_sha256": token_sha256,
-        "replicas": options.replicas,
-        "replica_requests_max": options.replica_requests_max,
-        "throughput_mode": options.throughput_mode,
-    }
+    args = {"namespace": namespace, "token_sha256": token_sha256} | dataclasses.asdict(options)
     serve.run(app(args), name=APP_NAME, route_prefix="/", blocking=False)
     return f"http://{options.host}:{options.port}"
 
