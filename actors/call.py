@@ -168,15 +168,15 @@ class Call:
     def status(self) -> str:
         return ONGOING if self.settlement is None else self.settlement.status
 
-    def due_minute(self, now: float) -> int:
+    def minute_at(self, now: float) -> int:
         """The last minute that has started by `now` (capped by the maximum duration)."""
-        return self.due_minute_ms(to_ms(now))
+        return self.minute_at_ms(to_ms(now))
 
-    def due_minute_ms(self, now_ms: int) -> int:
+    def minute_at_ms(self, now_ms: int) -> int:
         started = (now_ms - self.connected_ms) // self.minute_ms + 1
         return max(1, min(started, self.max_minutes))
 
-    def minute_due_ms(self, minute_no: int) -> int:
+    def minute_start_ms(self, minute_no: int) -> int:
         """When minute `minute_no` starts: the time its transfer carries."""
         return self.connected_ms + (minute_no - 1) * self.minute_ms
 
@@ -189,9 +189,6 @@ class Call:
 
     def expires_ms(self) -> int:
         return self.connected_ms + self.max_minutes * self.minute_ms
-
-    def expires_at(self) -> float:
-        return self.expires_ms() / 1000
 
     def after_billing(self, last_minute: int, short: bool, now: float) -> Settlement | None:
         return self.after_billing_ms(last_minute, short, to_ms(now))
@@ -220,7 +217,7 @@ class Call:
             return None
         if status not in (COMPLETED, DROPPED):
             raise InvariantViolation(f"call {self.call_id}: cannot settle as {status!r}")
-        if ended_ms < self.minute_due_ms(self.billed_minutes):
+        if ended_ms < self.minute_start_ms(self.billed_minutes):
             raise InvariantViolation(
                 f"call {self.call_id}: ends at {ended_ms} ms, before its minute "
                 f"{self.billed_minutes} started"
@@ -288,3 +285,32 @@ class Call:
             "end_reason": None if s is None else s.end_reason,
             "ended_at": None if s is None else s.ended_at,
         }
+
+
+@dataclass(frozen=True)
+class CallRequest:
+    """A call to connect, before its listener is held: the listener's host answers the tier,
+    and the tier picks the rates."""
+
+    call_id: int
+    user_id: int
+    listener_id: int
+    call_type: str
+    rates: dict[str, tuple[int, int]]  # tier -> (coins, paise) per minute
+    minute_seconds: float
+    max_minutes: int
+
+    def call(self, tier: str, now: float) -> Call:
+        coins, paise = self.rates[tier]
+        return Call(
+            self.call_id,
+            self.user_id,
+            self.listener_id,
+            self.call_type,
+            tier,
+            coins,
+            paise,
+            now,
+            self.minute_seconds,
+            self.max_minutes,
+        )

@@ -4,6 +4,9 @@ Expected failures are `BillingError`s: the caller did something the rules refuse
 changed. They subclass `ValueError` because the older API raised `ValueError` for bad input and
 for insufficient coins, and callers still catch that.
 
+An operator's mistake (a data dir another engine uses, no engine where one was expected) is an
+`OperatorError`: not a refusal of a request, and not retryable as it is.
+
 A broken invariant is a bug: `InvariantViolation` is raised, the actor holding the state dies,
 and it is rebuilt from PostgreSQL.
 """
@@ -42,12 +45,20 @@ class IdempotencyConflict(BillingError):
 
 
 class CapacityExceeded(BillingError):
-    """The placement cannot hold another actor on this node."""
+    """A named limit is full: the placement's actors per node, or a bounded queue."""
 
 
-class DataDirInUse(BillingError):
+class OperatorError(Exception):
+    """The engine was started or reached the wrong way; the message says how to do it."""
+
+
+class DataDirInUse(OperatorError):
     """Another process started the embedded servers in this data dir and runs an engine on
     them: attach to it, or use another data dir."""
+
+
+class NotRunning(OperatorError):
+    """No engine runs where one was asked for (a namespace, an address)."""
 
 
 class EngineUnavailable(ConnectionError):
@@ -70,6 +81,8 @@ __all__ = [
     "InsufficientEarnings",
     "InvalidInput",
     "InvariantViolation",
+    "NotRunning",
+    "OperatorError",
     "PartyBusy",
     "UnknownCall",
     "UnknownUser",

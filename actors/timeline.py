@@ -31,7 +31,7 @@ def catch_up(wallet: Wallet, calls: list[Call], now_ms: int, out: list) -> list[
     settled: list[Settlement] = []
     if len(live) == 1:  # the usual case, and the hot path: one call, its minutes in order
         c = live[0]
-        s = bill_call_through(wallet, c, c.due_minute_ms(now_ms), now_ms, out)
+        s = bill_call_through(wallet, c, c.minute_at_ms(now_ms), now_ms, out)
         if s is not None:
             settled.append(s)
     elif live:
@@ -40,7 +40,7 @@ def catch_up(wallet: Wallet, calls: list[Call], now_ms: int, out: list) -> list[
             due = [
                 c
                 for c in live
-                if c.settlement is None and c.billed_minutes < c.due_minute_ms(now_ms)
+                if c.settlement is None and c.billed_minutes < c.minute_at_ms(now_ms)
             ]
             if not due:
                 break

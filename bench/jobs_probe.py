@@ -15,14 +15,14 @@ import time
 from persistence import keys
 from persistence.badges import BadgeThresholds, assign_daily_badges
 from persistence.db import get_pool
-from persistence.presence import connect
+from persistence.presence import redis_client
 from persistence.presence_sweeps import PresenceSweeps
 
 NOW = time.time()
 
 
 async def presence(redis_url: str, users: int, expired: int) -> dict:
-    r = connect(redis_url, socket_timeout_s=30)
+    r = redis_client(redis_url, socket_timeout_s=30)
     await r.delete(keys.ONLINE, keys.LAST_SEEN)
     ids = [str(i) for i in range(1, users + 1)]
     for i in range(0, users, 10_000):

@@ -11,7 +11,7 @@ import pytest
 
 from actors import Call, Wallet
 from actors.money import Transfer
-from persistence.records import Batch, pack, transfer_record, unpack
+from persistence.records import Batch, pack, unpack
 
 CALLS = 10_000
 T0 = 1_800_000_000.0
@@ -35,17 +35,14 @@ def test_tick_logic_one_minute_of_10k_calls(benchmark):
         minute["now"] += 60
         now = minute["now"]
         for w, c in zip(wallets, calls, strict=True):
-            _, last, short = w.bill_call(c.call_id, c.due_minute(now))
+            _, last, short = w.bill_call(c.call_id, c.minute_at(now))
             c.after_billing(last, short, now)
 
     benchmark(one_minute)
 
 
 def records(n):
-    return [
-        transfer_record(Transfer(f"call:{i}:2", i, "coins", -10, "spend", i, 2, 0))
-        for i in range(1, n + 1)
-    ]
+    return [Transfer(f"call:{i}:2", i, "coins", -10, "spend", i, 2, 0) for i in range(1, n + 1)]
 
 
 def test_batch_encoding_10k_records(benchmark):
@@ -80,7 +77,7 @@ def test_writer_flush_10k_minutes(benchmark):
         minute["n"] += 1
         m = minute["n"]
         recs = [
-            transfer_record(Transfer(f"call:{i}:{m}", i, "coins", -10, "spend", i, m, 0))
+            Transfer(f"call:{i}:{m}", i, "coins", -10, "spend", i, m, 0)
             for i in range(1, CALLS + 1)
         ]
         loop.run_until_complete(writer.write(recs, urgent=True))

@@ -1,8 +1,10 @@
-"""Placement, time, the Engine API and the CLI. The only package that imports Ray.
+"""The Engine and its configuration. Ray lives under `engine.runtime` and is imported only when
+an Engine starts; operator tools (CLI, demo, chaos) are under `engine.ops`.
 
 Every refusal is a `BillingError` (a `ValueError`) that names what is wrong and changed
 nothing; `EngineUnavailable` (a `ConnectionError`) means no answer now: retry, with the same
-idempotency key. All of them are importable from here: `from engine import InsufficientCoins`.
+idempotency key; an `OperatorError` means the engine was started or reached the wrong way. All
+of them are importable from here: `from engine import InsufficientCoins`.
 """
 
 from actors import errors

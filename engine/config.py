@@ -19,6 +19,8 @@ from persistence.db import mask_url
 from persistence.writer import WriterLimits
 
 PLACEMENTS = ("actor-per-call", "sharded")
+# Shard actors an engine runs; the Engine's fan-outs to every shard are bounded by it.
+SHARDS_MAX = 1_024
 CLOCKS = ("real", "manual")
 
 
@@ -35,7 +37,7 @@ class Config:
     max_call_minutes: int = 240
     user_calls_max: int = 1
     actors_per_node_max: int = 48  # actor-per-call: Ray actors (calls + wallets) per node
-    shard_loop_interval_ms: int = 250  # longest a shard sleeps between looks at its heap
+    timer_interval_ms: int = 250  # longest a timer (shard wheel, call actor) sleeps between looks
     heartbeat_timeout_s: float = 120.0  # a party silent this long expires the call
     low_balance_minutes: int = 2  # warn once per call when coins cover this many minutes
     badge_timezone: str = "UTC"
@@ -60,6 +62,8 @@ class Config:
             value = getattr(self, name)
             if type(value) is not int or value < 1:
                 raise InvalidInput(f"{name} must be a positive integer, got {value!r}")
+        if self.shards > SHARDS_MAX:
+            raise InvalidInput(f"shards must be at most {SHARDS_MAX}, got {self.shards}")
         for name in ("minute_seconds", "heartbeat_timeout_s", "jobs_interval_s"):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and value > 0):

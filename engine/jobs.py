@@ -1,13 +1,18 @@
 """The jobs: presence sweep, expired-call cleanup, daily badges, on-demand deduction. What a
-run does, against any Engine; `engine.runtime.scheduler` runs them as Ray tasks on a timer."""
+run does and the policy it follows (which calls expire, whether a badge run was missed),
+against any Engine; `engine.runtime.scheduler` runs them as Ray tasks on a timer."""
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 from zoneinfo import ZoneInfo
 
 from actors.money import one_of
+from persistence import badges, store
+
+log = logging.getLogger("billing.jobs")
 
 JOBS = ("presence", "cleanup", "badges", "deduct")
 PRESENCE_INACTIVE_MINUTES = 5
@@ -46,3 +51,45 @@ def next_daily(now: float, hhmm: str, timezone: str) -> float:
         if at.timestamp() > now:
             return at.timestamp()
     raise AssertionError("unreachable: a day has that time within three")
+
+
+async def expire_calls(engine) -> int:
+    """End as dropped/expired every call past its maximum duration, or whose parties sent
+    no heartbeat within the timeout. Returns how many it ended."""
+    now = engine.clock.now()
+    rows = await store.ongoing_calls(await engine.pool())
+    if not rows:
+        return 0
+    parties = sorted({r["user_id"] for r in rows} | {r["listener_id"] for r in rows})
+    try:
+        seen = await engine.sweeps().last_seen(parties)
+    except ConnectionError as e:
+        log.warning("heartbeats unknown (%s): expiring by duration only", e)
+        seen = None
+    max_s = engine.config.max_call_minutes * engine.config.minute_seconds
+    stale_before = now - engine.config.heartbeat_timeout_s
+    ended = 0
+    for r in rows:
+        too_long = now >= r["connected_at"] + max_s
+        # Connecting counts as a heartbeat of both parties: a call whose start is committed
+        # and whose heartbeat is not yet in Redis (or was lost with it) is not silent.
+        silent = seen is not None and any(
+            max(seen.get(p) or 0, r["connected_at"]) < stale_before
+            for p in (r["user_id"], r["listener_id"])
+        )
+        if too_long or silent:
+            s = await engine.end_call(r["call_id"], "expired")
+            ended += s["end_reason"] == "expired"
+    return ended
+
+
+async def badges_missed(engine) -> bool:
+    """Today's badge run was due (at `badges_at`) and has not happened: no engine ran then.
+    The scheduler makes it up when it starts, so listeners are not paid at `basic` all day."""
+    cfg = engine.config
+    now = engine.clock.now()
+    last_due = next_daily(now - 86_400, cfg.badges_at, cfg.badge_timezone)
+    today = badges.local_day(now, cfg.badge_timezone)
+    if last_due > now or badges.local_day(last_due, cfg.badge_timezone) != today:
+        return False
+    return not await badges.assigned(await engine.pool(), today)

@@ -17,7 +17,7 @@ import logging
 import asyncpg
 from redis.exceptions import RedisError
 
-from persistence.presence import connect
+from persistence.presence import redis_client
 
 log = logging.getLogger("billing.events")
 
@@ -62,7 +62,7 @@ class Relay:
     """Copies committed events to the Redis Stream; one relay runs, in the engine's owner."""
 
     def __init__(self, redis_url: str, stream: str = STREAM, len_max: int = STREAM_LEN_MAX):
-        self.redis = connect(redis_url, socket_timeout_s=2.0)
+        self.redis = redis_client(redis_url, socket_timeout_s=2.0)
         self.stream = stream
         self.len_max = len_max
         self.relayed = 0

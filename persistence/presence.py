@@ -57,7 +57,7 @@ def _build_batch(pipe, items: list[tuple[str, object]]) -> None:
         pipe.zadd(keys.LAST_SEEN, seen)
 
 
-def connect(url: str, socket_timeout_s: float = SOCKET_TIMEOUT_S) -> aioredis.Redis:
+def redis_client(url: str, socket_timeout_s: float = SOCKET_TIMEOUT_S) -> aioredis.Redis:
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
         max_connections=CONNECTIONS_MAX,
@@ -83,7 +83,7 @@ class Presence:
         if self.url is None or time.monotonic() < self._down_until:
             return None
         if self._redis is None:
-            self._redis = connect(self.url)
+            self._redis = redis_client(self.url)
         return self._redis
 
     def _failed(self, what: str, exc: Exception) -> None:

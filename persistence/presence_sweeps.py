@@ -8,7 +8,7 @@ from redis.exceptions import RedisError
 from actors.errors import EngineUnavailable
 from persistence import keys
 from persistence.db import mask_url
-from persistence.presence import connect
+from persistence.presence import redis_client
 
 SWEEP_TIMEOUT_S = 5.0
 
@@ -46,7 +46,7 @@ class PresenceSweeps:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._r = connect(url, socket_timeout_s=SWEEP_TIMEOUT_S)
+        self._r = redis_client(url, socket_timeout_s=SWEEP_TIMEOUT_S)
         self._mark = self._r.register_script(MARK_OFFLINE)
         self._clear = self._r.register_script(CLEAR_BUSY)
         self._busy = self._r.register_script(SET_BUSY)

@@ -27,10 +27,6 @@ CALL_SETTLED = "call_settled"
 EVENT_TYPES = (CALL_STARTED, LOW_BALANCE, CALL_DROPPED, CALL_SETTLED)
 
 
-def transfer_record(t: Transfer) -> Transfer:
-    return t
-
-
 def event_record(kind: str, call_id: int, user_id: int, at_ms: int, data: dict) -> list:
     """An event of one call, written in the same transaction as what it reports. Its key is
     the same however often the event is produced (a replay after a crash), so it is one row:
@@ -92,7 +88,7 @@ def settlement_records(s: Settlement) -> list[list]:
     out = [call_end_record(s)]
     earn = s.earn_transfer()
     if earn is not None:
-        out.append(transfer_record(earn))
+        out.append(earn)
     data = s.as_dict()
     if s.status == DROPPED:
         out.append(event_record(CALL_DROPPED, s.call_id, s.user_id, s.ended_ms, data))

@@ -8,7 +8,7 @@ import datetime as dt
 import asyncpg
 
 from actors.call import Call
-from actors.errors import InvalidInput, UnknownCall, UnknownUser
+from actors.errors import UnknownCall
 from actors.money import to_ms
 from actors.wallet import Wallet
 from persistence.schema import call_minutes
@@ -33,18 +33,6 @@ async def create_user(pool: asyncpg.Pool, name: str, role: str) -> int:
 async def roles(pool: asyncpg.Pool, user_ids: list[int]) -> dict[int, str]:
     rows = await pool.fetch("SELECT user_id, role FROM users WHERE user_id = ANY($1)", user_ids)
     return {r["user_id"]: r["role"] for r in rows}
-
-
-async def require_role(pool: asyncpg.Pool, user_id: int, role: str) -> None:
-    found = (await roles(pool, [user_id])).get(user_id)
-    if found is None:
-        raise UnknownUser(f"no user with id {user_id}")
-    if found != role:
-        raise InvalidInput(f"user {user_id} is a {found}, not a {role}")
-
-
-async def next_call_id(pool: asyncpg.Pool) -> int:
-    return await pool.fetchval("SELECT nextval('calls_call_id_seq')")
 
 
 CALL_ID_BLOCK = 64  # call ids a process takes from the sequence at a time

@@ -6,7 +6,7 @@ from actors import Call
 from actors.money import Transfer
 from persistence import store
 from persistence.badges import BadgeThresholds, assign_daily_badges, day_window
-from persistence.records import call_start_record, transfer_record
+from persistence.records import call_start_record
 from persistence.writer import LedgerWriter
 
 TODAY = dt.date(2027, 1, 16)
@@ -19,33 +19,29 @@ async def talk(pool, services, user, listener, minutes, at, call_id):
     w = LedgerWriter(services.database_url)
     call = Call(call_id, user, listener, "audio", "basic", 10, 100, at, 60.0, 240)
     records = [
-        transfer_record(
-            Transfer(
-                f"ext:{user}:{call_id}",
-                user,
-                "coins",
-                10 * minutes,
-                "purchase",
-                None,
-                None,
-                int(at * 1000),
-            )
+        Transfer(
+            f"ext:{user}:{call_id}",
+            user,
+            "coins",
+            10 * minutes,
+            "purchase",
+            None,
+            None,
+            int(at * 1000),
         ),
         call_start_record(call),
     ]
     for m in range(1, minutes + 1):
         records.append(
-            transfer_record(
-                Transfer(
-                    f"call:{call_id}:{m}",
-                    user,
-                    "coins",
-                    -10,
-                    "spend",
-                    call_id,
-                    m,
-                    int((at + 60 * m) * 1000),
-                )
+            Transfer(
+                f"call:{call_id}:{m}",
+                user,
+                "coins",
+                -10,
+                "spend",
+                call_id,
+                m,
+                int((at + 60 * m) * 1000),
             )
         )
     await w.write(records)

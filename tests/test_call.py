@@ -13,10 +13,10 @@ def make(billed=1, minute_seconds=60.0, max_minutes=240, rate_paise=100):
 
 def test_minutes_are_due_by_elapsed_time_not_by_how_often_we_look():
     c = make()
-    assert c.due_minute(T0) == 1
-    assert c.due_minute(T0 + 59.9) == 1
-    assert c.due_minute(T0 + 60) == 2
-    assert c.due_minute(T0 + 3600) == 61  # one late look bills every minute that started
+    assert c.minute_at(T0) == 1
+    assert c.minute_at(T0 + 59.9) == 1
+    assert c.minute_at(T0 + 60) == 2
+    assert c.minute_at(T0 + 3600) == 61  # one late look bills every minute that started
 
 
 def test_next_tick_is_at_the_next_minute_boundary():
@@ -44,7 +44,7 @@ def test_short_wallet_drops_the_call_at_the_boundary_it_could_not_pay():
 
 def test_call_expires_at_its_maximum_duration():
     c = make(billed=1, max_minutes=3)
-    assert c.due_minute(T0 + 10_000) == 3
+    assert c.minute_at(T0 + 10_000) == 3
     s = c.after_billing(3, False, T0 + 180)
     assert (s.status, s.end_reason, s.ended_at) == ("dropped", "expired", T0 + 180)
 

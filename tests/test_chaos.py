@@ -7,7 +7,8 @@ import pytest
 
 from actors import PartyBusy
 from engine.ops.chaos import CRASH_KINDS, ChaosResult, Model, check_database, run_chaos
-from engine.runtime.host import RESERVATION_UNCONFIRMED_S, WalletHost
+from engine.runtime.host import HostSettings, WalletHost
+from engine.runtime.listener_side import RESERVATION_UNCONFIRMED_S
 from persistence.client import WriterClient
 from persistence.db import get_pool
 from tests.conftest import PLACEMENTS, engine_config
@@ -82,7 +83,7 @@ async def test_a_listener_whose_release_was_lost_is_freed_from_postgres(engine):
     assert earned == 2 * call["rate_paise"]
 
     client = WriterClient(writer_sender(engine.config.namespace))
-    host = WalletHost(engine.database_url, client, 1)
+    host = WalletHost(engine.database_url, client, HostSettings(user_calls_max=1))
     w = await host.wallet(listener)
     # As loaded before the settlement committed, with the message that frees it lost:
     w.listener_call_id, w.earnings_paise = call["call_id"], 0

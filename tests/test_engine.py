@@ -324,7 +324,7 @@ async def test_a_start_whose_parties_share_a_shard_goes_whole_or_not_at_all(engi
     assert ended["coins_spent"] == 10 and (await engine.balance(listener))["earnings_paise"] > 0
     if engine.placement.name == "sharded":
         index = shard_of(user, shards)
-        assert engine.placement._batchers[(index, "connect")].state()["items"] == 3
+        assert engine.placement._batchers[(index, "start_call")].state()["items"] == 3
         assert (index, "reserve_listener") not in engine.placement._batchers
     await engine.sync()
     assert await audit_violations(await db(engine)) == {}

@@ -107,7 +107,7 @@ class Billing(RuleBasedStateMachine):
         for call in list(self.calls.values()):
             if call.settlement is not None:
                 continue
-            through = call.due_minute(self.now)
+            through = call.minute_at(self.now)
             transfers, last, short = self.wallets[call.user_id].bill_call(call.call_id, through)
             self.post(transfers)
             self.deliveries.append(("bill", (call.user_id, call.call_id, through)))

@@ -40,7 +40,7 @@ def shard(services, redis_url=None, **changes):
 
 
 async def new_call(pool, sh, user, listener, now=T0, rate=10):
-    call_id = await store.next_call_id(pool)
+    call_id = await store.CallIds(1).next(pool)
     await sh.reserve_listener(listener, call_id, user, now)
     spec = dict(
         call_id=call_id,
@@ -220,8 +220,8 @@ def test_call_recovered_from_a_row_keeps_its_rates_and_start():
 async def test_idle_wallets_past_the_cap_are_evicted_and_reload_as_they_were(
     pool, services, monkeypatch
 ):
-    monkeypatch.setattr("engine.runtime.host.WALLETS_IDLE_MAX", 2)
-    monkeypatch.setattr("engine.runtime.host.WALLET_IDLE_S", 0.0)
+    monkeypatch.setattr("engine.runtime.wallet_cache.WALLETS_IDLE_MAX", 2)
+    monkeypatch.setattr("engine.runtime.wallet_cache.WALLET_IDLE_S", 0.0)
     users = [await store.create_user(pool, f"u{i}", "user") for i in range(6)]
     listener = await store.create_user(pool, "l", "listener")
     sh = shard(services)

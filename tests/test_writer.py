@@ -10,7 +10,7 @@ from actors.money import Transfer
 from engine.ops.faults import Proxy as PgProxy
 from persistence import store
 from persistence.client import ClientLimits, WriterClient
-from persistence.records import settlement_records, transfer_record
+from persistence.records import settlement_records
 from persistence.writer import LedgerWriter, WriterLimits
 from tests.helpers import audit_violations, eventually
 
@@ -19,18 +19,14 @@ AT = 1_800_000_000_000
 
 def purchase(user_id, key, amount):
     """Coins bought a minute before the calls' minutes below."""
-    return transfer_record(
-        Transfer(
-            f"ext:{user_id}:{key}", user_id, "coins", amount, "purchase", None, None, AT - 60_000
-        )
+    return Transfer(
+        f"ext:{user_id}:{key}", user_id, "coins", amount, "purchase", None, None, AT - 60_000
     )
 
 
 def spend(user_id, call_id, minute, amount=10):
-    return transfer_record(
-        Transfer(
-            f"call:{call_id}:{minute}", user_id, "coins", -amount, "spend", call_id, minute, AT
-        )
+    return Transfer(
+        f"call:{call_id}:{minute}", user_id, "coins", -amount, "spend", call_id, minute, AT
     )
 
 
@@ -93,7 +89,7 @@ async def test_a_spend_outside_any_call_moves_the_wallet_row_at_once(pool, servi
     uid = await payer(pool)
     w = LedgerWriter(services.database_url)
     outside = Transfer(f"ext:{uid}:s", uid, "coins", -30, "spend", None, None, AT)
-    await w.write([purchase(uid, "k", 100), transfer_record(outside), spend(uid, 9, 1)])
+    await w.write([purchase(uid, "k", 100), outside, spend(uid, 9, 1)])
     assert (await settled_coins(pool, uid), await balance(pool, uid)) == (70, 60)
 
 

@@ -13,7 +13,7 @@ import time
 
 from rich.console import Console
 
-from actors.errors import BillingError
+from actors.errors import BillingError, OperatorError
 from engine import logs
 from engine.config import PLACEMENTS, from_env
 
@@ -125,16 +125,20 @@ def _require_running(config) -> None:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from engine.runtime import cluster
-    from engine.runtime.live import inspect_running
+    """The Engine's own `inspect`, from an engine attached to the running one."""
+    from engine.api import Engine
 
     config = _config(args)
     _require_running(config)
-    joined = cluster.join(config.ray_address, config.namespace, config.data_dir)
-    try:
-        out = asyncio.run(inspect_running(args.what, args.id, time.time(), joined.namespace))
-    finally:
-        cluster.leave()
+
+    async def run() -> dict | list:
+        engine = await Engine(config).start(attach_only=True)
+        try:
+            return await engine.inspect(args.what, args.id)
+        finally:
+            await engine.stop()
+
+    out = asyncio.run(run())
     console.print_json(json.dumps(readable_times(out), default=str))
     return 0
 
@@ -432,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (BillingError, ConnectionError) as e:
+    except (BillingError, OperatorError, ConnectionError) as e:
         console.print(f"[red]error:[/] {e}")
         return 2
 

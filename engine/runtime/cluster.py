@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import ray
 
 from actors.errors import EngineUnavailable
-from engine.runtime.raycalls import WRITER_NAME, actor, actor_or_none, connect, remote
+from engine.runtime.raycalls import WRITER_NAME, actor, actor_or_none, join_ray, remote
 from engine.runtime.writer_actor import WriterActor
 
 log = logging.getLogger("billing.cluster")
@@ -73,7 +73,7 @@ def join(
     if address:
         if address != "auto" and not reachable(address):
             raise EngineUnavailable(f"cannot reach the Ray cluster at {address}")
-        connect(address, namespace)
+        join_ray(address, namespace)
         # Say where: a client that attached to the wrong engine should see it at once.
         source = "given" if via == "given" else f"recorded in {data_dir}/{RECORD_NAME}"
         print(
@@ -217,7 +217,7 @@ __all__ = [
     "Writer",
     "actor",
     "address",
-    "connect",
+    "join_ray",
     "join",
     "kill_actor",
     "leave",

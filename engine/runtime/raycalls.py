@@ -1,6 +1,10 @@
-"""The seam to Ray: handles by name, remote calls that raise the real error, transient errors."""
+"""The seam to Ray: actor names, handles by name, remote calls that raise the real error, bounded
+fan-outs, transient errors."""
 
 from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
 
 import ray
 from ray.exceptions import (
@@ -17,16 +21,51 @@ NAMESPACE = "billing"
 WRITER_NAME = "writer"
 
 
+# The kinds of named actor an engine runs, each named `{kind}:{id}`.
+SHARD, CALL, WALLET = "shard", "call", "wallet"
+# Remote calls one fan-out (to every call or wallet actor) keeps in flight at a time.
+FANOUT_MAX = 64
+
+
 def shard_name(index: int) -> str:
-    return f"shard:{index}"
+    return f"{SHARD}:{index}"
 
 
 def call_name(call_id: int) -> str:
-    return f"call:{call_id}"
+    return f"{CALL}:{call_id}"
 
 
 def wallet_name(user_id: int) -> str:
-    return f"wallet:{user_id}"
+    return f"{WALLET}:{user_id}"
+
+
+def id_in_name(name: str, kind: str) -> int | None:
+    """The id in an actor's name if it is of `kind` (`call:7` -> 7 for CALL), else None."""
+    prefix, _, ident = name.partition(":")
+    return int(ident) if prefix == kind and ident.isdigit() else None
+
+
+def named_actors(namespace: str, kind: str) -> dict[int, str]:
+    """The engine's live actors of `kind` in `namespace`, by id: name (from Ray's GCS)."""
+    out = {}
+    for a in ray.util.list_named_actors(all_namespaces=True):
+        ident = id_in_name(a["name"], kind) if a.get("namespace") == namespace else None
+        if ident is not None:
+            out[ident] = a["name"]
+    return out
+
+
+async def fan_out(
+    calls: Iterable[Callable[[], Awaitable]], return_exceptions: bool = False
+) -> list:
+    """Run the awaitables `calls` make, at most FANOUT_MAX at a time, answers in order."""
+    gate = asyncio.Semaphore(FANOUT_MAX)
+
+    async def one(make):
+        async with gate:
+            return await make()
+
+    return await asyncio.gather(*(one(c) for c in calls), return_exceptions=return_exceptions)
 
 
 def shard_of(user_id: int, shards: int) -> int:
@@ -81,7 +120,7 @@ def actor_or_none(name: str, namespace: str = NAMESPACE):
         return None
 
 
-def connect(address: str, namespace: str = NAMESPACE) -> None:
+def join_ray(address: str, namespace: str = NAMESPACE) -> None:
     """Join a running Ray cluster as a client.
 
     A local Ray cluster enables token authentication and keeps the token in

@@ -20,23 +20,13 @@ from actors.errors import EngineUnavailable, InvariantViolation
 from engine import logs
 from engine.config import Config, tune_gc_for_hot_path
 from engine.runtime import metrics
-from engine.runtime.host import Releases, WalletHost, WalletMethods, exit_on_violation
+from engine.runtime.host_actor import HostActor, exit_on_violation, host_in_actor
+from engine.runtime.host_peers import Releases
 from engine.runtime.loading import LoadOnce
-from engine.runtime.raycalls import (
-    actor,
-    is_transient,
-    remote,
-    shard_name,
-    shard_of,
-    writer_drainer,
-    writer_hurrier,
-    writer_sender,
-)
+from engine.runtime.raycalls import actor, remote, shard_name, shard_of
 from engine.runtime.timers import TimerWheel
 from persistence import store
 from persistence.batching import Batcher, BatchLimits
-from persistence.client import WriterClient
-from persistence.presence import Presence
 from persistence.retry import Retry, retrying
 from persistence.waiting import wait_event
 
@@ -57,7 +47,7 @@ LATENESS_MS_MAX = 10_000
 LATENESS_BUCKETS = LATENESS_MS_MAX // LATENESS_BUCKET_MS
 
 
-class Shard(WalletMethods):
+class Shard(HostActor):
     def __init__(
         self,
         index: int,
@@ -75,34 +65,13 @@ class Shard(WalletMethods):
         self.in_ray = send is None
         if self.in_ray:
             logs.configure()
-        self.client = WriterClient(
-            send or writer_sender(config.namespace),
-            config.client,
-            is_transient,
-            hurry=None if send else writer_hurrier(config.namespace),
-        )
-        self.presence = Presence(redis_url)
         self.timers = TimerWheel()
-        self.host = WalletHost(
-            database_url,
-            self.client,
-            config.user_calls_max,
-            presence=self.presence,
-            low_balance_minutes=config.low_balance_minutes,
-            is_local=self._is_local,
-            release_elsewhere=self._release_elsewhere,
-            ask_payer=self._ask_payer,
-            before_load=None if send else writer_drainer(config.namespace),
-            on_call_added=self._add_timer,
-            call_defaults=(config.minute_seconds, config.max_call_minutes),
-            badge_timezone=config.badge_timezone,
+        self.peers = ShardPeers(index, config)
+        self.host = host_in_actor(
+            config, database_url, redis_url, self.peers, on_call_added=self._add_timer, send=send
         )
+        self.client, self.presence = self.host.client, self.host.presence
         self._load_once = LoadOnce(self._load)
-        self._peers: dict[int, object] = {}
-        self._releases = [
-            Batcher(self._release_on(i), RELEASES, f"releases to {shard_name(i)}")
-            for i in range(self.n_shards)
-        ]
         self._loop_task: asyncio.Task | None = None
         self._wake: asyncio.Event | None = None
         self.stats = {"passes": 0, "recovered_calls": 0}
@@ -111,10 +80,7 @@ class Shard(WalletMethods):
 
     # -- plumbing ----------------------------------------------------------------------------
 
-    def _is_local(self, user_id: int) -> bool:
-        return shard_of(user_id, self.n_shards) == self.index
-
-    async def _ready(self) -> None:
+    async def _loaded(self) -> None:
         await self._load_once()
         if self.config.clock == "real" and (self._loop_task is None or self._loop_task.done()):
             self._wake = asyncio.Event()
@@ -124,7 +90,7 @@ class Shard(WalletMethods):
         """Recovery: the ongoing calls of this shard's payers, as PostgreSQL has them, read
         RECOVERY_CHUNK_CALLS at a time. Each is billed up to the time of the first request or
         pass that reaches it, before that is answered (rule 9)."""
-        await self.host._before_first_read()
+        await self.host.cache.before_first_read()
         pool = await self.host.pool()
         after, recovered = 0, 0
         while True:
@@ -140,7 +106,7 @@ class Shard(WalletMethods):
                 break
             for c in calls:  # held before their wallets load, so those do not load them again
                 self.host.calls[c.call_id] = c
-            await self.host.preload([c.user_id for c in calls])
+            await self.host.cache.preload([c.user_id for c in calls])
             for c in calls:  # the wallets just loaded say how far each call is billed
                 self.host.add_call(c)
             recovered += len(calls)
@@ -155,7 +121,7 @@ class Shard(WalletMethods):
             self._wake.set()
 
     async def start(self) -> dict:
-        await self._ready()
+        await self._loaded()
         return await self.state()
 
     # -- calls -------------------------------------------------------------------------------
@@ -164,7 +130,7 @@ class Shard(WalletMethods):
         """Bill every minute due by `now`; returns the number of minutes billed. With `wait`,
         return only once the calls this pass ended are settled everywhere (their listeners
         freed and credited), as a manual clock's `advance()` promises."""
-        await self._ready()
+        await self._loaded()
         billed = 0
         self.stats["passes"] += 1
         try:
@@ -191,14 +157,6 @@ class Shard(WalletMethods):
             await self.host.wait_settled()
         return billed
 
-    def _peer(self, index: int):
-        """A peer shard's handle, looked up once (a lookup is a round trip to Ray's GCS; the
-        handle of a restarted actor stays valid)."""
-        handle = self._peers.get(index)
-        if handle is None:
-            handle = self._peers[index] = actor(shard_name(index), self.config.namespace)
-        return handle
-
     def _count_lateness(self, late_s: float, minutes: int) -> None:
         """How late the timer billed minutes: each minute of a slice counts as late as the
         slice's oldest bucket opened (an upper bound, by at most TIMER_BUCKET_S), in buckets of
@@ -207,39 +165,8 @@ class Shard(WalletMethods):
             bucket = min(max(0, int(late_s * 1000)) // LATENESS_BUCKET_MS, LATENESS_BUCKETS)
             self.late_minutes[bucket] = self.late_minutes.get(bucket, 0) + minutes
 
-    async def _release_elsewhere(self, items: Releases) -> None:
-        """Free listeners hosted by other shards: the releases of concurrent settlements go to
-        each shard together, in one message per batch."""
-        await asyncio.gather(
-            *(self._releases[shard_of(item[0], self.n_shards)].submit(item) for item in items)
-        )
-
-    def _release_on(self, index: int):
-        """A `send` for the releases batched to shard `index`: retried while it restarts. If
-        it never answers, the listeners' host frees them from PostgreSQL before it next answers
-        for them."""
-
-        async def send(items: Releases) -> list[None]:
-            try:
-                await retrying(
-                    lambda: remote(self._peer(index).release_listeners.remote(items)),
-                    RELEASE_RETRY,
-                )
-            except EngineUnavailable as e:
-                log.warning("shard %d: release on shard %d not delivered: %s", self.index, index, e)
-            return [None] * len(items)
-
-        return send
-
-    async def _ask_payer(self, payer_id: int, call_id: int, now: float) -> dict | None:
-        """Have the payer's shard bring call `call_id` up to `now` (for its listener here)."""
-        index = shard_of(payer_id, self.n_shards)
-        return await retrying(
-            lambda: remote(self._peer(index).bill_call.remote(call_id, now)), RELEASE_RETRY
-        )
-
     async def _loop(self) -> None:
-        interval_s = self.config.shard_loop_interval_ms / 1000
+        interval_s = self.config.timer_interval_ms / 1000
         while True:
             await self.run_due(time.time())
             metrics.ongoing(self.name, len(self.host.calls))
@@ -254,7 +181,7 @@ class Shard(WalletMethods):
 
     async def sync(self) -> None:
         """Wait until everything this shard produced is committed."""
-        await self._ready()
+        await self._loaded()
         await self.host.wait_settled()
         await self.client.wait_committed()
 
@@ -280,7 +207,7 @@ class Shard(WalletMethods):
             "next_tick_at": self.timers.first_at(),
             "writer_client": self.client.state(),
             "presence": self.presence.state(),
-            "batches": self.host.batches() | {"releases": [b.state() for b in self._releases]},
+            "batches": self.host.cache.batches() | {"releases": self.peers.batches()},
             **self.host.stats,
             **self.stats,
             "late_minutes": {
@@ -289,5 +216,65 @@ class Shard(WalletMethods):
         }
 
     async def ping(self) -> bool:
-        await self._ready()
+        await self._loaded()
         return True
+
+
+class ShardPeers:
+    """The other shards, as a shard's host reaches them (`host_peers.Peers`): listener releases
+    batched per shard, and a listener's call brought up to time on its payer's shard."""
+
+    def __init__(self, index: int, config: Config) -> None:
+        self.index = index
+        self.n_shards = config.shards
+        self.namespace = config.namespace
+        self._handles: dict[int, object] = {}
+        self._releases = [
+            Batcher(self._release_on(i), RELEASES, f"releases to {shard_name(i)}")
+            for i in range(self.n_shards)
+        ]
+
+    def is_local(self, user_id: int) -> bool:
+        return shard_of(user_id, self.n_shards) == self.index
+
+    def batches(self) -> list[dict]:
+        return [b.state() for b in self._releases]
+
+    def _peer(self, index: int):
+        """A peer shard's handle, looked up once (a lookup is a round trip to Ray's GCS; the
+        handle of a restarted actor stays valid)."""
+        handle = self._handles.get(index)
+        if handle is None:
+            handle = self._handles[index] = actor(shard_name(index), self.namespace)
+        return handle
+
+    async def release_listeners(self, items: Releases) -> None:
+        """Free listeners hosted by other shards: the releases of concurrent settlements go to
+        each shard together, in one message per batch."""
+        await asyncio.gather(
+            *(self._releases[shard_of(item[0], self.n_shards)].submit(item) for item in items)
+        )
+
+    def _release_on(self, index: int):
+        """A `send` for the releases batched to shard `index`: retried while it restarts. If
+        it never answers, the listeners' host frees them from PostgreSQL before it next answers
+        for them."""
+
+        async def send(items: Releases) -> list[None]:
+            try:
+                await retrying(
+                    lambda: remote(self._peer(index).release_listeners.remote(items)),
+                    RELEASE_RETRY,
+                )
+            except EngineUnavailable as e:
+                log.warning("shard %d: release on shard %d not delivered: %s", self.index, index, e)
+            return [None] * len(items)
+
+        return send
+
+    async def bill_call(self, payer_id: int, call_id: int, now: float) -> dict | None:
+        """Have the payer's shard bring call `call_id` up to `now` (for its listener here)."""
+        index = shard_of(payer_id, self.n_shards)
+        return await retrying(
+            lambda: remote(self._peer(index).bill_call.remote(call_id, now)), RELEASE_RETRY
+        )

@@ -30,7 +30,7 @@ from engine.ops.chaos.checks import ChaosResult, check_database
 from engine.ops.chaos.model import Model, ModelCall
 from engine.ops.faults import Proxy
 from engine.runtime import cluster
-from engine.runtime.host import RESERVATION_UNCONFIRMED_S
+from engine.runtime.listener_side import RESERVATION_UNCONFIRMED_S
 from engine.runtime.raycalls import WRITER_NAME, call_name, shard_name, shard_of, wallet_name
 from persistence import readback
 from persistence.client import ClientLimits

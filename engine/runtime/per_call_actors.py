@@ -19,7 +19,8 @@ from actors.call import Call
 from actors.errors import EngineUnavailable, UnknownUser
 from engine.config import Config
 from engine.logs import about
-from engine.runtime.host import Releases, WalletHost, WalletMethods
+from engine.runtime.host_actor import HostActor, host_in_actor
+from engine.runtime.host_peers import Releases
 from engine.runtime.loading import LoadOnce
 from engine.runtime.raycalls import (
     actor,
@@ -27,14 +28,9 @@ from engine.runtime.raycalls import (
     is_transient,
     remote,
     wallet_name,
-    writer_drainer,
-    writer_hurrier,
-    writer_sender,
 )
 from persistence import store
-from persistence.client import WriterClient
 from persistence.db import get_pool
-from persistence.presence import Presence
 from persistence.retry import Retry, retrying
 
 log = logging.getLogger("billing.per_call")
@@ -43,48 +39,20 @@ log = logging.getLogger("billing.per_call")
 PEER_RETRY = Retry(attempts_max=8, delay_min_s=0.05, delay_max_s=1.0)
 
 
-class WalletActor(WalletMethods):
-    def __init__(
-        self, user_id: int, config: Config, database_url: str, redis_url: str | None = None
-    ) -> None:
+class WalletPeers:
+    """The other wallet actors, as a wallet actor's host reaches them (`host_peers.Peers`)."""
+
+    def __init__(self, user_id: int, config: Config) -> None:
         self.user_id = user_id
-        self.name = wallet_name(user_id)
-        self.config = config
-        self.client = WriterClient(
-            writer_sender(config.namespace),
-            config.client,
-            is_transient,
-            hurry=writer_hurrier(config.namespace),
-        )
-        self.host = WalletHost(
-            database_url,
-            self.client,
-            config.user_calls_max,
-            presence=Presence(redis_url),
-            low_balance_minutes=config.low_balance_minutes,
-            is_local=lambda uid: uid == user_id,
-            release_elsewhere=self._release_elsewhere,
-            ask_payer=self._ask_payer,
-            before_load=writer_drainer(config.namespace),
-            call_defaults=(config.minute_seconds, config.max_call_minutes),
-            badge_timezone=config.badge_timezone,
-        )
-        self._load_once = LoadOnce(self._load)
+        self.namespace = config.namespace
 
-    async def _ready(self) -> None:
-        await self._load_once()
-
-    async def _load(self) -> None:
-        """The wallet and the calls it pays, as PostgreSQL has them once the writer committed
-        what this actor's predecessor handed it."""
-        # The placement makes no actor for an unknown id; if one is asked, each request says so.
-        with contextlib.suppress(UnknownUser):
-            await self.host.wallet(self.user_id)
+    def is_local(self, user_id: int) -> bool:
+        return user_id == self.user_id
 
     def _peer(self, user_id: int):
-        return actor(wallet_name(user_id), self.config.namespace)
+        return actor(wallet_name(user_id), self.namespace)
 
-    async def _release_elsewhere(self, items: Releases) -> None:
+    async def release_listeners(self, items: Releases) -> None:
         for item in items:
             try:
                 await retrying(
@@ -100,25 +68,47 @@ class WalletActor(WalletMethods):
                     extra=about(user_id=self.user_id, call_id=item[1]),
                 )
 
-    async def _ask_payer(self, payer_id: int, call_id: int, now: float) -> dict | None:
-        if actor_or_none(wallet_name(payer_id), self.config.namespace) is None:
+    async def bill_call(self, payer_id: int, call_id: int, now: float) -> dict | None:
+        if actor_or_none(wallet_name(payer_id), self.namespace) is None:
             return None  # a payer with no actor pays no ongoing call: PostgreSQL decides
         return await retrying(
             lambda: remote(self._peer(payer_id).bill_call.remote(call_id, now)), PEER_RETRY
         )
 
+
+class WalletActor(HostActor):
+    def __init__(
+        self, user_id: int, config: Config, database_url: str, redis_url: str | None = None
+    ) -> None:
+        self.user_id = user_id
+        self.name = wallet_name(user_id)
+        self.config = config
+        self.host = host_in_actor(config, database_url, redis_url, WalletPeers(user_id, config))
+        self.client = self.host.client
+        self._load_once = LoadOnce(self._load)
+
+    async def _loaded(self) -> None:
+        await self._load_once()
+
+    async def _load(self) -> None:
+        """The wallet and the calls it pays, as PostgreSQL has them once the writer committed
+        what this actor's predecessor handed it."""
+        # The placement makes no actor for an unknown id; if one is asked, each request says so.
+        with contextlib.suppress(UnknownUser):
+            await self.host.wallet(self.user_id)
+
     async def idle(self) -> bool:
         """No call, no reservation, nothing unwritten: safe to retire."""
         try:
-            await self._ready()
+            await self._loaded()
             w = await self.host.wallet(self.user_id)
         except UnknownUser:
             return True
-        busy = bool(w.calls) or w.listener_call_id is not None or bool(self.host._settling)
+        busy = bool(w.calls) or w.listener_call_id is not None or self.host.settling()
         return not busy and self.client.pending == 0
 
     async def sync(self) -> None:
-        await self._ready()
+        await self._loaded()
         await self.host.wait_settled()
         await self.client.wait_committed()
 
@@ -162,15 +152,12 @@ class CallActor:
         out = await self._ask("bill_call", now)
         return out | {"billed_now": max(0, out["billed_minutes"] - before)}
 
-    async def end(self, now: float, reason: str = "hangup") -> dict:
-        return await self._ask("end_call", now, reason)
-
     async def state(self, now: float) -> dict:
         out = await self._ask("bill_call", now)
         return out | {"actor": f"call:{self.call_id}", "pid": os.getpid()}
 
     async def _loop(self) -> None:
-        interval_s = self.config.shard_loop_interval_ms / 1000
+        interval_s = self.config.timer_interval_ms / 1000
         while self._last["status"] == "ongoing":
             due = self._last.get("next_tick_at") or time.time()
             await asyncio.sleep(min(max(0.0, due - time.time()), interval_s))

@@ -1,0 +1,205 @@
+"""An Engine's life: joining Ray, starting its actors or attaching to the ones running, keeping
+them, and stopping. Ray is imported here only when an engine starts, so that a client that only
+wants the error types (`from engine import InsufficientCoins`) does not pay for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from actors.errors import NotRunning
+from engine.clock import make_clock
+from engine.config import Config, from_env
+from engine.embedded import Embedded, embedded_for
+from persistence import store
+from persistence.db import close_pools, get_pool
+from persistence.events import Relay
+from persistence.presence import Presence
+from persistence.presence_sweeps import PresenceSweeps
+
+log = logging.getLogger("billing.engine")
+
+KEEPER_INTERVAL_S = 1.0
+# Payers of the calls this process started, so that an end or a read goes to the payer's host
+# without reading the call's row first. Past the cap the oldest entry goes (that call's next
+# request reads its row, as a call started by another process does).
+CALL_PAYERS_MAX = 200_000
+
+# The clock of each engine this process started, by its writer's actor id: an engine that
+# attaches from the same process (the older API, in another event loop) shares it, so all time
+# comes from one clock object, the manual one of a test included.
+_local_clocks: dict = {}
+
+
+class EngineLifecycle:
+    """Start it, use it, stop it:
+
+        engine = await Engine(from_env()).start()
+        ...
+        await engine.stop()
+
+    If an engine already runs in the Ray cluster (its `writer` actor answers in the namespace),
+    `start()` attaches to it instead of starting another, and `stop()` leaves it running."""
+
+    def __init__(self, config: Config | None = None) -> None:
+        self.config = config or from_env()
+        self.clock = make_clock(self.config.clock)
+        self.embedded: Embedded | None = None
+        self.database_url: str | None = self.config.database_url
+        self.redis_url: str | None = self.config.redis_url
+        self.placement = None
+        self.writer = None
+        self.presence: Presence | None = None
+        self.attached = False
+        self.scheduler = None
+        self._sweeps: PresenceSweeps | None = None
+        self._relay: Relay | None = None
+        self._keeper: asyncio.Task | None = None
+        self._started_ray = False
+        self._own_ray = False
+        self._record: str | None = None  # where this engine recorded its cluster, if it did
+        self._starting: dict[tuple[int, str], asyncio.Future] = {}  # keyed starts under way
+        self._call_ids = store.CallIds()
+        self._payers: dict[int, int] = {}  # call id -> payer, for CALL_PAYERS_MAX calls
+        self._rates_by_type: dict[str, dict[str, tuple[int, int]]] = {}
+
+    async def start(self, attach_only: bool = False):
+        """Join Ray, then attach to the engine running in the namespace, or start one (with
+        `attach_only`, refuse naming the namespace and address instead)."""
+        from engine.runtime import cluster
+
+        cfg = self.config
+        joined = cluster.join(cfg.ray_address, cfg.namespace, cfg.data_dir, cfg.dashboard)
+        self._started_ray = joined.started
+        self._own_ray = joined.via == "own"
+        if joined.namespace != cfg.namespace:
+            self.config = cfg.replace(namespace=joined.namespace)
+        running = cluster.Writer.running(self.config.namespace)
+        if running is not None:
+            await self._attach(running)
+        elif attach_only:
+            if self._started_ray:
+                cluster.leave()
+            raise NotRunning(
+                f"no billing engine is running in Ray namespace {self.config.namespace!r} "
+                f"at {joined.address}"
+            )
+        else:
+            await self._start_own()
+        self.presence = Presence(self.redis_url)
+        log.info("engine %s: %s", "attached" if self.attached else "started", self.config.public())
+        return self
+
+    async def _attach(self, writer) -> None:
+        from engine.runtime.placement import make_placement
+
+        meta = await writer.describe()
+        clock = self.config.clock
+        self.config = meta["config"].replace(clock=clock)
+        self.database_url, self.redis_url = meta["database_url"], meta["redis_url"]
+        self.clock = _local_clocks.get(writer.key, self.clock)
+        self.writer = writer
+        self.attached = True
+        self.placement = make_placement(self.config, self.database_url, self.redis_url, True)
+        await self.placement.start()
+
+    async def _start_own(self) -> None:
+        from engine.runtime import cluster
+        from engine.runtime.placement import make_placement
+        from engine.runtime.scheduler import Scheduler
+
+        cfg = self.config
+        filled, self.embedded = await asyncio.to_thread(embedded_for, cfg)
+        self.database_url, self.redis_url = filled.database_url, filled.redis_url
+        await get_pool(self.database_url)  # migrates the schema
+        meta = {"database_url": self.database_url, "redis_url": self.redis_url, "config": cfg}
+        self.writer = await cluster.Writer.start(self.database_url, cfg.writer, meta, cfg.namespace)
+        _local_clocks[self.writer.key] = self.clock
+        if self._started_ray and cfg.clock == "real":
+            # The cluster is ours: say where it is, for a second process on this data dir.
+            # The embedded database's URL (a local socket, no password) lets `audit` read it.
+            embedded_db = self.embedded is not None and cfg.database_url is None
+            more = {"database_url": self.database_url} if embedded_db else {}
+            self._record = cluster.write_record(cfg.data_dir, cfg.namespace, **more)
+        self.placement = make_placement(cfg, self.database_url, self.redis_url)
+        await self.placement.start()
+        if cfg.clock == "real":
+            self._keeper = asyncio.get_running_loop().create_task(self._keep())
+            if cfg.scheduler:
+                self.scheduler = Scheduler(self, type(self).attached)
+                self.scheduler.start()
+
+    @property
+    def owns_ray(self) -> bool:
+        """Did this engine start the Ray it runs in (so stopping it stops all of Ray)?"""
+        return self._own_ray
+
+    def is_current(self) -> bool:
+        """Is this engine still the one running in its namespace (not one stopped since)?"""
+        return self.writer is not None and self.writer.is_current(self.config.namespace)
+
+    async def _keep(self) -> None:
+        while True:
+            await asyncio.sleep(KEEPER_INTERVAL_S)
+            try:
+                await self.placement.keep()
+                await self.relay_events()
+            except Exception as e:  # noqa: BLE001 - the keeper must outlive a bad round
+                log.warning("keeper round failed: %s", e)
+
+    async def relay_events(self) -> int:
+        """Copy committed call events to the Redis Stream `billing:events` (the engine's owner
+        does this every KEEPER_INTERVAL_S); returns how many it added."""
+        if self._relay is None:
+            self._relay = Relay(self.redis_url)
+        return await self._relay.relay_once(await self.pool())
+
+    async def stop(self) -> None:
+        """Drain every buffer into PostgreSQL, then stop the actors (unless attached)."""
+        from engine.runtime import cluster
+
+        if self.scheduler is not None:
+            await self.scheduler.stop()
+        if self._keeper is not None:
+            self._keeper.cancel()
+        if self.placement is not None:
+            await self.placement.stop()
+        if self.writer is not None and not self.attached:
+            await self.writer.drain()
+            self.writer.stop()
+            _local_clocks.pop(self.writer.key, None)
+        if self.presence is not None:
+            await self.presence.close()
+        if self._sweeps is not None:
+            await self._sweeps.close()
+        if self._relay is not None:
+            await self._relay.close()
+        await close_pools()
+        if self._record is not None:
+            cluster.remove_record(self.config.data_dir)
+        if self._started_ray:
+            cluster.leave()
+        if self.embedded is not None:
+            self.embedded.stop()
+
+    async def __aenter__(self):
+        return await self.start()
+
+    async def __aexit__(self, *exc) -> None:
+        await self.stop()
+
+    async def pool(self):
+        """The process's asyncpg pool for the engine's database."""
+        return await get_pool(self.database_url)
+
+    def sweeps(self) -> PresenceSweeps:
+        if self._sweeps is None:
+            self._sweeps = PresenceSweeps(self.redis_url)
+        return self._sweeps
+
+    @classmethod
+    async def attached(cls, namespace: str):
+        """An engine attached to the one running in `namespace` (a job's Ray task, a Serve
+        replica, `inspect`); refused if none runs there."""
+        return await cls(Config(namespace=namespace)).start(attach_only=True)

@@ -1,0 +1,44 @@
+"""The hosts beside a host: how one reaches the others (`Peers`), typed once.
+
+A shard's peers are the other shards; a wallet actor's, the other wallet actors. A host asks
+them two things: free listeners whose calls settled here, and bring a call a listener here is
+in up to a time on its payer's host.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+# (listener_id, call_id, earnings_paise) of settled calls, for the listeners' hosts.
+Releases = list[tuple[int, int, int]]
+
+
+class Peers(Protocol):
+    """The hosts beside this one, as a host sees them."""
+
+    def is_local(self, user_id: int) -> bool:
+        """Is this person's wallet hosted here?"""
+        ...
+
+    async def release_listeners(self, items: Releases) -> None:
+        """Free listeners hosted elsewhere, whose calls settled here (best effort: a host that
+        never hears it frees them from PostgreSQL before it next answers for them)."""
+        ...
+
+    async def bill_call(self, payer_id: int, call_id: int, now: float) -> dict | None:
+        """The payer's host brings the call up to `now`: its state, None if it has no such
+        call."""
+        ...
+
+
+class Alone:
+    """The peers of a host that hosts everyone (a test's in-process host)."""
+
+    def is_local(self, user_id: int) -> bool:
+        return True
+
+    async def release_listeners(self, items: Releases) -> None:
+        return None
+
+    async def bill_call(self, payer_id: int, call_id: int, now: float) -> dict | None:
+        return None
