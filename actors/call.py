@@ -76,9 +76,10 @@ SETTLEMENT_KEYS = tuple(
     "ended_at" if f.name == "ended_ms" else f.name for f in dataclasses.fields(Settlement)
 )
 
-# What defines a call, in the order Call() takes it: the one field list a call's spec, its
-# start record and its recovery derive from.
-SPEC_FIELDS = (
+# What defines a call, as it travels: the one field list its spec (to another process), its
+# start record (to the writer), its row's columns and its recovery derive from. Its time and
+# the length of its minutes are integer milliseconds.
+CALL_FIELDS = (
     "call_id",
     "user_id",
     "listener_id",
@@ -86,9 +87,18 @@ SPEC_FIELDS = (
     "tier",
     "rate_coins",
     "rate_paise",
-    "connected_at",
-    "minute_seconds",
+    "connected_ms",
+    "minute_ms",
     "max_minutes",
+)
+# What a settlement's record carries to the writer (the call's row already names its parties).
+END_FIELDS = tuple(
+    f.name for f in dataclasses.fields(Settlement) if f.name not in ("user_id", "listener_id")
+)
+# A call as the event that announces it shows it: who, what and at what price, and when.
+STARTED_KEYS = (
+    *(k for k in CALL_FIELDS if k not in ("connected_ms", "minute_ms", "max_minutes")),
+    "connected_at",
 )
 
 
@@ -158,11 +168,25 @@ class Call:
 
     def spec(self) -> dict:
         """What another process needs to hold this call (its billed minutes travel apart)."""
-        return {k: getattr(self, k) for k in SPEC_FIELDS}
+        return {k: getattr(self, k) for k in CALL_FIELDS}
+
+    def fields(self) -> tuple:
+        """CALL_FIELDS' values, in order (a start record, a row)."""
+        return tuple(getattr(self, k) for k in CALL_FIELDS)
 
     @classmethod
-    def from_spec(cls, spec: dict, billed_minutes: int = 0) -> Call:
-        return cls(*(spec[k] for k in SPEC_FIELDS), billed_minutes)
+    def from_spec(cls, spec, billed_minutes: int = 0) -> Call:
+        """The call of a spec, or of anything that maps CALL_FIELDS (a stored row)."""
+        args = {k: spec[k] for k in CALL_FIELDS}
+        connected_ms, minute_ms = args.pop("connected_ms"), args.pop("minute_ms")
+        call = cls(
+            **args,
+            connected_at=connected_ms / 1000,
+            minute_seconds=minute_ms / 1000,
+            billed_minutes=billed_minutes,
+        )
+        call.connected_ms, call.minute_ms = connected_ms, minute_ms  # exactly, not via seconds
+        return call
 
     @property
     def status(self) -> str:

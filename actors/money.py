@@ -68,6 +68,18 @@ class Transfer(NamedTuple):
     at_ms: int
 
 
+# Where a transfer (or a row laid out as one) holds each field, for code that reads it by index.
+USER_AT, UNIT_AT, AMOUNT_AT, TX_TYPE_AT, CALL_AT, AT_MS_AT = (
+    Transfer._fields.index(f) for f in ("user_id", "unit", "amount", "tx_type", "call_id", "at_ms")
+)
+
+
+def is_call_minute(t: Transfer | tuple) -> bool:
+    """A minute of a call (a spend that names its call): it moves its payer's wallet only when
+    the call's end is written, by the sum of the call's minutes."""
+    return t[TX_TYPE_AT] == SPEND and t[CALL_AT] is not None
+
+
 def check_transfer(t: Transfer | tuple) -> None:
     """Second check of money, where transfers are read back (writer, recovery). Takes a
     Transfer or the plain tuple of its fields, as unpacked from a batch."""

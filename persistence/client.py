@@ -17,9 +17,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from actors.errors import InvariantViolation
+from persistence.flushing import backoff, due_in, flush_when_due
 from persistence.records import pack
-from persistence.retry import Retry, retrying
-from persistence.waiting import wait_event
+from persistence.retry import retrying
 
 log = logging.getLogger("billing.client")
 
@@ -128,22 +128,20 @@ class WriterClient:
             raise InvariantViolation(f"ledger writes failed, state must be reloaded: {self.failed}")
 
     def _due(self) -> float | None:
-        if not self._buffer:
-            return None
-        if len(self._buffer) >= self.limits.batch_size_max:
-            return 0.0
-        if self._urgent_through > self._committed:
-            return 0.0
-        age = time.monotonic() - (self._oldest_at or time.monotonic())
-        return max(0.0, self.limits.flush_interval_ms / 1000 - age)
+        urgent = self._urgent_through > self._committed
+        limits = self.limits
+        return due_in(
+            len(self._buffer),
+            limits.batch_size_max,
+            urgent,
+            self._oldest_at,
+            limits.flush_interval_ms,
+        )
 
     async def _run(self) -> None:
-        while self.failed is None:
-            due = self._due()
-            if due is None or due > 0:
-                await wait_event(self._wake, due)
-                continue
-            await self._send_one_batch()
+        await flush_when_due(
+            self._due, self._wake, self._send_one_batch, lambda: self.failed is None
+        )
 
     async def _send_one_batch(self) -> None:
         n = min(len(self._buffer), self.limits.batch_size_max)
@@ -160,9 +158,7 @@ class WriterClient:
             self.stats["send_retries"] += 1
             log.warning("writer unreachable, resending in %.0f ms: %s", delay_s * 1000, exc)
 
-        policy = Retry(
-            None, self.limits.retry_backoff_min_ms / 1000, self.limits.retry_backoff_max_ms / 1000
-        )
+        policy = backoff(self.limits.retry_backoff_min_ms, self.limits.retry_backoff_max_ms)
         self._in_flight_behind = not urgent
         try:
             started = await retrying(send, policy, self._is_transient, retried)

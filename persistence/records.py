@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import msgpack
 
-from actors.call import Settlement
+from actors.call import END_FIELDS, STARTED_KEYS, Settlement
 from actors.errors import InvariantViolation
 from actors.money import DROPPED, Transfer, check_transfer
 
@@ -35,16 +35,7 @@ def event_record(kind: str, call_id: int, user_id: int, at_ms: int, data: dict) 
 
 
 def call_started_event(call) -> list:
-    data = {
-        "call_id": call.call_id,
-        "user_id": call.user_id,
-        "listener_id": call.listener_id,
-        "call_type": call.call_type,
-        "tier": call.tier,
-        "rate_coins": call.rate_coins,
-        "rate_paise": call.rate_paise,
-        "connected_at": call.connected_ms / 1000,
-    }
+    data = {k: getattr(call, k) for k in STARTED_KEYS}
     return event_record(CALL_STARTED, call.call_id, call.user_id, call.connected_ms, data)
 
 
@@ -53,33 +44,25 @@ def low_balance_event(notice: dict, at_ms: int) -> list:
 
 
 def call_start_record(call, start_key: str | None = None) -> list:
-    return [
-        CALL_START,
-        call.call_id,
-        call.user_id,
-        call.listener_id,
-        call.call_type,
-        call.tier,
-        call.rate_coins,
-        call.rate_paise,
-        call.connected_ms,
-        call.minute_ms,
-        call.max_minutes,
-        start_key,
-    ]
+    """The call's CALL_FIELDS, then the idempotency key that started it."""
+    return [CALL_START, *call.fields(), start_key]
 
 
 def call_end_record(s: Settlement) -> list:
-    return [
-        CALL_END,
-        s.call_id,
-        s.status,
-        s.end_reason,
-        s.billed_minutes,
-        s.coins_spent,
-        s.earnings_paise,
-        s.ended_ms,
-    ]
+    """The settlement's END_FIELDS."""
+    return [CALL_END, *(getattr(s, f) for f in END_FIELDS)]
+
+
+# Where an end record (without its kind) holds the totals that must not be negative.
+END_TOTALS_AT = tuple(
+    END_FIELDS.index(f) for f in ("billed_minutes", "coins_spent", "earnings_paise")
+)
+
+
+def is_transfer_record(r) -> bool:
+    """A transfer travels as its own fields, its id (a str) first; every other record starts
+    with its kind (an int)."""
+    return type(r[0]) is str
 
 
 def settlement_records(s: Settlement) -> list[list]:
@@ -118,7 +101,7 @@ class Batch:
     def add(self, records: list[list]) -> None:
         for r in records:
             kind = r[0]
-            if type(kind) is str:  # a transfer: its id comes first
+            if is_transfer_record(r):
                 if len(r) != TRANSFER_FIELDS:
                     raise InvariantViolation(
                         f"transfer {kind}: {len(r)} fields, not {TRANSFER_FIELDS}"
@@ -128,9 +111,11 @@ class Batch:
             elif kind == CALL_START:
                 self.starts.append(r[1:])
             elif kind == CALL_END:
-                if r[5] < 0 or r[6] < 0 or r[4] < 0:
-                    raise InvariantViolation(f"call end {r[1]}: negative totals {r[4:7]}")
-                self.ends.append(r[1:])
+                end = r[1:]
+                totals = [end[i] for i in END_TOTALS_AT]
+                if min(totals) < 0:
+                    raise InvariantViolation(f"call end {end[0]}: negative totals {totals}")
+                self.ends.append(end)
             elif kind == EVENT:
                 if r[2] not in EVENT_TYPES:
                     raise InvariantViolation(f"unknown event type {r[2]!r}")

@@ -7,7 +7,7 @@ import datetime as dt
 
 import asyncpg
 
-from actors.call import Call
+from actors.call import CALL_FIELDS, Call
 from actors.errors import UnknownCall
 from actors.money import to_ms
 from actors.wallet import Wallet
@@ -143,24 +143,22 @@ CALL_COLUMNS = """call_id, user_id, listener_id, call_type, tier, rate_coins, ra
     end_reason, connected_at, ended_at, billed_minutes, coins_spent, earnings_paise"""
 
 
+# A stored call's CALL_FIELDS as recovery reads them: its start as epoch milliseconds.
+RECOVERY_COLUMNS = ", ".join(
+    "round(extract(epoch FROM connected_at) * 1000)::bigint AS connected_ms"
+    if f == "connected_ms"
+    else f
+    for f in CALL_FIELDS
+)
+
+
 def call_from_row(row, minute_seconds: float, max_minutes: int, billed: int) -> Call:
-    """A stored call, billed through `billed`; the minute length and maximum it recorded, or
-    the given ones for a call stored before calls recorded theirs."""
-    minute_ms = row.get("minute_ms")  # a Record or a dict; absent before migration 4
-    recorded_max = row.get("max_minutes")
-    return Call(
-        row["call_id"],
-        row["user_id"],
-        row["listener_id"],
-        row["call_type"],
-        row["tier"],
-        row["rate_coins"],
-        row["rate_paise"],
-        row["connected_at"].timestamp(),
-        minute_ms / 1000 if minute_ms else minute_seconds,
-        recorded_max or max_minutes,
-        billed,
-    )
+    """A stored call (RECOVERY_COLUMNS), billed through `billed`; the minute length and maximum
+    it recorded, or the given ones for a call stored before calls recorded theirs."""
+    spec = {f: row.get(f) for f in CALL_FIELDS}  # a Record or a dict
+    spec["minute_ms"] = spec["minute_ms"] or to_ms(minute_seconds)
+    spec["max_minutes"] = spec["max_minutes"] or max_minutes
+    return Call.from_spec(spec, billed)
 
 
 async def load_ongoing_calls(
@@ -186,9 +184,7 @@ async def load_ongoing_calls(
     if limit is not None:
         where += f" ORDER BY call_id LIMIT {int(limit)}"
     async with pool.acquire() as conn:
-        rows = await conn.fetch(
-            f"SELECT {CALL_COLUMNS}, minute_ms, max_minutes FROM calls WHERE {where}", *args
-        )
+        rows = await conn.fetch(f"SELECT {RECOVERY_COLUMNS} FROM calls WHERE {where}", *args)
         last = await last_billed_minutes(conn, [r["call_id"] for r in rows])
     return [call_from_row(r, minute_seconds, max_minutes, last[r["call_id"]]) for r in rows]
 

@@ -15,8 +15,6 @@ database always holds a consistent prefix of what the actors did.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import json
 import logging
 import time
 from collections import deque
@@ -25,99 +23,13 @@ from dataclasses import dataclass
 import asyncpg
 
 from actors.errors import InvariantViolation
-from actors.money import SPEND, Transfer
-from persistence.db import STAGING_TABLE, get_pool, mask_url
+from persistence.commit import commit_batch
+from persistence.db import get_pool, mask_url
+from persistence.flushing import backoff, due_in, flush_when_due
 from persistence.records import Batch, unpack
-from persistence.retry import Retry, retrying
-from persistence.schema import call_minutes
-from persistence.waiting import wait_event
+from persistence.retry import retrying
 
 log = logging.getLogger("billing.writer")
-
-# A transfer's fields as the ledger stores them; the staging table keeps the millisecond stamp.
-LEDGER_COLUMNS = (*Transfer._fields[:7], "created_at")
-STAGING_COLUMNS = Transfer._fields
-EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-
-# The slow path, for a batch that repeats a transfer already committed (a batch sent again after
-# a restart): only the rows actually inserted come back, and only they move balances.
-INSERT_NEW_TRANSFERS_SQL = f"""
-INSERT INTO ledger (transfer_id, user_id, unit, amount, tx_type, call_id, minute_no, created_at)
-SELECT transfer_id, user_id, unit, amount, tx_type, call_id, minute_no,
-       to_timestamp(at_ms / 1000.0)
-FROM {STAGING_TABLE}
-ON CONFLICT (transfer_id) DO NOTHING
-RETURNING transfer_id, user_id, unit, amount, tx_type, call_id
-"""
-
-# Every transfer but a call's minute moves its account at once; the count says whether each
-# account named exists.
-APPLY_DELTAS_SQL = """
-WITH d AS (
-    SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[]) AS d(user_id, unit, delta)
-), w AS (
-    UPDATE wallets x SET settled_coins = x.settled_coins + d.delta
-    FROM d WHERE d.unit = 'coins' AND x.user_id = d.user_id RETURNING 1
-), e AS (
-    UPDATE listener_earnings x SET earnings_paise = x.earnings_paise + d.delta
-    FROM d WHERE d.unit = 'paise' AND x.listener_id = d.user_id RETURNING 1
-)
-SELECT (SELECT count(*) FROM w) + (SELECT count(*) FROM e)
-"""
-
-INSERT_STARTS_SQL = """
-INSERT INTO calls (call_id, user_id, listener_id, call_type, tier, rate_coins, rate_paise,
-                   status, connected_at, minute_ms, max_minutes, start_key)
-SELECT v.call_id, v.user_id, v.listener_id, v.call_type, v.tier, v.rate_coins, v.rate_paise,
-       'ongoing', to_timestamp(v.connected_ms / 1000.0), v.minute_ms, v.max_minutes, v.start_key
-FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::bigint[],
-            $7::bigint[], $8::bigint[], $9::int[], $10::int[], $11::text[])
-     AS v(call_id, user_id, listener_id, call_type, tier, rate_coins, rate_paise, connected_ms,
-          minute_ms, max_minutes, start_key)
-ON CONFLICT (call_id) DO NOTHING
-"""
-
-# A call that ends moves its payer's wallet by the minutes the ledger holds for it (one range
-# of the primary key), once: only a call still ongoing ends. The ledger must agree with the
-# call's own totals, or the batch is refused.
-APPLY_ENDS_SQL = f"""
-WITH v AS (
-    SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::int[], $5::bigint[],
-                         $6::bigint[], $7::bigint[])
-        AS v(call_id, status, reason, billed, coins, earnings, ended_ms)
-), ended AS (
-    UPDATE calls c SET status = v.status, end_reason = v.reason, billed_minutes = v.billed,
-           coins_spent = v.coins, earnings_paise = v.earnings,
-           ended_at = to_timestamp(v.ended_ms / 1000.0)
-    FROM v WHERE c.call_id = v.call_id AND c.status = 'ongoing'
-    RETURNING c.call_id, c.user_id, c.billed_minutes, c.coins_spent
-), minutes AS (
-    SELECT e.*, m.n, m.coins FROM ended e CROSS JOIN LATERAL (
-        SELECT count(*) AS n, coalesce(-sum(amount), 0)::bigint AS coins FROM ledger
-        WHERE {call_minutes("e.call_id")}
-    ) m
-), w AS (
-    UPDATE wallets x SET settled_coins = x.settled_coins - p.coins
-    FROM (SELECT user_id, sum(coins)::bigint AS coins FROM minutes GROUP BY user_id) p
-    WHERE x.user_id = p.user_id RETURNING 1
-)
-SELECT (SELECT count(DISTINCT user_id) FROM minutes) AS payers,
-       (SELECT count(*) FROM w) AS updated,
-       (SELECT string_agg(format('call %s: %s minutes and %s coins in the ledger, '
-                                 '%s and %s in its settlement',
-                                 call_id, n, coins, billed_minutes, coins_spent), '; ')
-        FROM minutes WHERE n <> billed_minutes OR coins <> coins_spent) AS disagree
-"""
-
-# A replayed event (same key) is the row already there; ids follow the batch's order.
-INSERT_EVENTS_SQL = """
-INSERT INTO events (event_key, type, call_id, user_id, at, data)
-SELECT k, t, c, u, to_timestamp(a / 1000.0), d::jsonb
-FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::text[])
-     WITH ORDINALITY AS e(k, t, c, u, a, d, n)
-ORDER BY n
-ON CONFLICT (event_key) DO NOTHING
-"""
 
 # Errors that mean "PostgreSQL is not reachable right now": retry with backoff, keep the buffer.
 TRANSIENT_ERRORS = (
@@ -148,75 +60,6 @@ class _Entry:
         self.future = future
         self.enqueued_at = time.monotonic()
         self.urgent = urgent
-
-
-async def commit_batch(conn: asyncpg.Connection, batch: Batch) -> tuple[int, bool]:
-    """Write one batch in one transaction. Returns the number of ledger rows inserted, and
-    whether the batch repeated a transfer already committed (it took the slow path)."""
-    inserted, repeating = 0, False
-    async with conn.transaction():
-        if batch.starts:
-            cols = list(zip(*batch.starts, strict=True))
-            await conn.execute(INSERT_STARTS_SQL, *cols)
-        if batch.transfers:
-            inserted, repeating = await _insert_transfers(conn, batch.transfers)
-        if batch.ends:
-            cols = list(zip(*batch.ends, strict=True))
-            row = await conn.fetchrow(APPLY_ENDS_SQL, *cols)
-            if row["disagree"] is not None:
-                raise InvariantViolation(f"settlements disagree with the ledger: {row['disagree']}")
-            if row["payers"] != row["updated"]:
-                raise InvariantViolation("a settled call's payer has no wallet")
-        if batch.events:
-            keys, kinds, calls, users, at_ms, data = zip(*batch.events, strict=True)
-            data = [json.dumps(d, separators=(",", ":")) for d in data]
-            await conn.execute(INSERT_EVENTS_SQL, keys, kinds, calls, users, at_ms, data)
-    return inserted, repeating
-
-
-async def _insert_transfers(conn: asyncpg.Connection, transfers: list[tuple]) -> tuple[int, bool]:
-    """Insert transfers and move the accounts of all but call minutes. The fast path COPYs
-    straight into the ledger; a batch that repeats a committed transfer id fails there and is
-    inserted again through the staging table, skipping what is already in."""
-    try:
-        async with conn.transaction():  # a savepoint: a repeat undoes only the COPY
-            await conn.copy_records_to_table(
-                "ledger", records=ledger_rows(transfers), columns=LEDGER_COLUMNS
-            )
-        inserted = transfers
-        repeating = False
-    except asyncpg.UniqueViolationError:
-        repeating = True
-        await conn.copy_records_to_table(STAGING_TABLE, records=transfers, columns=STAGING_COLUMNS)
-        inserted = await conn.fetch(INSERT_NEW_TRANSFERS_SQL)  # laid out as Transfer's fields
-    deltas: dict[tuple[int, str], int] = {}
-    for t in inserted:  # by position: transfer_id, user_id, unit, amount, tx_type, call_id
-        if t[4] != SPEND or t[5] is None:  # a call's minutes wait for its end
-            account = (t[1], t[2])
-            deltas[account] = deltas.get(account, 0) + t[3]
-    if deltas:
-        users, units = zip(*deltas, strict=True)
-        moved = await conn.fetchval(APPLY_DELTAS_SQL, users, units, list(deltas.values()))
-        if moved != len(deltas):
-            raise InvariantViolation(
-                f"transfers for {len(deltas)} accounts moved only {moved}: "
-                "a transfer names an account that does not exist"
-            )
-    return len(inserted), repeating
-
-
-def ledger_rows(transfers: list[tuple]) -> list[tuple]:
-    """Transfers as ledger rows: the millisecond stamp becomes a timestamp (one per instant:
-    the minutes of a pass share theirs)."""
-    stamps: dict[int, dt.datetime] = {}
-    rows = []
-    for t in transfers:
-        at_ms = t[7]
-        at = stamps.get(at_ms)
-        if at is None:
-            at = stamps[at_ms] = EPOCH + dt.timedelta(milliseconds=at_ms)
-        rows.append((*t[:7], at))
-    return rows
 
 
 class LedgerWriter:
@@ -300,20 +143,15 @@ class LedgerWriter:
         """Seconds until the next flush is due, 0 for now, None when there is nothing."""
         if not self._queue:
             return None
-        if self._stopping or self._queued_records >= self.limits.batch_size_max:
-            return 0.0
-        if self._hurried or any(e.urgent for e in self._queue):
-            return 0.0
-        age = time.monotonic() - self._queue[0].enqueued_at
-        return max(0.0, self.limits.flush_interval_ms / 1000 - age)
+        now = self._stopping or self._hurried or any(e.urgent for e in self._queue)
+        limits = self.limits
+        oldest_at = self._queue[0].enqueued_at
+        return due_in(
+            self._queued_records, limits.batch_size_max, now, oldest_at, limits.flush_interval_ms
+        )
 
     async def _run(self) -> None:
-        while True:
-            due = self._due()
-            if due is None or due > 0:
-                await wait_event(self._wake, due)
-                continue
-            await self._flush_once()
+        await flush_when_due(self._due, self._wake, self._flush_once)
 
     def _take(self) -> list[_Entry]:
         self._hurried = False
@@ -361,9 +199,7 @@ class LedgerWriter:
                 self.observe(None, 0.0, 0.0)
             log.warning("ledger flush failed, retrying in %.0f ms: %s", delay_s * 1000, exc)
 
-        policy = Retry(
-            None, self.limits.retry_backoff_min_ms / 1000, self.limits.retry_backoff_max_ms / 1000
-        )
+        policy = backoff(self.limits.retry_backoff_min_ms, self.limits.retry_backoff_max_ms)
         try:
             inserted, repeating = await retrying(
                 commit, policy, lambda e: isinstance(e, TRANSIENT_ERRORS), retried

@@ -9,9 +9,10 @@ from actors import InvariantViolation
 from actors.call import Settlement
 from engine import InvalidInput
 from persistence import events
+from persistence.commit import commit_batch
 from persistence.events import STREAM, Relay
 from persistence.records import Batch, settlement_records
-from persistence.writer import LedgerWriter, commit_batch
+from persistence.writer import LedgerWriter
 from tests.conftest import PLACEMENTS, engine_config
 from tests.test_writer import payer
 

@@ -1,11 +1,11 @@
 """A shard run in-process against a real writer and PostgreSQL: recovery and races, no Ray."""
 
 import asyncio
-import datetime as dt
 
 import pytest
 
 from actors import Call, IdempotencyConflict, InsufficientCoins, InvalidInput
+from actors.money import to_ms
 from bench.setup import ongoing_calls
 from engine.config import Config
 from engine.runtime.shard import Shard
@@ -42,18 +42,7 @@ def shard(services, redis_url=None, **changes):
 async def new_call(pool, sh, user, listener, now=T0, rate=10):
     call_id = await store.CallIds(1).next(pool)
     await sh.reserve_listener(listener, call_id, user, now)
-    spec = dict(
-        call_id=call_id,
-        user_id=user,
-        listener_id=listener,
-        call_type="audio",
-        tier="basic",
-        rate_coins=rate,
-        rate_paise=100,
-        connected_at=now,
-        minute_seconds=MIN,
-        max_minutes=240,
-    )
+    spec = Call(call_id, user, listener, "audio", "basic", rate, 100, now, MIN, 240).spec()
     await sh.open_call(spec, now)
     return call_id
 
@@ -210,9 +199,9 @@ def test_call_recovered_from_a_row_keeps_its_rates_and_start():
         tier="gold",
         rate_coins=60,
         rate_paise=1000,
-        connected_at=dt.datetime.fromtimestamp(T0, dt.UTC),
+        connected_ms=to_ms(T0),
     )
-    c = store.call_from_row(row, MIN, 240, 7)
+    c = store.call_from_row(row, MIN, 240, 7)  # stored before calls recorded their minute
     assert isinstance(c, Call) and c.billed_minutes == 7 and c.connected_at == T0
     assert (c.rate_coins, c.rate_paise, c.tier) == (60, 1000, "gold")
 

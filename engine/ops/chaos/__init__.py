@@ -1,9 +1,11 @@
 """`billing-engine chaos`: load under injected faults, checked against an independent model.
-`model` says what the policy requires, `driver` plays the load and the faults, `checks`
-compares PostgreSQL with the model."""
+`model` says what the policy requires, `workload` what a step asks, `faults` what hits it,
+`answers` sends the requests and checks each answer, `checks` compares PostgreSQL with the
+model, and `driver` runs the steps."""
 
 from engine.ops.chaos.checks import ChaosResult, check_database
-from engine.ops.chaos.driver import CRASH_KINDS, Chaos, chaos_command, run_chaos
+from engine.ops.chaos.driver import Chaos, chaos_command, run_chaos
+from engine.ops.chaos.faults import CRASH_KINDS
 from engine.ops.chaos.model import Model, ModelCall
 
 __all__ = [
