@@ -17,11 +17,12 @@ import logging
 import asyncpg
 from redis.exceptions import RedisError
 
+from persistence import keys
 from persistence.presence import redis_client
 
 log = logging.getLogger("billing.events")
 
-STREAM = "billing:events"
+STREAM = keys.EVENTS_STREAM
 STREAM_LEN_MAX = 100_000  # entries kept in the stream (approximately: XADD MAXLEN ~)
 RELAY_BATCH_MAX = 1_000  # events copied per batch
 RELAY_BATCHES_MAX = 20  # batches per round: a round copies at most 20,000 events

@@ -142,9 +142,23 @@ def test_a_record_left_by_a_dead_engine_or_ray_head_is_not_a_cluster(tmp_path):
     assert out.stdout.strip() == "own", out
 
 
+async def test_attaching_where_no_engine_runs_is_refused_naming_where(services, ray_session):
+    from engine import NotRunning
+
+    config = engine_config(services, "sharded", namespace="billing-nobody-here")
+    with pytest.raises(NotRunning, match="no billing engine is running in Ray namespace "):
+        await Engine(config).start(attach_only=True)
+    from engine.runtime import cluster
+
+    assert cluster.Writer.running(config.namespace) is None  # nothing was started there
+
+
 def test_a_data_dir_in_use_is_refused_naming_the_process_and_how_to_attach(tmp_path):
-    from engine import DataDirInUse
+    from engine import BillingError, DataDirInUse, OperatorError
     from engine.embedded import DataDirLock
+
+    # An operator's mistake, not a refusal of a request (the HTTP door answers those as 4xx).
+    assert issubclass(DataDirInUse, OperatorError) and not issubclass(DataDirInUse, BillingError)
 
     holder = subprocess.Popen(
         [

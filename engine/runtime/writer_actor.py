@@ -1,4 +1,10 @@
-"""The ledger writer as a Ray actor, named `writer` in the engine's namespace."""
+"""The ledger writer as a Ray actor, named `writer` in the engine's namespace.
+
+It is also how an engine is found: an engine runs in a namespace exactly when its writer does
+(`cluster.Writer.running`). So it carries the two small things another process needs from the
+engine it attaches to: what to attach with (`describe`: URLs and config) and the scheduler's
+last run of each job (`jobs`, for `inspect jobs`). A registry actor of its own would be one more
+process (about 83 MiB here) that could outlive the engine or disagree with it."""
 
 from __future__ import annotations
 

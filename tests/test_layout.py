@@ -1,0 +1,146 @@
+"""The layout rules, checked on the source: room sizes, where Ray and SQL may live, no import
+cycle, and a client that imports the engine without paying for Ray."""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PRODUCT = ("actors", "persistence", "engine", "api", "background_tasks")
+MODULE_LINES_MAX = 400
+FUNCTION_LINES_MAX = 60
+SQL = re.compile(r"\b(SELECT\s.+\sFROM|INSERT\s+INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM)\b", re.S)
+
+
+def modules(*packages: str) -> dict[str, Path]:
+    """Dotted module name -> file, for the product packages (or those given)."""
+    out = {}
+    for package in packages or PRODUCT:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            out[name] = path
+    return out
+
+
+def imported(path: Path) -> set[str]:
+    """Every module `path` imports, at any depth of the file."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+            names |= {f"{node.module}.{a.name}" for a in node.names}
+    return names
+
+
+def top_level_imports(path: Path, known: dict[str, Path]) -> set[str]:
+    """The modules `path` imports when it is imported (not inside functions): `from p import m`
+    imports module `p.m` if there is one, else `p`."""
+    names = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            for a in node.names:
+                sub = f"{node.module}.{a.name}"
+                names.add(sub if sub in known else node.module)
+    return names
+
+
+def sizes() -> tuple[list[str], list[str]]:
+    """(modules over MODULE_LINES_MAX, functions over FUNCTION_LINES_MAX), as 'where: n'."""
+    big_modules, big_functions = [], []
+    for name, path in modules(*PRODUCT, "bench").items():
+        text = path.read_text()
+        lines = len(text.splitlines())
+        if lines > MODULE_LINES_MAX:
+            big_modules.append(f"{name}: {lines}")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                n = node.end_lineno - node.lineno + 1
+                if n > FUNCTION_LINES_MAX:
+                    big_functions.append(f"{name}.{node.name}: {n}")
+    return big_modules, big_functions
+
+
+def test_no_module_over_400_lines_and_no_function_over_60():
+    big_modules, big_functions = sizes()
+    assert big_modules == [], f"modules over {MODULE_LINES_MAX} lines: {big_modules}"
+    assert big_functions == [], f"functions over {FUNCTION_LINES_MAX} lines: {big_functions}"
+
+
+def test_ray_is_imported_only_under_engine_runtime():
+    outside = {
+        name: sorted(n for n in imported(path) if n == "ray" or n.startswith("ray."))
+        for name, path in modules().items()
+        if not name.startswith("engine.runtime")
+    }
+    assert {k: v for k, v in outside.items() if v} == {}
+
+
+def test_sql_is_written_only_under_persistence():
+    outside = [
+        name
+        for name, path in modules().items()
+        if not name.startswith("persistence") and SQL.search(path.read_text())
+    ]
+    assert outside == []
+
+
+def test_the_modules_import_one_another_without_a_cycle():
+    known = modules()
+    graph = {
+        name: {m for m in top_level_imports(path, known) if m in known and m != name}
+        for name, path in known.items()
+    }
+    cycle: list[str] = []
+
+    def visit(name: str, stack: list[str], done: set[str]) -> bool:
+        if name in stack:
+            cycle.extend(stack[stack.index(name) :] + [name])
+            return True
+        if name in done:
+            return False
+        stack.append(name)
+        found = any(visit(m, stack, done) for m in sorted(graph[name]))
+        stack.pop()
+        done.add(name)
+        return found
+
+    done: set[str] = set()
+    assert not any(visit(n, [], done) for n in sorted(graph)), " -> ".join(cycle)
+
+
+def test_a_client_imports_the_engine_and_its_errors_without_ray():
+    script = (
+        "import sys\n"
+        "import engine\n"
+        "from engine import Engine, InsufficientCoins, Config, OperatorError\n"
+        "from engine.api import Engine as E\n"
+        "assert issubclass(InsufficientCoins, ValueError)\n"
+        "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_checks_above_catch_what_they_look_for(tmp_path):
+    """The checks are not vacuous: each finds its target in a file made to have it."""
+    bad = tmp_path / "bad.py"
+    bad.write_text(
+        "import ray\n"
+        "Q = 'SELECT a FROM b'\n"
+        "def long():\n" + "    x = 1\n" * FUNCTION_LINES_MAX + "\n"
+    )
+    assert "ray" in imported(bad)
+    assert SQL.search(bad.read_text())
+    tree = ast.parse(bad.read_text())
+    fn = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef))
+    assert fn.end_lineno - fn.lineno + 1 > FUNCTION_LINES_MAX
