@@ -64,6 +64,7 @@ class Settlement:
             self.call_id,
             None,
             self.ended_ms,
+            self.ended_ms,
         )
 
     def as_dict(self) -> dict:

@@ -65,12 +65,14 @@ class Transfer(NamedTuple):
     tx_type: str
     call_id: int | None
     minute_no: int | None
-    at_ms: int
+    at_ms: int  # when it happened: a minute's start, an outside transfer's stamp, a call's end
+    billed_ms: int | None = None  # when the host made it (a minute billed late: later than at_ms)
 
 
 # Where a transfer (or a row laid out as one) holds each field, for code that reads it by index.
-USER_AT, UNIT_AT, AMOUNT_AT, TX_TYPE_AT, CALL_AT, AT_MS_AT = (
-    Transfer._fields.index(f) for f in ("user_id", "unit", "amount", "tx_type", "call_id", "at_ms")
+USER_AT, UNIT_AT, AMOUNT_AT, TX_TYPE_AT, CALL_AT, AT_MS_AT, BILLED_MS_AT = (
+    Transfer._fields.index(f)
+    for f in ("user_id", "unit", "amount", "tx_type", "call_id", "at_ms", "billed_ms")
 )
 
 

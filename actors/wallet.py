@@ -139,7 +139,9 @@ class Wallet:
             self.earnings_paise -= amount
         self.external[transfer_id] = (tx_type, amount)
         self._check()
-        return Transfer(transfer_id, self.user_id, unit, sign * amount, tx_type, None, None, at_ms)
+        return Transfer(
+            transfer_id, self.user_id, unit, sign * amount, tx_type, None, None, at_ms, at_ms
+        )
 
     def recall_external(self, transfer_id: str, tx_type: str, amount: int) -> None:
         """A transfer the ledger holds for this wallet: a later request with its key is a
@@ -188,6 +190,7 @@ class Wallet:
         if entry is None:
             raise UnknownCall(f"call {call_id} is not open on wallet {self.user_id}")
         rate, last, first_ms, minute_ms = entry
+        billed_ms = self.clock_ms  # the host stamped the wallet with the time of this billing
         transfers: list[Transfer] = []
         short = False
         while last < through_minute:
@@ -196,6 +199,7 @@ class Wallet:
                 break
             last += 1
             self.balance_coins -= rate
+            starts_ms = first_ms + (last - 1) * minute_ms
             transfers.append(
                 Transfer(
                     minute_transfer_id(call_id, last),
@@ -205,7 +209,8 @@ class Wallet:
                     SPEND,
                     call_id,
                     last,
-                    first_ms + (last - 1) * minute_ms,
+                    starts_ms,
+                    billed_ms if billed_ms > starts_ms else starts_ms,
                 )
             )
         entry[1] = last

@@ -162,6 +162,45 @@ class Settlement(Answer):
     ended_at: EpochSeconds
 
 
+class TimelineMinute(Answer):
+    minute: int
+    due_at: EpochSeconds = Field(description="when the minute started: the time it carries")
+    billed_at: EpochSeconds | None = Field(description="when the host billed it")
+    committed_at: EpochSeconds | None = Field(description="null: billed, not committed yet")
+    coins: int = Field(description="coins the minute took")
+    balance_after_coins: int | None = Field(description="the payer's coins after it")
+
+
+class WalletEvent(Answer):
+    transfer_id: str
+    tx_type: str
+    coins: int = Field(description="coins added (+) or taken (-)")
+    call_id: int | None = Field(description="set for a minute of another call of the payer")
+    at: EpochSeconds
+    committed_at: EpochSeconds | None
+    balance_after_coins: int
+
+
+class CallEnd(Answer):
+    status: Status
+    reason: EndReason
+    rule: str = Field(
+        description="the rule that ended it, in words and numbers",
+        examples=["dropped at 12:03:00.000 UTC: balance 5 coins < rate 10 coins a minute, ..."],
+    )
+    at: EpochSeconds
+
+
+class Timeline(Answer):
+    call: Call
+    minutes: list[TimelineMinute]
+    wallet_events: list[WalletEvent] = Field(
+        description="the payer's other coin transfers during the call, in time order"
+    )
+    end: CallEnd | None = Field(description="null while the call is ongoing")
+    rows_cut: bool = Field(description="the payer had more transfers since than one answer holds")
+
+
 class CallsPage(Answer):
     calls: list[StoredCall]
     next_before: int | None = Field(description="pass as `before` for the next page")

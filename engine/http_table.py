@@ -72,6 +72,10 @@ async def _get_call(engine, body, call_id: int) -> dict:
     return await engine.get_call(call_id)
 
 
+async def _timeline(engine, body, call_id: int) -> dict:
+    return await engine.explain_call(call_id)
+
+
 async def _end_call(engine, body: m.EndCall | None, call_id: int) -> dict:
     return await engine.end_call(call_id, "hangup" if body is None else body.reason)
 
@@ -97,6 +101,8 @@ ROUTES = (
           _get_call, errors=(404,)),
     Route("POST", "/v1/calls/{call_id}/end", "end a call; idempotent", m.Settlement, _end_call,
           m.EndCall, body_optional=True, errors=(404,)),
+    Route("GET", "/v1/calls/{call_id}/timeline", "every minute of a call explained", m.Timeline,
+          _timeline, errors=(404,)),
     Route("POST", "/v1/presence/{user_id}/heartbeat", "the user is online", m.Online,
           _heartbeat),
 )  # fmt: skip

@@ -7,8 +7,9 @@ import asyncio
 
 from actors.errors import EngineUnavailable, InvalidInput
 from actors.money import entity_id, one_of
+from engine.explain import explain
 from engine.retryable import retryable
-from persistence import store
+from persistence import store, timeline
 from persistence.db import mask_url
 
 READY_WRITER_LAG_MS_MAX = 5_000  # /readyz fails while the writer's oldest write waits longer
@@ -96,3 +97,15 @@ class Operations:
         if kind == "wallet":
             return await self.placement.inspect_wallet(ident, self.clock.now())
         return await self.get_call(ident)
+
+    @retryable
+    async def explain_call(self, call_id: int) -> dict:
+        """Every minute of a call explained (`engine/explain.py`): its minutes and the
+        payer's other coin transfers during it in time order, each with the balance after it,
+        and the end with the rule that decided it. An ongoing call is brought up to now
+        first; what its host billed that is not committed yet shows `committed_at` null."""
+        call = await self.get_call(call_id)
+        ledger = await timeline.call_ledger(
+            await self.pool(), call["call_id"], call["user_id"], call["connected_at"]
+        )
+        return explain(call, ledger, self.config.heartbeat_timeout_s)

@@ -19,6 +19,7 @@ BOUNDARY_OF_UNPAID = "c.connected_at + c.billed_minutes * c.minute_ms * interval
 # (top-ups, spends, a call's start with its minute 1; credits before debits): an operation at
 # time t sees everything due by t. `balance` is the running balance after each event (kind 0
 # minute due, 1 drop, 2 outside input).
+TRANSFER_KIND = "CASE WHEN call_id IS NULL OR minute_no = 1 THEN 2 ELSE 0 END"
 COINS_IN_TIME_ORDER = f"""
 SELECT ev.kind, ev.rate_coins,
        w.opening_coins + sum(ev.amount) OVER (
@@ -26,7 +27,7 @@ SELECT ev.kind, ev.rate_coins,
            ROWS UNBOUNDED PRECEDING) AS balance
 FROM (
     SELECT user_id, created_at AS at,
-           CASE WHEN call_id IS NULL OR minute_no = 1 THEN 2 ELSE 0 END AS kind,
+           {TRANSFER_KIND} AS kind,
            amount, NULL::bigint AS rate_coins, transfer_id AS id
     FROM ledger WHERE unit = 'coins'
     UNION ALL

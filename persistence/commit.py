@@ -12,22 +12,32 @@ import asyncpg
 
 from actors.call import CALL_FIELDS, END_FIELDS
 from actors.errors import InvariantViolation
-from actors.money import AMOUNT_AT, AT_MS_AT, UNIT_AT, USER_AT, Transfer, is_call_minute
+from actors.money import (
+    AMOUNT_AT,
+    AT_MS_AT,
+    BILLED_MS_AT,
+    UNIT_AT,
+    USER_AT,
+    Transfer,
+    is_call_minute,
+)
 from persistence.db import STAGING_TABLE
 from persistence.records import Batch
 from persistence.schema import call_minutes
 
 # A transfer's fields as the ledger stores them; the staging table keeps the millisecond stamp.
-LEDGER_COLUMNS = (*Transfer._fields[:AT_MS_AT], "created_at")
+# (`committed_at` is the commit transaction's own time, the column's default.)
+LEDGER_COLUMNS = (*Transfer._fields[:AT_MS_AT], "created_at", "billed_at")
 STAGING_COLUMNS = Transfer._fields
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 # The slow path, for a batch that repeats a transfer already committed (a batch sent again after
 # a restart): only the rows actually inserted come back, and only they move balances.
 INSERT_NEW_TRANSFERS_SQL = f"""
-INSERT INTO ledger (transfer_id, user_id, unit, amount, tx_type, call_id, minute_no, created_at)
+INSERT INTO ledger (transfer_id, user_id, unit, amount, tx_type, call_id, minute_no, created_at,
+                    billed_at)
 SELECT transfer_id, user_id, unit, amount, tx_type, call_id, minute_no,
-       to_timestamp(at_ms / 1000.0)
+       to_timestamp(at_ms / 1000.0), to_timestamp(billed_ms / 1000.0)
 FROM {STAGING_TABLE}
 ON CONFLICT (transfer_id) DO NOTHING
 RETURNING transfer_id, user_id, unit, amount, tx_type, call_id
@@ -190,14 +200,17 @@ async def _insert_transfers(conn: asyncpg.Connection, transfers: list[tuple]) ->
 
 
 def ledger_rows(transfers: list[tuple]) -> list[tuple]:
-    """Transfers as ledger rows: the millisecond stamp becomes a timestamp (one per instant:
-    the minutes of a pass share theirs)."""
-    stamps: dict[int, dt.datetime] = {}
+    """Transfers as ledger rows: the millisecond stamps become timestamps (one object per
+    instant: the minutes of a pass share theirs)."""
+    stamps: dict[int | None, dt.datetime | None] = {None: None}
     rows = []
     for t in transfers:
-        at_ms = t[AT_MS_AT]
+        at_ms, billed_ms = t[AT_MS_AT], t[BILLED_MS_AT]
         at = stamps.get(at_ms)
         if at is None:
             at = stamps[at_ms] = EPOCH + dt.timedelta(milliseconds=at_ms)
-        rows.append((*t[:AT_MS_AT], at))
+        billed = stamps.get(billed_ms, EPOCH)
+        if billed is EPOCH:
+            billed = stamps[billed_ms] = EPOCH + dt.timedelta(milliseconds=billed_ms)
+        rows.append((*t[:AT_MS_AT], at, billed))
     return rows

@@ -34,7 +34,7 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.execute(
         f"""CREATE TEMP TABLE IF NOT EXISTS {STAGING_TABLE} (
                 transfer_id text COLLATE "C", user_id bigint, unit text, amount bigint,
-                tx_type text, call_id bigint, minute_no integer, at_ms bigint
+                tx_type text, call_id bigint, minute_no integer, at_ms bigint, billed_ms bigint
             ) ON COMMIT DELETE ROWS"""
     )
 

@@ -172,6 +172,19 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX calls_by_listener ON calls (listener_id, call_id);
         """,
     ),
+    (
+        7,
+        "when each transfer was billed and committed",
+        """
+        -- `created_at` is when a transfer happened (a minute: when it started); `billed_at`
+        -- when the host made it (a minute billed late, or again after a crash: later);
+        -- `committed_at` the time of the writer's transaction that wrote it. Rows from before
+        -- this migration have neither.
+        ALTER TABLE ledger ADD COLUMN billed_at timestamptz;
+        ALTER TABLE ledger ADD COLUMN committed_at timestamptz;
+        ALTER TABLE ledger ALTER COLUMN committed_at SET DEFAULT transaction_timestamp();
+        """,
+    ),
 ]
 
 

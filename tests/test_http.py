@@ -105,6 +105,14 @@ async def test_a_call_over_http_from_start_to_withdrawal(engine, hot):
         end = await http.post(f"/v1/calls/{call['call_id']}/end", json={"reason": "hangup"})
         assert end.json()["billed_minutes"] == 3 and end.json()["status"] == "completed"
         assert (await http.post(f"/v1/calls/{call['call_id']}/end")).json() == end.json()
+        timeline = (await http.get(f"/v1/calls/{call['call_id']}/timeline")).json()
+        assert [m["minute"] for m in timeline["minutes"]] == [1, 2, 3]
+        assert [m["balance_after_coins"] for m in timeline["minutes"]] == [90, 80, 70]
+        assert timeline["end"]["rule"].startswith("hung up at ")
+        assert timeline["call"] == live | {k: end.json()[k] for k in ("status", "end_reason")} | {
+            "ended_at": end.json()["ended_at"],
+            "next_tick_at": None,
+        }
         assert (await http.get(f"/v1/wallets/{user}")).json()["balance_coins"] == 70
         paid = (await http.get(f"/v1/wallets/{listener}")).json()["earnings_paise"]
         out = await http.post(
@@ -130,6 +138,7 @@ async def test_a_call_over_http_from_start_to_withdrawal(engine, hot):
         )
         assert [e["type"] for e in resumed.json()["events"]] == ["call_settled"]
     assert ("POST", "/v1/calls", 201) in seen and ("GET", "/v1/calls/{call_id}", 200) in seen
+    assert ("GET", "/v1/calls/{call_id}/timeline", 200) in seen
 
 
 # (method, path, body, status, error type, words in the message); {u} the user, {v} listener.

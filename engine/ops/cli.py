@@ -97,6 +97,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    from engine.ops.explain_view import cmd_explain as explain
+
+    config = _config(args)
+    _require_running(config)
+    return explain(args, config, console)
+
+
 def readable_times(value):
     """Epoch seconds under keys ending in `_at` as ISO 8601 UTC, for a person to read; any
     other value, key (a shard's counters are keyed by peer shard number) or time out of range
@@ -242,6 +250,7 @@ COMMANDS = {
     "up": cmd_up,
     "serve-config": cmd_serve_config,
     "inspect": cmd_inspect,
+    "explain call": cmd_explain,
     "audit": cmd_audit,
     "bench": cmd_bench,
     "chaos": cmd_chaos,

@@ -108,7 +108,7 @@ def build_parser(commands: Commands) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="billing-engine", description=DESCRIPTION)
     parser.epilog = "Settings come from the environment or these flags; see the README."
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_demo, _up, _serve_config, _inspect, _audit, _bench, _chaos, _jobs):
+    for add in (_demo, _up, _serve_config, _inspect, _explain, _audit, _bench, _chaos, _jobs):
         add(sub, commands)
     return parser
 
@@ -160,6 +160,18 @@ def _inspect(sub, commands: Commands) -> None:
     ins.add_argument("what", choices=INSPECT_KINDS)
     ins.add_argument("id", nargs="?", type=int, help="the call or wallet (user) id")
     _engine_flags(ins, only=("ray", "data_dir"))
+
+
+def _explain(sub, commands: Commands) -> None:
+    explain = sub.add_parser(
+        "explain", formatter_class=HELP, help="every minute of a call and the rule that ended it"
+    )
+    kinds = explain.add_subparsers(dest="explain_kind", required=True)
+    call = kinds.add_parser("call", formatter_class=HELP)
+    call.set_defaults(func=commands["explain call"])
+    call.add_argument("id", type=int, help="the call's id")
+    call.add_argument("--json", action="store_true", help="JSON instead of a table")
+    _engine_flags(call, only=("ray", "data_dir"))
 
 
 def _audit(sub, commands: Commands) -> None:

@@ -25,6 +25,7 @@ from engine.runtime.loading import LoadOnce
 from engine.runtime.raycalls import (
     actor,
     actor_or_none,
+    call_name,
     is_transient,
     remote,
     wallet_name,
@@ -154,7 +155,7 @@ class CallActor:
 
     async def state(self, now: float) -> dict:
         out = await self._ask("bill_call", now)
-        return out | {"actor": f"call:{self.call_id}", "pid": os.getpid()}
+        return out | {"actor": call_name(self.call_id), "pid": os.getpid()}
 
     async def _loop(self) -> None:
         interval_s = self.config.timer_interval_ms / 1000

@@ -1,0 +1,79 @@
+"""`billing-engine explain call ID`: every minute of a call and the payer's transfers during
+it, in time order, as a table (or JSON with `--json`), and the rule that ended it."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+
+from rich.table import Table
+
+from engine.explain import clock
+
+
+def rows_in_time_order(out: dict) -> list[tuple]:
+    """(time, what, coins, balance after, billed, committed) for each minute and transfer."""
+    rows = [
+        (
+            m["due_at"],
+            f"minute {m['minute']}",
+            -m["coins"],
+            m["balance_after_coins"],
+            m["billed_at"],
+            m["committed_at"],
+        )
+        for m in out["minutes"]
+    ]
+    rows += [
+        (
+            e["at"],
+            e["tx_type"] if e["call_id"] is None else f"minute of call {e['call_id']}",
+            e["coins"],
+            e["balance_after_coins"],
+            e["at"],
+            e["committed_at"],
+        )
+        for e in out["wallet_events"]
+    ]
+    return sorted(rows, key=lambda r: r[0])
+
+
+def table(out: dict) -> Table:
+    c = out["call"]
+    t = Table(
+        title=f"call {c['call_id']}: payer {c['user_id']} -> listener {c['listener_id']}, "
+        f"{c['call_type']} at {c['rate_coins']} coins a minute, {c['status']}"
+    )
+    for name in ("at", "what", "coins", "balance after", "billed", "committed"):
+        t.add_column(name, justify="right" if name in ("coins", "balance after") else "left")
+    for at, what, coins, balance, billed, committed in rows_in_time_order(out):
+        t.add_row(
+            clock(at),
+            what,
+            f"{coins:+d}",
+            "-" if balance is None else str(balance),
+            clock(billed),
+            "[yellow]not yet[/]" if committed is None else clock(committed),
+        )
+    end = out["end"]
+    t.caption = "ongoing: " + clock(c["next_tick_at"]) + " next" if end is None else end["rule"]
+    return t
+
+
+def cmd_explain(args: argparse.Namespace, config, console) -> int:
+    from engine.api import Engine
+
+    async def run() -> dict:
+        engine = await Engine(config).start(attach_only=True)
+        try:
+            return await engine.explain_call(args.id)
+        finally:
+            await engine.stop()
+
+    out = asyncio.run(run())
+    if args.json:
+        console.print_json(json.dumps(out))
+    else:
+        console.print(table(out))
+    return 0

@@ -1,0 +1,70 @@
+"""What the ledger says about one call and its payer, for `explain`: the call's minutes, and the
+payer's coin transfers from the call's start until now (outside transfers, and the minutes of
+their calls), each with when it happened, was billed and was committed.
+
+Every row read is a primary-key range (a call's minutes: `call:{id}:`; a person's outside
+transfers: `ext:{user}:`) or an index read (the payer's calls that were still ongoing at the
+start), so explaining a call costs what the call and its payer did since, not their history.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import asyncpg
+
+from persistence.audit import TRANSFER_KIND
+from persistence.schema import call_minutes
+
+# Rows of a payer read for one explanation: past it, the oldest are left out (and it says so).
+TIMELINE_ROWS_MAX = 10_000
+
+_COLUMNS = f"""l.transfer_id, l.tx_type, l.amount, l.call_id, l.minute_no,
+       {TRANSFER_KIND.replace("call_id", "l.call_id").replace("minute_no", "l.minute_no")} AS kind,
+       extract(epoch FROM l.created_at)::float8 AS at,
+       extract(epoch FROM l.billed_at)::float8 AS billed_at,
+       extract(epoch FROM l.committed_at)::float8 AS committed_at"""
+
+PAYER_ROWS_SQL = f"""
+WITH calls_then AS (
+    SELECT call_id FROM calls
+    WHERE user_id = $1 AND (ended_at IS NULL OR ended_at >= $2)
+)
+SELECT * FROM (
+    SELECT {_COLUMNS} FROM ledger l
+    WHERE l.transfer_id >= 'ext:' || $1::bigint || ':'
+      AND l.transfer_id < 'ext:' || $1::bigint || ';'
+      AND l.unit = 'coins' AND l.created_at >= $2
+    UNION ALL
+    SELECT {_COLUMNS} FROM calls_then c CROSS JOIN LATERAL (
+        SELECT * FROM ledger l WHERE {call_minutes("c.call_id", "l")} AND l.created_at >= $2
+    ) l
+) rows
+ORDER BY at DESC, kind DESC, amount, transfer_id DESC
+LIMIT {TIMELINE_ROWS_MAX + 1}
+"""
+
+
+async def call_ledger(pool: asyncpg.Pool, call_id: int, payer_id: int, since: float) -> dict:
+    """In one snapshot: the payer's coin transfers from `since` (epoch s) until now, oldest
+    first (in the audit's time order: at one instant, minutes that fell due, then outside
+    transfers and a call's minute 1, credits before debits); the payer's
+    balance now as the ledger has it (`wallet_balances`); and the call's own terms:
+    `{"rows", "balance_now", "cut", "minute_ms", "max_minutes"}`. `cut`: more than
+    TIMELINE_ROWS_MAX rows, the oldest left out."""
+    start = dt.datetime.fromtimestamp(since, dt.UTC)
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+        rows = await conn.fetch(PAYER_ROWS_SQL, payer_id, start)
+        balance = await conn.fetchval(
+            "SELECT balance_coins FROM wallet_balances WHERE user_id = $1", payer_id
+        )
+        terms = await conn.fetchrow(
+            "SELECT minute_ms, max_minutes FROM calls WHERE call_id = $1", call_id
+        )
+    return {
+        "rows": [dict(r) for r in reversed(rows[:TIMELINE_ROWS_MAX])],
+        "balance_now": balance or 0,
+        "cut": len(rows) > TIMELINE_ROWS_MAX,
+        "minute_ms": None if terms is None else terms["minute_ms"],
+        "max_minutes": None if terms is None else terms["max_minutes"],
+    }
