@@ -8,10 +8,12 @@ import asyncio
 import json
 import os
 import re
+import select
 import signal
 import socket
 import subprocess
 import sys
+import time
 
 import httpx
 import pytest
@@ -164,6 +166,8 @@ async def test_up_serves_a_whole_call_over_http_and_events_resume_without_a_gap(
     assert '"status": "dropped"' in shown.stdout and re.search(
         r'"ended_at": "20\d\d-', shown.stdout
     )
+    async with httpx.AsyncClient(base_url=url, headers=auth, timeout=30) as http:
+        await debugging_views(http, data_dir, dropped_call=cid)
 
     proc.send_signal(signal.SIGINT)
     rest_out, _ = proc.communicate(timeout=STEP_S_MAX)
@@ -173,3 +177,81 @@ async def test_up_serves_a_whole_call_over_http_and_events_resume_without_a_gap(
     assert "XDG_RUNTIME_DIR" not in output and "Token authentication" not in output
     audit = run(["audit"], env=embedded_env(data_dir))
     assert audit.returncode == 0 and "audit passed" in audit.stdout, audit.stdout
+
+
+async def debugging_views(http: httpx.AsyncClient, data_dir, dropped_call: int) -> None:
+    """What an engineer debugging a charge runs against a live `up`, after calls that crossed
+    shards (a payer and their listener are on different shards when their ids differ by one),
+    one hung up, one dropped, one still ongoing: every `inspect` kind, `explain call` on each,
+    the timeline route, and `top`, once and live in a terminal."""
+    env = embedded_env(data_dir)
+    people = []
+    for name, role in (("payer", "user"), ("host", "listener")):
+        people.append(ok(await http.post("/v1/users", json={"name": name, "role": role}), 201))
+    payer, listener = (p["user_id"] for p in people)
+    assert payer % 2 != listener % 2  # two shards: the call crosses them
+    await http.post(f"/v1/wallets/{payer}/top-ups", json={"amount": 500, "idempotency_key": "v"})
+    start = {"user_id": payer, "listener_id": listener}
+    hung_up = ok(await http.post("/v1/calls", json=start), 201)["call_id"]
+    await asyncio.sleep(MINUTE_S * 1.1)  # into minute 2, well before minute 3
+    ok(await http.post(f"/v1/calls/{hung_up}/end"))
+    ongoing = ok(await http.post("/v1/calls", json=start), 201)["call_id"]
+
+    for kind in ("shards", "writer", "jobs", "config"):
+        out = run(["inspect", kind], env=env)
+        assert out.returncode == 0, out.stdout + out.stderr
+        json.loads(out.stdout)
+    for kind, ident in (("call", ongoing), ("call", hung_up), ("wallet", payer)):
+        out = run(["inspect", kind, str(ident)], env=env)
+        assert out.returncode == 0 and str(ident) in out.stdout, out.stdout + out.stderr
+    missing = run(["inspect", "call", "987654"], env=env)
+    assert missing.returncode == 2 and "no call with id 987654" in missing.stdout
+
+    dropped = run(["explain", "call", str(dropped_call)], env=env)
+    assert dropped.returncode == 0, dropped.stdout + dropped.stderr
+    assert "dropped at " in dropped.stdout and "coins < rate 10 coins a minute" in dropped.stdout
+    print(dropped.stdout)  # the closing note shows one
+    completed = run(["explain", "call", str(hung_up), "--json"], env=env)
+    explained = json.loads(completed.stdout)
+    assert explained["end"]["rule"].startswith("hung up at ")
+    assert [m["minute"] for m in explained["minutes"]] == [1, 2]
+    live = run(["explain", "call", str(ongoing)], env=env)
+    assert live.returncode == 0 and "ongoing" in live.stdout, live.stdout + live.stderr
+    timeline = ok(await http.get(f"/v1/calls/{dropped_call}/timeline"))
+    assert timeline["end"]["reason"] == "insufficient_coins"
+    assert [m["minute"] for m in timeline["minutes"]] == [1, 2, 3]
+
+    once = run(["top", "--once"], env=env)
+    assert once.returncode == 0, once.stdout + once.stderr
+    for figure in ("ongoing calls", "minutes/s", "writer", "lag ms", "HTTP requests", "shard:1"):
+        assert figure in once.stdout, once.stdout
+    assert top_in_a_terminal(env), "top did not leave on q"
+    ok(await http.post(f"/v1/calls/{ongoing}/end"))
+
+
+def top_in_a_terminal(env: dict) -> bool:
+    """`top` on a pseudo-terminal: its screen shows the figures, and `q` leaves it (exit 0)."""
+    import pty
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        CLI + ["top"], stdin=follower, stdout=follower, stderr=follower, env=env
+    )
+    os.close(follower)
+    screen = b""
+    try:
+        deadline = time.monotonic() + STEP_S_MAX
+        while b"minutes/s" not in screen and time.monotonic() < deadline:
+            ready, _, _ = select.select([leader], [], [], 1.0)
+            if ready:
+                try:
+                    screen += os.read(leader, 65536)
+                except OSError:  # it exited: its terminal is gone
+                    break
+        assert b"minutes/s" in screen, screen.decode(errors="replace")[-2000:]
+        os.write(leader, b"q")
+        return proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(leader)

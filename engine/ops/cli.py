@@ -105,6 +105,14 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return explain(args, config, console)
 
 
+def cmd_top(args: argparse.Namespace) -> int:
+    from engine.ops.top import cmd_top as top
+
+    config = _config(args)
+    _require_running(config)
+    return top(args, config, console)
+
+
 def readable_times(value):
     """Epoch seconds under keys ending in `_at` as ISO 8601 UTC, for a person to read; any
     other value, key (a shard's counters are keyed by peer shard number) or time out of range
@@ -251,6 +259,7 @@ COMMANDS = {
     "serve-config": cmd_serve_config,
     "inspect": cmd_inspect,
     "explain call": cmd_explain,
+    "top": cmd_top,
     "audit": cmd_audit,
     "bench": cmd_bench,
     "chaos": cmd_chaos,

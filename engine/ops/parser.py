@@ -108,7 +108,8 @@ def build_parser(commands: Commands) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="billing-engine", description=DESCRIPTION)
     parser.epilog = "Settings come from the environment or these flags; see the README."
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_demo, _up, _serve_config, _inspect, _explain, _audit, _bench, _chaos, _jobs):
+    adders = (_demo, _up, _serve_config, _inspect, _explain, _top, _audit, _bench, _chaos, _jobs)
+    for add in adders:
         add(sub, commands)
     return parser
 
@@ -172,6 +173,14 @@ def _explain(sub, commands: Commands) -> None:
     call.add_argument("id", type=int, help="the call's id")
     call.add_argument("--json", action="store_true", help="JSON instead of a table")
     _engine_flags(call, only=("ray", "data_dir"))
+
+
+def _top(sub, commands: Commands) -> None:
+    top = _command(
+        sub, "top", "a running engine's figures, live, every second (q leaves)", commands
+    )
+    top.add_argument("--once", action="store_true", help="print one frame and exit")
+    _engine_flags(top, only=("ray", "data_dir"))
 
 
 def _audit(sub, commands: Commands) -> None:

@@ -106,11 +106,12 @@ class WalletHost(ListenerSide, Settling):
         self._settling: dict[int, asyncio.Future] = {}
         self._notices: list[dict] = []  # low-balance notices waiting to be published
         self._reserved_at: dict[int, float] = {}  # listener -> when its reservation was made
-        self.counts = {"minutes_billed": 0, "calls_settled": 0}
+        self.counts = {"minutes_billed": 0, "calls_started": 0, "calls_settled": 0}
+        self.ends: dict[str, int] = {}  # calls settled here, by end reason
 
     @property
     def stats(self) -> dict:
-        return self.counts | {"wallets_evicted": self.cache.evicted}
+        return self.counts | {"wallets_evicted": self.cache.evicted, "ends": dict(self.ends)}
 
     def writes_pending(self) -> bool:
         return bool(self.client.pending)
@@ -240,6 +241,7 @@ class WalletHost(ListenerSide, Settling):
         await self.client.durable(
             [call_start_record(call, start_key), first, call_started_event(call)]
         )
+        self.counts["calls_started"] += 1
         metrics.billed(1, started=1)
         return call.state()
 

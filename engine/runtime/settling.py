@@ -26,6 +26,7 @@ class Settling:
     wallets: dict[int, Wallet]
     calls: dict[int, Call]
     counts: dict[str, int]
+    ends: dict[str, int]
     _settling: dict[int, asyncio.Future]
     _notices: list[dict]
 
@@ -65,6 +66,8 @@ class Settling:
                 if self.presence is not None:
                     await self.presence.call_settled(s.as_dict(), self.user_in_call(s.user_id))
             self.counts["calls_settled"] += len(settlements)
+            for s in settlements:
+                self.ends[s.end_reason] = self.ends.get(s.end_reason, 0) + 1
             metrics.settled([s.end_reason for s in settlements])
             for s in settlements:
                 self._settling.pop(s.call_id).set_result(s)
