@@ -85,3 +85,38 @@ async def test_an_ongoing_call_is_explained_live_marking_what_is_not_committed(e
 async def test_explaining_a_call_that_does_not_exist_names_it(engine):
     with pytest.raises(UnknownCall, match="no call with id 987654"):
         await engine.explain_call(987654)
+
+
+async def test_every_inspect_kind_answers_after_cross_host_calls_drops_and_a_restart(engine):
+    """`inspect` as the CLI shows it (the Engine's answer through `readable_times` and JSON)
+    never crashes: after calls whose parties live on different hosts, a drop, a hang-up and a
+    restart of a payer's host, every kind answers, and an unknown id is refused by name."""
+    import json
+
+    from actors import UnknownUser
+    from engine.ops.cli import readable_times
+    from tests.helpers import answered, restart_actor
+    from tests.test_time_order import payer_host
+
+    payers = [await engine.create_user(f"p{i}") for i in range(2)]
+    listeners = [await engine.create_listener(f"l{i}") for i in range(2)]
+    await engine.top_up(payers[0], 15, idempotency_key="short")  # drops after minute 1
+    await engine.top_up(payers[1], 100, idempotency_key="long")
+    short = await engine.start_call(payers[0], listeners[0])
+    long = await engine.start_call(payers[1], listeners[1])
+    await engine.advance(MIN)
+    await restart_actor(payer_host(engine, payers[1]))
+    await eventually(lambda: answered(lambda: engine.get_call(long["call_id"])), what="host back")
+    await engine.advance(MIN)
+    await engine.end_call(long["call_id"])
+    kinds = [("shards", None), ("writer", None), ("jobs", None), ("config", None)]
+    kinds += [("call", short["call_id"]), ("call", long["call_id"])]
+    kinds += [("wallet", p) for p in payers + listeners]
+    for kind, ident in kinds:
+        shown = json.dumps(readable_times(await engine.inspect(kind, ident)), default=str)
+        assert shown and (ident is None or str(ident) in shown), (kind, ident)
+    assert (await engine.inspect("call", short["call_id"]))["status"] == "dropped"
+    with pytest.raises(UnknownCall, match="no call with id 987654"):
+        await engine.inspect("call", 987654)
+    with pytest.raises(UnknownUser, match="no user with id 987654"):
+        await engine.inspect("wallet", 987654)
