@@ -16,6 +16,7 @@ from actors.errors import (
     UnknownCall,
     UnknownUser,
 )
+from actors.times import iso_times
 
 RETRY_AFTER_S = 1
 
@@ -44,9 +45,10 @@ def error(status: int, kind: str, message: str) -> JSONResponse:
 
 
 def answer(value, status: int = 200) -> JSONResponse:
-    """The Engine's answer as it is: its model documents it (http_schema), and a test checks
-    the two agree, so the replica does not validate every answer again."""
-    return JSONResponse(value, status_code=status)
+    """The Engine's answer, its times in ISO 8601 (`engine/times.py`): its model documents it
+    (http_schema), and a test checks the two agree, so the replica does not validate every
+    answer again."""
+    return JSONResponse(iso_times(value), status_code=status)
 
 
 def validation_message(errors) -> str:

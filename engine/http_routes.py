@@ -14,6 +14,7 @@ from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from actors.errors import BillingError, EngineUnavailable
+from actors.times import iso_times
 from engine import http_schema as m
 from engine.http_answers import RETRY_AFTER_S, answer
 from persistence.store import CALLS_PAGE_MAX
@@ -108,7 +109,7 @@ async def _stream(engine, request: Request, after: int, user_id, page: list) -> 
     while not await request.is_disconnected():
         for e in page:
             after = e["id"]
-            yield f"id: {e['id']}\nevent: {e['type']}\ndata: {json.dumps(e)}\n\n"
+            yield f"id: {e['id']}\nevent: {e['type']}\ndata: {json.dumps(iso_times(e))}\n\n"
         if page:
             idle_since = time.monotonic()
         elif time.monotonic() - idle_since >= EVENTS_KEEPALIVE_S:

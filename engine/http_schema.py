@@ -48,7 +48,16 @@ Key = Annotated[
         examples=["order-81723"],
     ),
 ]
-EpochSeconds = Annotated[float, Field(description="seconds since the epoch, UTC")]
+# Every time the HTTP API says (answers and events alike): ISO 8601, UTC, with its offset and
+# milliseconds (`actors/times.py`; the Python API answers the same times as epoch seconds).
+Timestamp = Annotated[
+    str,
+    Field(
+        pattern=r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00$",
+        description="ISO 8601, UTC, with offset and milliseconds",
+        examples=["2026-12-01T10:58:20.631+00:00"],
+    ),
+]
 
 
 class Body(BaseModel):
@@ -123,14 +132,14 @@ class Call(Answer):
     tier: Tier = Field(description="the listener's tier when the call started")
     rate_coins: int = Field(description="coins a minute the payer pays")
     rate_paise: int = Field(description="paise a minute the listener earns")
-    connected_at: EpochSeconds
+    connected_at: Timestamp
     billed_minutes: int
     coins_spent: int
     earnings_paise: int
-    next_tick_at: EpochSeconds | None = Field(description="when the next minute is billed")
+    next_tick_at: Timestamp | None = Field(description="when the next minute is billed")
     status: Status
     end_reason: EndReason | None
-    ended_at: EpochSeconds | None
+    ended_at: Timestamp | None
 
 
 class StoredCall(Answer):
@@ -143,8 +152,8 @@ class StoredCall(Answer):
     rate_paise: int
     status: Status
     end_reason: EndReason | None
-    connected_at: EpochSeconds
-    ended_at: EpochSeconds | None
+    connected_at: Timestamp
+    ended_at: Timestamp | None
     billed_minutes: int
     coins_spent: int
     earnings_paise: int
@@ -159,14 +168,14 @@ class Settlement(Answer):
     billed_minutes: int
     coins_spent: int
     earnings_paise: int
-    ended_at: EpochSeconds
+    ended_at: Timestamp
 
 
 class TimelineMinute(Answer):
     minute: int
-    due_at: EpochSeconds = Field(description="when the minute started: the time it carries")
-    billed_at: EpochSeconds | None = Field(description="when the host billed it")
-    committed_at: EpochSeconds | None = Field(description="null: billed, not committed yet")
+    due_at: Timestamp = Field(description="when the minute started: the time it carries")
+    billed_at: Timestamp | None = Field(description="when the host billed it")
+    committed_at: Timestamp | None = Field(description="null: billed, not committed yet")
     coins: int = Field(description="coins the minute took")
     balance_after_coins: int | None = Field(description="the payer's coins after it")
 
@@ -176,8 +185,8 @@ class WalletEvent(Answer):
     tx_type: str
     coins: int = Field(description="coins added (+) or taken (-)")
     call_id: int | None = Field(description="set for a minute of another call of the payer")
-    at: EpochSeconds
-    committed_at: EpochSeconds | None
+    at: Timestamp
+    committed_at: Timestamp | None
     balance_after_coins: int
 
 
@@ -188,7 +197,7 @@ class CallEnd(Answer):
         description="the rule that ended it, in words and numbers",
         examples=["dropped at 12:03:00.000 UTC: balance 5 coins < rate 10 coins a minute, ..."],
     )
-    at: EpochSeconds
+    at: Timestamp
 
 
 class Timeline(Answer):
@@ -215,7 +224,7 @@ class Event(Answer):
     type: EventType
     call_id: int
     user_id: int
-    at: str = Field(description="ISO 8601 with offset")
+    at: Timestamp
     data: dict[str, int | float | str | bool | None]
 
 

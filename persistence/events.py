@@ -10,13 +10,13 @@ consumer keeps the last id it handled and resumes after it.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 
 import asyncpg
 from redis.exceptions import RedisError
 
+from actors.times import iso_times
 from persistence import keys
 from persistence.presence import redis_client
 
@@ -41,7 +41,7 @@ def _event(row) -> dict:
         "type": row["type"],
         "call_id": row["call_id"],
         "user_id": row["user_id"],
-        "at": row["at"].astimezone(dt.UTC).isoformat(),
+        "at": row["at"].timestamp(),
         "data": json.loads(row["data"]),
     }
 
@@ -96,6 +96,7 @@ class Relay:
                 return 0, False
             pipe = self.redis.pipeline(transaction=False)
             for e in events:
+                e = iso_times(e)  # the stream says its times as the HTTP API does
                 fields = {k: v for k, v in e.items() if k not in ("data", "id")}
                 fields["data"] = json.dumps(e["data"], separators=(",", ":"))
                 pipe.xadd(

@@ -1,6 +1,9 @@
 """Call events: in the outbox with what they report, once per call, relayed to a Redis Stream
 and again after Redis loses it."""
 
+import json
+import re
+
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
@@ -112,6 +115,14 @@ async def test_events_reach_the_stream_once_and_again_after_redis_loses_it(
                 ("1-0", "call_started"),
                 ("2-0", "call_settled"),
             ]
+            # One time format in the stream, the HTTP API's: ISO 8601 with offset, at the top
+            # and inside the data alike (the Python API's `events()` says epoch seconds).
+            settled = entries[1][1]
+            data = json.loads(settled["data"])
+            for at in (settled["at"], data["ended_at"]):
+                assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", at), at
+            python = (await e.events())[1]
+            assert isinstance(python["at"], float) and python["at"] == data_time(data["ended_at"])
             await r.delete(STREAM)  # Redis restarted without its data
             relay = Relay(services.redis_url)
             try:
@@ -128,3 +139,9 @@ async def test_events_reach_the_stream_once_and_again_after_redis_loses_it(
             assert [i for i, _ in await r.xrange(STREAM)] == ["1-0", "2-0"]
         finally:
             await r.aclose()
+
+
+def data_time(iso: str) -> float:
+    import datetime as dt
+
+    return dt.datetime.fromisoformat(iso).timestamp()

@@ -88,13 +88,13 @@ async def test_explaining_a_call_that_does_not_exist_names_it(engine):
 
 
 async def test_every_inspect_kind_answers_after_cross_host_calls_drops_and_a_restart(engine):
-    """`inspect` as the CLI shows it (the Engine's answer through `readable_times` and JSON)
+    """`inspect` as the CLI shows it (the Engine's answer through `iso_times` and JSON)
     never crashes: after calls whose parties live on different hosts, a drop, a hang-up and a
     restart of a payer's host, every kind answers, and an unknown id is refused by name."""
     import json
 
     from actors import UnknownUser
-    from engine.ops.cli import readable_times
+    from actors.times import iso_times
     from tests.helpers import answered, restart_actor
     from tests.test_time_order import payer_host
 
@@ -113,7 +113,7 @@ async def test_every_inspect_kind_answers_after_cross_host_calls_drops_and_a_res
     kinds += [("call", short["call_id"]), ("call", long["call_id"])]
     kinds += [("wallet", p) for p in payers + listeners]
     for kind, ident in kinds:
-        shown = json.dumps(readable_times(await engine.inspect(kind, ident)), default=str)
+        shown = json.dumps(iso_times(await engine.inspect(kind, ident)), default=str)
         assert shown and (ident is None or str(ident) in shown), (kind, ident)
     assert (await engine.inspect("call", short["call_id"]))["status"] == "dropped"
     with pytest.raises(UnknownCall, match="no call with id 987654"):

@@ -1,6 +1,8 @@
 """The HTTP API in-process (the FastAPI app over a real engine, without Serve): routes, the
 same hostile input as the Python API, error statuses, the bearer token."""
 
+import re
+
 import httpx
 import pytest
 
@@ -8,6 +10,7 @@ from engine.http import build_app, token_digest
 from tests.conftest import engine_config
 
 MIN = 60.0
+ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00")  # every time the API says
 
 
 @pytest.fixture
@@ -109,6 +112,7 @@ async def test_a_call_over_http_from_start_to_withdrawal(engine, hot):
         assert [m["minute"] for m in timeline["minutes"]] == [1, 2, 3]
         assert [m["balance_after_coins"] for m in timeline["minutes"]] == [90, 80, 70]
         assert timeline["end"]["rule"].startswith("hung up at ")
+        assert ISO.fullmatch(timeline["minutes"][0]["committed_at"]), timeline["minutes"][0]
         assert timeline["call"] == live | {k: end.json()[k] for k in ("status", "end_reason")} | {
             "ended_at": end.json()["ended_at"],
             "next_tick_at": None,
@@ -132,6 +136,9 @@ async def test_a_call_over_http_from_start_to_withdrawal(engine, hot):
         await engine.sync()
         events = await http.get("/v1/events", headers={"Accept": "application/json"})
         assert [e["type"] for e in events.json()["events"]] == ["call_started", "call_settled"]
+        for e in events.json()["events"]:  # one time format: ISO 8601, outside and inside data
+            times = [e["at"]] + [v for k, v in e["data"].items() if k.endswith("_at") and v]
+            assert all(ISO.fullmatch(t) for t in times), e
         resumed = await http.get(
             "/v1/events",
             headers={"Accept": "application/json", "Last-Event-ID": "1"},

@@ -178,9 +178,9 @@ json_like = st.recursive(
 def test_inspect_shows_any_state_with_times_made_readable_and_never_crashes(value):
     # inspect prints whatever an actor reports: counters keyed by peer shard number, times out
     # of range, nested lists; none of it may crash the view (issue 20).
-    from engine.ops.cli import readable_times
+    from actors.times import iso_times
 
-    shown = readable_times(value)
+    shown = iso_times(value)
     json.dumps(shown, default=str)  # printable
     if (
         isinstance(value, dict)
@@ -193,9 +193,9 @@ def test_inspect_shows_any_state_with_times_made_readable_and_never_crashes(valu
 
 
 def test_inspect_shows_a_shard_that_released_to_a_peer():
-    from engine.ops.cli import readable_times
+    from actors.times import iso_times
 
     shard = {"batches": {"releases": {1: {"items": 3}}}, "next_tick_at": 0.0, "ended_at": None}
-    shown = readable_times(shard)
+    shown = iso_times(shard)
     assert shown["batches"]["releases"] == {1: {"items": 3}}
     assert shown["next_tick_at"] == "1970-01-01T00:00:00.000+00:00" and shown["ended_at"] is None

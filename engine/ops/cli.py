@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import json
 import logging
 import sys
@@ -14,6 +13,7 @@ import time
 from rich.console import Console
 
 from actors.errors import BillingError, OperatorError
+from actors.times import iso_times
 from engine import logs
 from engine.config import from_env
 from engine.ops.parser import build_parser
@@ -93,7 +93,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             await engine.stop()
 
     out = asyncio.run(run())
-    console.print_json(json.dumps(readable_times(out), default=str))
+    console.print_json(json.dumps(iso_times(out), default=str))
     return 0
 
 
@@ -111,29 +111,6 @@ def cmd_top(args: argparse.Namespace) -> int:
     config = _config(args)
     _require_running(config)
     return top(args, config, console)
-
-
-def readable_times(value):
-    """Epoch seconds under keys ending in `_at` as ISO 8601 UTC, for a person to read; any
-    other value, key (a shard's counters are keyed by peer shard number) or time out of range
-    as it is."""
-    if isinstance(value, dict):
-        return {
-            k: _iso(v) if isinstance(k, str) and k.endswith("_at") else readable_times(v)
-            for k, v in value.items()
-        }
-    if isinstance(value, list | tuple):
-        return [readable_times(v) for v in value]
-    return value
-
-
-def _iso(value):
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        return readable_times(value)
-    try:
-        return dt.datetime.fromtimestamp(value, dt.UTC).isoformat(timespec="milliseconds")
-    except (OverflowError, OSError, ValueError):
-        return value
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:

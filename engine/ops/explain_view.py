@@ -9,6 +9,7 @@ import json
 
 from rich.table import Table
 
+from actors.times import iso_times
 from engine.explain import clock
 
 
@@ -73,7 +74,7 @@ def cmd_explain(args: argparse.Namespace, config, console) -> int:
 
     out = asyncio.run(run())
     if args.json:
-        console.print_json(json.dumps(out))
+        console.print_json(json.dumps(iso_times(out)))
     else:
         console.print(table(out))
     return 0
