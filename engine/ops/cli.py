@@ -1,5 +1,6 @@
-"""`billing-engine`: bill live calls by the minute. Commands: demo, up, inspect, audit, bench,
-chaos, jobs (`billing-engine COMMAND --help` for each)."""
+"""`billing-engine`: bill live calls by the minute. The commands (demo, up, serve-config,
+inspect, explain, top, audit, bench, chaos, jobs run); their flags are in `engine.ops.parser`
+(`billing-engine COMMAND --help` for each)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Placement `actor-per-call`: a Ray actor per ongoing call and one per wallet.
+"""The actors of placement `actor-per-call` (`actor_per_call.py` places them): one per wallet,
+one per ongoing call.
 
 `wallet:{user_id}` hosts one person's wallet and the calls they pay (the same `WalletHost` a
 shard uses): it alone decides how far a call is billed, so a call and its wallet can never
