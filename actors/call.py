@@ -281,6 +281,7 @@ class Call:
         if minutes_left > minutes_threshold:
             return None
         self.low_balance_warned = True
+        minutes, until_ms = self.affordable(balance_coins)
         return {
             "call_id": self.call_id,
             "user_id": self.user_id,
@@ -288,11 +289,27 @@ class Call:
             "balance_coins": balance_coins,
             "minutes_left": minutes_left,
             "threshold_minutes": minutes_threshold,
+            "minutes_affordable": minutes,
+            "paid_until": until_ms / 1000,
         }
 
-    def state(self, now: float | None = None) -> dict:
-        """The call as its answers show it: the stored row's keys, and `next_tick_at`."""
+    def affordable(self, balance_coins: int) -> tuple[int, int]:
+        """(minutes the payer's `balance_coins` pay after those billed, at this call's rate and
+        within its maximum; when the call drops if nothing changes, in ms: the start of the
+        first minute they cannot pay, or the call's expiry). Counts this call alone: a payer
+        with several calls at once runs out sooner."""
+        minutes = min(balance_coins // self.rate_coins, self.max_minutes - self.billed_minutes)
+        return minutes, min(self.next_due_ms() + minutes * self.minute_ms, self.expires_ms())
+
+    def state(self, balance_coins: int | None = None) -> dict:
+        """The call as its answers show it: the stored row's keys, `next_tick_at`, and, while
+        it is ongoing and its payer's balance is given, `minutes_affordable` and `paid_until`
+        (null otherwise)."""
         s = self.settlement
+        minutes = paid_until = None
+        if s is None and balance_coins is not None:
+            minutes, until_ms = self.affordable(balance_coins)
+            paid_until = until_ms / 1000
         return {
             "call_id": self.call_id,
             "user_id": self.user_id,
@@ -309,6 +326,8 @@ class Call:
             "status": self.status,
             "end_reason": None if s is None else s.end_reason,
             "ended_at": None if s is None else s.ended_at,
+            "minutes_affordable": minutes,
+            "paid_until": paid_until,
         }
 
 

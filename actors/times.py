@@ -2,7 +2,7 @@
 millisecond: what `time.time()` compares with). Everything that leaves the process as text
 (HTTP answers, the event stream and `/v1/events`, the CLI's JSON) says them in ISO 8601, UTC,
 with its offset and milliseconds: `2026-12-01T10:58:20.631+00:00`. A time is a value under a
-key named `at` or ending in `_at`; `iso_times` turns every one of them, at any depth."""
+key ending in `_at` or one of TIME_KEYS; `iso_times` turns every one of them, at any depth."""
 
 from __future__ import annotations
 
@@ -13,8 +13,11 @@ def iso(t: float) -> str:
     return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="milliseconds")
 
 
+TIME_KEYS = frozenset({"at", "paid_until"})
+
+
 def is_time_key(key) -> bool:
-    return isinstance(key, str) and (key == "at" or key.endswith("_at"))
+    return isinstance(key, str) and (key.endswith("_at") or key in TIME_KEYS)
 
 
 def iso_times(value):

@@ -36,6 +36,13 @@ from persistence.events import READ_LIMIT_MAX, read_events
 log = logging.getLogger("billing.engine")
 
 BUSY_FOR_S_MAX = 7 * 24 * 3600
+# What the answer for a call that ended adds to its stored row.
+STORED = {
+    "next_tick_at": None,
+    "minutes_affordable": None,
+    "paid_until": None,
+    "answered_from": "stored",
+}
 
 
 def _key(value: object) -> str:
@@ -94,11 +101,17 @@ class Engine(EngineLifecycle, Operations):
         return await self.placement.apply_external(who, tx_type, amount, key, now)
 
     @retryable
-    async def balance(self, user_id: int) -> dict:
-        """`{"user_id", "balance_coins", "earnings_paise"}` now: every minute due billed, and
-        a listener's ended call credited, before it is answered."""
+    async def balance(self, user_id: int, call_type: str | None = None) -> dict:
+        """`{"user_id", "balance_coins", "earnings_paise", "minutes_affordable"}` now: every
+        minute due billed, and a listener's ended call credited, before it is answered.
+        `minutes_affordable`: how many minutes of a `call_type` call the coins pay (null
+        without `call_type`), as CGRateS's GetMaxUsage answers before a call."""
         entity_id(user_id, "user_id")
-        return await self.placement.balance(user_id, self.clock.now())
+        if call_type is not None:
+            one_of(call_type, CALL_TYPES, "call_type")
+        out = await self.placement.balance(user_id, self.clock.now())
+        rate = None if call_type is None else self.config.rate_card.coins_per_minute[call_type]
+        return out | {"minutes_affordable": None if rate is None else out["balance_coins"] // rate}
 
     # -- calls -------------------------------------------------------------------------------
 
@@ -204,7 +217,7 @@ class Engine(EngineLifecycle, Operations):
         if payer is None:  # not started here: its row names the payer
             row = await store.read_call(await self.pool(), call_id)
             if row["status"] != "ongoing":
-                return row | {"next_tick_at": None, "answered_from": "stored"}
+                return row | STORED
             payer = row["user_id"]
         live = await ask(call_id, payer, self.clock.now())
         if live is None or live["status"] != "ongoing":
@@ -212,7 +225,7 @@ class Engine(EngineLifecycle, Operations):
         if live is not None:
             return live
         row = await store.read_call(await self.pool(), call_id)
-        return row | {"next_tick_at": None, "answered_from": "stored"}
+        return row | STORED
 
     @retryable
     async def get_call(self, call_id: int) -> dict:

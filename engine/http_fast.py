@@ -14,6 +14,7 @@ answer or refuse exactly as the app's error handlers do. A request it does not r
 from __future__ import annotations
 
 import logging
+import urllib.parse
 
 from pydantic import ValidationError
 
@@ -47,6 +48,10 @@ class FastPath:
     async def serve(self, route: Route, ids: dict, scope, receive, send) -> None:
         try:
             body = None
+            if route.query is not None:
+                given = urllib.parse.parse_qsl(scope.get("query_string", b"").decode())
+                known = route.query.model_fields  # others are ignored, as FastAPI does
+                body = route.query.model_validate({k: v for k, v in given if k in known})
             if route.body is not None:
                 raw = await read_body(receive)
                 if raw.strip() or not route.body_optional:

@@ -76,6 +76,12 @@ class NewUser(Body):
     role: Role = Field("user", description="user (pays) or listener (earns)")
 
 
+class WalletQuery(Body):
+    call_type: CallType | None = Field(
+        None, description="answer `minutes_affordable` for a call of this type"
+    )
+
+
 class TopUp(Body):
     amount: Coins = Field(examples=[100])
     tx_type: TopUpType = "purchase"
@@ -122,6 +128,9 @@ class Balance(Answer):
     user_id: int
     balance_coins: int
     earnings_paise: int
+    minutes_affordable: int | None = Field(
+        description="minutes of a `call_type` call the coins pay; null without `call_type`"
+    )
 
 
 class Call(Answer):
@@ -140,6 +149,12 @@ class Call(Answer):
     status: Status
     end_reason: EndReason | None
     ended_at: Timestamp | None
+    minutes_affordable: int | None = Field(
+        description="more minutes the payer's coins pay at this rate; null once ended"
+    )
+    paid_until: Timestamp | None = Field(
+        description="when the call drops (or expires) if nothing changes; null once ended"
+    )
 
 
 class StoredCall(Answer):

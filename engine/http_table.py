@@ -10,7 +10,7 @@ import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from fastapi import Body, FastAPI, Path, Request
+from fastapi import Body, FastAPI, Path, Query, Request
 from pydantic import BaseModel
 
 from engine import http_schema as m
@@ -29,6 +29,7 @@ class Route:
     ask: Callable[..., Awaitable[dict]]  # ask(engine, body, **ids) -> the answer
     body: type[BaseModel] | None = None
     body_optional: bool = False  # a request without a body uses the model's defaults
+    query: type[BaseModel] | None = None  # a GET's parameters, handed to `ask` as its body
     status: int = 200
     errors: tuple[int, ...] = ()
 
@@ -46,8 +47,8 @@ async def _create_user(engine, body: m.NewUser) -> dict:
     return {"user_id": await engine.create_user(body.name, body.role)}
 
 
-async def _wallet(engine, body, user_id: int) -> dict:
-    return await engine.balance(user_id)
+async def _wallet(engine, query: m.WalletQuery | None, user_id: int) -> dict:
+    return await engine.balance(user_id, None if query is None else query.call_type)
 
 
 async def _top_up(engine, body: m.TopUp, user_id: int) -> dict:
@@ -88,7 +89,7 @@ ROUTES = (
     Route("POST", "/v1/users", "create a user or listener", m.UserCreated, _create_user,
           m.NewUser, status=201),
     Route("GET", "/v1/wallets/{user_id}", "balance and earnings now", m.Balance, _wallet,
-          errors=(404,)),
+          query=m.WalletQuery, errors=(404,)),
     Route("POST", "/v1/wallets/{user_id}/top-ups", "add coins (once per idempotency key)",
           m.Transfer, _top_up, m.TopUp, errors=(404, 409)),
     Route("POST", "/v1/wallets/{user_id}/spends", "take coins outside a call", m.Transfer,
@@ -131,6 +132,8 @@ def _endpoint(route: Route):
     async def endpoint(request: Request, **given):
         engine = await request.app.state.get_engine()
         body = given.pop("body", None)
+        if route.query is not None:
+            body = route.query(**{f: given.pop(f) for f in route.query.model_fields})
         return answer(await route.ask(engine, body, **given), route.status)
 
     params = [inspect.Parameter("request", KEYWORD, annotation=Request)]
@@ -138,6 +141,15 @@ def _endpoint(route: Route):
         kind = route.body | None if route.body_optional else route.body
         default = Body(None) if route.body_optional else Body()
         params.append(inspect.Parameter("body", KEYWORD, default=default, annotation=kind))
+    for name, f in (route.query.model_fields if route.query is not None else {}).items():
+        params.append(
+            inspect.Parameter(
+                name,
+                KEYWORD,
+                default=Query(f.default, description=f.description),
+                annotation=f.annotation,
+            )
+        )
     for name in route.ids:
         params.append(
             inspect.Parameter(

@@ -6,6 +6,7 @@ import re
 import httpx
 import pytest
 
+from actors.times import iso
 from engine.http import build_app, token_digest
 from tests.conftest import engine_config
 
@@ -95,16 +96,25 @@ async def test_a_call_over_http_from_start_to_withdrawal(engine, hot):
             "redis": "ok",
         }
         user, listener = await people(http, 100)
+        before = (await http.get(f"/v1/wallets/{user}", params={"call_type": "video"})).json()
+        assert before["minutes_affordable"] == 1  # 100 coins, 60 a minute
+        assert (await http.get(f"/v1/wallets/{user}")).json()["minutes_affordable"] is None
+        bad = await http.get(f"/v1/wallets/{user}", params={"call_type": "fax"})
+        assert bad.status_code == 400 and "call_type" in bad.json()["error"]["message"]
         body = {"user_id": user, "listener_id": listener, "idempotency_key": "c1"}
         r = await http.post("/v1/calls", json=body)
         assert r.status_code == 201, r.text
         call = r.json()
+        assert call["minutes_affordable"] == 9  # 90 coins left, 10 a minute
         again = await http.post("/v1/calls", json=body)  # a retry: the same call
         assert again.json()["call_id"] == call["call_id"]
         assert (await http.post(f"/v1/presence/{user}/heartbeat")).json() == {"online": True}
         await engine.advance(2 * MIN)
         live = (await http.get(f"/v1/calls/{call['call_id']}")).json()
         assert live["billed_minutes"] == 3 and live["status"] == "ongoing"
+        assert live["minutes_affordable"] == 7 and live["paid_until"] == iso(
+            call_start(call) + 10 * MIN  # minutes 1..10 paid: the drop is at minute 11's start
+        )
         end = await http.post(f"/v1/calls/{call['call_id']}/end", json={"reason": "hangup"})
         assert end.json()["billed_minutes"] == 3 and end.json()["status"] == "completed"
         assert (await http.post(f"/v1/calls/{call['call_id']}/end")).json() == end.json()
@@ -116,6 +126,8 @@ async def test_a_call_over_http_from_start_to_withdrawal(engine, hot):
         assert timeline["call"] == live | {k: end.json()[k] for k in ("status", "end_reason")} | {
             "ended_at": end.json()["ended_at"],
             "next_tick_at": None,
+            "minutes_affordable": None,
+            "paid_until": None,
         }
         assert (await http.get(f"/v1/wallets/{user}")).json()["balance_coins"] == 70
         paid = (await http.get(f"/v1/wallets/{listener}")).json()["earnings_paise"]
@@ -322,3 +334,9 @@ def test_the_openapi_schema_types_every_property_and_declares_every_answer():
                 for status in ("400", "401", "503"):
                     err = op["responses"][status]["content"]["application/json"]["schema"]
                     assert err == {"$ref": "#/components/schemas/Error"}, (method, path, status)
+
+
+def call_start(call: dict) -> float:
+    import datetime as dt
+
+    return dt.datetime.fromisoformat(call["connected_at"]).timestamp()

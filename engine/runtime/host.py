@@ -243,7 +243,7 @@ class WalletHost(ListenerSide, Settling):
         )
         self.counts["calls_started"] += 1
         metrics.billed(1, started=1)
-        return call.state()
+        return call.state(w.balance_coins)
 
     def tick(self, call_ids: list[int], now: float) -> int:
         """Bill the calls `call_ids` through `now` (a timer's pass; written behind). Returns
@@ -298,9 +298,9 @@ class WalletHost(ListenerSide, Settling):
         call = self.calls.get(call_id)
         if call is None:
             return None
-        await self._payer_caught_up(call.user_id, now)
+        w, _ = await self._payer_caught_up(call.user_id, now)
         if call.settlement is None:
-            return call.state()
+            return call.state(w.balance_coins)
         return await self._settled(call)
 
     async def _settled(self, call: Call) -> dict:
