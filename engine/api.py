@@ -32,6 +32,7 @@ from engine.operations import Operations
 from engine.retryable import retryable
 from persistence import badges, store
 from persistence.events import READ_LIMIT_MAX, read_events
+from persistence.statement import STATEMENT_PAGE_MAX, statement_page
 
 log = logging.getLogger("billing.engine")
 
@@ -258,6 +259,19 @@ class Engine(EngineLifecycle, Operations):
         ended are settled. The calls' own timers bill the same minutes; the transfer ids make
         whichever comes second a no-op."""
         return await self.placement.run_due(self.clock.now())
+
+    @retryable
+    async def statement(self, user_id: int, after: str | None = None, limit: int = 50) -> dict:
+        """The person's transfers in time order, each with the balance after it, `limit` (at
+        most STATEMENT_PAGE_MAX) a page: `{"transfers", "next_after"}`; pass `next_after` as
+        `after` for the next page. A call's minutes are one row (`kind` "minutes", with
+        `minutes`), when the call ends (`persistence/statement.py`)."""
+        entity_id(user_id, "user_id")
+        if type(limit) is not int or not 1 <= limit <= STATEMENT_PAGE_MAX:
+            raise InvalidInput(
+                f"limit must be an integer in [1, {STATEMENT_PAGE_MAX}], got {limit!r}"
+            )
+        return await statement_page(await self.pool(), user_id, after, limit)
 
     # -- events ------------------------------------------------------------------------------
 

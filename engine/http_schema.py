@@ -27,6 +27,7 @@ from actors.money import (
     TIERS,
     TOP_UP_TYPES,
 )
+from persistence.statement import STATEMENT_PAGE_MAX
 
 Role = Literal[ROLES]
 TopUpType = Literal[TOP_UP_TYPES]
@@ -80,6 +81,11 @@ class WalletQuery(Body):
     call_type: CallType | None = Field(
         None, description="answer `minutes_affordable` for a call of this type"
     )
+
+
+class StatementQuery(Body):
+    after: str | None = Field(None, description="`next_after` of the page before")
+    limit: int = Field(50, ge=1, le=STATEMENT_PAGE_MAX, description="rows a page")
 
 
 class TopUp(Body):
@@ -223,6 +229,25 @@ class Timeline(Answer):
     )
     end: CallEnd | None = Field(description="null while the call is ongoing")
     rows_cut: bool = Field(description="the payer had more transfers since than one answer holds")
+
+
+class StatementRow(Answer):
+    transfer_id: str = Field(description="the transfer's id; a call's minutes: `call:{id}`")
+    kind: str = Field(
+        description="purchase, bonus, referral_bonus, spend, withdraw, earn, or minutes: "
+        "a call's minutes in one row when it ended"
+    )
+    amount: int = Field(description="added (+) or taken (-), in `unit`")
+    unit: Literal["coins", "paise"]
+    call_id: int | None
+    minutes: int | None = Field(description="a `minutes` row: how many")
+    at: Timestamp
+    balance_after: int = Field(description="the balance in `unit` after it")
+
+
+class Statement(Answer):
+    transfers: list[StatementRow]
+    next_after: str | None = Field(description="pass as `after` for the next page")
 
 
 class CallsPage(Answer):

@@ -11,10 +11,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from fastapi import Body, FastAPI, Path, Query, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
+from actors.errors import InvalidInput
 from engine import http_schema as m
-from engine.http_answers import answer
+from engine.http_answers import answer, validation_message
 
 KEYWORD = inspect.Parameter.KEYWORD_ONLY
 ID_DESCRIPTIONS = {"user_id": "the user's or listener's id", "call_id": "the call's id"}
@@ -49,6 +50,11 @@ async def _create_user(engine, body: m.NewUser) -> dict:
 
 async def _wallet(engine, query: m.WalletQuery | None, user_id: int) -> dict:
     return await engine.balance(user_id, None if query is None else query.call_type)
+
+
+async def _statement(engine, query: m.StatementQuery | None, user_id: int) -> dict:
+    query = query or m.StatementQuery()
+    return await engine.statement(user_id, query.after, query.limit)
 
 
 async def _top_up(engine, body: m.TopUp, user_id: int) -> dict:
@@ -90,6 +96,8 @@ ROUTES = (
           m.NewUser, status=201),
     Route("GET", "/v1/wallets/{user_id}", "balance and earnings now", m.Balance, _wallet,
           query=m.WalletQuery, errors=(404,)),
+    Route("GET", "/v1/wallets/{user_id}/transfers", "the transfers, in time order, paged",
+          m.Statement, _statement, query=m.StatementQuery, errors=(404,)),
     Route("POST", "/v1/wallets/{user_id}/top-ups", "add coins (once per idempotency key)",
           m.Transfer, _top_up, m.TopUp, errors=(404, 409)),
     Route("POST", "/v1/wallets/{user_id}/spends", "take coins outside a call", m.Transfer,
@@ -133,7 +141,11 @@ def _endpoint(route: Route):
         engine = await request.app.state.get_engine()
         body = given.pop("body", None)
         if route.query is not None:
-            body = route.query(**{f: given.pop(f) for f in route.query.model_fields})
+            fields = {f: given.pop(f) for f in route.query.model_fields}
+            try:
+                body = route.query(**fields)
+            except ValidationError as e:  # a bound FastAPI's Query does not check
+                raise InvalidInput(validation_message(e.errors())) from None
         return answer(await route.ask(engine, body, **given), route.status)
 
     params = [inspect.Parameter("request", KEYWORD, annotation=Request)]

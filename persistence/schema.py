@@ -185,6 +185,18 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ALTER TABLE ledger ALTER COLUMN committed_at SET DEFAULT transaction_timestamp();
         """,
     ),
+    (
+        8,
+        "a person's statement, a page per index range",
+        """
+        -- Every transfer but call minutes, by person and time (the hot path's minutes stay out
+        -- of it); and the calls a person paid, by when they ended (their minutes, one row).
+        CREATE INDEX ledger_statement ON ledger (user_id, created_at, transfer_id)
+            INCLUDE (amount, unit) WHERE NOT (tx_type = 'spend' AND call_id IS NOT NULL);
+        CREATE INDEX calls_by_payer_end ON calls (user_id, ended_at)
+            INCLUDE (coins_spent, billed_minutes) WHERE ended_at IS NOT NULL;
+        """,
+    ),
 ]
 
 

@@ -138,6 +138,21 @@ async def test_a_call_over_http_from_start_to_withdrawal(engine, hot):
         assert out.status_code == 200 and out.json()["earnings_paise"] == 0
         spend = await http.post(f"/v1/wallets/{user}/spends", json={"amount": 70})
         assert spend.json()["balance_coins"] == 0
+        await engine.sync()
+        first = (await http.get(f"/v1/wallets/{user}/transfers", params={"limit": 2})).json()
+        rest = await http.get(
+            f"/v1/wallets/{user}/transfers", params={"after": first["next_after"], "limit": 2}
+        )
+        rows = first["transfers"] + rest.json()["transfers"]
+        assert rest.json()["next_after"] is None
+        assert [(r["kind"], r["amount"], r["balance_after"]) for r in rows] == [
+            ("purchase", 100, 100),
+            ("minutes", -30, 70),
+            ("spend", -70, 0),
+        ]
+        for bad in ({"limit": 0}, {"limit": "x"}, {"after": "bad"}):
+            r = await http.get(f"/v1/wallets/{user}/transfers", params=bad)
+            assert r.status_code == 400 and ("limit" in r.text or "after" in r.text), r.text
         page = (await http.get(f"/v1/users/{listener}/calls", params={"limit": 1})).json()
         assert [c["call_id"] for c in page["calls"]] == [call["call_id"]]
         assert page["next_before"] == call["call_id"]

@@ -221,6 +221,12 @@ async def debugging_views(http: httpx.AsyncClient, data_dir, dropped_call: int) 
     assert timeline["end"]["reason"] == "insufficient_coins"
     assert [m["minute"] for m in timeline["minutes"]] == [1, 2, 3]
 
+    statement = run(["statement", str(payer), "--csv"], env=env)
+    assert statement.returncode == 0, statement.stdout + statement.stderr
+    lines = statement.stdout.strip().splitlines()
+    assert lines[0].startswith("at,kind,amount,unit,balance_after")
+    assert [line.split(",")[1] for line in lines[1:]] == ["purchase", "minutes"], lines
+
     once = run(["top", "--once"], env=env)
     assert once.returncode == 0, once.stdout + once.stderr
     for figure in ("ongoing calls", "minutes/s", "writer", "lag ms", "HTTP requests", "shard:1"):

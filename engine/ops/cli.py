@@ -1,6 +1,6 @@
 """`billing-engine`: bill live calls by the minute. The commands (demo, up, serve-config,
-inspect, explain, top, audit, bench, chaos, jobs run); their flags are in `engine.ops.parser`
-(`billing-engine COMMAND --help` for each)."""
+inspect, explain, top, statement, audit, bench, chaos, jobs run); their flags are in
+`engine.ops.parser` (`billing-engine COMMAND --help` for each)."""
 
 from __future__ import annotations
 
@@ -104,6 +104,14 @@ def cmd_explain(args: argparse.Namespace) -> int:
     config = _config(args)
     _require_running(config)
     return explain(args, config, console)
+
+
+def cmd_statement(args: argparse.Namespace) -> int:
+    from engine.ops.statement_view import cmd_statement as statement
+
+    config = _config(args)
+    _require_running(config)
+    return statement(args, config, console)
 
 
 def cmd_top(args: argparse.Namespace) -> int:
@@ -238,6 +246,7 @@ COMMANDS = {
     "inspect": cmd_inspect,
     "explain call": cmd_explain,
     "top": cmd_top,
+    "statement": cmd_statement,
     "audit": cmd_audit,
     "bench": cmd_bench,
     "chaos": cmd_chaos,

@@ -108,7 +108,8 @@ def build_parser(commands: Commands) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="billing-engine", description=DESCRIPTION)
     parser.epilog = "Settings come from the environment or these flags; see the README."
     sub = parser.add_subparsers(dest="command", required=True)
-    adders = (_demo, _up, _serve_config, _inspect, _explain, _top, _audit, _bench, _chaos, _jobs)
+    adders = (_demo, _up, _serve_config, _inspect, _explain, _top, _statement, _audit, _bench)
+    adders += (_chaos, _jobs)
     for add in adders:
         add(sub, commands)
     return parser
@@ -181,6 +182,13 @@ def _top(sub, commands: Commands) -> None:
     )
     top.add_argument("--once", action="store_true", help="print one frame and exit")
     _engine_flags(top, only=("ray", "data_dir"))
+
+
+def _statement(sub, commands: Commands) -> None:
+    st = _command(sub, "statement", "a person's transfers with the balance after each", commands)
+    st.add_argument("user_id", type=int, help="the user's or listener's id")
+    st.add_argument("--csv", action="store_true", help="CSV instead of a table")
+    _engine_flags(st, only=("ray", "data_dir"))
 
 
 def _audit(sub, commands: Commands) -> None:
