@@ -30,10 +30,21 @@ class Services:
     admin_url: str
 
 
+def worker_redis(url: str | None) -> str | None:
+    """The Redis database of this test process: the one given for the first xdist worker (or
+    no xdist), the ones below it for the next workers, since each test flushes its database."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker.removeprefix("gw") or 0)
+    if url is None or index == 0:
+        return url
+    base, _, db = url.rpartition("/")
+    return f"{base}/{int(db or 0) - index}" if db.isdigit() and int(db) >= index else url
+
+
 @pytest.fixture(scope="session")
 def services(tmp_path_factory):
     admin = os.environ.get("BILLING_TEST_DATABASE_URL")
-    redis_url = os.environ.get("BILLING_TEST_REDIS_URL")
+    redis_url = worker_redis(os.environ.get("BILLING_TEST_REDIS_URL"))
     embedded = None
     if admin is None or redis_url is None:
         embedded = start_embedded(
@@ -67,6 +78,7 @@ def ray_session():
 
     if not ray.is_initialized():
         ray.init(
+            address="local",  # never a cluster another test (or a user) started with `ray start`
             num_cpus=2,
             namespace="billing",
             include_dashboard=False,

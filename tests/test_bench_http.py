@@ -10,7 +10,8 @@ import pytest
 from tests.test_cli import run
 from tests.test_service import embedded_env
 
-pytestmark = pytest.mark.ray
+# One worker runs the end-to-end tests one after another (pyproject's addopts).
+pytestmark = [pytest.mark.ray, pytest.mark.xdist_group("end_to_end")]
 
 REQUESTS = 40
 

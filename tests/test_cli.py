@@ -9,6 +9,9 @@ import time
 
 import pytest
 
+# One worker runs the end-to-end tests one after another (pyproject's addopts).
+pytestmark = pytest.mark.xdist_group("end_to_end")
+
 CLI = [sys.executable, "-m", "engine.ops.cli"]
 STEP_S_MAX = 240
 

@@ -6,6 +6,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+# One worker runs the end-to-end tests one after another (pyproject's addopts).
+pytestmark = pytest.mark.xdist_group("end_to_end")
+
 SCENARIO_TIMEOUT_S = 300
 
 

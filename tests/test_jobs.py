@@ -150,6 +150,7 @@ async def test_earnings_are_paise_never_coins(engine):
         "user_id": listener,
         "balance_coins": 0,
         "earnings_paise": 200,
+        "minutes_affordable": None,
     }
     with pytest.raises(ValueError, match="never coins"):
         await update_user_coin_balance(listener, 100, operation="add", tx_type="earn")

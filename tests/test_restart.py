@@ -21,6 +21,9 @@ from engine.ops.up import port_free
 from tests.test_cli import CLI, STEP_S_MAX, read_until, run
 from tests.test_service import embedded_env, free_port, ok
 
+# One worker runs the end-to-end tests one after another (pyproject's addopts).
+pytestmark = pytest.mark.xdist_group("end_to_end")
+
 PEOPLE = 12
 TRAFFIC_S = 4.0
 

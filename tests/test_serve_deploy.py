@@ -19,7 +19,8 @@ import yaml
 from tests.test_cli import CLI, STEP_S_MAX, read_until
 from tests.test_service import embedded_env, free_port, ok
 
-pytestmark = pytest.mark.ray
+# One worker runs the end-to-end tests one after another (pyproject's addopts).
+pytestmark = [pytest.mark.ray, pytest.mark.xdist_group("end_to_end")]
 
 DEPLOY_S_MAX = 180  # `serve deploy` until the app answers
 

@@ -20,7 +20,8 @@ import pytest
 
 from tests.test_cli import CLI, STEP_S_MAX, read_until, run
 
-pytestmark = pytest.mark.ray
+# One worker runs the end-to-end tests one after another (pyproject's addopts).
+pytestmark = [pytest.mark.ray, pytest.mark.xdist_group("end_to_end")]
 
 TOKEN = "t0ken-for-the-test"
 MINUTE_S = 2.0

@@ -15,6 +15,9 @@ from persistence.db import get_pool, mask_url
 from tests.conftest import engine_config
 from tests.helpers import eventually
 
+# One worker runs the end-to-end tests one after another (pyproject's addopts).
+pytestmark = pytest.mark.xdist_group("end_to_end")
+
 
 async def test_engine_starts_on_embedded_postgres_and_redis_and_bills_in_real_time(
     tmp_path, ray_session
