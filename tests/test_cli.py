@@ -184,11 +184,25 @@ def with_password(url: str, password: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:{password}@{host}"))
 
 
-def test_a_database_password_never_reaches_output_or_logs(services, tmp_path):
+@pytest.fixture
+def own_database(services):
+    """A database of its own on the test server, for a subprocess whose audit reads it whole
+    (the session's database holds whatever the test before left in it)."""
+    import asyncio
+
+    from persistence.db import recreate_database, with_database
+
+    name = f"billing_own_{os.getpid()}"
+    asyncio.run(recreate_database(services.admin_url, name))
+    yield with_database(services.admin_url, name)
+    asyncio.run(recreate_database(services.admin_url, name, drop_only=True))
+
+
+def test_a_database_password_never_reaches_output_or_logs(services, own_database, tmp_path):
     env = dict(
         os.environ,
         BILLING_LOG_ACTORS="1",
-        DATABASE_URL=with_password(services.database_url, "hunter2secret"),
+        DATABASE_URL=with_password(own_database, "hunter2secret"),
         REDIS_URL=services.redis_url,
     )
     demo = subprocess.run(
