@@ -50,7 +50,8 @@ SELECT w.opening_coins
                      AND (l.created_at, l.transfer_id) <= ($2, $3)), 0)::bigint
        - coalesce((SELECT sum(c.coins_spent) FROM calls c
                    WHERE c.user_id = $1 AND c.ended_at IS NOT NULL
-                     AND (c.ended_at, ('call:' || c.call_id) COLLATE "C") <= ($2, $3)), 0)::bigint AS coins,
+                     AND (c.ended_at, ('call:' || c.call_id) COLLATE "C") <= ($2, $3)),
+                  0)::bigint AS coins,
        coalesce(e.opening_paise, 0)
        + coalesce((SELECT sum(l.amount) FROM ledger l
                    WHERE l.user_id = $1 AND l.unit = 'paise'
