@@ -354,9 +354,4 @@ class Engine(EngineLifecycle, Operations):
         one_of(name, JOBS, "job")
         from engine.runtime.scheduler import run_as_task
 
-        return await run_as_task(name, self.config.namespace, attached_engine)
-
-
-async def attached_engine(namespace: str) -> Engine:
-    """An Engine attached to the one running in `namespace` (a job's Ray task, a replica)."""
-    return await Engine.attached(namespace)
+        return await run_as_task(name, self.config.namespace, type(self).attached)

@@ -164,13 +164,18 @@ def _inspect(sub, commands: Commands) -> None:
     _engine_flags(ins, only=("ray", "data_dir"))
 
 
+def _subcommand(sub, name: str, child: str, help: str, commands: Commands):
+    """`billing-engine NAME CHILD`: a command that has one subcommand (for now)."""
+    parent = sub.add_parser(name, formatter_class=HELP, help=help)
+    children = parent.add_subparsers(dest=f"{name}_command", required=True)
+    p = children.add_parser(child, formatter_class=HELP)
+    p.set_defaults(func=commands[f"{name} {child}"])
+    return p
+
+
 def _explain(sub, commands: Commands) -> None:
-    explain = sub.add_parser(
-        "explain", formatter_class=HELP, help="every minute of a call and the rule that ended it"
-    )
-    kinds = explain.add_subparsers(dest="explain_kind", required=True)
-    call = kinds.add_parser("call", formatter_class=HELP)
-    call.set_defaults(func=commands["explain call"])
+    help = "every minute of a call and the rule that ended it"
+    call = _subcommand(sub, "explain", "call", help, commands)
     call.add_argument("id", type=int, help="the call's id")
     call.add_argument("--json", action="store_true", help="JSON instead of a table")
     _engine_flags(call, only=("ray", "data_dir"))
@@ -246,11 +251,7 @@ def _chaos(sub, commands: Commands) -> None:
 
 
 def _jobs(sub, commands: Commands) -> None:
-    jobs = sub.add_parser(
-        "jobs", formatter_class=HELP, help="run a scheduled job now and print its result"
-    )
-    jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True)
-    run = jobs_sub.add_parser("run", formatter_class=HELP)
-    run.set_defaults(func=commands["jobs run"])
+    help = "run a scheduled job now and print its result"
+    run = _subcommand(sub, "jobs", "run", help, commands)
     run.add_argument("job", choices=JOBS)
     _engine_flags(run, only=("ray", "data_dir"))

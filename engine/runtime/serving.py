@@ -47,10 +47,10 @@ def _engine_getter(namespace: str):
             engine = held.get("engine")
             if engine is None or not engine.is_current():
                 from engine import logs
-                from engine.api import attached_engine
+                from engine.api import Engine
 
                 logs.configure()
-                held["engine"] = engine = await attached_engine(namespace)
+                held["engine"] = engine = await Engine.attached(namespace)
             held["checked_at"] = time.monotonic()
         return engine
 
