@@ -26,8 +26,9 @@ from actors.money import (
     positive_amount,
     text_value,
 )
+from engine.config import Config
 from engine.jobs import JOBS, badges_missed, expire_calls, run_job_here
-from engine.lifecycle import CALL_PAYERS_MAX, EngineLifecycle
+from engine.lifecycle import EngineLifecycle
 from engine.operations import Operations
 from engine.retryable import retryable
 from persistence import badges, store
@@ -37,6 +38,10 @@ from persistence.statement import STATEMENT_PAGE_MAX, statement_page
 log = logging.getLogger("billing.engine")
 
 BUSY_FOR_S_MAX = 7 * 24 * 3600
+# Payers of the calls this process started, so that an end or a read goes to the payer's host
+# without reading the call's row first. Past the cap the oldest entry goes (that call's next
+# request reads its row, as a call started by another process does).
+CALL_PAYERS_MAX = 200_000
 # What the answer for a call that ended adds to its stored row.
 STORED = {
     "next_tick_at": None,
@@ -56,6 +61,13 @@ class Engine(EngineLifecycle, Operations):
     """The engine's API: people, money, calls, events, presence and the jobs, on either
     placement. Its life (start, attach, stop) is `EngineLifecycle`'s; what an operator asks of
     it (time, flushing, readiness, `inspect`), `Operations`'."""
+
+    def __init__(self, config: Config | None = None) -> None:
+        super().__init__(config)
+        self._starting: dict[tuple[int, str], asyncio.Future] = {}  # keyed starts under way
+        self._call_ids = store.CallIds()
+        self._payers: dict[int, int] = {}  # call id -> payer, for CALL_PAYERS_MAX calls
+        self._rates_by_type: dict[str, dict[str, tuple[int, int]]] = {}
 
     # -- people and money --------------------------------------------------------------------
 

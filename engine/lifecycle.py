@@ -12,7 +12,6 @@ from actors.errors import NotRunning
 from engine.clock import make_clock
 from engine.config import Config, from_env
 from engine.embedded import Embedded, embedded_for
-from persistence import store
 from persistence.db import close_pools, get_pool
 from persistence.events import Relay
 from persistence.presence import Presence
@@ -21,10 +20,6 @@ from persistence.presence_sweeps import PresenceSweeps
 log = logging.getLogger("billing.engine")
 
 KEEPER_INTERVAL_S = 1.0
-# Payers of the calls this process started, so that an end or a read goes to the payer's host
-# without reading the call's row first. Past the cap the oldest entry goes (that call's next
-# request reads its row, as a call started by another process does).
-CALL_PAYERS_MAX = 200_000
 
 # The clock of each engine this process started, by its writer's actor id: an engine that
 # attaches from the same process (the older API, in another event loop) shares it, so all time
@@ -59,10 +54,6 @@ class EngineLifecycle:
         self._started_ray = False
         self._own_ray = False
         self._record: str | None = None  # where this engine recorded its cluster, if it did
-        self._starting: dict[tuple[int, str], asyncio.Future] = {}  # keyed starts under way
-        self._call_ids = store.CallIds()
-        self._payers: dict[int, int] = {}  # call id -> payer, for CALL_PAYERS_MAX calls
-        self._rates_by_type: dict[str, dict[str, tuple[int, int]]] = {}
 
     async def start(self, attach_only: bool = False):
         """Join Ray, then attach to the engine running in the namespace, or start one (with
