@@ -137,7 +137,7 @@ class Presence:
 
         def build(pipe):
             for n in notices:
-                pipe.publish(keys.LOW_BALANCE_CHANNEL, json.dumps(n))
+                pipe.publish(keys.low_balance_channel(self.url), json.dumps(n))
 
         return await self._pipeline("publish_low_balance", build)
 

@@ -93,7 +93,7 @@ async def test_overlapping_deduction_runs_charge_each_minute_once(engine):
 async def test_one_low_balance_notice_per_call(engine):
     r = aioredis.Redis.from_url(engine.redis_url, decode_responses=True)
     sub = r.pubsub()
-    await sub.subscribe(keys.LOW_BALANCE_CHANNEL)
+    await sub.subscribe(keys.low_balance_channel(engine.redis_url))
     user, listener = await pair(engine, 50)  # five minutes
     call = await engine.start_call(user, listener)
     for _ in range(3):

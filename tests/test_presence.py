@@ -58,3 +58,11 @@ async def test_presence_functions_raise_connection_error_when_redis_is_away():
     with pytest.raises(ConnectionError, match=r"127\.0\.0\.1:1") as e:
         await sweeps.online_count()
     assert "secret" not in str(e.value)
+
+
+def test_the_low_balance_channel_is_the_redis_databases_own():
+    from persistence.keys import LOW_BALANCE_CHANNEL, low_balance_channel
+
+    assert low_balance_channel("redis://127.0.0.1:6379/15") == LOW_BALANCE_CHANNEL + ":15"
+    for url in ("redis://h:6379", "redis://h:6379/0", "unix:///d/redis.socket?db=0", None):
+        assert low_balance_channel(url) == LOW_BALANCE_CHANNEL
