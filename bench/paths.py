@@ -85,7 +85,10 @@ class RssWatch:
 
 
 async def copy_limit(pool, calls: int, minutes: int) -> Run:
-    """Raw COPY of ledger rows into a table shaped like the ledger, with its unique key."""
+    """Raw COPY of ledger rows into a table shaped like the ledger, with its unique key: the
+    columns the writer COPYs (`commit.LEDGER_COLUMNS`; `committed_at` is their default)."""
+    from persistence.commit import LEDGER_COLUMNS
+
     await pool.execute("DROP TABLE IF EXISTS bench_ledger")
     await pool.execute("CREATE TABLE bench_ledger (LIKE ledger INCLUDING ALL)")
     watch = RssWatch()
@@ -96,11 +99,11 @@ async def copy_limit(pool, calls: int, minutes: int) -> Run:
     for m in range(1, minutes + 1):
         tick = time.perf_counter()
         rows = [
-            (f"call:{c}:{m}", c, "coins", -RATE_COINS, "spend", c, m, at)
+            (f"call:{c}:{m}", c, "coins", -RATE_COINS, "spend", c, m, at, at)
             for c in range(1, calls + 1)
         ]
         async with pool.acquire() as conn:
-            await conn.copy_records_to_table("bench_ledger", records=rows)
+            await conn.copy_records_to_table("bench_ledger", records=rows, columns=LEDGER_COLUMNS)
         lat.append((time.perf_counter() - tick) * 1000)
         watch.sample()
     elapsed = time.perf_counter() - started

@@ -61,3 +61,13 @@ def test_workload_rows_show_what_each_step_sustained():
     console.print(workload_table([row("workload", 2_000, 2_000.0, "200/s") | {"extra": extra}]))
     text = console.export_text()
     assert "120,000" in text and "60 / 1200" in text and "no" in text
+
+
+async def test_the_copy_ceiling_copies_the_columns_the_writer_copies(pool):
+    """`copy_limit` is the ceiling the engine is measured against: it must COPY what the
+    writer COPYs into a table shaped like the ledger (it broke when the ledger grew columns)."""
+    from bench.paths import copy_limit
+
+    run = await copy_limit(pool, 50, 2)
+    assert run.path == "copy_limit" and run.calls == 50 and run.call_minutes_per_s > 0
+    assert await pool.fetchval("SELECT to_regclass('bench_ledger')") is None  # cleaned up
