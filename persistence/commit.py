@@ -202,15 +202,15 @@ async def _insert_transfers(conn: asyncpg.Connection, transfers: list[tuple]) ->
 def ledger_rows(transfers: list[tuple]) -> list[tuple]:
     """Transfers as ledger rows: the millisecond stamps become timestamps (one object per
     instant: the minutes of a pass share theirs)."""
-    stamps: dict[int | None, dt.datetime | None] = {None: None}
+    stamps: dict[int, dt.datetime] = {}
     rows = []
     for t in transfers:
         at_ms, billed_ms = t[AT_MS_AT], t[BILLED_MS_AT]
         at = stamps.get(at_ms)
         if at is None:
             at = stamps[at_ms] = EPOCH + dt.timedelta(milliseconds=at_ms)
-        billed = stamps.get(billed_ms, EPOCH)
-        if billed is EPOCH:
+        billed = stamps.get(billed_ms)
+        if billed is None and billed_ms is not None:  # a transfer made before billed_ms had none
             billed = stamps[billed_ms] = EPOCH + dt.timedelta(milliseconds=billed_ms)
         rows.append((*t[:AT_MS_AT], at, billed))
     return rows

@@ -17,9 +17,9 @@ import datetime as dt
 import asyncpg
 
 from actors.errors import InvalidInput, UnknownUser
+from persistence.commit import EPOCH
 
 STATEMENT_PAGE_MAX = 200
-EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 # The two streams of a statement after a cursor ($2 time, $3 id), merged in time order.
 PAGE_SQL = """

@@ -79,47 +79,51 @@ def _require_running(config) -> None:
         )
 
 
-def cmd_inspect(args: argparse.Namespace) -> int:
-    """The Engine's own `inspect`, from an engine attached to the running one."""
+def on_running_engine(args: argparse.Namespace, work):
+    """`await work(engine)` on an engine attached to the running one (refused, naming where,
+    if none runs), detached after: what inspect, explain, statement and top share."""
     from engine.api import Engine
 
     config = _config(args)
     _require_running(config)
 
-    async def run() -> dict | list:
+    async def run():
         engine = await Engine(config).start(attach_only=True)
         try:
-            return await engine.inspect(args.what, args.id)
+            return await work(engine)
         finally:
             await engine.stop()
 
-    out = asyncio.run(run())
+    return asyncio.run(run())
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    """The Engine's own `inspect`, from an engine attached to the running one."""
+    out = on_running_engine(args, lambda engine: engine.inspect(args.what, args.id))
     console.print_json(json.dumps(iso_times(out), default=str))
     return 0
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from engine.ops.explain_view import cmd_explain as explain
+    from engine.ops.explain_view import show
 
-    config = _config(args)
-    _require_running(config)
-    return explain(args, config, console)
+    show(on_running_engine(args, lambda engine: engine.explain_call(args.id)), args.json, console)
+    return 0
 
 
 def cmd_statement(args: argparse.Namespace) -> int:
-    from engine.ops.statement_view import cmd_statement as statement
+    from engine.ops.statement_view import every_row, show
+    from persistence.statement import STATEMENT_PAGE_MAX
 
-    config = _config(args)
-    _require_running(config)
-    return statement(args, config, console)
+    rows = on_running_engine(args, lambda e: every_row(e, args.user_id, STATEMENT_PAGE_MAX))
+    show(args.user_id, rows, args.csv, console)
+    return 0
 
 
 def cmd_top(args: argparse.Namespace) -> int:
-    from engine.ops.top import cmd_top as top
+    from engine.ops.top import run
 
-    config = _config(args)
-    _require_running(config)
-    return top(args, config, console)
+    return on_running_engine(args, lambda engine: run(engine, args.once, console))
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:

@@ -3,8 +3,6 @@ it, in time order, as a table (or JSON with `--json`), and the rule that ended i
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import json
 
 from rich.table import Table
@@ -62,19 +60,8 @@ def table(out: dict) -> Table:
     return t
 
 
-def cmd_explain(args: argparse.Namespace, config, console) -> int:
-    from engine.api import Engine
-
-    async def run() -> dict:
-        engine = await Engine(config).start(attach_only=True)
-        try:
-            return await engine.explain_call(args.id)
-        finally:
-            await engine.stop()
-
-    out = asyncio.run(run())
-    if args.json:
+def show(out: dict, as_json: bool, console) -> None:
+    if as_json:
         console.print_json(json.dumps(iso_times(out)))
     else:
         console.print(table(out))
-    return 0

@@ -3,8 +3,6 @@ after each, every page of them, as a table (or CSV with `--csv`, times in ISO 86
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import csv
 import sys
 
@@ -36,23 +34,11 @@ def table(user_id: int, rows: list[dict]) -> Table:
     return t
 
 
-def cmd_statement(args: argparse.Namespace, config, console) -> int:
-    from engine.api import Engine
-    from persistence.statement import STATEMENT_PAGE_MAX
-
-    async def run() -> list[dict]:
-        engine = await Engine(config).start(attach_only=True)
-        try:
-            return await every_row(engine, args.user_id, STATEMENT_PAGE_MAX)
-        finally:
-            await engine.stop()
-
-    rows = asyncio.run(run())
-    if args.csv:
+def show(user_id: int, rows: list[dict], as_csv: bool, console) -> None:
+    if as_csv:
         out = csv.DictWriter(sys.stdout, fieldnames=COLUMNS, extrasaction="ignore")
         out.writeheader()
         for r in rows:
             out.writerow(r | {"at": iso(r["at"])})
     else:
-        console.print(table(args.user_id, rows))
-    return 0
+        console.print(table(user_id, rows))

@@ -191,27 +191,20 @@ def _jobs(s: Sample) -> Table:
     return t
 
 
-def cmd_top(args, config, console) -> int:
-    from engine.api import Engine
+async def run(engine, once: bool, console) -> int:
+    """`top` on an attached engine: one frame (`once`), or live until `q`."""
     from engine.runtime import cluster
 
-    async def run() -> int:
-        engine = await Engine(config).start(attach_only=True)
-        try:
-            urls = cluster.dashboard_urls()["metrics"]
-            history: deque[Sample] = deque(maxlen=SAMPLES_MAX)
-            history.append(await sample(engine, urls))
-            if args.once:
-                await asyncio.sleep(REFRESH_S)
-                history.append(await sample(engine, urls))
-                console.print(frame(history))
-                return 0
-            await live(engine, urls, history, console)
-            return 0
-        finally:
-            await engine.stop()
-
-    return asyncio.run(run())
+    urls = cluster.dashboard_urls()["metrics"]
+    history: deque[Sample] = deque(maxlen=SAMPLES_MAX)
+    history.append(await sample(engine, urls))
+    if once:
+        await asyncio.sleep(REFRESH_S)
+        history.append(await sample(engine, urls))
+        console.print(frame(history))
+    else:
+        await live(engine, urls, history, console)
+    return 0
 
 
 async def live(engine, urls: list[str], history: deque, console) -> None:
