@@ -36,6 +36,22 @@ class InsufficientEarnings(BillingError):
     """A withdrawal larger than the listener's earnings."""
 
 
+class UnknownPayout(BillingError):
+    """No payout with that id."""
+
+
+class PayoutSettled(BillingError):
+    """A payout already paid asked to be rejected, or rejected asked to be paid."""
+
+
+class RefundExceedsBilled(BillingError):
+    """A refund of more minutes than the call billed and has not refunded yet."""
+
+
+class CallOngoing(BillingError):
+    """What needs a call's settlement (a refund) asked of a call still ongoing."""
+
+
 class PartyBusy(BillingError):
     """A listener already in a call, or a user at their limit of ongoing calls."""
 
@@ -73,6 +89,7 @@ class InvariantViolation(Exception):
 
 __all__ = [
     "BillingError",
+    "CallOngoing",
     "CapacityExceeded",
     "DataDirInUse",
     "EngineUnavailable",
@@ -84,6 +101,9 @@ __all__ = [
     "NotRunning",
     "OperatorError",
     "PartyBusy",
+    "PayoutSettled",
+    "RefundExceedsBilled",
     "UnknownCall",
+    "UnknownPayout",
     "UnknownUser",
 ]

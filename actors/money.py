@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -16,8 +17,11 @@ EARN = "earn"
 WITHDRAW = "withdraw"
 BONUS = "bonus"
 REFERRAL_BONUS = "referral_bonus"
+PAYOUT_VOID = "payout_void"  # a rejected payout: its hold (the withdraw) back to earnings
+REFUND = "refund"  # a refunded call's coins back to its payer
+CLAWBACK = "clawback"  # the same minutes' earnings back from the call's listener
 
-TX_TYPES = (PURCHASE, SPEND, EARN, WITHDRAW, BONUS, REFERRAL_BONUS)
+TX_TYPES = (PURCHASE, SPEND, EARN, WITHDRAW, BONUS, REFERRAL_BONUS, PAYOUT_VOID, REFUND, CLAWBACK)
 # Transfers from the outside that create coins: the only way coins enter the system.
 TOP_UP_TYPES = (PURCHASE, BONUS, REFERRAL_BONUS)
 
@@ -29,7 +33,19 @@ TX_UNIT_SIGN = {
     SPEND: (COINS, -1),
     EARN: (PAISE, 1),
     WITHDRAW: (PAISE, -1),
+    PAYOUT_VOID: (PAISE, 1),
+    REFUND: (COINS, 1),
+    CLAWBACK: (PAISE, -1),
 }
+
+# A payout is a withdraw that holds the earnings at once, then is paid (the hold stays, as the
+# payout) or rejected (the hold released by a `payout_void`): TigerBeetle's pending transfer,
+# posted or voided.
+PAYOUT_PENDING = "pending"
+PAYOUT_PAID = "paid"
+PAYOUT_REJECTED = "rejected"
+PAYOUT_OUTCOMES = (PAYOUT_PAID, PAYOUT_REJECTED)
+PAYOUT_STATUSES = (PAYOUT_PENDING, *PAYOUT_OUTCOMES)
 
 CALL_TYPES = ("audio", "video")
 TIERS = ("basic", "bronze", "silver", "gold")
@@ -47,6 +63,7 @@ AMOUNT_MAX = 2**62
 # Text from outside, in characters: a person's name and an idempotency key.
 NAME_CHARS_MAX = 200
 IDEMPOTENCY_KEY_CHARS_MAX = 128
+REASON_CHARS_MAX = 500  # why a payout was settled or a call refunded
 
 
 def to_ms(seconds: float) -> int:
@@ -131,6 +148,14 @@ def text_value(value: object, what: str, chars_max: int) -> str:
     except UnicodeEncodeError:
         raise InvalidInput(f"{what} is not valid UTF-8 text") from None
     return value
+
+
+def key_of(value: object) -> str:
+    """An idempotency key from outside, or a new one (a request without a key is applied as
+    one request: a retry of it is not recognised)."""
+    if value is None:
+        return uuid.uuid4().hex
+    return text_value(value, "idempotency_key", IDEMPOTENCY_KEY_CHARS_MAX)
 
 
 def one_of(value: object, allowed: tuple[str, ...], what: str) -> str:

@@ -8,6 +8,7 @@ let balances go negative).
 from __future__ import annotations
 
 from actors.errors import (
+    CapacityExceeded,
     IdempotencyConflict,
     InsufficientCoins,
     InsufficientEarnings,
@@ -17,8 +18,12 @@ from actors.errors import (
     UnknownCall,
 )
 from actors.money import (
+    CLAWBACK,
     COINS,
     PAISE,
+    PAYOUT_REJECTED,
+    PAYOUT_VOID,
+    REFUND,
     SPEND,
     TOP_UP_TYPES,
     TX_UNIT_SIGN,
@@ -30,6 +35,8 @@ from actors.money import (
 # What may move money from outside a call: coins in, coins spent, earnings paid out. Earnings
 # are only ever credited by a call's settlement, and never as coins.
 EXTERNAL_TYPES = (*TOP_UP_TYPES, SPEND, WITHDRAW)
+# Payouts a listener may have pending at once (each holds its earnings until paid or rejected).
+PAYOUTS_PENDING_MAX = 1_000
 
 
 def external_transfer_id(user_id: int, key: str) -> str:
@@ -39,6 +46,19 @@ def external_transfer_id(user_id: int, key: str) -> str:
 
 def minute_transfer_id(call_id: int, minute_no: int) -> str:
     return f"call:{call_id}:{minute_no}"
+
+
+def payout_void_id(payout_id: int) -> str:
+    return f"payout:{payout_id}:void"
+
+
+def refund_id(call_id: int, key: str) -> str:
+    """A refund's id, and its coin transfer's: scoped to the call it refunds."""
+    return f"refund:{call_id}:{key}"
+
+
+def clawback_id(refund: str) -> str:
+    return f"{refund}:clawback"
 
 
 def check_external(tx_type: str, amount: int) -> None:
@@ -62,6 +82,7 @@ class Wallet:
         "listener_call_id",
         "listener_payer_id",
         "clock_ms",
+        "payouts",
     )
 
     def __init__(
@@ -74,6 +95,7 @@ class Wallet:
         external: dict[str, tuple[str, int]] | None = None,
         listener_call_id: int | None = None,
         listener_payer_id: int | None = None,
+        payouts: dict[int, int] | None = None,
     ) -> None:
         self.user_id = user_id
         self.role = role
@@ -95,6 +117,9 @@ class Wallet:
         # How far in time this wallet's events have been applied (rule 9): an operation is
         # stamped no earlier, so the ledger read in time order is the order things happened.
         self.clock_ms = 0
+        # payout id -> paise held, for this listener's pending payouts (their withdraw
+        # transfers already took the paise out of `earnings_paise`).
+        self.payouts: dict[int, int] = payouts if payouts is not None else {}
         self._check()
 
     def _check(self) -> None:
@@ -105,9 +130,12 @@ class Wallet:
 
     # -- transfers from the outside: top-ups, bonuses, withdrawals ---------------------------
 
-    def apply_external(self, key: str, tx_type: str, amount: int, at_ms: int) -> Transfer | None:
+    def apply_external(
+        self, key: str, tx_type: str, amount: int, at_ms: int, payout_id: int | None = None
+    ) -> Transfer | None:
         """Apply a top-up or a withdrawal once per key. Returns None for a repeat of the same
-        request; refuses a key reused for a different one."""
+        request; refuses a key reused for a different one. A withdrawal is the hold of the
+        pending payout `payout_id`."""
         check_external(tx_type, amount)
         transfer_id = external_transfer_id(self.user_id, key)
         seen = self.external.get(transfer_id)
@@ -136,7 +164,15 @@ class Wallet:
                     f"listener {self.user_id} has {self.earnings_paise} paise, "
                     f"cannot withdraw {amount}"
                 )
+            if payout_id is None or payout_id in self.payouts:
+                raise InvariantViolation(f"withdrawal {transfer_id}: payout {payout_id!r}")
+            if len(self.payouts) >= PAYOUTS_PENDING_MAX:
+                raise CapacityExceeded(
+                    f"listener {self.user_id} has {len(self.payouts)} payouts pending, "
+                    f"the most allowed (PAYOUTS_PENDING_MAX)"
+                )
             self.earnings_paise -= amount
+            self.payouts[payout_id] = amount
         self.external[transfer_id] = (tx_type, amount)
         self._check()
         return Transfer(
@@ -147,6 +183,46 @@ class Wallet:
         """A transfer the ledger holds for this wallet: a later request with its key is a
         repeat (or a conflict), never applied again."""
         self.external.setdefault(transfer_id, (tx_type, abs(amount)))
+
+    # -- payouts and refunds -----------------------------------------------------------------
+
+    def settle_payout(self, payout_id: int, outcome: str, at_ms: int) -> Transfer | None:
+        """Settle a pending payout: paid keeps its hold as the payout; rejected releases the
+        hold back to the earnings, as its own transfer (returned). Raises KeyError when the
+        payout is not pending here."""
+        amount = self.payouts.pop(payout_id)
+        if outcome != PAYOUT_REJECTED:
+            return None
+        self.earnings_paise += amount
+        self._check()
+        return Transfer(
+            payout_void_id(payout_id), self.user_id, PAISE, amount, PAYOUT_VOID, None, None,
+            at_ms, at_ms,
+        )  # fmt: skip
+
+    def claw_back(self, refund: str, paise: int, call_id: int, at_ms: int) -> Transfer:
+        """Take a refunded call's earnings back from its listener, never below zero."""
+        positive_amount(paise, "paise")
+        if self.earnings_paise < paise:
+            raise InsufficientEarnings(
+                f"listener {self.user_id} has {self.earnings_paise} paise, the refund takes "
+                f"back {paise}; refund with listener_pays=false to refund the coins alone"
+            )
+        self.earnings_paise -= paise
+        self._check()
+        return Transfer(
+            clawback_id(refund), self.user_id, PAISE, -paise, CLAWBACK, call_id, None,
+            at_ms, at_ms,
+        )  # fmt: skip
+
+    def refund_coins(self, refund: str, coins: int, call_id: int, at_ms: int) -> Transfer | None:
+        """Give a refunded call's coins back to its payer, once per refund (None: a repeat)."""
+        positive_amount(coins, "coins")
+        if refund in self.external:
+            return None
+        self.balance_coins += coins
+        self.external[refund] = (REFUND, coins)
+        return Transfer(refund, self.user_id, COINS, coins, REFUND, call_id, None, at_ms, at_ms)
 
     # -- the payer's side of a call ----------------------------------------------------------
 
@@ -266,6 +342,7 @@ class Wallet:
             "listener_call_id": self.listener_call_id,
             "clock_ms": self.clock_ms,
             "external_transfers": len(self.external),
+            "payouts_pending": dict(self.payouts),
         }
 
 

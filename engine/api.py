@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 
 from actors.call import END_REASONS, SETTLEMENT_KEYS, CallRequest
 from actors.errors import (
@@ -14,7 +13,6 @@ from actors.errors import (
 )
 from actors.money import (
     CALL_TYPES,
-    IDEMPOTENCY_KEY_CHARS_MAX,
     NAME_CHARS_MAX,
     ROLES,
     SPEND,
@@ -22,6 +20,7 @@ from actors.money import (
     TOP_UP_TYPES,
     WITHDRAW,
     entity_id,
+    key_of,
     one_of,
     positive_amount,
     text_value,
@@ -29,6 +28,7 @@ from actors.money import (
 from engine.config import Config
 from engine.jobs import JOBS, badges_missed, expire_calls, run_job_here
 from engine.lifecycle import EngineLifecycle
+from engine.money_back_requests import PAYOUT_ID_BLOCK, MoneyBackRequests
 from engine.operations import Operations
 from engine.retryable import retryable
 from persistence import badges, store
@@ -51,13 +51,7 @@ STORED = {
 }
 
 
-def _key(value: object) -> str:
-    if value is None:
-        return uuid.uuid4().hex
-    return text_value(value, "idempotency_key", IDEMPOTENCY_KEY_CHARS_MAX)
-
-
-class Engine(EngineLifecycle, Operations):
+class Engine(EngineLifecycle, Operations, MoneyBackRequests):
     """The engine's API: people, money, calls, events, presence and the jobs, on either
     placement. Its life (start, attach, stop) is `EngineLifecycle`'s; what an operator asks of
     it (time, flushing, readiness, `inspect`), `Operations`'."""
@@ -65,7 +59,8 @@ class Engine(EngineLifecycle, Operations):
     def __init__(self, config: Config | None = None) -> None:
         super().__init__(config)
         self._starting: dict[tuple[int, str], asyncio.Future] = {}  # keyed starts under way
-        self._call_ids = store.CallIds()
+        self._call_ids = store.SequenceIds()
+        self._payout_ids = store.SequenceIds(PAYOUT_ID_BLOCK, "payouts_payout_id_seq")
         self._payers: dict[int, int] = {}  # call id -> payer, for CALL_PAYERS_MAX calls
         self._rates_by_type: dict[str, dict[str, tuple[int, int]]] = {}
 
@@ -98,20 +93,13 @@ class Engine(EngineLifecycle, Operations):
         """Take coins outside a call (never below zero)."""
         return await self._external(user_id, "user_id", SPEND, amount, idempotency_key)
 
-    @retryable
-    async def withdraw(
-        self, listener_id: int, amount_paise: int, idempotency_key: str | None = None
-    ) -> dict:
-        return await self._external(
-            listener_id, "listener_id", WITHDRAW, amount_paise, idempotency_key
-        )
-
     async def _external(self, who: int, what: str, tx_type: str, amount: int, key) -> dict:
         entity_id(who, what)
         positive_amount(amount, "amount_paise" if tx_type == WITHDRAW else "amount")
-        key = _key(key)
+        key = key_of(key)
+        payout_id = await self._payout_ids.next(await self.pool()) if tx_type == WITHDRAW else None
         now = self.clock.now()
-        return await self.placement.apply_external(who, tx_type, amount, key, now)
+        return await self.placement.apply_external(who, tx_type, amount, key, now, payout_id)
 
     @retryable
     async def balance(self, user_id: int, call_type: str | None = None) -> dict:
@@ -142,7 +130,7 @@ class Engine(EngineLifecycle, Operations):
         entity_id(user_id, "user_id")
         entity_id(listener_id, "listener_id")
         one_of(call_type, CALL_TYPES, "call_type")
-        key = None if idempotency_key is None else _key(idempotency_key)
+        key = None if idempotency_key is None else key_of(idempotency_key)
         if key is None:
             return await self._start_call(user_id, listener_id, call_type, None)
         # One start per key at a time in this process; a repeat waits for the first.

@@ -7,13 +7,17 @@ from fastapi.responses import JSONResponse
 
 from actors.errors import (
     BillingError,
+    CallOngoing,
     CapacityExceeded,
     EngineUnavailable,
     IdempotencyConflict,
     InsufficientCoins,
     InsufficientEarnings,
     PartyBusy,
+    PayoutSettled,
+    RefundExceedsBilled,
     UnknownCall,
+    UnknownPayout,
     UnknownUser,
 )
 from actors.times import iso_times
@@ -25,8 +29,12 @@ STATUS: list[tuple[type[BaseException], int]] = [
     (InsufficientEarnings, 402),
     (UnknownUser, 404),
     (UnknownCall, 404),
+    (UnknownPayout, 404),
     (PartyBusy, 409),
     (IdempotencyConflict, 409),
+    (PayoutSettled, 409),
+    (RefundExceedsBilled, 409),
+    (CallOngoing, 409),
     (CapacityExceeded, 503),
     (BillingError, 400),
     (EngineUnavailable, 503),

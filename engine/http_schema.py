@@ -23,11 +23,17 @@ from actors.money import (
     IDEMPOTENCY_KEY_CHARS_MAX,
     NAME_CHARS_MAX,
     ONGOING,
+    PAYOUT_STATUSES,
+    REASON_CHARS_MAX,
     ROLES,
     TIERS,
     TOP_UP_TYPES,
 )
+from persistence.payouts import PAYOUTS_PAGE_MAX
+from persistence.records import EVENT_TYPES
 from persistence.statement import STATEMENT_PAGE_MAX
+
+REFUND_MINUTES_MAX = 100_000  # engine/money_back_requests.py checks the same
 
 Role = Literal[ROLES]
 TopUpType = Literal[TOP_UP_TYPES]
@@ -35,7 +41,8 @@ CallType = Literal[CALL_TYPES]
 Tier = Literal[TIERS]
 EndReason = Literal[END_REASONS]
 Status = Literal[(ONGOING, COMPLETED, DROPPED)]
-EventType = Literal[("call_started", "low_balance", "call_dropped", "call_settled")]
+EventType = Literal[EVENT_TYPES]
+PayoutStatus = Literal[PAYOUT_STATUSES]
 
 Coins = Annotated[int, Field(strict=True, gt=0, le=AMOUNT_MAX, description="coins")]
 Paise = Annotated[int, Field(strict=True, gt=0, le=AMOUNT_MAX, description="paise")]
@@ -104,6 +111,35 @@ class Withdrawal(Body):
     idempotency_key: Key = None
 
 
+class PayoutsQuery(Body):
+    limit: int = Field(20, ge=1, le=PAYOUTS_PAGE_MAX, description="payouts per page")
+    before: int | None = Field(None, ge=1, description="the last payout id of the last page")
+
+
+class PayoutOutcome(Body):
+    reason: str | None = Field(
+        None, min_length=1, max_length=REASON_CHARS_MAX, examples=["bank transfer 7781"]
+    )
+
+
+class NewRefund(Body):
+    minutes: int | None = Field(
+        None,
+        strict=True,
+        ge=1,
+        le=REFUND_MINUTES_MAX,
+        description="the last billed minutes to refund; null: all not refunded yet",
+    )
+    reason: str = Field("refund", min_length=1, max_length=REASON_CHARS_MAX)
+    idempotency_key: Key = None
+    listener_pays: bool = Field(
+        True,
+        strict=True,
+        description="take the minutes' earnings back from the listener; false: refund the "
+        "coins alone",
+    )
+
+
 class NewCall(Body):
     user_id: Id = Field(description="the payer", examples=[1])
     listener_id: Id = Field(description="the listener", examples=[2])
@@ -128,6 +164,46 @@ class Transfer(Answer):
     user_id: int
     balance_coins: int
     earnings_paise: int
+
+
+class Withdrawn(Transfer):
+    payout_id: int = Field(description="the payout holding these earnings")
+    status: PayoutStatus = Field(description="pending until paid or rejected")
+
+
+class Payout(Answer):
+    payout_id: int
+    listener_id: int
+    amount_paise: int
+    transfer_id: str = Field(description="the withdraw transfer that holds the earnings")
+    status: PayoutStatus
+    reason: str | None
+    created_at: Timestamp
+    settled_at: Timestamp | None = Field(description="when it was paid or rejected")
+
+
+class PayoutSettlement(Payout):
+    applied: bool = Field(description="false for a repeat of the same outcome")
+    earnings_paise: int = Field(description="the listener's earnings after it")
+
+
+class PayoutsPage(Answer):
+    payouts: list[Payout]
+    next_before: int | None = Field(description="pass as `before` for the next page")
+
+
+class Refund(Answer):
+    refund_id: str = Field(description="refund:{call}:{key}: its coin transfer's id too")
+    call_id: int
+    user_id: int = Field(description="the payer, whose coins come back")
+    listener_id: int
+    minutes: int
+    coins: int = Field(description="coins back to the payer")
+    paise: int = Field(description="earnings taken back from the listener (0: coins alone)")
+    listener_pays: bool
+    reason: str
+    created_at: Timestamp = Field(description="when the listener's side was taken")
+    refunded_at: Timestamp | None = Field(description="when the coins were given back")
 
 
 class Balance(Answer):
@@ -234,8 +310,9 @@ class Timeline(Answer):
 class StatementRow(Answer):
     transfer_id: str = Field(description="the transfer's id; a call's minutes: `call:{id}`")
     kind: str = Field(
-        description="purchase, bonus, referral_bonus, spend, withdraw, earn, or minutes: "
-        "a call's minutes in one row when it ended"
+        description="purchase, bonus, referral_bonus, spend, withdraw (a payout's hold), "
+        "payout_void (a rejected payout's hold released), refund, clawback, earn, or "
+        "minutes: a call's minutes in one row when it ended"
     )
     amount: int = Field(description="added (+) or taken (-), in `unit`")
     unit: Literal["coins", "paise"]
@@ -262,7 +339,7 @@ class Online(Answer):
 class Event(Answer):
     id: int
     type: EventType
-    call_id: int
+    call_id: int | None = Field(description="null for a payout's events")
     user_id: int
     at: Timestamp
     data: dict[str, int | float | str | bool | None]
@@ -295,8 +372,9 @@ ERRORS = {
     400: "bad input: the message names the field",
     401: "a missing or wrong bearer token",
     402: "insufficient coins or earnings",
-    404: "an unknown user, call or route",
-    409: "a party is busy, or an idempotency key was reused for another request",
+    404: "an unknown user, call, payout or route",
+    409: "a party is busy, an idempotency key was reused for another request, a payout was "
+    "settled the other way, a refund exceeds what was billed, or the call is ongoing",
     503: "the engine cannot answer now; retry after `Retry-After` with the same key",
 }
 

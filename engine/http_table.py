@@ -18,7 +18,11 @@ from engine import http_schema as m
 from engine.http_answers import answer, validation_message
 
 KEYWORD = inspect.Parameter.KEYWORD_ONLY
-ID_DESCRIPTIONS = {"user_id": "the user's or listener's id", "call_id": "the call's id"}
+ID_DESCRIPTIONS = {
+    "user_id": "the user's or listener's id",
+    "call_id": "the call's id",
+    "payout_id": "the payout's id",
+}
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,29 @@ async def _withdraw(engine, body: m.Withdrawal, user_id: int) -> dict:
     return await engine.withdraw(user_id, body.amount_paise, body.idempotency_key)
 
 
+async def _payouts(engine, query: m.PayoutsQuery | None, user_id: int) -> dict:
+    query = query or m.PayoutsQuery()
+    out = await engine.payouts(user_id, query.limit, query.before)
+    full = len(out) == query.limit
+    return {"payouts": out, "next_before": out[-1]["payout_id"] if full else None}
+
+
+async def _paid(engine, body: m.PayoutOutcome | None, payout_id: int) -> dict:
+    return await engine.settle_payout(payout_id, "paid", None if body is None else body.reason)
+
+
+async def _rejected(engine, body: m.PayoutOutcome | None, payout_id: int) -> dict:
+    reason = None if body is None else body.reason
+    return await engine.settle_payout(payout_id, "rejected", reason)
+
+
+async def _refund(engine, body: m.NewRefund | None, call_id: int) -> dict:
+    body = body or m.NewRefund()
+    return await engine.refund_call(
+        call_id, body.minutes, body.reason, body.idempotency_key, body.listener_pays
+    )
+
+
 async def _start_call(engine, body: m.NewCall) -> dict:
     return await engine.start_call(
         body.user_id, body.listener_id, body.call_type, body.idempotency_key
@@ -102,8 +129,19 @@ ROUTES = (
           m.Transfer, _top_up, m.TopUp, errors=(404, 409)),
     Route("POST", "/v1/wallets/{user_id}/spends", "take coins outside a call", m.Transfer,
           _spend, m.Spend, errors=(402, 404, 409)),
-    Route("POST", "/v1/wallets/{user_id}/withdrawals", "pay out a listener's earnings",
-          m.Transfer, _withdraw, m.Withdrawal, errors=(402, 404, 409)),
+    Route("POST", "/v1/wallets/{user_id}/withdrawals",
+          "pay out a listener's earnings: held now, a pending payout", m.Withdrawn, _withdraw,
+          m.Withdrawal, errors=(402, 404, 409)),
+    Route("GET", "/v1/wallets/{user_id}/payouts", "a listener's payouts, newest first, paged",
+          m.PayoutsPage, _payouts, query=m.PayoutsQuery),
+    Route("POST", "/v1/payouts/{payout_id}/paid", "a pending payout was paid; idempotent",
+          m.PayoutSettlement, _paid, m.PayoutOutcome, body_optional=True, errors=(404, 409)),
+    Route("POST", "/v1/payouts/{payout_id}/rejected",
+          "a pending payout was rejected: its earnings back; idempotent", m.PayoutSettlement,
+          _rejected, m.PayoutOutcome, body_optional=True, errors=(404, 409)),
+    Route("POST", "/v1/calls/{call_id}/refunds",
+          "refund a call's last minutes: coins back, the earnings taken back", m.Refund, _refund,
+          m.NewRefund, body_optional=True, status=201, errors=(402, 404, 409)),
     Route("POST", "/v1/calls", "connect a call: minute 1 is charged now", m.Call, _start_call,
           m.NewCall, status=201, errors=(402, 404, 409)),
     Route("GET", "/v1/calls/{call_id}", "a call now (live, or as stored once ended)", m.Call,

@@ -10,7 +10,7 @@ import time
 from zoneinfo import ZoneInfo
 
 from actors.money import one_of
-from persistence import badges, store
+from persistence import badges, payouts, store
 
 log = logging.getLogger("billing.jobs")
 
@@ -28,7 +28,10 @@ async def run_job_here(engine, name: str) -> dict:
             "busy_cleared": await engine.cleanup_expired_busy_status(),
         }
     elif name == "cleanup":
-        result = {"expired_calls": await engine.cleanup_expired_calls()}
+        result = {
+            "expired_calls": await engine.cleanup_expired_calls(),
+            "refunds_finished": await finish_refunds(engine),
+        }
     elif name == "badges":
         result = await engine.assign_daily_badges()
     else:
@@ -81,6 +84,15 @@ async def expire_calls(engine) -> int:
             s = await engine.end_call(r["call_id"], "expired")
             ended += s["end_reason"] == "expired"
     return ended
+
+
+async def finish_refunds(engine) -> int:
+    """Give the coins of every refund whose claw-back committed and whose coins did not (a
+    host that died between its two steps). Returns how many it finished."""
+    unfinished = await payouts.unfinished_refunds(await engine.pool())
+    for refund in unfinished:
+        await engine.finish_refund(refund)
+    return len(unfinished)
 
 
 async def badges_missed(engine) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
+from actors.money import TX_UNIT_SIGN
 from persistence.schema import call_minutes
 
 # Rule 9 in SQL. Minutes a call had started by its end: floor((end - start) / minute) + 1, at
@@ -19,7 +20,14 @@ BOUNDARY_OF_UNPAID = "c.connected_at + c.billed_minutes * c.minute_ms * interval
 # (top-ups, spends, a call's start with its minute 1; credits before debits): an operation at
 # time t sees everything due by t. `balance` is the running balance after each event (kind 0
 # minute due, 1 drop, 2 outside input).
-TRANSFER_KIND = "CASE WHEN call_id IS NULL OR minute_no = 1 THEN 2 ELSE 0 END"
+TRANSFER_KIND = (
+    "CASE WHEN tx_type = 'spend' AND call_id IS NOT NULL AND minute_no <> 1 THEN 0 ELSE 2 END"
+)
+# Each transaction type's unit and sign, as actors/money.py says them.
+UNIT_AND_SIGN = " OR ".join(
+    f"(tx_type = '{t}' AND unit = '{unit}' AND amount {'>' if sign > 0 else '<'} 0)"
+    for t, (unit, sign) in TX_UNIT_SIGN.items()
+)
 COINS_IN_TIME_ORDER = f"""
 SELECT ev.kind, ev.rate_coins,
        w.opening_coins + sum(ev.amount) OVER (
@@ -68,11 +76,7 @@ CHECKS: list[tuple[str, str]] = [
     ),
     (
         "transfers with the wrong unit or sign for their type",
-        """SELECT count(*) FROM ledger WHERE NOT (
-             (tx_type IN ('purchase', 'bonus', 'referral_bonus') AND unit = 'coins' AND amount > 0)
-          OR (tx_type = 'spend' AND unit = 'coins' AND amount < 0)
-          OR (tx_type = 'earn' AND unit = 'paise' AND amount > 0)
-          OR (tx_type = 'withdraw' AND unit = 'paise' AND amount < 0))""",
+        f"SELECT count(*) FROM ledger WHERE NOT ({UNIT_AND_SIGN})",
     ),
     (
         "call minutes not billed exactly once, 1..n, at the call's rate",
@@ -148,6 +152,59 @@ CHECKS: list[tuple[str, str]] = [
              WHERE l.unit = 'paise') r
            WHERE earned < 0""",
     ),
+    # -- payouts and refunds -------------------------------------------------------------------
+    (
+        "payouts without exactly their hold, or holds without their payout",
+        """SELECT (SELECT count(*) FROM payouts p
+                   LEFT JOIN ledger l ON l.transfer_id = p.transfer_id
+                   WHERE l.transfer_id IS NULL OR l.tx_type <> 'withdraw'
+                      OR l.user_id <> p.listener_id OR -l.amount <> p.amount_paise
+                      OR l.created_at <> p.created_at)
+                + (SELECT count(*) FROM ledger l WHERE l.tx_type = 'withdraw' AND NOT EXISTS
+                     (SELECT 1 FROM payouts p WHERE p.transfer_id = l.transfer_id))""",
+    ),
+    (
+        "payout holds not released exactly when the payout was rejected",
+        """SELECT (SELECT count(*) FROM payouts p
+                   LEFT JOIN ledger v ON v.transfer_id = 'payout:' || p.payout_id || ':void'
+                   WHERE (p.status = 'rejected') <> (v.transfer_id IS NOT NULL)
+                      OR v.tx_type <> 'payout_void' OR v.user_id <> p.listener_id
+                      OR v.amount <> p.amount_paise OR v.created_at < p.created_at
+                      OR v.created_at <> p.settled_at)
+                + (SELECT count(*) FROM ledger l WHERE l.tx_type = 'payout_void' AND NOT EXISTS
+                     (SELECT 1 FROM payouts p
+                      WHERE l.transfer_id = 'payout:' || p.payout_id || ':void'))""",
+    ),
+    (
+        "refunds of more minutes than their call billed, or of a call not ended",
+        """SELECT count(*) FROM (SELECT call_id, sum(minutes) AS minutes FROM refunds
+                                 GROUP BY call_id) r JOIN calls c USING (call_id)
+           WHERE c.status = 'ongoing' OR r.minutes > c.billed_minutes""",
+    ),
+    (
+        "refunds whose coins or earnings disagree with their call's parties and rates",
+        """SELECT count(*) FROM refunds r JOIN calls c USING (call_id)
+           WHERE r.coins <> r.minutes * c.rate_coins
+              OR r.paise <> CASE WHEN r.listener_pays THEN r.minutes * c.rate_paise ELSE 0 END
+              OR r.user_id <> c.user_id OR r.listener_id <> c.listener_id
+              OR r.created_at < c.ended_at""",
+    ),
+    (
+        "refunds not moved by exactly their transfers, or refund transfers without a refund",
+        """SELECT (SELECT count(*) FROM refunds r
+                   LEFT JOIN ledger m ON m.transfer_id = r.refund_id
+                   LEFT JOIN ledger k ON k.transfer_id = r.refund_id || ':clawback'
+                   WHERE (m.transfer_id IS NOT NULL) <> (r.refunded_at IS NOT NULL)
+                      OR m.tx_type <> 'refund' OR m.user_id <> r.user_id
+                      OR m.amount <> r.coins OR m.call_id <> r.call_id
+                      OR (k.transfer_id IS NOT NULL) <> (r.paise > 0)
+                      OR k.tx_type <> 'clawback' OR k.user_id <> r.listener_id
+                      OR k.amount <> -r.paise OR k.call_id <> r.call_id)
+                + (SELECT count(*) FROM ledger l
+                   WHERE l.tx_type IN ('refund', 'clawback') AND NOT EXISTS
+                     (SELECT 1 FROM refunds r
+                      WHERE l.transfer_id IN (r.refund_id, r.refund_id || ':clawback')))""",
+    ),
     (
         "listeners in more than one ongoing call",
         """SELECT count(*) FROM (SELECT listener_id FROM calls WHERE status = 'ongoing'
@@ -197,6 +254,9 @@ async def ledger_totals(pool: asyncpg.Pool) -> dict:
              coalesce(-sum(amount) FILTER (WHERE tx_type = 'spend'), 0) AS coins_spent,
              coalesce(sum(amount) FILTER (WHERE tx_type = 'earn'), 0) AS paise_earned,
              coalesce(-sum(amount) FILTER (WHERE tx_type = 'withdraw'), 0) AS paise_withdrawn,
+             coalesce(sum(amount) FILTER (WHERE tx_type = 'payout_void'), 0) AS paise_released,
+             coalesce(sum(amount) FILTER (WHERE tx_type = 'refund'), 0) AS coins_refunded,
+             coalesce(-sum(amount) FILTER (WHERE tx_type = 'clawback'), 0) AS paise_clawed_back,
              count(*) AS transfers
            FROM ledger"""
     )
@@ -204,5 +264,7 @@ async def ledger_totals(pool: asyncpg.Pool) -> dict:
     opening = await pool.fetchval("SELECT coalesce(sum(opening_coins), 0) FROM wallets")
     out = dict(row)
     out["coins_held"] = held
-    out["coins_conserved"] = held == opening + out["coins_in"] - out["coins_spent"]
+    out["coins_conserved"] = (
+        held == opening + out["coins_in"] + out["coins_refunded"] - out["coins_spent"]
+    )
     return out

@@ -22,7 +22,17 @@ from actors.money import (
     is_call_minute,
 )
 from persistence.db import STAGING_TABLE
-from persistence.records import Batch
+from persistence.records import (
+    PAYOUT,
+    PAYOUT_FIELDS,
+    PAYOUT_SETTLED,
+    PAYOUT_SETTLED_FIELDS,
+    REFUND,
+    REFUND_FIELDS,
+    REFUNDED,
+    REFUNDED_FIELDS,
+    Batch,
+)
 from persistence.schema import call_minutes
 
 # A transfer's fields as the ledger stores them; the staging table keeps the millisecond stamp.
@@ -78,6 +88,18 @@ FIELD_TYPES = {
     "coins_spent": "bigint",
     "earnings_paise": "bigint",
     "ended_ms": "bigint",
+    "payout_id": "bigint",
+    "amount_paise": "bigint",
+    "transfer_id": "text",
+    "created_ms": "bigint",
+    "reason": "text",
+    "settled_ms": "bigint",
+    "refund_id": "text",
+    "minutes": "int",
+    "coins": "bigint",
+    "paise": "bigint",
+    "listener_pays": "boolean",
+    "refunded_ms": "bigint",
 }
 # Columns of `calls` kept as timestamps, from a record's milliseconds.
 AS_TIMESTAMP = {"connected_ms": "connected_at", "ended_ms": "ended_at"}
@@ -133,6 +155,36 @@ SELECT (SELECT count(DISTINCT user_id) FROM minutes) AS payers,
         FROM minutes WHERE n <> billed_minutes OR coins <> coins_spent) AS disagree
 """
 
+
+def ms_to_ts(f: str) -> str:
+    return f"to_timestamp(v.{f} / 1000.0)"
+
+
+# Payouts and refunds, each row with the transfer it belongs to; a replayed row changes nothing.
+_PAYOUT_COLUMNS = ", ".join(PAYOUT_FIELDS[:-1])
+_REFUND_COLUMNS = ", ".join(REFUND_FIELDS[:-1])
+ROW_SQL = {
+    PAYOUT: f"""
+INSERT INTO payouts ({_PAYOUT_COLUMNS}, status, created_at)
+SELECT {", ".join(f"v.{f}" for f in PAYOUT_FIELDS[:-1])}, 'pending', {ms_to_ts("created_ms")}
+FROM {unnest(PAYOUT_FIELDS)}
+ON CONFLICT (payout_id) DO NOTHING""",
+    PAYOUT_SETTLED: f"""
+UPDATE payouts p SET status = v.status, reason = v.reason, settled_at = {ms_to_ts("settled_ms")}
+FROM {unnest(PAYOUT_SETTLED_FIELDS)}
+WHERE p.payout_id = v.payout_id AND p.status = 'pending'""",
+    REFUND: f"""
+INSERT INTO refunds ({_REFUND_COLUMNS}, created_at)
+SELECT {", ".join(f"v.{f}" for f in REFUND_FIELDS[:-1])}, {ms_to_ts("created_ms")}
+FROM {unnest(REFUND_FIELDS)}
+ON CONFLICT (refund_id) DO NOTHING""",
+    REFUNDED: f"""
+UPDATE refunds r SET refunded_at = {ms_to_ts("refunded_ms")}
+FROM {unnest(REFUNDED_FIELDS)}
+WHERE r.refund_id = v.refund_id AND r.refunded_at IS NULL""",
+}
+ROW_ORDER = (PAYOUT, PAYOUT_SETTLED, REFUND, REFUNDED)  # a row is written before its update
+
 # A replayed event (same key) is the row already there; ids follow the batch's order.
 INSERT_EVENTS_SQL = """
 INSERT INTO events (event_key, type, call_id, user_id, at, data)
@@ -161,6 +213,10 @@ async def commit_batch(conn: asyncpg.Connection, batch: Batch) -> tuple[int, boo
                 raise InvariantViolation(f"settlements disagree with the ledger: {row['disagree']}")
             if row["payers"] != row["updated"]:
                 raise InvariantViolation("a settled call's payer has no wallet")
+        for kind in ROW_ORDER:
+            rows = batch.rows.get(kind)
+            if rows:
+                await conn.execute(ROW_SQL[kind], *zip(*rows, strict=True))
         if batch.events:
             keys, kinds, calls, users, at_ms, data = zip(*batch.events, strict=True)
             data = [json.dumps(d, separators=(",", ":")) for d in data]

@@ -8,7 +8,7 @@ import asyncpg
 
 async def snapshot(pool: asyncpg.Pool) -> dict:
     """Every account's live balance, every outside transfer, every call with its minute count
-    and credit, in one repeatable-read transaction."""
+    and credit, every payout's status and refund, in one repeatable-read transaction."""
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
         coins = dict(await conn.fetch("SELECT user_id, balance_coins FROM wallet_balances"))
         paise = dict(await conn.fetch("SELECT listener_id, earnings_paise FROM listener_earnings"))
@@ -27,7 +27,17 @@ async def snapshot(pool: asyncpg.Pool) -> dict:
             )
         )
         earned = dict(await conn.fetch("SELECT call_id, amount FROM ledger WHERE tx_type = 'earn'"))
+        payouts = dict(await conn.fetch("SELECT payout_id, status FROM payouts"))
+        refunds = {
+            r["refund_id"]: (r["minutes"], r["listener_pays"], r["done"])
+            for r in await conn.fetch(
+                "SELECT refund_id, minutes, listener_pays, refunded_at IS NOT NULL AS done "
+                "FROM refunds"
+            )
+        }
     return {
+        "payouts": payouts,
+        "refunds": refunds,
         "coins": coins,
         "paise": paise,
         "externals": externals,

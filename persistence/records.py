@@ -18,20 +18,67 @@ TRANSFER_FIELDS = len(Transfer._fields)
 CALL_START = 1
 CALL_END = 2
 EVENT = 3
+# Rows of the payouts and refunds tables. Each record carries the transfer and the event that
+# go with its row, so that the three are one record and commit in one transaction whatever
+# the producer's batches cut (`row_record`).
+PAYOUT = 4  # a payout held: PAYOUT_FIELDS
+PAYOUT_SETTLED = 5  # paid or rejected: PAYOUT_SETTLED_FIELDS
+REFUND = 6  # a refund recorded with the listener's claw-back: REFUND_FIELDS
+REFUNDED = 7  # its coins credited to the payer: REFUNDED_FIELDS
 
-# The call events an app can follow (the outbox, then a Redis Stream and /v1/events).
+PAYOUT_FIELDS = ("payout_id", "listener_id", "amount_paise", "transfer_id", "created_ms")
+PAYOUT_SETTLED_FIELDS = ("payout_id", "status", "reason", "settled_ms")
+REFUND_FIELDS = (
+    "refund_id",
+    "call_id",
+    "user_id",
+    "listener_id",
+    "minutes",
+    "coins",
+    "paise",
+    "listener_pays",
+    "reason",
+    "created_ms",
+)
+REFUNDED_FIELDS = ("refund_id", "refunded_ms")
+ROW_FIELDS = {
+    PAYOUT: PAYOUT_FIELDS,
+    PAYOUT_SETTLED: PAYOUT_SETTLED_FIELDS,
+    REFUND: REFUND_FIELDS,
+    REFUNDED: REFUNDED_FIELDS,
+}
+
+# The events an app can follow (the outbox, then a Redis Stream and /v1/events).
 CALL_STARTED = "call_started"
 LOW_BALANCE = "low_balance"
 CALL_DROPPED = "call_dropped"
 CALL_SETTLED = "call_settled"
-EVENT_TYPES = (CALL_STARTED, LOW_BALANCE, CALL_DROPPED, CALL_SETTLED)
+CALL_REFUNDED = "call_refunded"
+PAYOUT_EVENTS = {"pending": "payout_pending", "paid": "payout_paid", "rejected": "payout_rejected"}
+EVENT_TYPES = (
+    CALL_STARTED,
+    LOW_BALANCE,
+    CALL_DROPPED,
+    CALL_SETTLED,
+    CALL_REFUNDED,
+    *PAYOUT_EVENTS.values(),
+)
 
 
-def event_record(kind: str, call_id: int, user_id: int, at_ms: int, data: dict) -> list:
-    """An event of one call, written in the same transaction as what it reports. Its key is
-    the same however often the event is produced (a replay after a crash), so it is one row:
-    one start, one low-balance notice, one drop and one settlement per call."""
-    return [EVENT, f"{kind}:{call_id}", kind, call_id, user_id, at_ms, data]
+def event_record(
+    kind: str, call_id: int | None, user_id: int, at_ms: int, data: dict, of=None
+) -> list:
+    """An event, written in the same transaction as what it reports. Its key is the same
+    however often the event is produced (a replay after a crash), so it is one row: one start,
+    one low-balance notice, one drop and one settlement per call; one event per step of a
+    payout or a refund (`of`: the payout or refund, when it is not the call)."""
+    return [EVENT, f"{kind}:{call_id if of is None else of}", kind, call_id, user_id, at_ms, data]
+
+
+def row_record(kind: int, row: dict, transfer=None, event: list | None = None) -> list:
+    """A row of the payouts or refunds table (from a dict holding its fields), with the
+    transfer (or None) and the event record (or None) written with it."""
+    return [kind, *(row[f] for f in ROW_FIELDS[kind]), transfer, event]
 
 
 def call_started_event(call) -> list:
@@ -90,13 +137,14 @@ def unpack(data: bytes) -> list[tuple]:
 class Batch:
     """Records of one flush, split by kind and checked a second time."""
 
-    __slots__ = ("transfers", "starts", "ends", "events")
+    __slots__ = ("transfers", "starts", "ends", "events", "rows")
 
     def __init__(self) -> None:
         self.transfers: list[tuple] = []  # Transfer fields, in Transfer's order
         self.starts: list[list] = []
         self.ends: list[list] = []
         self.events: list[list] = []
+        self.rows: dict[int, list[list]] = {}  # payouts and refunds, by kind (ROW_FIELDS)
 
     def add(self, records: list[list]) -> None:
         for r in records:
@@ -120,8 +168,15 @@ class Batch:
                 if r[2] not in EVENT_TYPES:
                     raise InvariantViolation(f"unknown event type {r[2]!r}")
                 self.events.append(r[1:])
+            elif kind in ROW_FIELDS:
+                if len(r) != len(ROW_FIELDS[kind]) + 3:
+                    raise InvariantViolation(f"record of kind {kind}: {len(r) - 1} fields")
+                *row, transfer, event = r[1:]
+                self.rows.setdefault(kind, []).append(row)
+                self.add([r for r in (transfer, event) if r is not None])
             else:
                 raise InvariantViolation(f"unknown record kind {kind!r}")
 
     def __len__(self) -> int:
-        return len(self.transfers) + len(self.starts) + len(self.ends) + len(self.events)
+        rows = sum(map(len, self.rows.values()))
+        return len(self.transfers) + len(self.starts) + len(self.ends) + len(self.events) + rows

@@ -197,6 +197,60 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             INCLUDE (coins_spent, billed_minutes) WHERE ended_at IS NOT NULL;
         """,
     ),
+    (
+        9,
+        "payouts in two steps, refunds of a call's minutes",
+        """
+        ALTER TABLE ledger DROP CONSTRAINT ledger_tx_type_check;
+        ALTER TABLE ledger ADD CONSTRAINT ledger_tx_type_check CHECK (tx_type IN
+            ('purchase', 'spend', 'earn', 'withdraw', 'bonus', 'referral_bonus',
+             'payout_void', 'refund', 'clawback'));
+        -- A payout: its withdraw transfer is the hold on the earnings, taken at once; it is
+        -- then paid (the hold stays) or rejected (a payout_void transfer releases it).
+        CREATE TABLE payouts (
+            payout_id     bigint PRIMARY KEY,
+            listener_id   bigint NOT NULL REFERENCES users,
+            amount_paise  bigint NOT NULL CHECK (amount_paise > 0),
+            transfer_id   text COLLATE "C" NOT NULL UNIQUE,
+            status        text NOT NULL CHECK (status IN ('pending', 'paid', 'rejected')),
+            reason        text,
+            created_at    timestamptz NOT NULL,
+            settled_at    timestamptz,
+            CHECK ((status = 'pending') = (settled_at IS NULL))
+        );
+        CREATE SEQUENCE payouts_payout_id_seq OWNED BY payouts.payout_id;
+        CREATE INDEX payouts_by_listener ON payouts (listener_id, payout_id);
+        CREATE INDEX payouts_pending ON payouts (listener_id) WHERE status = 'pending';
+        -- Withdrawals from before payouts were paid when they were made.
+        INSERT INTO payouts
+            SELECT nextval('payouts_payout_id_seq'), user_id, -amount, transfer_id, 'paid',
+                   'paid before payouts had two steps', created_at, created_at
+            FROM ledger WHERE tx_type = 'withdraw' ORDER BY created_at, transfer_id;
+        -- A refund of a call's minutes: the listener's claw-back first (on their host), then
+        -- the payer's coins (on theirs); `refunded_at` is set by the second.
+        CREATE TABLE refunds (
+            refund_id      text COLLATE "C" PRIMARY KEY,
+            call_id        bigint NOT NULL REFERENCES calls,
+            user_id        bigint NOT NULL,
+            listener_id    bigint NOT NULL,
+            minutes        integer NOT NULL CHECK (minutes > 0),
+            coins          bigint NOT NULL CHECK (coins > 0),
+            paise          bigint NOT NULL CHECK (paise >= 0),
+            listener_pays  boolean NOT NULL,
+            reason         text NOT NULL,
+            created_at     timestamptz NOT NULL,
+            refunded_at    timestamptz
+        );
+        CREATE INDEX refunds_by_call ON refunds (call_id);
+        CREATE INDEX refunds_unfinished ON refunds (created_at) WHERE refunded_at IS NULL;
+        -- Events of payouts and refunds: a payout belongs to no call.
+        ALTER TABLE events ALTER COLUMN call_id DROP NOT NULL;
+        ALTER TABLE events DROP CONSTRAINT events_type_check;
+        ALTER TABLE events ADD CONSTRAINT events_type_check CHECK (type IN
+            ('call_started', 'low_balance', 'call_dropped', 'call_settled', 'call_refunded',
+             'payout_pending', 'payout_paid', 'payout_rejected'));
+        """,
+    ),
 ]
 
 
@@ -238,6 +292,8 @@ async def migrate(conn: asyncpg.Connection, through: int | None = None) -> int:
 
 
 TABLES = (
+    "refunds",
+    "payouts",
     "events",
     "listener_badges",
     "ledger",

@@ -38,13 +38,14 @@ async def roles(pool: asyncpg.Pool, user_ids: list[int]) -> dict[int, str]:
 CALL_ID_BLOCK = 64  # call ids a process takes from the sequence at a time
 
 
-class CallIds:
-    """Call ids from the sequence, CALL_ID_BLOCK at a time: a start reads PostgreSQL once per
-    block, not once per call. Ids are unique, not gapless (a process that stops leaves the rest
-    of its block unused), and increase within a process."""
+class SequenceIds:
+    """Ids from a sequence, `block` at a time: a start reads PostgreSQL once per block, not once
+    per call. Ids are unique, not gapless (a process that stops leaves the rest of its block
+    unused), and increase within a process."""
 
-    def __init__(self, block: int = CALL_ID_BLOCK) -> None:
+    def __init__(self, block: int = CALL_ID_BLOCK, sequence: str = "calls_call_id_seq") -> None:
         self.block = block
+        self.sequence = sequence
         self._ids: list[int] = []
         self._lock = asyncio.Lock()
 
@@ -53,7 +54,8 @@ class CallIds:
             async with self._lock:
                 if not self._ids:
                     rows = await pool.fetch(
-                        "SELECT nextval('calls_call_id_seq') AS id FROM generate_series(1, $1)",
+                        "SELECT nextval($1::text::regclass) AS id FROM generate_series(1, $2)",
+                        self.sequence,
                         self.block,
                     )
                     self._ids = sorted((r["id"] for r in rows), reverse=True)
@@ -94,8 +96,9 @@ async def load_wallets(
     pool: asyncpg.Pool, user_ids: list[int], minute_seconds_default: float
 ) -> dict[int, Wallet]:
     """Wallets as PostgreSQL has them: balances, ongoing calls with their last billed
-    minute, and the call a listener is in. Idempotency keys stay in the ledger until a request
-    names one (`external_transfer`): a wallet's history is not held in memory."""
+    minute, the call a listener is in and their pending payouts. Idempotency keys stay in the
+    ledger until a request names one (`external_transfer`): a wallet's history is not held in
+    memory."""
     async with pool.acquire() as conn:
         rows = await conn.fetch(
             """SELECT u.user_id, u.role, w.balance_coins, coalesce(e.earnings_paise, 0) AS earn
@@ -111,9 +114,16 @@ async def load_wallets(
             user_ids,
         )
         last = await last_billed_minutes(conn, [c["call_id"] for c in calls])
+        held = await conn.fetch(
+            """SELECT payout_id, listener_id, amount_paise FROM payouts
+               WHERE status = 'pending' AND listener_id = ANY($1)""",
+            user_ids,
+        )
     wallets = {
         r["user_id"]: Wallet(r["user_id"], r["role"], r["balance_coins"], r["earn"]) for r in rows
     }
+    for p in held:
+        wallets[p["listener_id"]].payouts[p["payout_id"]] = p["amount_paise"]
     for c in calls:
         payer = wallets.get(c["user_id"])
         if payer is not None:

@@ -125,7 +125,7 @@ def test_the_audit_command_exits_non_zero_on_a_violation(services):
 async def engine_history(services, pool, ray_session):
     """A history the engine made on the manual clock: call A hung up after 3 minutes, its
     listener then withdrew; call B dropped for coins at its third minute, and its payer topped
-    up a minute after the drop."""
+    up a minute after the drop; then payouts settled both ways and both calls refunded."""
     from engine.api import Engine
     from tests.conftest import engine_config
 
@@ -140,9 +140,16 @@ async def engine_history(services, pool, ray_session):
         ids["b"] = (await eng.start_call(ids["ub"], ids["lb"]))["call_id"]
         await eng.advance(150)
         await eng.end_call(ids["a"])
-        await eng.withdraw(ids["la"], 100, idempotency_key="w")
+        paid = await eng.withdraw(ids["la"], 100, idempotency_key="w")
         await eng.advance(60)
         await eng.top_up(ids["ub"], 50, idempotency_key="after")
+        # Payouts and refunds: one payout paid, one rejected; call A refunded a minute (its
+        # listener pays), call B its two minutes with the coins alone.
+        await eng.settle_payout(paid["payout_id"], "paid")
+        rejected = await eng.withdraw(ids["la"], 50, idempotency_key="w2")
+        await eng.settle_payout(rejected["payout_id"], "rejected")
+        await eng.refund_call(ids["a"], 1, idempotency_key="r")
+        await eng.refund_call(ids["b"], idempotency_key="r", listener_pays=False)
         await eng.sync()
         yield ids
     finally:
@@ -180,6 +187,59 @@ POLICY_CORRUPTIONS = [
     (
         "DELETE FROM ledger WHERE transfer_id = 'earn:call:{b}'",
         "settled calls not credited to their listener exactly once",
+    ),
+    # payouts and refunds
+    (
+        "DELETE FROM payouts WHERE transfer_id = 'ext:{la}:w'",
+        "payouts without exactly their hold, or holds without their payout",
+    ),
+    (
+        "UPDATE payouts SET amount_paise = amount_paise + 1 WHERE transfer_id = 'ext:{la}:w'",
+        "payouts without exactly their hold, or holds without their payout",
+    ),
+    (
+        "UPDATE payouts SET status = 'paid' WHERE transfer_id = 'ext:{la}:w2'",
+        "payout holds not released exactly when the payout was rejected",
+    ),
+    (
+        "UPDATE payouts SET status = 'rejected' WHERE transfer_id = 'ext:{la}:w'",
+        "payout holds not released exactly when the payout was rejected",
+    ),
+    (
+        "UPDATE ledger SET created_at = '2000-01-01' WHERE tx_type = 'payout_void'",
+        "payout holds not released exactly when the payout was rejected",
+    ),
+    (
+        "UPDATE ledger SET created_at = '2000-01-01' WHERE transfer_id = 'ext:{la}:w2'",
+        "withdrawals that take earnings below zero in time order",
+    ),
+    (
+        "UPDATE refunds SET minutes = 4, coins = 40, paise = 400 WHERE call_id = {a}",
+        "refunds of more minutes than their call billed, or of a call not ended",
+    ),
+    (
+        "UPDATE refunds SET coins = coins + 1 WHERE call_id = {b}",
+        "refunds whose coins or earnings disagree with their call's parties and rates",
+    ),
+    (
+        "UPDATE refunds SET paise = 200 WHERE call_id = {b}",
+        "refunds whose coins or earnings disagree with their call's parties and rates",
+    ),
+    (
+        "DELETE FROM ledger WHERE transfer_id = 'refund:{b}:r'",
+        "refunds not moved by exactly their transfers, or refund transfers without a refund",
+    ),
+    (
+        "UPDATE ledger SET amount = amount - 1 WHERE transfer_id = 'refund:{a}:r:clawback'",
+        "refunds not moved by exactly their transfers, or refund transfers without a refund",
+    ),
+    (
+        "DELETE FROM refunds WHERE call_id = {a}",
+        "refunds not moved by exactly their transfers, or refund transfers without a refund",
+    ),
+    (
+        "UPDATE ledger SET created_at = '2000-01-01' WHERE transfer_id = 'refund:{a}:r:clawback'",
+        "withdrawals that take earnings below zero in time order",
     ),
 ]
 

@@ -87,7 +87,8 @@ async def test_a_listener_whose_release_was_lost_is_freed_from_postgres(engine):
     w = await host.wallet(listener)
     # As loaded before the settlement committed, with the message that frees it lost:
     w.listener_call_id, w.earnings_paise = call["call_id"], 0
-    out = await host.apply_external(listener, "withdraw", earned, "w1", engine.clock.now())
+    now = engine.clock.now()
+    out = await host.apply_external(listener, "withdraw", earned, "w1", now, payout_id=1)
     assert out["earnings_paise"] == 0 and w.listener_call_id is None
     await host.reserve_listener(listener, 777, user, engine.clock.now())
     assert w.listener_call_id == 777

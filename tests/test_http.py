@@ -162,7 +162,11 @@ async def test_a_call_over_http_from_start_to_withdrawal(engine, hot):
         assert after.json() == {"calls": [], "next_before": None}
         await engine.sync()
         events = await http.get("/v1/events", headers={"Accept": "application/json"})
-        assert [e["type"] for e in events.json()["events"]] == ["call_started", "call_settled"]
+        assert [e["type"] for e in events.json()["events"]] == [
+            "call_started",
+            "call_settled",
+            "payout_pending",  # the withdrawal
+        ]
         for e in events.json()["events"]:  # one time format: ISO 8601, outside and inside data
             times = [e["at"]] + [v for k, v in e["data"].items() if k.endswith("_at") and v]
             assert all(ISO.fullmatch(t) for t in times), e
@@ -170,9 +174,63 @@ async def test_a_call_over_http_from_start_to_withdrawal(engine, hot):
             "/v1/events",
             headers={"Accept": "application/json", "Last-Event-ID": "1"},
         )
-        assert [e["type"] for e in resumed.json()["events"]] == ["call_settled"]
+        assert [e["type"] for e in resumed.json()["events"]] == ["call_settled", "payout_pending"]
     assert ("POST", "/v1/calls", 201) in seen and ("GET", "/v1/calls/{call_id}", 200) in seen
     assert ("GET", "/v1/calls/{call_id}/timeline", 200) in seen
+
+
+@pytest.mark.parametrize("hot", [True, False], ids=["hot-path", "fastapi"])
+async def test_payouts_held_paid_and_rejected_and_refunds_partial_and_full_over_http(engine, hot):
+    async with client(engine, hot=hot) as http:
+        user, listener = await people(http, 100)
+        body = {"user_id": user, "listener_id": listener}
+        call = (await http.post("/v1/calls", json=body)).json()
+        await engine.advance(3 * MIN + 1)  # four minutes: 40 coins, 400 paise
+        await http.post(f"/v1/calls/{call['call_id']}/end")
+        refunds = f"/v1/calls/{call['call_id']}/refunds"
+        part = await http.post(refunds, json={"minutes": 1, "idempotency_key": "r1"})
+        assert part.status_code == 201, part.text
+        assert (part.json()["coins"], part.json()["paise"]) == (10, 100)
+        assert ISO.fullmatch(part.json()["refunded_at"])
+        again = await http.post(refunds, json={"minutes": 1, "idempotency_key": "r1"})
+        assert again.json() == part.json()
+        more = await http.post(refunds, json={"minutes": 4, "idempotency_key": "r2"})
+        assert more.status_code == 409 and more.json()["error"]["type"] == "RefundExceedsBilled"
+        full = await http.post(refunds)  # the rest: three minutes
+        assert full.status_code == 201 and full.json()["minutes"] == 3
+        assert (await http.get(f"/v1/wallets/{user}")).json()["balance_coins"] == 100
+
+        call = (await http.post("/v1/calls", json=body)).json()
+        await engine.advance(4 * MIN + 1)  # five minutes: 500 paise
+        await http.post(f"/v1/calls/{call['call_id']}/end")
+        withdrawals = f"/v1/wallets/{listener}/withdrawals"
+        held = await http.post(withdrawals, json={"amount_paise": 300, "idempotency_key": "w1"})
+        assert held.status_code == 200, held.text
+        assert held.json()["status"] == "pending" and held.json()["earnings_paise"] == 200
+        second = await http.post(withdrawals, json={"amount_paise": 200})
+        first_id, second_id = held.json()["payout_id"], second.json()["payout_id"]
+        paid = await http.post(f"/v1/payouts/{first_id}/paid", json={"reason": "utr 81"})
+        assert paid.status_code == 200 and paid.json()["status"] == "paid", paid.text
+        assert (await http.post(f"/v1/payouts/{first_id}/paid")).json()["applied"] is False
+        wrong = await http.post(f"/v1/payouts/{first_id}/rejected")
+        assert wrong.status_code == 409 and wrong.json()["error"]["type"] == "PayoutSettled"
+        rejected = await http.post(f"/v1/payouts/{second_id}/rejected")
+        assert rejected.json()["earnings_paise"] == 200
+        page = (await http.get(f"/v1/wallets/{listener}/payouts", params={"limit": 1})).json()
+        assert [p["payout_id"] for p in page["payouts"]] == [second_id]
+        rest = await http.get(
+            f"/v1/wallets/{listener}/payouts", params={"before": page["next_before"]}
+        )
+        assert [(p["payout_id"], p["status"]) for p in rest.json()["payouts"]] == [
+            (first_id, "paid")
+        ]
+        assert ISO.fullmatch(rest.json()["payouts"][0]["settled_at"])
+        await engine.sync()
+        events = await http.get(
+            "/v1/events", params={"user_id": listener}, headers={"Accept": "application/json"}
+        )
+        kinds = [e["type"] for e in events.json()["events"] if e["call_id"] is None]
+        assert kinds == ["payout_pending", "payout_pending", "payout_paid", "payout_rejected"]
 
 
 # (method, path, body, status, error type, words in the message); {u} the user, {v} listener.
@@ -217,6 +275,13 @@ HOSTILE = [
     ("GET", "/v1/users/{u}/calls?limit=0", None, 400, "InvalidInput", "limit"),
     ("GET", "/v1/events?after=-1", None, 400, "InvalidInput", "after"),
     ("GET", "/v1/nothing", None, 404, "NotFound", ""),
+    ("POST", "/v1/payouts/9999/paid", {}, 404, "UnknownPayout", "9999"),
+    ("POST", "/v1/payouts/9999/rejected", {"reason": ""}, 400, "InvalidInput", "reason"),
+    ("POST", "/v1/calls/9999/refunds", {}, 404, "UnknownCall", "9999"),
+    ("POST", "/v1/calls/9999/refunds", {"minutes": 0}, 400, "InvalidInput", "minutes"),
+    ("POST", "/v1/calls/9999/refunds", {"minutes": 1.0}, 400, "InvalidInput", "minutes"),
+    ("POST", "/v1/calls/9999/refunds", {"listener_pays": "no"}, 400, "", "listener_pays"),
+    ("GET", "/v1/wallets/{v}/payouts?limit=0", None, 400, "InvalidInput", "limit"),
 ]
 
 

@@ -1,5 +1,6 @@
-"""Random interleavings of top-ups, call starts, ticks, hang-ups, withdrawals and repeated
-deliveries, on the plain classes; every rule of money is checked after every step."""
+"""Random interleavings of top-ups, call starts, ticks, hang-ups, withdrawals (payouts paid or
+rejected), refunds and repeated deliveries, on the plain classes; every rule of money is
+checked after every step."""
 
 import json
 from collections import Counter
@@ -10,6 +11,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from actors import BillingError, Call, Wallet
 from actors.money import check_transfer
+from actors.wallet import refund_id
 
 USERS = (1, 2, 3)
 LISTENERS = (10, 11)
@@ -28,6 +30,9 @@ class Billing(RuleBasedStateMachine):
         self.now = T0
         self.next_call_id = 1
         self.deliveries = []  # (kind, args) to deliver again later
+        self.next_payout_id = 1
+        self.payouts = {}  # payout id -> (listener, paise, transfer id of its hold)
+        self.refunded = Counter()  # call id -> minutes refunded
 
     def post(self, transfers):
         for t in transfers:
@@ -64,11 +69,52 @@ class Billing(RuleBasedStateMachine):
     @rule(listener=st.sampled_from(LISTENERS), amount=st.integers(1, 500), key=st.integers(0, 5))
     def withdraw(self, listener, amount, key):
         try:
-            t = self.wallets[listener].apply_external(f"w{key}", "withdraw", amount, 0)
+            payout_id = self.next_payout_id
+            t = self.wallets[listener].apply_external(f"w{key}", "withdraw", amount, 0, payout_id)
         except BillingError:
             return
         if t is not None:
+            self.next_payout_id += 1
+            self.payouts[payout_id] = (listener, amount, t.transfer_id)
             self.post([t])
+
+    @precondition(lambda self: self.payouts)
+    @rule(data=st.data(), rejected=st.booleans())
+    def settle_payout(self, data, rejected):
+        payout_id = data.draw(st.sampled_from(sorted(self.payouts)))
+        listener, amount, _ = self.payouts[payout_id]
+        w = self.wallets[listener]
+        if payout_id not in w.payouts:  # settled before: the wallet no longer holds it
+            return
+        assert w.payouts[payout_id] == amount
+        void = w.settle_payout(payout_id, "rejected" if rejected else "paid", 0)
+        assert (void is not None) == rejected and payout_id not in w.payouts
+        if void is not None:
+            assert void.amount == amount
+            self.post([void])
+
+    @precondition(lambda self: self.settled)
+    @rule(data=st.data(), minutes=st.integers(1, 5), pays=st.booleans(), key=st.integers(0, 3))
+    def refund(self, data, minutes, pays, key):
+        s = self.settled[data.draw(st.sampled_from(sorted(self.settled)))]
+        if minutes > s.billed_minutes - self.refunded[s.call_id]:
+            return  # the listener's host refuses it (RefundExceedsBilled)
+        rid = refund_id(s.call_id, f"r{key}")
+        if rid in self.ledger:
+            assert self.wallets[s.user_id].refund_coins(rid, 1, s.call_id, 0) is None
+            return
+        call = self.calls[s.call_id]
+        if pays:
+            try:
+                back = self.wallets[s.listener_id].claw_back(
+                    rid, minutes * call.rate_paise, s.call_id, 0
+                )
+            except BillingError:
+                return
+            self.post([back])
+        coins = self.wallets[s.user_id].refund_coins(rid, minutes * call.rate_coins, s.call_id, 0)
+        self.post([coins])
+        self.refunded[s.call_id] += minutes
 
     @rule(user=st.sampled_from(USERS), listener=st.sampled_from(LISTENERS), video=st.booleans())
     def start_call(self, user, listener, video):
@@ -146,6 +192,16 @@ class Billing(RuleBasedStateMachine):
         for uid, w in self.wallets.items():
             assert w.balance_coins == coins[uid]
             assert w.earnings_paise == paise[uid]
+
+    @invariant()
+    def pending_payouts_hold_exactly_their_withdrawals_and_refunds_stay_within_billed(self):
+        for payout_id, (listener, amount, hold) in self.payouts.items():
+            held = self.wallets[listener].payouts.get(payout_id)
+            assert held in (None, amount) and self.ledger[hold].amount == -amount
+            void = self.ledger.get(f"payout:{payout_id}:void")
+            assert held is None or void is None  # released only once settled
+        for cid, n in self.refunded.items():
+            assert n <= self.settled[cid].billed_minutes
 
     @invariant()
     def each_minute_billed_once_and_each_settled_call_credited_once(self):

@@ -56,7 +56,7 @@ async def test_a_persons_calls_page_newest_first_through_indexes(pool, services)
 
     payer = await store.create_user(pool, "p", "user")
     listeners = [await store.create_user(pool, f"l{i}", "listener") for i in range(5)]
-    call_ids = store.CallIds(5)
+    call_ids = store.SequenceIds(5)
     ids = [await call_ids.next(pool) for _ in range(5)]
     calls = [
         Call(c, payer, listeners[i], "audio", "basic", 10, 100, 1.8e9, 60.0, 240)

@@ -40,7 +40,7 @@ def shard(services, redis_url=None, **changes):
 
 
 async def new_call(pool, sh, user, listener, now=T0, rate=10):
-    call_id = await store.CallIds(1).next(pool)
+    call_id = await store.SequenceIds(1).next(pool)
     await sh.reserve_listener(listener, call_id, user, now)
     spec = Call(call_id, user, listener, "audio", "basic", rate, 100, now, MIN, 240).spec()
     await sh.open_call(spec, now)

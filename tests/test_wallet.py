@@ -62,10 +62,42 @@ def test_a_spend_outside_a_call_never_takes_coins_below_zero():
 def test_withdrawal_beyond_earnings_is_refused():
     w = Wallet(2, "listener", earnings_paise=100)
     with pytest.raises(InsufficientEarnings, match="100 paise"):
-        w.apply_external("w", "withdraw", 101, AT)
-    t = w.apply_external("w", "withdraw", 100, AT)
+        w.apply_external("w", "withdraw", 101, AT, payout_id=1)
+    t = w.apply_external("w", "withdraw", 100, AT, payout_id=1)
     assert t.amount == -100 and t.unit == "paise" and w.earnings_paise == 0
+    assert w.payouts == {1: 100}  # held by payout 1 until it is paid or rejected
     check_transfer(t)
+
+
+def test_a_payout_paid_keeps_its_hold_and_one_rejected_releases_it_once():
+    w = Wallet(2, "listener", earnings_paise=300)
+    w.apply_external("a", "withdraw", 100, AT, payout_id=1)
+    w.apply_external("b", "withdraw", 150, AT, payout_id=2)
+    assert w.settle_payout(1, "paid", AT) is None and w.earnings_paise == 50
+    void = w.settle_payout(2, "rejected", AT + 1)
+    assert (void.transfer_id, void.amount, void.tx_type) == ("payout:2:void", 150, "payout_void")
+    assert w.earnings_paise == 200 and w.payouts == {}
+    check_transfer(void)
+    with pytest.raises(KeyError):
+        w.settle_payout(2, "rejected", AT + 2)  # not pending here: its host asks PostgreSQL
+
+
+def test_a_claw_back_never_takes_earnings_below_zero_and_refund_coins_apply_once():
+    listener = Wallet(2, "listener", earnings_paise=150)
+    with pytest.raises(InsufficientEarnings, match="listener_pays=false"):
+        listener.claw_back("refund:7:k", 200, 7, AT)
+    back = listener.claw_back("refund:7:k", 100, 7, AT)
+    assert (back.transfer_id, back.amount, listener.earnings_paise) == (
+        "refund:7:k:clawback",
+        -100,
+        50,
+    )
+    payer = Wallet(1, "user")
+    coins = payer.refund_coins("refund:7:k", 10, 7, AT)
+    assert (coins.transfer_id, coins.amount, payer.balance_coins) == ("refund:7:k", 10, 10)
+    assert payer.refund_coins("refund:7:k", 10, 7, AT) is None and payer.balance_coins == 10
+    check_transfer(back)
+    check_transfer(coins)
 
 
 def test_a_user_cannot_withdraw_earnings():

@@ -134,16 +134,9 @@ class ActorPerCallPlacement(HostedWallets):
             if not self._inflight[user_id]:
                 del self._inflight[user_id]
 
-    async def apply_external(self, user_id, tx_type, amount, key, now) -> dict:
-        return await self._busy(user_id, super().apply_external(user_id, tx_type, amount, key, now))
-
-    async def balance(self, user_id: int, now: float) -> dict:
-        return await self._busy(user_id, super().balance(user_id, now))
-
-    async def reserve_listener(self, listener_id, call_id, payer_id, now) -> str:
-        return await self._busy(
-            listener_id, super().reserve_listener(listener_id, call_id, payer_id, now)
-        )
+    async def _ask(self, user_id: int, method: str, *args):
+        """Every wallet operation counts as in flight on its actor (`_busy`)."""
+        return await self._busy(user_id, super()._ask(user_id, method, *args))
 
     def _spawn_call(self, call: Call) -> None:
         self.calls[call.call_id] = (

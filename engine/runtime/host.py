@@ -28,6 +28,7 @@ from actors.wallet import Wallet, check_external, external_transfer_id
 from engine.runtime import metrics
 from engine.runtime.host_peers import Alone, Peers
 from engine.runtime.listener_side import ListenerSide
+from engine.runtime.money_back import MoneyBack, payout_records
 from engine.runtime.settling import Settling
 from engine.runtime.wallet_cache import WalletCache
 from persistence.client import WriterClient
@@ -77,7 +78,7 @@ async def start_call(
         raise
 
 
-class WalletHost(ListenerSide, Settling):
+class WalletHost(ListenerSide, Settling, MoneyBack):
     def __init__(
         self,
         database_url: str,
@@ -104,6 +105,7 @@ class WalletHost(ListenerSide, Settling):
         )
         self.wallets = self.cache.wallets
         self._settling: dict[int, asyncio.Future] = {}
+        self._refunding = asyncio.Lock()  # refunds are decided one at a time (money_back.py)
         self._notices: list[dict] = []  # low-balance notices waiting to be published
         self._reserved_at: dict[int, float] = {}  # listener -> when its reservation was made
         self.counts = {"minutes_billed": 0, "calls_started": 0, "calls_settled": 0}
@@ -192,8 +194,16 @@ class WalletHost(ListenerSide, Settling):
     # -- external inputs, written through ------------------------------------------------------
 
     async def apply_external(
-        self, user_id: int, tx_type: str, amount: int, key: str, now: float
+        self,
+        user_id: int,
+        tx_type: str,
+        amount: int,
+        key: str,
+        now: float,
+        payout_id: int | None = None,
     ) -> dict:
+        """A top-up, spend or withdrawal, once per key. A withdrawal holds `payout_id`'s
+        earnings: the payout is pending until `settle_payout`."""
         check_external(tx_type, amount)  # bad input is refused before any read
         w, now_ms = await self._caught_up(user_id, now)
         transfer_id = external_transfer_id(user_id, key)
@@ -207,19 +217,22 @@ class WalletHost(ListenerSide, Settling):
             await self._listener_caught_up(w, now_ms)  # a credit that settled meanwhile
         await self.client.room()
         # Awaits above let other operations in; whatever they did is at or before this stamp.
-        t = w.apply_external(key, tx_type, amount, w.stamp(now_ms))
+        t = w.apply_external(key, tx_type, amount, w.stamp(now_ms), payout_id)
         if t is not None:
-            await self.client.durable([t])
+            await self.client.durable(payout_records(payout_id, t) if payout_id else [t])
         else:
             # A repeat: answer once the original is committed, with nothing applied again.
             await self.client.wait_committed()
-        return {
+        out = {
             "transfer_id": transfer_id,
             "applied": t is not None,
             "user_id": user_id,
             "balance_coins": w.balance_coins,
             "earnings_paise": w.earnings_paise,
         }
+        if tx_type == WITHDRAW:
+            out |= await self.withdrawn(transfer_id, payout_id if t is not None else None)
+        return out
 
     # -- the payer's side of calls -------------------------------------------------------------
 

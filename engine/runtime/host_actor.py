@@ -81,6 +81,9 @@ BATCHED_METHODS = frozenset(
         "start_call",
         "end_call",
         "bill_call",
+        "settle_payout",
+        "claw_back",
+        "refund_coins",
     }
 )
 
@@ -121,10 +124,21 @@ class HostActor:
 
         return await asyncio.gather(*(one(method, args) for method, args in requests))
 
-    async def apply_external(self, user_id, tx_type, amount, key, now) -> dict:
+    async def apply_external(self, user_id, tx_type, amount, key, now, payout_id=None) -> dict:
         return await self._guard(
-            lambda: self.host.apply_external(user_id, tx_type, amount, key, now)
+            lambda: self.host.apply_external(user_id, tx_type, amount, key, now, payout_id)
         )
+
+    async def settle_payout(self, listener_id, payout_id, outcome, reason, now) -> dict:
+        return await self._guard(
+            lambda: self.host.settle_payout(listener_id, payout_id, outcome, reason, now)
+        )
+
+    async def claw_back(self, listener_id: int, ask: dict, now: float) -> dict:
+        return await self._guard(lambda: self.host.claw_back(listener_id, ask, now))
+
+    async def refund_coins(self, user_id: int, refund: dict, now: float) -> dict:
+        return await self._guard(lambda: self.host.refund_coins(user_id, refund, now))
 
     async def balance(self, user_id: int, now: float) -> dict:
         return await self._guard(lambda: self.host.balance(user_id, now))

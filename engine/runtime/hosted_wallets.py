@@ -24,9 +24,30 @@ class HostedWallets:
         return await remote(getattr(await self._host(user_id), method).remote(*args))
 
     async def apply_external(
-        self, user_id: int, tx_type: str, amount: int, key: str, now: float
+        self,
+        user_id: int,
+        tx_type: str,
+        amount: int,
+        key: str,
+        now: float,
+        payout_id: int | None = None,
     ) -> dict:
-        return await self._ask(user_id, "apply_external", user_id, tx_type, amount, key, now)
+        return await self._ask(
+            user_id, "apply_external", user_id, tx_type, amount, key, now, payout_id
+        )
+
+    async def settle_payout(
+        self, listener_id: int, payout_id: int, outcome: str, reason: str | None, now: float
+    ) -> dict:
+        return await self._ask(
+            listener_id, "settle_payout", listener_id, payout_id, outcome, reason, now
+        )
+
+    async def claw_back(self, listener_id: int, ask: dict, now: float) -> dict:
+        return await self._ask(listener_id, "claw_back", listener_id, ask, now)
+
+    async def refund_coins(self, user_id: int, refund: dict, now: float) -> dict:
+        return await self._ask(user_id, "refund_coins", user_id, refund, now)
 
     async def balance(self, user_id: int, now: float) -> dict:
         return await self._ask(user_id, "balance", user_id, now)

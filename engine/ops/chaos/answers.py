@@ -112,6 +112,8 @@ class ChaosRequests:
                 self.mismatch(f"{what}: expected to apply, got {answer!r}")
                 return
             self.result.acknowledged += 1
+            if tx_type == "withdraw":
+                self.model.withdrawn(answer["payout_id"], who, amount)
             held = self.model.paise[who] if tx_type == "withdraw" else self.model.coins[who]
             got = answer["earnings_paise" if tx_type == "withdraw" else "balance_coins"]
             if got != held:
@@ -218,10 +220,14 @@ class ChaosRequests:
     async def compare_live(self) -> None:
         """What the engine's actors answer now."""
         for who in self.users + self.listeners:
-            state = await self.must(lambda who=who: self.engine.balance(who), "read a balance")
-            if state is None:
-                continue
-            if state["balance_coins"] != self.model.coins[who]:
-                self.mismatch(f"live coins of {who}: {state['balance_coins']}")
-            if who in self.model.paise and state["earnings_paise"] != self.model.paise[who]:
-                self.mismatch(f"live earnings of {who}: {state['earnings_paise']}")
+            await self.check_balance(who)
+
+    async def check_balance(self, who: int) -> None:
+        """What `who`'s host answers now must be what the model says."""
+        state = await self.must(lambda: self.engine.balance(who), "read a balance")
+        if state is None:
+            return
+        if state["balance_coins"] != self.model.coins[who]:
+            self.mismatch(f"live coins of {who}: {state['balance_coins']}, model")
+        if who in self.model.paise and state["earnings_paise"] != self.model.paise[who]:
+            self.mismatch(f"live earnings of {who}: {state['earnings_paise']}, model")

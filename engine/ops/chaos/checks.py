@@ -54,6 +54,25 @@ class ChaosResult:
         return out | {"ok": self.ok}
 
 
+def _check_money_back(db: dict, m: Model, r: ChaosResult) -> None:
+    """Every acknowledged payout in its model status, every refund whole (minutes, who pays,
+    coins given); nothing stored the model does not know."""
+    for pid, (_, _, status) in m.payouts.items():
+        if db["payouts"].get(pid) != status:
+            r.mismatch(f"payout {pid}: stored {db['payouts'].get(pid)}, model {status}")
+    for pid in db["payouts"].keys() - m.payouts.keys():
+        r.mismatch(f"payout {pid} was stored but never acknowledged")
+    known = set()
+    for key, (cid, minutes, pays) in m.refunds.items():
+        rid = f"refund:{cid}:{key}"
+        known.add(rid)
+        if db["refunds"].get(rid) != (minutes, pays, True):
+            r.acknowledged_lost += rid not in db["refunds"]
+            r.mismatch(f"refund {rid}: stored {db['refunds'].get(rid)}, model {minutes} {pays}")
+    for rid in db["refunds"].keys() - known:
+        r.mismatch(f"refund {rid} was stored but never acknowledged")
+
+
 async def check_database(pool, m: Model, r: ChaosResult) -> None:
     """Compare PostgreSQL with the model; run the audit. Findings go into `r`."""
     r.calls = len(m.calls)
@@ -93,6 +112,7 @@ async def check_database(pool, m: Model, r: ChaosResult) -> None:
             r.mismatch(f"call {cid}: earned {db['earned'].get(cid)}, model {c.minutes}×rate")
     for cid in db["calls"].keys() - m.calls.keys():
         r.mismatch(f"call {cid} was stored but never started as far as the model knows")
+    _check_money_back(db, m, r)
     checks = await run_audit(pool)
     totals = await ledger_totals(pool)
     r.audit = {name: n for name, n in checks} | {"coins_conserved": totals["coins_conserved"]}

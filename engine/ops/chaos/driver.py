@@ -20,6 +20,7 @@ import time
 from engine.ops.chaos.answers import ChaosRequests
 from engine.ops.chaos.checks import ChaosResult, check_database
 from engine.ops.chaos.faults import CLOCK_JUMP_MINUTES, CRASH_KINDS, FAULT_PROBABILITY, Faults
+from engine.ops.chaos.money_back import ChaosMoneyBack
 from engine.ops.chaos.workload import STEP_SECONDS, Workload
 from engine.ops.proxy import Proxy
 from persistence import readback
@@ -33,7 +34,7 @@ SIZES = {"sharded": (40, 12), "actor-per-call": (8, 4)}  # (users, listeners)
 CHAOS_FLUSH_INTERVAL_MS = 2_000
 
 
-class Chaos(ChaosRequests, Workload, Faults):
+class Chaos(ChaosRequests, ChaosMoneyBack, Workload, Faults):
     """One run: setup, then steps (a batch of requests with a fault, a billing pass, a check)
     until the time is up and every kind of fault was injected once, then the final checks."""
 

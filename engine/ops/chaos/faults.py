@@ -17,7 +17,7 @@ OUTAGE_SECONDS = (0.2, 2.0)  # how long PostgreSQL or Redis stays cut
 FAULT_PROBABILITY = 0.5  # of a fault in a step, besides the late and duplicate deliveries
 COVERING_STEPS_MAX = 60  # steps that may go to injecting each kind of fault once
 # Crashes that land in the windows that hurt, each followed by the request that would show it.
-CRASH_KINDS = ("crash_after_tick", "crash_after_hangup")
+CRASH_KINDS = ("crash_after_tick", "crash_after_hangup", "crash_inside_money_back")
 
 
 class Faults:
@@ -26,8 +26,12 @@ class Faults:
     def fault_kinds(self) -> list[str]:
         kinds = ["kill_writer", "postgres_restart", "redis_restart", "clock_jump", *CRASH_KINDS]
         if self.engine.config.placement == "sharded":
-            return kinds + ["kill_shard"]
-        return kinds + ["kill_call_actor", "kill_wallet_actor"]
+            kinds += ["kill_shard"]
+        else:
+            kinds += ["kill_call_actor", "kill_wallet_actor"]
+        # Last: it needs an ended call or a pending payout, which a run has only after a while.
+        kinds.remove("crash_inside_money_back")
+        return kinds + ["crash_inside_money_back"]
 
     def _payer_host(self, user: int) -> str:
         if self.engine.config.placement == "sharded":
@@ -47,8 +51,13 @@ class Faults:
         up. The answer must come from state brought up to the request's time.
         `crash_after_hangup`: the payer's host dies a few milliseconds after a hang-up is
         sent; once the hang-up is answered, the listener's host must show the credit and the
-        listener free."""
+        listener free.
+        `crash_inside_money_back`: a host dies inside a refund or a payout's settling
+        (`ChaosMoneyBack.crash_inside_money_back`)."""
         rng = self.rng
+        if kind == "crash_inside_money_back":
+            await self.crash_inside_money_back()
+            return
         ongoing = [c for c in self.model.calls.values() if c.status == "ongoing"]
         if not ongoing:
             return

@@ -19,6 +19,7 @@ class ModelCall:
     minutes: int = 1
     status: str = "ongoing"
     reason: str | None = None
+    refunded: int = 0  # minutes refunded
 
 
 @dataclass
@@ -35,6 +36,8 @@ class Model:
     externals: dict[str, tuple[int, str, int]] = field(default_factory=dict)
     calls: dict[int, ModelCall] = field(default_factory=dict)
     in_call: dict[int, int] = field(default_factory=dict)  # party -> call id
+    payouts: dict[int, list] = field(default_factory=dict)  # id -> [listener, paise, status]
+    refunds: dict[str, tuple] = field(default_factory=dict)  # key -> (call, minutes, pays)
 
     def external(self, who: int, key: str, tx_type: str, amount: int, t: float) -> str:
         """'applied', 'repeat', or the refusal: 'conflict', 'insufficient'. Everything due by
@@ -55,6 +58,47 @@ class Model:
             self.coins[who] += amount
         self.externals[tid] = (who, tx_type, amount)
         return "applied"
+
+    def withdrawn(self, payout_id: int, listener: int, paise: int) -> None:
+        """A withdrawal applied: its paise are held by a pending payout."""
+        self.payouts.setdefault(payout_id, [listener, paise, "pending"])
+
+    def settle(self, payout_id: int, outcome: str, t: float) -> str:
+        """'applied', 'repeat', or 'settled' (the other outcome was applied before): a
+        rejected payout's paise go back to its listener."""
+        self.bill(t)
+        p = self.payouts[payout_id]
+        if p[2] != "pending":
+            return "repeat" if p[2] == outcome else "settled"
+        p[2] = outcome
+        if outcome == "rejected":
+            self.paise[p[0]] += p[1]
+        return "applied"
+
+    def refund(self, key: str, call_id: int, minutes, pays: bool, t: float) -> tuple[str, int]:
+        """('applied' | 'repeat', minutes) or a refusal: 'ongoing', 'exceeds', 'insufficient',
+        'conflict'. Coins back to the payer at the call's rate, and unless the listener does
+        not pay, the same minutes' paise back from the listener, never below zero."""
+        self.bill(t)
+        c = self.calls[call_id]
+        if key in self.refunds:
+            _, done, done_pays = self.refunds[key]
+            same = done_pays == pays and minutes in (None, done)
+            return ("repeat" if same else "conflict"), done
+        if c.status == "ongoing":
+            return "ongoing", 0
+        left = c.minutes - c.refunded
+        n = left if minutes is None else minutes
+        if n > left or n <= 0:
+            return "exceeds", 0
+        paise = n * c.rate_paise if pays else 0
+        if self.paise[c.listener] < paise:
+            return "insufficient", 0
+        self.paise[c.listener] -= paise
+        self.coins[c.user] += n * c.rate_coins
+        c.refunded += n
+        self.refunds[key] = (call_id, n, pays)
+        return "applied", n
 
     def start_refusal(self, user: int, listener: int, rate_coins: int, t: float) -> str | None:
         self.bill(t)

@@ -1,5 +1,6 @@
-"""What a chaos step asks: a third of the users act (start, hang up, top up, spend), some
-listeners withdraw, and now and then a request is delivered twice or late. Drawn from the run's
+"""What a chaos step asks: a third of the users act (start, hang up, top up, spend, refund an
+ended call), some listeners withdraw or have a payout settled, and now and then a request is
+delivered twice or late. Drawn from the run's
 seed, so that a seed's requests stay what they were."""
 
 from __future__ import annotations
@@ -41,14 +42,40 @@ class Workload:
                 requests.append(self.external(user, tx, rng.randint(5, 150), self.key(), copies))
             elif roll < 0.9:
                 requests.append(self.external(user, "spend", rng.randint(1, 60), self.key()))
+            elif roll < 0.96:
+                refund = self._refund(user, busy_now)
+                if refund is not None:
+                    if refund[0] in free_listeners:
+                        free_listeners.remove(refund[0])
+                    requests.append(refund[1])
+        return requests + self._listeners_plan(busy_now) + self._late(busy_now)
+
+    def _listeners_plan(self, busy_now: set[int]) -> list:
+        """A tenth of the listeners not busy withdraw, or have a pending payout settled."""
+        rng, m = self.rng, self.model
+        requests = []
+        pending = {}
+        for payout_id, (listener, _, status) in m.payouts.items():
+            if status == "pending":
+                pending.setdefault(listener, []).append(payout_id)
         for listener in self.listeners:
             if listener in busy_now or rng.random() > 0.1:
                 continue
             busy_now.add(listener)
+            if pending.get(listener) and rng.random() < 0.6:
+                outcome = "paid" if rng.random() < 0.6 else "rejected"
+                payout_id = rng.choice(pending[listener])
+                requests.append(self.settle(payout_id, outcome, self._copies()))
+                continue
             ceiling = max(1, m.paise[listener] + 50)
             requests.append(
                 self.external(listener, "withdraw", rng.randint(1, ceiling), self.key())
             )
+        return requests
+
+    def _late(self, busy_now: set[int]) -> list:
+        rng, m = self.rng, self.model
+        requests = []
         # A late delivery: an old request arrives again, after newer ones (changes nothing), or
         # its key comes back with another amount (refused).
         late = [h for h in self.history if h[0] not in busy_now]
@@ -58,11 +85,32 @@ class Workload:
             if rng.random() < 0.3:
                 amount += 1
             requests.append(self.external(who, tx, amount, key))
+        settled = [
+            p for p, (who, _, st) in m.payouts.items() if st != "pending" and who not in busy_now
+        ]
+        if settled and rng.random() < 0.2:  # a settle delivered late: the same or the other way
+            self.result.faults_injected["reordered_delivery"] += 1
+            payout_id = rng.choice(settled)
+            busy_now.add(m.payouts[payout_id][0])
+            requests.append(self.settle(payout_id, rng.choice(("paid", "rejected"))))
         ended = [c.call_id for c in m.calls.values() if c.status != "ongoing"]
         if ended and rng.random() < 0.2:
             self.result.faults_injected["reordered_delivery"] += 1
             requests.append(self.end_call(rng.choice(ended)))
         return requests
+
+    def _refund(self, user: int, busy_now: set[int]):
+        """A refund of one of the user's ended calls (some minutes or all, the listener paying
+        or not; now and then delivered twice), or None if none can be asked now."""
+        rng = self.rng
+        calls = [c for c in self.refundable(user) if c.listener not in busy_now]
+        if not calls:
+            return None
+        c = rng.choice(calls)
+        busy_now.add(c.listener)
+        minutes = None if rng.random() < 0.4 else rng.randint(1, c.minutes - c.refunded + 1)
+        pays = rng.random() < 0.8
+        return c.listener, self.refund(c.call_id, minutes, pays, self.key(), self._copies())
 
     def _copies(self) -> int:
         """How many times a request is delivered: twice, now and then (a duplicate)."""
