@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from actors.buckets import minutes_affordable
 from actors.errors import InvariantViolation
 from actors.money import (
     CALL_TYPES,
@@ -293,22 +294,30 @@ class Call:
             "paid_until": until_ms / 1000,
         }
 
-    def affordable(self, balance_coins: int) -> tuple[int, int]:
+    def affordable(self, balance_coins: int, buckets: list | None = None) -> tuple[int, int]:
         """(minutes the payer's `balance_coins` pay after those billed, at this call's rate and
-        within its maximum; when the call drops if nothing changes, in ms: the start of the
-        first minute they cannot pay, or the call's expiry). Counts this call alone: a payer
-        with several calls at once runs out sooner."""
-        minutes = min(balance_coins // self.rate_coins, self.max_minutes - self.billed_minutes)
+        within its maximum, a bucket of coins that expires before a minute not paying it;
+        when the call drops if nothing changes, in ms: the start of the first minute they
+        cannot pay, or the call's expiry). Counts this call alone: a payer with several calls
+        at once runs out sooner."""
+        minutes = minutes_affordable(
+            balance_coins,
+            buckets or [],
+            self.rate_coins,
+            self.next_due_ms(),
+            self.minute_ms,
+            self.max_minutes - self.billed_minutes,
+        )
         return minutes, min(self.next_due_ms() + minutes * self.minute_ms, self.expires_ms())
 
-    def state(self, balance_coins: int | None = None) -> dict:
+    def state(self, balance_coins: int | None = None, buckets: list | None = None) -> dict:
         """The call as its answers show it: the stored row's keys, `next_tick_at`, and, while
         it is ongoing and its payer's balance is given, `minutes_affordable` and `paid_until`
         (null otherwise)."""
         s = self.settlement
         minutes = paid_until = None
         if s is None and balance_coins is not None:
-            minutes, until_ms = self.affordable(balance_coins)
+            minutes, until_ms = self.affordable(balance_coins, buckets)
             paid_until = until_ms / 1000
         return {
             "call_id": self.call_id,

@@ -20,8 +20,20 @@ REFERRAL_BONUS = "referral_bonus"
 PAYOUT_VOID = "payout_void"  # a rejected payout: its hold (the withdraw) back to earnings
 REFUND = "refund"  # a refunded call's coins back to its payer
 CLAWBACK = "clawback"  # the same minutes' earnings back from the call's listener
+EXPIRE = "expire"  # the rest of a bucket of bonus coins, at its expiry (actors/buckets.py)
 
-TX_TYPES = (PURCHASE, SPEND, EARN, WITHDRAW, BONUS, REFERRAL_BONUS, PAYOUT_VOID, REFUND, CLAWBACK)
+TX_TYPES = (
+    PURCHASE,
+    SPEND,
+    EARN,
+    WITHDRAW,
+    BONUS,
+    REFERRAL_BONUS,
+    PAYOUT_VOID,
+    REFUND,
+    CLAWBACK,
+    EXPIRE,
+)
 # Transfers from the outside that create coins: the only way coins enter the system.
 TOP_UP_TYPES = (PURCHASE, BONUS, REFERRAL_BONUS)
 
@@ -36,6 +48,7 @@ TX_UNIT_SIGN = {
     PAYOUT_VOID: (PAISE, 1),
     REFUND: (COINS, 1),
     CLAWBACK: (PAISE, -1),
+    EXPIRE: (COINS, -1),
 }
 
 # A payout is a withdraw that holds the earnings at once, then is paid (the hold stays, as the

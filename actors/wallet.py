@@ -7,6 +7,7 @@ let balances go negative).
 
 from __future__ import annotations
 
+from actors import buckets as bk
 from actors.errors import (
     CapacityExceeded,
     IdempotencyConflict,
@@ -71,7 +72,7 @@ def check_external(tx_type: str, amount: int) -> None:
     positive_amount(amount, "amount")
 
 
-class Wallet:
+class Wallet(bk.Buckets):
     __slots__ = (
         "user_id",
         "role",
@@ -83,6 +84,9 @@ class Wallet:
         "listener_payer_id",
         "clock_ms",
         "payouts",
+        "buckets",
+        "expiring",
+        "debit_ms",
     )
 
     def __init__(
@@ -120,6 +124,12 @@ class Wallet:
         # payout id -> paise held, for this listener's pending payouts (their withdraw
         # transfers already took the paise out of `earnings_paise`).
         self.payouts: dict[int, int] = payouts if payouts is not None else {}
+        # Bonus coins that expire, in order of expiry (actors/buckets.py); what expired, for
+        # the host to write: (as_of position, ids expired, their transfers, the buckets
+        # after); and the time of the last debit from outside (a grant comes after it).
+        self.buckets: list[list] = []
+        self.expiring: list[tuple] = []
+        self.debit_ms = 0
         self._check()
 
     def _check(self) -> None:
@@ -131,11 +141,18 @@ class Wallet:
     # -- transfers from the outside: top-ups, bonuses, withdrawals ---------------------------
 
     def apply_external(
-        self, key: str, tx_type: str, amount: int, at_ms: int, payout_id: int | None = None
+        self,
+        key: str,
+        tx_type: str,
+        amount: int,
+        at_ms: int,
+        payout_id: int | None = None,
+        expires_ms: int | None = None,
     ) -> Transfer | None:
         """Apply a top-up or a withdrawal once per key. Returns None for a repeat of the same
         request; refuses a key reused for a different one. A withdrawal is the hold of the
-        pending payout `payout_id`."""
+        pending payout `payout_id`; a bonus with `expires_ms` is a bucket (`at_ms` after the
+        last debit, `grant_ms`)."""
         check_external(tx_type, amount)
         transfer_id = external_transfer_id(self.user_id, key)
         seen = self.external.get(transfer_id)
@@ -154,7 +171,12 @@ class Wallet:
                     f"user {self.user_id} has {self.balance_coins} coins, cannot spend {amount}"
                 )
             self.balance_coins -= amount
+            self.debit_ms = at_ms
+            if self.buckets:
+                bk.draw(self.buckets, amount)
         elif unit == COINS:
+            if expires_ms is not None:
+                self._grant(transfer_id, tx_type, amount, at_ms, expires_ms)
             self.balance_coins += amount
         else:
             if self.role != "listener":
@@ -241,6 +263,8 @@ class Wallet:
             raise InvalidInput(f"user {self.user_id} is a {self.role}, not a user")
         if call_id in self.calls:
             raise InvariantViolation(f"wallet {self.user_id}: call {call_id} opened twice")
+        if self.buckets:  # a bucket expired by now cannot pay minute 1
+            self.expire_through(at_ms, bk.position(at_ms, bk.MINUTE) + 1)
         if len(self.calls) >= calls_max:
             raise PartyBusy(
                 f"user {self.user_id} already has {len(self.calls)} ongoing call(s), "
@@ -253,6 +277,7 @@ class Wallet:
         if minute_ms <= 0:
             raise InvariantViolation(f"call {call_id}: minute of {minute_ms} ms")
         self.calls[call_id] = [rate_coins, 0, at_ms, minute_ms]
+        self.debit_ms = at_ms  # minute 1 is taken as an outside input is
         transfers, _, _ = self.bill_call(call_id, 1)
         return transfers[0]
 
@@ -270,12 +295,17 @@ class Wallet:
         transfers: list[Transfer] = []
         short = False
         while last < through_minute:
+            starts_ms = first_ms + last * minute_ms
+            if self.buckets and self.buckets[0][bk.EXPIRES_MS] <= starts_ms:
+                # a bucket that expires by this minute's start cannot pay it
+                self.expire_through(starts_ms, bk.position(starts_ms, bk.BEFORE))
             if self.balance_coins < rate:
                 short = True
                 break
             last += 1
             self.balance_coins -= rate
-            starts_ms = first_ms + (last - 1) * minute_ms
+            if self.buckets:
+                bk.draw(self.buckets, rate)
             transfers.append(
                 Transfer(
                     minute_transfer_id(call_id, last),
@@ -343,6 +373,7 @@ class Wallet:
             "clock_ms": self.clock_ms,
             "external_transfers": len(self.external),
             "payouts_pending": dict(self.payouts),
+            "buckets": self.bucket_view(),
         }
 
 

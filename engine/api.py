@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from actors.buckets import BUCKET_LIFETIME_S_MAX, BUCKET_TYPES, minutes_affordable
 from actors.call import END_REASONS, SETTLEMENT_KEYS, CallRequest
 from actors.errors import (
     IdempotencyConflict,
@@ -24,6 +25,7 @@ from actors.money import (
     one_of,
     positive_amount,
     text_value,
+    to_ms,
 )
 from engine.config import Config
 from engine.jobs import JOBS, badges_missed, expire_calls, run_job_here
@@ -82,24 +84,49 @@ class Engine(EngineLifecycle, Operations, MoneyBackRequests):
         amount: int,
         tx_type: str = "purchase",
         idempotency_key: str | None = None,
+        expires_at: float | None = None,
     ) -> dict:
         """Add coins (purchase, bonus, referral_bonus). Applied once per idempotency key;
-        returns after the transfer is committed."""
+        returns after the transfer is committed. A bonus or referral bonus with `expires_at`
+        (epoch seconds) is a bucket: spent before coins that never expire, and what is left
+        of it leaves the wallet at that time (`actors/buckets.py`)."""
         one_of(tx_type, TOP_UP_TYPES, "tx_type")
-        return await self._external(user_id, "user_id", tx_type, amount, idempotency_key)
+        expires_ms = None if expires_at is None else self._expiry(tx_type, expires_at)
+        return await self._external(
+            user_id, "user_id", tx_type, amount, idempotency_key, expires_ms
+        )
+
+    def _expiry(self, tx_type: str, expires_at: object) -> int:
+        if tx_type not in BUCKET_TYPES:
+            raise InvalidInput(f"only {' and '.join(BUCKET_TYPES)} coins expire, not {tx_type}")
+        now = self.clock.now()
+        if (
+            not isinstance(expires_at, int | float)
+            or isinstance(expires_at, bool)
+            or not now < expires_at <= now + BUCKET_LIFETIME_S_MAX
+        ):
+            raise InvalidInput(
+                f"expires_at must be a time after now and at most {BUCKET_LIFETIME_S_MAX} s "
+                f"ahead, got {expires_at!r}"
+            )
+        return to_ms(expires_at)
 
     @retryable
     async def spend(self, user_id: int, amount: int, idempotency_key: str | None = None) -> dict:
         """Take coins outside a call (never below zero)."""
         return await self._external(user_id, "user_id", SPEND, amount, idempotency_key)
 
-    async def _external(self, who: int, what: str, tx_type: str, amount: int, key) -> dict:
+    async def _external(
+        self, who: int, what: str, tx_type: str, amount: int, key, expires_ms: int | None = None
+    ) -> dict:
         entity_id(who, what)
         positive_amount(amount, "amount_paise" if tx_type == WITHDRAW else "amount")
         key = key_of(key)
         payout_id = await self._payout_ids.next(await self.pool()) if tx_type == WITHDRAW else None
         now = self.clock.now()
-        return await self.placement.apply_external(who, tx_type, amount, key, now, payout_id)
+        return await self.placement.apply_external(
+            who, tx_type, amount, key, now, payout_id, expires_ms
+        )
 
     @retryable
     async def balance(self, user_id: int, call_type: str | None = None) -> dict:
@@ -110,9 +137,20 @@ class Engine(EngineLifecycle, Operations, MoneyBackRequests):
         entity_id(user_id, "user_id")
         if call_type is not None:
             one_of(call_type, CALL_TYPES, "call_type")
-        out = await self.placement.balance(user_id, self.clock.now())
-        rate = None if call_type is None else self.config.rate_card.coins_per_minute[call_type]
-        return out | {"minutes_affordable": None if rate is None else out["balance_coins"] // rate}
+        now = self.clock.now()
+        out = await self.placement.balance(user_id, now)
+        if call_type is None:
+            return out | {"minutes_affordable": None}
+        rate = self.config.rate_card.coins_per_minute[call_type]
+        held = [
+            [b["bucket_id"], b["tx_type"], b["coins"], to_ms(b["expires_at"]), 0]
+            for b in out["buckets"]
+        ]
+        limit = self.config.max_call_minutes
+        minutes = minutes_affordable(
+            out["balance_coins"], held, rate, to_ms(now), to_ms(self.config.minute_seconds), limit
+        )
+        return out | {"minutes_affordable": minutes}
 
     # -- calls -------------------------------------------------------------------------------
 

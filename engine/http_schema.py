@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from actors.call import END_REASONS
 from actors.money import (
@@ -99,6 +99,12 @@ class TopUp(Body):
     amount: Coins = Field(examples=[100])
     tx_type: TopUpType = "purchase"
     idempotency_key: Key = None
+    expires_at: AwareDatetime | None = Field(
+        None,
+        description="bonus and referral_bonus only: the coins left of it leave the wallet "
+        "then; spent before coins that never expire",
+        examples=["2026-12-31T23:59:59.000+00:00"],
+    )
 
 
 class Spend(Body):
@@ -206,10 +212,18 @@ class Refund(Answer):
     refunded_at: Timestamp | None = Field(description="when the coins were given back")
 
 
+class Bucket(Answer):
+    bucket_id: str = Field(description="the top-up that made it")
+    tx_type: TopUpType
+    coins: int = Field(description="coins left in it")
+    expires_at: Timestamp
+
+
 class Balance(Answer):
     user_id: int
-    balance_coins: int
+    balance_coins: int = Field(description="every coin, those of buckets included")
     earnings_paise: int
+    buckets: list[Bucket] = Field(description="coins that expire, the first to expire first")
     minutes_affordable: int | None = Field(
         description="minutes of a `call_type` call the coins pay; null without `call_type`"
     )

@@ -62,7 +62,8 @@ async def _statement(engine, query: m.StatementQuery | None, user_id: int) -> di
 
 
 async def _top_up(engine, body: m.TopUp, user_id: int) -> dict:
-    return await engine.top_up(user_id, body.amount, body.tx_type, body.idempotency_key)
+    expires = None if body.expires_at is None else body.expires_at.timestamp()
+    return await engine.top_up(user_id, body.amount, body.tx_type, body.idempotency_key, expires)
 
 
 async def _spend(engine, body: m.Spend, user_id: int) -> dict:

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 from actors.money import one_of
 from persistence import badges, payouts, store
+from persistence import buckets as bucket_store
 
 log = logging.getLogger("billing.jobs")
 
@@ -31,6 +32,7 @@ async def run_job_here(engine, name: str) -> dict:
         result = {
             "expired_calls": await engine.cleanup_expired_calls(),
             "refunds_finished": await finish_refunds(engine),
+            "buckets_expired": await expire_buckets(engine),
         }
     elif name == "badges":
         result = await engine.assign_daily_badges()
@@ -93,6 +95,15 @@ async def finish_refunds(engine) -> int:
     for refund in unfinished:
         await engine.finish_refund(refund)
     return len(unfinished)
+
+
+async def expire_buckets(engine) -> int:
+    """Ask the wallet of each person whose bucket of coins is past its expiry (and was not
+    asked since): its host takes the rest out, dated at the expiry. Returns how many."""
+    users = await bucket_store.expired_unapplied(await engine.pool(), engine.clock.now())
+    for user_id in users:
+        await engine.balance(user_id)
+    return len(users)
 
 
 async def badges_missed(engine) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncpg
 
 from actors.money import TX_UNIT_SIGN
+from persistence.buckets import BUCKETS_CHECK, audit_buckets
 from persistence.schema import call_minutes
 
 # Rule 9 in SQL. Minutes a call had started by its end: floor((end - start) / minute) + 1, at
@@ -16,13 +17,12 @@ BOUNDARY_OF_UNPAID = "c.connected_at + c.billed_minutes * c.minute_ms * interval
 
 # A payer's coins as things happened: every coin transfer by its time (a minute carries the time
 # it started, a top-up or spend the time it was applied), and each drop for coins at its
-# boundary. At one instant, minutes that fell due come first, then drops, then outside inputs
-# (top-ups, spends, a call's start with its minute 1; credits before debits): an operation at
-# time t sees everything due by t. `balance` is the running balance after each event (kind 0
-# minute due, 1 drop, 2 outside input).
-TRANSFER_KIND = (
-    "CASE WHEN tx_type = 'spend' AND call_id IS NOT NULL AND minute_no <> 1 THEN 0 ELSE 2 END"
-)
+# boundary. At one instant, a bucket's expiry comes first, then minutes that fell due, then
+# drops, then outside inputs (top-ups, spends, a call's start with its minute 1; credits before
+# debits): an operation at time t sees everything due by t. `balance` is the running balance
+# after each event (kind -1 expiry, 0 minute due, 1 drop, 2 outside input).
+TRANSFER_KIND = """CASE WHEN tx_type = 'expire' THEN -1
+     WHEN tx_type = 'spend' AND call_id IS NOT NULL AND minute_no <> 1 THEN 0 ELSE 2 END"""
 # Each transaction type's unit and sign, as actors/money.py says them.
 UNIT_AND_SIGN = " OR ".join(
     f"(tx_type = '{t}' AND unit = '{unit}' AND amount {'>' if sign > 0 else '<'} 0)"
@@ -206,6 +206,17 @@ CHECKS: list[tuple[str, str]] = [
                       WHERE l.transfer_id IN (r.refund_id, r.refund_id || ':clawback')))""",
     ),
     (
+        "buckets without their top-up, or expiries without their bucket or not at its expiry",
+        """SELECT (SELECT count(*) FROM buckets b LEFT JOIN ledger l ON l.transfer_id = b.bucket_id
+                   WHERE l.transfer_id IS NULL OR l.user_id <> b.user_id
+                      OR l.amount <> b.coins OR l.tx_type <> b.tx_type)
+                + (SELECT count(*) FROM ledger l LEFT JOIN buckets b
+                     ON l.transfer_id = 'expire:' || b.bucket_id
+                   WHERE l.tx_type = 'expire' AND (b.bucket_id IS NULL OR NOT b.expired
+                      OR l.user_id <> b.user_id OR l.created_at <> b.expires_at
+                      OR -l.amount > b.coins))""",
+    ),
+    (
         "listeners in more than one ongoing call",
         """SELECT count(*) FROM (SELECT listener_id FROM calls WHERE status = 'ongoing'
                                  GROUP BY listener_id HAVING count(*) > 1) x""",
@@ -238,6 +249,7 @@ async def run_audit(
     ongoing calls lagging more than `lag_minutes_max` minutes behind elapsed time count too."""
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
         out = [(name, await conn.fetchval(sql)) for name, sql in CHECKS]
+        out.append((BUCKETS_CHECK, await audit_buckets(conn)))
         if now is not None:
             lagging = await conn.fetchval(
                 LAGGING_SQL, now, float(minute_seconds), max_call_minutes, lag_minutes_max
@@ -257,6 +269,7 @@ async def ledger_totals(pool: asyncpg.Pool) -> dict:
              coalesce(sum(amount) FILTER (WHERE tx_type = 'payout_void'), 0) AS paise_released,
              coalesce(sum(amount) FILTER (WHERE tx_type = 'refund'), 0) AS coins_refunded,
              coalesce(-sum(amount) FILTER (WHERE tx_type = 'clawback'), 0) AS paise_clawed_back,
+             coalesce(-sum(amount) FILTER (WHERE tx_type = 'expire'), 0) AS coins_expired,
              count(*) AS transfers
            FROM ledger"""
     )
@@ -265,6 +278,11 @@ async def ledger_totals(pool: asyncpg.Pool) -> dict:
     out = dict(row)
     out["coins_held"] = held
     out["coins_conserved"] = (
-        held == opening + out["coins_in"] + out["coins_refunded"] - out["coins_spent"]
+        held
+        == opening
+        + out["coins_in"]
+        + out["coins_refunded"]
+        - out["coins_spent"]
+        - out["coins_expired"]
     )
     return out

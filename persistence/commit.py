@@ -23,6 +23,9 @@ from actors.money import (
 )
 from persistence.db import STAGING_TABLE
 from persistence.records import (
+    BUCKET,
+    BUCKET_FIELDS,
+    BUCKET_STATES,
     PAYOUT,
     PAYOUT_FIELDS,
     PAYOUT_SETTLED,
@@ -100,6 +103,10 @@ FIELD_TYPES = {
     "paise": "bigint",
     "listener_pays": "boolean",
     "refunded_ms": "bigint",
+    "tx_type": "text",
+    "expires_ms": "bigint",
+    "as_of": "bigint",
+    "bucket_id": "text",
 }
 # Columns of `calls` kept as timestamps, from a record's milliseconds.
 AS_TIMESTAMP = {"connected_ms": "connected_at", "ended_ms": "ended_at"}
@@ -183,7 +190,21 @@ UPDATE refunds r SET refunded_at = {ms_to_ts("refunded_ms")}
 FROM {unnest(REFUNDED_FIELDS)}
 WHERE r.refund_id = v.refund_id AND r.refunded_at IS NULL""",
 }
-ROW_ORDER = (PAYOUT, PAYOUT_SETTLED, REFUND, REFUNDED)  # a row is written before its update
+ROW_SQL[BUCKET] = f"""
+INSERT INTO buckets (bucket_id, user_id, tx_type, coins, expires_at, created_at, coins_left, as_of)
+SELECT v.bucket_id, v.user_id, v.tx_type, v.coins, {ms_to_ts("expires_ms")},
+       to_timestamp((v.as_of + 1) / 4 / 1000.0), v.coins, v.as_of
+FROM {unnest(BUCKET_FIELDS)}
+ON CONFLICT (bucket_id) DO NOTHING"""
+# A checkpoint newer than the row's (a replayed or an older one changes nothing).
+ROW_SQL[BUCKET_STATES] = """
+UPDATE buckets b SET coins_left = v.coins_left, as_of = v.as_of, expired = v.expired
+FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::boolean[])
+     AS v(bucket_id, coins_left, as_of, expired)
+WHERE b.bucket_id = v.bucket_id AND b.as_of < v.as_of"""
+# A row is written before its update; a record of lists (BUCKET_STATES) is one row per index.
+ROW_ORDER = (PAYOUT, PAYOUT_SETTLED, REFUND, REFUNDED, BUCKET, BUCKET_STATES)
+LISTED = frozenset({BUCKET_STATES})
 
 # A replayed event (same key) is the row already there; ids follow the batch's order.
 INSERT_EVENTS_SQL = """
@@ -216,7 +237,10 @@ async def commit_batch(conn: asyncpg.Connection, batch: Batch) -> tuple[int, boo
         for kind in ROW_ORDER:
             rows = batch.rows.get(kind)
             if rows:
-                await conn.execute(ROW_SQL[kind], *zip(*rows, strict=True))
+                cols = list(zip(*rows, strict=True))
+                if kind in LISTED:
+                    cols = [[x for listed in col for x in listed] for col in cols]
+                await conn.execute(ROW_SQL[kind], *cols)
         if batch.events:
             keys, kinds, calls, users, at_ms, data = zip(*batch.events, strict=True)
             data = [json.dumps(d, separators=(",", ":")) for d in data]

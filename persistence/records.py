@@ -25,6 +25,8 @@ PAYOUT = 4  # a payout held: PAYOUT_FIELDS
 PAYOUT_SETTLED = 5  # paid or rejected: PAYOUT_SETTLED_FIELDS
 REFUND = 6  # a refund recorded with the listener's claw-back: REFUND_FIELDS
 REFUNDED = 7  # its coins credited to the payer: REFUNDED_FIELDS
+BUCKET = 8  # a bucket of coins that expire, with its top-up: BUCKET_FIELDS
+BUCKET_STATES = 9  # a wallet's buckets as of a position, with what expired: BUCKET_STATES_FIELDS
 
 PAYOUT_FIELDS = ("payout_id", "listener_id", "amount_paise", "transfer_id", "created_ms")
 PAYOUT_SETTLED_FIELDS = ("payout_id", "status", "reason", "settled_ms")
@@ -41,11 +43,16 @@ REFUND_FIELDS = (
     "created_ms",
 )
 REFUNDED_FIELDS = ("refund_id", "refunded_ms")
+BUCKET_FIELDS = ("bucket_id", "user_id", "tx_type", "coins", "expires_ms", "as_of")
+# one list per field, a bucket per index (`bucket_states_record`)
+BUCKET_STATES_FIELDS = ("bucket_ids", "coins_left", "as_ofs", "expired")
 ROW_FIELDS = {
     PAYOUT: PAYOUT_FIELDS,
     PAYOUT_SETTLED: PAYOUT_SETTLED_FIELDS,
     REFUND: REFUND_FIELDS,
     REFUNDED: REFUNDED_FIELDS,
+    BUCKET: BUCKET_FIELDS,
+    BUCKET_STATES: BUCKET_STATES_FIELDS,
 }
 
 # The events an app can follow (the outbox, then a Redis Stream and /v1/events).
@@ -76,9 +83,25 @@ def event_record(
 
 
 def row_record(kind: int, row: dict, transfer=None, event: list | None = None) -> list:
-    """A row of the payouts or refunds table (from a dict holding its fields), with the
-    transfer (or None) and the event record (or None) written with it."""
-    return [kind, *(row[f] for f in ROW_FIELDS[kind]), transfer, event]
+    """A row of the payouts, refunds or buckets table (from a dict holding its fields), with
+    the transfer or list of transfers (or None) and the event record (or None) written with
+    it."""
+    transfers = [] if transfer is None else transfer if isinstance(transfer, list) else [transfer]
+    return [kind, *(row[f] for f in ROW_FIELDS[kind]), transfers, event]
+
+
+def bucket_states_record(as_of: int, expired: list[str], transfers: list, after: list) -> list:
+    """What a wallet's expiry wrote: the buckets `expired` (ids), the transfers of their rest,
+    and the state of every bucket left (`[id, tx_type, coins_left, expires_ms, as_of]`), as of
+    the position `as_of`: one record."""
+    ids = [*expired, *(b[0] for b in after)]
+    row = {
+        "bucket_ids": ids,
+        "coins_left": [0] * len(expired) + [b[2] for b in after],
+        "as_ofs": [as_of] * len(ids),
+        "expired": [True] * len(expired) + [False] * len(after),
+    }
+    return row_record(BUCKET_STATES, row, transfers)
 
 
 def call_started_event(call) -> list:
@@ -171,9 +194,9 @@ class Batch:
             elif kind in ROW_FIELDS:
                 if len(r) != len(ROW_FIELDS[kind]) + 3:
                     raise InvariantViolation(f"record of kind {kind}: {len(r) - 1} fields")
-                *row, transfer, event = r[1:]
+                *row, transfers, event = r[1:]
                 self.rows.setdefault(kind, []).append(row)
-                self.add([r for r in (transfer, event) if r is not None])
+                self.add([*transfers, *([] if event is None else [event])])
             else:
                 raise InvariantViolation(f"unknown record kind {kind!r}")
 

@@ -251,6 +251,32 @@ MIGRATIONS: list[tuple[int, str, str]] = [
              'payout_pending', 'payout_paid', 'payout_rejected'));
         """,
     ),
+    (
+        10,
+        "buckets of bonus coins that expire",
+        """
+        ALTER TABLE ledger DROP CONSTRAINT ledger_tx_type_check;
+        ALTER TABLE ledger ADD CONSTRAINT ledger_tx_type_check CHECK (tx_type IN
+            ('purchase', 'spend', 'earn', 'withdraw', 'bonus', 'referral_bonus',
+             'payout_void', 'refund', 'clawback', 'expire'));
+        -- A bucket is its top-up (bucket_id = that transfer's id). `coins_left` is what it held
+        -- as of `as_of` (a position: ms * 4 + rank, actors/buckets.py), its grant or its
+        -- wallet's last expiry; the minutes and spends after are drawn again on load. At its
+        -- expiry an `expire:{bucket_id}` transfer takes the rest, and `expired` is set.
+        CREATE TABLE buckets (
+            bucket_id   text COLLATE "C" PRIMARY KEY,
+            user_id     bigint NOT NULL REFERENCES users,
+            tx_type     text NOT NULL CHECK (tx_type IN ('bonus', 'referral_bonus')),
+            coins       bigint NOT NULL CHECK (coins > 0),
+            expires_at  timestamptz NOT NULL,
+            created_at  timestamptz NOT NULL,
+            coins_left  bigint NOT NULL CHECK (coins_left >= 0 AND coins_left <= coins),
+            as_of       bigint NOT NULL,
+            expired     boolean NOT NULL DEFAULT false
+        );
+        CREATE INDEX buckets_live ON buckets (user_id) WHERE NOT expired;
+        """,
+    ),
 ]
 
 
@@ -292,6 +318,7 @@ async def migrate(conn: asyncpg.Connection, through: int | None = None) -> int:
 
 
 TABLES = (
+    "buckets",
     "refunds",
     "payouts",
     "events",

@@ -8,9 +8,10 @@ import datetime as dt
 import asyncpg
 
 from actors.call import CALL_FIELDS, Call
-from actors.errors import UnknownCall
+from actors.errors import InvariantViolation, UnknownCall
 from actors.money import to_ms
 from actors.wallet import Wallet
+from persistence.buckets import load_buckets
 from persistence.schema import call_minutes
 
 
@@ -96,9 +97,9 @@ async def load_wallets(
     pool: asyncpg.Pool, user_ids: list[int], minute_seconds_default: float
 ) -> dict[int, Wallet]:
     """Wallets as PostgreSQL has them: balances, ongoing calls with their last billed
-    minute, the call a listener is in and their pending payouts. Idempotency keys stay in the
-    ledger until a request names one (`external_transfer`): a wallet's history is not held in
-    memory."""
+    minute, the call a listener is in, their pending payouts and buckets of expiring coins.
+    Idempotency keys stay in the ledger until a request names one (`external_transfer`): a
+    wallet's history is not held in memory."""
     async with pool.acquire() as conn:
         rows = await conn.fetch(
             """SELECT u.user_id, u.role, w.balance_coins, coalesce(e.earnings_paise, 0) AS earn
@@ -119,11 +120,17 @@ async def load_wallets(
                WHERE status = 'pending' AND listener_id = ANY($1)""",
             user_ids,
         )
+        buckets = await load_buckets(conn, user_ids)
     wallets = {
         r["user_id"]: Wallet(r["user_id"], r["role"], r["balance_coins"], r["earn"]) for r in rows
     }
     for p in held:
         wallets[p["listener_id"]].payouts[p["payout_id"]] = p["amount_paise"]
+    for user_id, (held_buckets, debit_ms) in buckets.items():
+        w = wallets[user_id]
+        w.buckets, w.debit_ms = held_buckets, debit_ms
+        if sum(b[2] for b in held_buckets) > w.balance_coins:
+            raise InvariantViolation(f"wallet {user_id}: buckets hold more than its balance")
     for c in calls:
         payer = wallets.get(c["user_id"])
         if payer is not None:

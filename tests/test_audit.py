@@ -136,6 +136,9 @@ async def engine_history(services, pool, ray_session):
         ids["ub"], ids["lb"] = await eng.create_user("b"), await eng.create_listener("lb")
         await eng.top_up(ids["ua"], 100, idempotency_key="seed")
         await eng.top_up(ids["ub"], 20, idempotency_key="seed")
+        # A bonus that expires during call A: minutes 1 and 2 draw 20 of it, 5 expire at 90 s.
+        now = eng.clock.now()
+        await eng.top_up(ids["ua"], 25, "bonus", idempotency_key="bonus", expires_at=now + 90)
         ids["a"] = (await eng.start_call(ids["ua"], ids["la"]))["call_id"]
         ids["b"] = (await eng.start_call(ids["ub"], ids["lb"]))["call_id"]
         await eng.advance(150)
@@ -187,6 +190,28 @@ POLICY_CORRUPTIONS = [
     (
         "DELETE FROM ledger WHERE transfer_id = 'earn:call:{b}'",
         "settled calls not credited to their listener exactly once",
+    ),
+    # buckets
+    (
+        "DELETE FROM ledger WHERE tx_type = 'expire'",
+        "buckets not drawn earliest expiry first, or whose rest did not expire exactly",
+    ),
+    (
+        "UPDATE ledger SET amount = amount - 1 WHERE tx_type = 'expire'",
+        "buckets not drawn earliest expiry first, or whose rest did not expire exactly",
+    ),
+    (
+        # a minute drawn from the bucket after it had expired
+        "UPDATE buckets SET expires_at = expires_at - interval '40 seconds'",
+        "buckets not drawn earliest expiry first, or whose rest did not expire exactly",
+    ),
+    (
+        "UPDATE ledger SET created_at = created_at + interval '1 minute' WHERE tx_type = 'expire'",
+        "buckets without their top-up, or expiries without their bucket or not at its expiry",
+    ),
+    (
+        "UPDATE ledger SET amount = 24 WHERE transfer_id = 'ext:{ua}:bonus'",
+        "buckets without their top-up, or expiries without their bucket or not at its expiry",
     ),
     # payouts and refunds
     (
@@ -255,6 +280,8 @@ async def test_the_engine_history_follows_the_billing_policy(engine_history, poo
         2,
     )
     assert (b["ended_at"] - b["connected_at"]).total_seconds() == 120
+    expired = await pool.fetchval("SELECT amount FROM ledger WHERE tx_type = 'expire'")
+    assert expired == -5  # 25 bonus coins, 20 of them paid minutes 1 and 2
     assert await violations(pool) == {}
 
 

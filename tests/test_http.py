@@ -233,6 +233,37 @@ async def test_payouts_held_paid_and_rejected_and_refunds_partial_and_full_over_
         assert kinds == ["payout_pending", "payout_pending", "payout_paid", "payout_rejected"]
 
 
+async def test_a_bonus_that_expires_during_a_call_over_http(engine):
+    async with client(engine) as http:
+        user, listener = await people(http, 5)
+        expires = iso(engine.clock.now() + 2 * MIN + 30)
+        body = {"amount": 100, "tx_type": "bonus", "expires_at": expires}
+        bonus = await http.post(f"/v1/wallets/{user}/top-ups", json=body)
+        assert bonus.status_code == 200, bonus.text
+        wallet = (await http.get(f"/v1/wallets/{user}", params={"call_type": "audio"})).json()
+        assert wallet["buckets"] == [
+            {"bucket_id": bonus.json()["transfer_id"], "tx_type": "bonus", "coins": 100,
+             "expires_at": expires}
+        ]  # fmt: skip
+        assert wallet["minutes_affordable"] == 3  # the bucket pays minutes 1..3, not more
+        bad = await http.post(
+            f"/v1/wallets/{user}/top-ups", json={"amount": 5, "expires_at": expires}
+        )
+        assert bad.status_code == 400 and "expire" in bad.json()["error"]["message"]
+        past = await http.post(
+            f"/v1/wallets/{user}/top-ups",
+            json={"amount": 5, "tx_type": "bonus", "expires_at": iso(engine.clock.now() - 1)},
+        )
+        assert past.status_code == 400 and "expires_at" in past.json()["error"]["message"]
+        call = await http.post("/v1/calls", json={"user_id": user, "listener_id": listener})
+        assert call.json()["minutes_affordable"] == 2
+        await engine.advance(3 * MIN)
+        ended = (await http.get(f"/v1/calls/{call.json()['call_id']}")).json()
+        assert (ended["status"], ended["billed_minutes"]) == ("dropped", 3)
+        after = (await http.get(f"/v1/wallets/{user}")).json()
+        assert after["balance_coins"] == 5 and after["buckets"] == []
+
+
 # (method, path, body, status, error type, words in the message); {u} the user, {v} listener.
 HOSTILE = [
     ("POST", "/v1/wallets/{u}/top-ups", {"amount": 0}, 400, "InvalidInput", "amount"),

@@ -150,6 +150,7 @@ async def test_earnings_are_paise_never_coins(engine):
         "user_id": listener,
         "balance_coins": 0,
         "earnings_paise": 200,
+        "buckets": [],
         "minutes_affordable": None,
     }
     with pytest.raises(ValueError, match="never coins"):

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from actors import BillingError, Call, Wallet
-from actors.money import check_transfer
+from actors import buckets as bk
+from actors.money import check_transfer, to_ms
 from actors.wallet import refund_id
 
 USERS = (1, 2, 3)
@@ -33,8 +34,13 @@ class Billing(RuleBasedStateMachine):
         self.next_payout_id = 1
         self.payouts = {}  # payout id -> (listener, paise, transfer id of its hold)
         self.refunded = Counter()  # call id -> minutes refunded
+        self.grants = {u: [] for u in USERS}  # buckets as granted, to draw again (replay)
 
     def post(self, transfers):
+        for w in self.wallets.values():  # what expired while billing goes with it
+            for _, _, gone, _ in w.expiring:
+                transfers = [*transfers, *gone]
+            w.expiring.clear()
         for t in transfers:
             check_transfer(t)
             assert t.transfer_id not in self.ledger, f"{t.transfer_id} produced twice"
@@ -64,6 +70,32 @@ class Billing(RuleBasedStateMachine):
         except BillingError:
             return
         if t is not None:
+            self.post([t])
+
+    @rule(
+        user=st.sampled_from(USERS),
+        amount=st.integers(1, 100),
+        key=st.integers(0, 3),
+        lasts=st.floats(1, 600, allow_nan=False),
+    )
+    def grant_bucket(self, user, amount, key, lasts):
+        """A bonus that expires, at `now`: what is due by then billed and expired first, and
+        after every debit before it, as its host does."""
+        w = self.wallets[user]
+        for call in [c for c in self.calls.values() if c.user_id == user and not c.settlement]:
+            transfers, last, short = w.bill_call(call.call_id, call.minute_at(self.now))
+            self.post(transfers)
+            self.settle(call.after_billing(last, short, self.now))
+        at = w.grant_ms(to_ms(self.now))
+        self.now = max(self.now, at / 1000)  # the wallet's time moved on, as a host stamps it
+        w.expire_through(at, bk.position(at, bk.MINUTE) + 1)
+        self.post([])
+        try:
+            t = w.apply_external(f"g{key}", "bonus", amount, at, expires_ms=at + to_ms(lasts))
+        except BillingError:
+            return
+        if t is not None:
+            self.grants[user].append(next(b[:] for b in w.buckets if b[bk.ID] == t.transfer_id))
             self.post([t])
 
     @rule(listener=st.sampled_from(LISTENERS), amount=st.integers(1, 500), key=st.integers(0, 5))
@@ -142,6 +174,7 @@ class Billing(RuleBasedStateMachine):
             )
         except BillingError:
             self.wallets[listener].cancel_reservation(call.call_id)
+            self.post([])  # a bucket that expired by then left anyway
             return
         self.post([first])
         call.after_billing(1, False, self.now)
@@ -192,6 +225,26 @@ class Billing(RuleBasedStateMachine):
         for uid, w in self.wallets.items():
             assert w.balance_coins == coins[uid]
             assert w.earnings_paise == paise[uid]
+
+    @invariant()
+    def buckets_hold_what_their_grants_less_the_draws_earliest_expiry_first_leave(self):
+        for user, grants in self.grants.items():
+            w = self.wallets[user]
+            assert sum(b[bk.LEFT] for b in w.buckets) <= w.balance_coins
+            debits = [
+                (bk.position(t.at_ms, bk.OUTSIDE if t.minute_no == 1 else bk.MINUTE), -t.amount)
+                for t in self.ledger.values()
+                if t.user_id == user and t.tx_type == "spend"
+            ]
+            replayed = [g[:] for g in grants]
+            bk.replay(replayed, sorted(debits))
+            held = {b[bk.ID]: b[bk.LEFT] for b in w.buckets}
+            for b in replayed:
+                expired = self.ledger.get(bk.expire_id(b[bk.ID]))
+                if b[bk.ID] in held:
+                    assert held[b[bk.ID]] == b[bk.LEFT]
+                else:  # expired: its rest left, exactly
+                    assert (0 if expired is None else -expired.amount) == b[bk.LEFT]
 
     @invariant()
     def pending_payouts_hold_exactly_their_withdrawals_and_refunds_stay_within_billed(self):

@@ -20,12 +20,14 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from actors import buckets as bk
 from actors.call import Call, CallRequest, Settlement
 from actors.errors import BillingError, InvariantViolation
 from actors.money import WITHDRAW, to_ms
 from actors.timeline import bill_call_through, catch_up
 from actors.wallet import Wallet, check_external, external_transfer_id
 from engine.runtime import metrics
+from engine.runtime.expiring import Expiring
 from engine.runtime.host_peers import Alone, Peers
 from engine.runtime.listener_side import ListenerSide
 from engine.runtime.money_back import MoneyBack, payout_records
@@ -34,9 +36,11 @@ from engine.runtime.wallet_cache import WalletCache
 from persistence.client import WriterClient
 from persistence.presence import Presence
 from persistence.records import (
+    BUCKET,
     call_start_record,
     call_started_event,
     low_balance_event,
+    row_record,
 )
 
 
@@ -78,7 +82,7 @@ async def start_call(
         raise
 
 
-class WalletHost(ListenerSide, Settling, MoneyBack):
+class WalletHost(ListenerSide, Settling, MoneyBack, Expiring):
     def __init__(
         self,
         database_url: str,
@@ -148,6 +152,7 @@ class WalletHost(ListenerSide, Settling, MoneyBack):
         now_ms = w.stamp(to_ms(now))
         if w.calls:
             self._catch_up(w, now_ms)
+        self.expire_due(w, now_ms)
         return w, now_ms
 
     async def _caught_up(self, user_id: int, now: float) -> tuple[Wallet, int]:
@@ -201,9 +206,11 @@ class WalletHost(ListenerSide, Settling, MoneyBack):
         key: str,
         now: float,
         payout_id: int | None = None,
+        expires_ms: int | None = None,
     ) -> dict:
         """A top-up, spend or withdrawal, once per key. A withdrawal holds `payout_id`'s
-        earnings: the payout is pending until `settle_payout`."""
+        earnings: the payout is pending until `settle_payout`; a bonus with `expires_ms` is a
+        bucket, granted after every debit before it (`Wallet.grant_ms`)."""
         check_external(tx_type, amount)  # bad input is refused before any read
         w, now_ms = await self._caught_up(user_id, now)
         transfer_id = external_transfer_id(user_id, key)
@@ -217,9 +224,21 @@ class WalletHost(ListenerSide, Settling, MoneyBack):
             await self._listener_caught_up(w, now_ms)  # a credit that settled meanwhile
         await self.client.room()
         # Awaits above let other operations in; whatever they did is at or before this stamp.
-        t = w.apply_external(key, tx_type, amount, w.stamp(now_ms), payout_id)
+        at_ms = w.stamp(now_ms)
+        if expires_ms is not None and transfer_id not in w.external:
+            at_ms = self.grant_at(w, at_ms)
+        t = w.apply_external(key, tx_type, amount, at_ms, payout_id, expires_ms)
         if t is not None:
-            await self.client.durable(payout_records(payout_id, t) if payout_id else [t])
+            if payout_id:
+                records = payout_records(payout_id, t)
+            elif expires_ms is not None:
+                bucket = next(b for b in w.buckets if b[bk.ID] == transfer_id)
+                row = {"bucket_id": transfer_id, "user_id": user_id, "tx_type": tx_type}
+                row |= {"coins": amount, "expires_ms": expires_ms, "as_of": bucket[bk.AS_OF]}
+                records = [row_record(BUCKET, row, t)]
+            else:
+                records = [t]
+            await self.client.durable(records)
         else:
             # A repeat: answer once the original is committed, with nothing applied again.
             await self.client.wait_committed()
@@ -256,7 +275,7 @@ class WalletHost(ListenerSide, Settling, MoneyBack):
         )
         self.counts["calls_started"] += 1
         metrics.billed(1, started=1)
-        return call.state(w.balance_coins)
+        return call.state(w.balance_coins, w.buckets)
 
     def tick(self, call_ids: list[int], now: float) -> int:
         """Bill the calls `call_ids` through `now` (a timer's pass; written behind). Returns
@@ -284,6 +303,8 @@ class WalletHost(ListenerSide, Settling, MoneyBack):
                 payer_calls = [calls[c] for c in w.calls]
                 settled += catch_up(w, payer_calls, now_ms, records)
             self._note_low_balance(w, payer_calls, events)
+            if w.expiring:
+                events += self.expired_records(w)
         minutes = len(records)
         records += events
         self.client.append(records)  # before the settlements of this pass
@@ -313,7 +334,7 @@ class WalletHost(ListenerSide, Settling, MoneyBack):
             return None
         w, _ = await self._payer_caught_up(call.user_id, now)
         if call.settlement is None:
-            return call.state(w.balance_coins)
+            return call.state(w.balance_coins, w.buckets)
         return await self._settled(call)
 
     async def _settled(self, call: Call) -> dict:
@@ -350,6 +371,7 @@ class WalletHost(ListenerSide, Settling, MoneyBack):
             "user_id": user_id,
             "balance_coins": w.balance_coins,
             "earnings_paise": w.earnings_paise,
+            "buckets": w.bucket_view(),
         }
 
     async def inspect_wallet(self, user_id: int, now: float) -> dict:

@@ -124,9 +124,13 @@ class HostActor:
 
         return await asyncio.gather(*(one(method, args) for method, args in requests))
 
-    async def apply_external(self, user_id, tx_type, amount, key, now, payout_id=None) -> dict:
+    async def apply_external(
+        self, user_id, tx_type, amount, key, now, payout_id=None, expires_ms=None
+    ) -> dict:
         return await self._guard(
-            lambda: self.host.apply_external(user_id, tx_type, amount, key, now, payout_id)
+            lambda: self.host.apply_external(
+                user_id, tx_type, amount, key, now, payout_id, expires_ms
+            )
         )
 
     async def settle_payout(self, listener_id, payout_id, outcome, reason, now) -> dict:

@@ -31,9 +31,10 @@ class HostedWallets:
         key: str,
         now: float,
         payout_id: int | None = None,
+        expires_ms: int | None = None,
     ) -> dict:
         return await self._ask(
-            user_id, "apply_external", user_id, tx_type, amount, key, now, payout_id
+            user_id, "apply_external", user_id, tx_type, amount, key, now, payout_id, expires_ms
         )
 
     async def settle_payout(

@@ -36,6 +36,7 @@ class Placement(Protocol):
         key: str,
         now: float,
         payout_id: int | None = None,
+        expires_ms: int | None = None,
     ) -> dict: ...
     async def settle_payout(
         self, listener_id: int, payout_id: int, outcome: str, reason: str | None, now: float

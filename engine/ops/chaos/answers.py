@@ -86,18 +86,22 @@ class ChaosRequests:
             self.mismatch(f"could not {what}: {type(answer).__name__}: {answer}")
         return None
 
-    async def external(self, who: int, tx_type: str, amount: int, key: str, copies: int = 1):
+    async def external(
+        self, who: int, tx_type: str, amount: int, key: str, copies: int = 1, lasts=None
+    ):
+        """An outside transfer; a bonus that `lasts` seconds is a bucket that expires."""
         e = self.engine
+        now = e.clock.now()
+        expires_at = None if lasts is None else now + lasts
         send = {
             "purchase": lambda: e.top_up(who, amount, "purchase", key),
-            "bonus": lambda: e.top_up(who, amount, "bonus", key),
+            "bonus": lambda: e.top_up(who, amount, "bonus", key, expires_at),
             "spend": lambda: e.spend(who, amount, key),
             "withdraw": lambda: e.withdraw(who, amount, key),
         }[tx_type]
         self.result.operations += copies
-        now = self.engine.clock.now()
         outcomes = await asyncio.gather(*(self.attempt(send) for _ in range(copies)))
-        expected = self.model.external(who, key, tx_type, amount, now)
+        expected = self.model.external(who, key, tx_type, amount, now, expires_at)
         for status, answer in outcomes:
             self.check_external(who, tx_type, amount, key, expected, status, answer)
         if expected in ("applied", "repeat"):
@@ -227,7 +231,14 @@ class ChaosRequests:
         state = await self.must(lambda: self.engine.balance(who), "read a balance")
         if state is None:
             return
-        if state["balance_coins"] != self.model.coins[who]:
-            self.mismatch(f"live coins of {who}: {state['balance_coins']}, model")
-        if who in self.model.paise and state["earnings_paise"] != self.model.paise[who]:
-            self.mismatch(f"live earnings of {who}: {state['earnings_paise']}, model")
+        m = self.model
+        m.bill(self.engine.clock.now())
+        held = [(b[0], f"ext:{who}:{b[2]}") for b in m.buckets.get(who, ()) if b[0]]
+        shown = [(b["coins"], b["bucket_id"]) for b in state["buckets"]]
+        if shown != held:
+            self.mismatch(f"buckets of {who}: host {shown}, model {held}")
+        if state["balance_coins"] != m.coins[who]:
+            self.mismatch(f"live coins of {who}: {state['balance_coins']}, model {m.coins[who]}")
+        if who in m.paise and state["earnings_paise"] != m.paise[who]:
+            got = state["earnings_paise"]
+            self.mismatch(f"live earnings of {who}: {got}, model {m.paise[who]}")

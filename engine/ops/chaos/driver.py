@@ -105,6 +105,7 @@ class Chaos(ChaosRequests, ChaosMoneyBack, Workload, Faults):
                 await self.end_call(c.call_id)
         await self.must(self.engine.sync, "drain")
         await self.compare_live()
+        await self.must(self.engine.sync, "drain what the reads expired")
         await check_database(await get_pool(self.engine.database_url), self.model, self.result)
 
 

@@ -38,10 +38,17 @@ class Model:
     in_call: dict[int, int] = field(default_factory=dict)  # party -> call id
     payouts: dict[int, list] = field(default_factory=dict)  # id -> [listener, paise, status]
     refunds: dict[str, tuple] = field(default_factory=dict)  # key -> (call, minutes, pays)
+    # user -> buckets of bonus coins that expire: [coins left, expires at, key], first to
+    # expire first
+    buckets: dict[int, list] = field(default_factory=dict)
 
-    def external(self, who: int, key: str, tx_type: str, amount: int, t: float) -> str:
+    def external(
+        self, who: int, key: str, tx_type: str, amount: int, t: float, expires=None
+    ) -> str:
         """'applied', 'repeat', or the refusal: 'conflict', 'insufficient'. Everything due by
-        `t` happens first (rule 9)."""
+        `t` happens first (rule 9). A bonus that `expires` (a time) is a bucket: coins are
+        taken from the bucket that expires first, then from the rest; at its expiry what is
+        left of it goes."""
         self.bill(t)
         tid = f"ext:{who}:{key}"
         if tid in self.externals:
@@ -49,15 +56,31 @@ class Model:
         if tx_type == "spend":
             if self.coins[who] < amount:
                 return "insufficient"
-            self.coins[who] -= amount
+            self._take(who, amount)
         elif tx_type == "withdraw":
             if self.paise[who] < amount:
                 return "insufficient"
             self.paise[who] -= amount
         else:
             self.coins[who] += amount
+            if expires is not None:
+                self.buckets.setdefault(who, []).append([amount, expires, key])
+                self.buckets[who].sort(key=lambda b: (b[1], f"ext:{who}:{b[2]}"))
         self.externals[tid] = (who, tx_type, amount)
         return "applied"
+
+    def _take(self, who: int, amount: int) -> None:
+        self.coins[who] -= amount
+        for b in self.buckets.get(who, ()):
+            take = min(b[0], amount)
+            b[0] -= take
+            amount -= take
+
+    def _expire(self, who: int, t: float) -> None:
+        """The buckets of `who` that expire by `t` go, with what is left of them."""
+        held = self.buckets.get(who)
+        while held and held[0][1] <= t:
+            self.coins[who] -= held.pop(0)[0]
 
     def withdrawn(self, payout_id: int, listener: int, paise: int) -> None:
         """A withdrawal applied: its paise are held by a pending payout."""
@@ -109,7 +132,7 @@ class Model:
         return None
 
     def start(self, call_id: int, user, listener, rate_coins, rate_paise, t: float) -> None:
-        self.coins[user] -= rate_coins
+        self._take(user, rate_coins)
         self.calls[call_id] = ModelCall(call_id, user, listener, rate_coins, rate_paise, t)
         self.in_call[user] = self.in_call[listener] = call_id
 
@@ -117,14 +140,17 @@ class Model:
         for c in list(self.calls.values()):
             if c.status == "ongoing":
                 self._bill(c, t)
+        for who in self.buckets:
+            self._expire(who, t)
 
     def _bill(self, c: ModelCall, t: float) -> None:
         due = max(1, min(math.floor((t - c.connected_at) / self.minute_s) + 1, self.max_minutes))
         while c.minutes < due:
+            self._expire(c.user, c.connected_at + c.minutes * self.minute_s)  # its start
             if self.coins[c.user] < c.rate_coins:
                 self._settle(c, "dropped", "insufficient_coins")
                 return
-            self.coins[c.user] -= c.rate_coins
+            self._take(c.user, c.rate_coins)
             c.minutes += 1
         if t >= c.connected_at + self.max_minutes * self.minute_s:
             self._settle(c, "dropped", "expired")

@@ -105,6 +105,10 @@ class ChaosMoneyBack:
         claw-back, the settle) or the payer's (the coins). Retried with its key, it happens
         once; then both parties' hosts must show what the model says."""
         rng, m = self.rng, self.model
+        # Calls the pass just dropped settle behind it: a refund needs their settlement.
+        for _ in range(2):
+            await self.must(self.engine.sync, "sync")
+            await self.must(self.engine.bill_due, "bill again")
         pending = [p for p, (_, _, status) in m.payouts.items() if status == "pending"]
         calls = [c for u in self.users if u not in m.in_call for c in self.refundable(u)]
         if calls and (not pending or rng.random() < 0.6):

@@ -38,8 +38,11 @@ class Workload:
                 requests.append(self.start_call(user, listener, kind))
             elif roll < 0.8:
                 copies = self._copies()  # drawn first: a seed's requests stay what they were
-                tx = "bonus" if rng.random() < 0.1 else "purchase"
-                requests.append(self.external(user, tx, rng.randint(5, 150), self.key(), copies))
+                tx = "bonus" if rng.random() < 0.25 else "purchase"
+                # half the bonuses expire, within a few minutes: some during a call
+                lasts = rng.uniform(30, 600) if tx == "bonus" and rng.random() < 0.5 else None
+                amount = rng.randint(5, 150)
+                requests.append(self.external(user, tx, amount, self.key(), copies, lasts))
             elif roll < 0.9:
                 requests.append(self.external(user, "spend", rng.randint(1, 60), self.key()))
             elif roll < 0.96:

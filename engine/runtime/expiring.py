@@ -1,0 +1,39 @@
+"""Buckets of coins that expire, on the host of their wallet: what an expiry wrote goes to the
+writer behind the operation that found it (one record with its transfers), and a bucket is
+granted after every debit before it, with everything due by then applied first."""
+
+from __future__ import annotations
+
+from actors import buckets as bk
+from actors.wallet import Wallet
+from persistence.records import bucket_states_record
+
+
+class Expiring:
+    """Mixed into `WalletHost`."""
+
+    def expire_due(self, w: Wallet, now_ms: int) -> None:
+        """Expire `w`'s buckets due by `now_ms` (after the minutes due then), and hand the
+        writer what expired, here or while its minutes were billed."""
+        if w.buckets:
+            w.expire_through(now_ms, bk.position(now_ms, bk.MINUTE) + 1)
+        if w.expiring:
+            self.client.append(self.expired_records(w))
+
+    @staticmethod
+    def expired_records(w: Wallet) -> list:
+        """What expired in `w`'s buckets since it was last asked: one record per expiry."""
+        out = [bucket_states_record(*e) for e in w.expiring]
+        w.expiring.clear()
+        return out
+
+    def grant_at(self, w: Wallet, at_ms: int) -> int:
+        """A bucket's time: after every debit from outside, with everything due by then
+        applied first (no await: nothing comes between)."""
+        grant_ms = w.grant_ms(at_ms)
+        if grant_ms > at_ms:
+            w.stamp(grant_ms)
+            if w.calls:
+                self._catch_up(w, grant_ms)
+            self.expire_due(w, grant_ms)
+        return grant_ms
