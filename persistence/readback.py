@@ -35,7 +35,15 @@ async def snapshot(pool: asyncpg.Pool) -> dict:
                 "FROM refunds"
             )
         }
+        buckets = dict(
+            await conn.fetchrow(
+                """SELECT count(*) AS buckets,
+                          (SELECT count(*) FROM ledger WHERE tx_type = 'expire') AS expiries
+                   FROM buckets"""
+            )
+        )
     return {
+        "buckets": buckets,
         "payouts": payouts,
         "refunds": refunds,
         "coins": coins,

@@ -239,6 +239,7 @@ def cmd_chaos(args: argparse.Namespace) -> int:
         console.print(f"[red]{what}[/]")
     for key in ("acknowledged_lost", "minutes_double_billed", "invariant_violations", "stuck"):
         console.print(f"{key}: {out[key]}")
+    console.print("wallet: " + ", ".join(f"{k} {n}" for k, n in out["wallet_ops"].items()))
     console.print("[green]chaos passed[/]" if result.ok else "[red]chaos FAILED[/]")
     return 0 if result.ok else 1
 

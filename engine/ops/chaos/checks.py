@@ -31,6 +31,7 @@ class ChaosResult:
     invariant_violations: int = 0
     audit_ok: bool = False
     audit: dict = field(default_factory=dict)
+    wallet_ops: dict = field(default_factory=dict)  # payouts, refunds, buckets in the end
     mismatches: list[str] = field(default_factory=list)
 
     def mismatch(self, what: str) -> None:
@@ -71,6 +72,9 @@ def _check_money_back(db: dict, m: Model, r: ChaosResult) -> None:
             r.mismatch(f"refund {rid}: stored {db['refunds'].get(rid)}, model {minutes} {pays}")
     for rid in db["refunds"].keys() - known:
         r.mismatch(f"refund {rid} was stored but never acknowledged")
+    statuses = Counter(db["payouts"].values())
+    r.wallet_ops = {f"payouts_{s}": n for s, n in sorted(statuses.items())}
+    r.wallet_ops |= {"refunds": len(db["refunds"])} | db["buckets"]
 
 
 async def check_database(pool, m: Model, r: ChaosResult) -> None:
