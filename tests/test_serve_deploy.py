@@ -64,6 +64,16 @@ def head(tmp_path):
     temp_dir = tempfile.mkdtemp(prefix="rayhead", dir="/tmp")
     port, dashboard = free_port(), free_port()
     env = embedded_env(tmp_path) | {"RAY_AUTH_MODE": "token"}
+    # Serve's replicas answer HTTP on ports from 30000 up, each cluster counting from there: a
+    # replica of an engine an earlier test stopped may still hold 30000 while it drains (up to
+    # 30 s), and CI once saw this test's requests answered 401 by the token test's app. This
+    # cluster's replicas take ports no other test's do.
+    env |= {
+        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": "32000",
+        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": "32999",
+        "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": "42000",
+        "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": "42999",
+    }
     for name in ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_THROUGHPUT_OPTIMIZED"):
         env.pop(name, None)  # the Serve config must bring Serve's mode by itself
     started = ray_cli(
