@@ -60,9 +60,8 @@ def services(tmp_path_factory):
         embedded.stop()
 
 
-@pytest.fixture
-async def pool(services):
-    """A clean database and Redis for each test."""
+async def clean(services: Services):
+    """The tests' database and Redis emptied; the pool."""
     p = await get_pool(services.database_url)
     await p.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
     await p.execute("ALTER SEQUENCE calls_call_id_seq RESTART")
@@ -70,6 +69,12 @@ async def pool(services):
     await r.flushdb()
     await r.aclose()
     return p
+
+
+@pytest.fixture
+async def pool(services):
+    """A clean database and Redis for each test."""
+    return await clean(services)
 
 
 @pytest.fixture(scope="session")

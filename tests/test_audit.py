@@ -8,6 +8,7 @@ import pytest
 
 from bench.setup import ongoing_calls
 from persistence.audit import run_audit
+from persistence.schema import TABLES
 
 T0 = 1_800_000_000.0
 
@@ -121,14 +122,30 @@ def test_the_audit_command_exits_non_zero_on_a_violation(services):
     assert broken.returncode == 1 and "2 violations" in broken.stdout
 
 
-@pytest.fixture
-async def engine_history(services, pool, ray_session):
+# The tables of a history, parents first (foreign keys).
+RESTORE_ORDER = (
+    "users",
+    "wallets",
+    "listener_earnings",
+    "calls",
+    "ledger",
+    "events",
+    "listener_badges",
+    "payouts",
+    "refunds",
+    "buckets",
+)
+
+
+@pytest.fixture(scope="module")
+async def history_rows(services, ray_session):
     """A history the engine made on the manual clock: call A hung up after 3 minutes, its
     listener then withdrew; call B dropped for coins at its third minute, and its payer topped
     up a minute after the drop; then payouts settled both ways and both calls refunded."""
     from engine.api import Engine
-    from tests.conftest import engine_config
+    from tests.conftest import clean, engine_config
 
+    pool = await clean(services)
     eng = await Engine(engine_config(services, "sharded")).start()
     ids = {}
     try:
@@ -154,9 +171,24 @@ async def engine_history(services, pool, ray_session):
         await eng.refund_call(ids["a"], 1, idempotency_key="r")
         await eng.refund_call(ids["b"], idempotency_key="r", listener_pays=False)
         await eng.sync()
-        yield ids
+        # Made once: each test gets these rows back in a clean database (an engine per test
+        # made the tampering tests most of this file's time).
+        rows = {t: await pool.fetch(f"SELECT * FROM {t}") for t in RESTORE_ORDER}
     finally:
-        await eng.stop()
+        await eng.stop()  # it closes the shared pool
+    return ids, rows
+
+
+@pytest.fixture
+async def engine_history(pool, history_rows):
+    ids, rows = history_rows
+    assert set(RESTORE_ORDER) == set(TABLES), "a table the history does not restore"
+    for table in RESTORE_ORDER:
+        if rows[table]:
+            columns = list(rows[table][0].keys())
+            records = [tuple(r) for r in rows[table]]
+            await pool.copy_records_to_table(table, records=records, columns=columns)
+    return ids
 
 
 POLICY_CORRUPTIONS = [
