@@ -28,6 +28,12 @@ ID, TX_TYPE, LEFT, EXPIRES_MS, AS_OF = range(5)
 BEFORE, MINUTE, OUTSIDE = 0, 1, 3
 
 
+def check_expiring(tx_type: str) -> None:
+    """Only bonus and referral bonus coins may expire."""
+    if tx_type not in BUCKET_TYPES:
+        raise InvalidInput(f"only {' and '.join(BUCKET_TYPES)} coins expire, not {tx_type}")
+
+
 def position(ms: int, rank: int) -> int:
     return ms * 4 + rank
 
@@ -65,11 +71,6 @@ def expire(user_id: int, buckets: list[list], at_ms: int) -> tuple[list[str], li
                 Transfer(expire_id(b[ID]), user_id, COINS, -b[LEFT], EXPIRE, None, None, e, e)
             )
     return ids, out
-
-
-def usable(buckets: list[list], at_ms: int) -> int:
-    """Coins of the buckets that expire by `at_ms`: what a balance loses by then."""
-    return sum(b[LEFT] for b in buckets if b[EXPIRES_MS] <= at_ms)
 
 
 def replay(buckets: list[list], debits: list[tuple[int, int]]) -> None:
@@ -117,8 +118,7 @@ class Buckets:
         return max(now_ms, self.debit_ms + 1)
 
     def _grant(self, bucket_id: str, tx_type: str, coins: int, at_ms: int, expires_ms: int) -> None:
-        if tx_type not in BUCKET_TYPES:
-            raise InvalidInput(f"only {' and '.join(BUCKET_TYPES)} coins expire, not {tx_type}")
+        check_expiring(tx_type)
         if expires_ms <= at_ms:
             raise InvalidInput(f"expires_at must be after the top-up, {expires_ms} <= {at_ms} ms")
         if at_ms <= self.debit_ms:

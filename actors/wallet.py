@@ -99,7 +99,6 @@ class Wallet(bk.Buckets):
         external: dict[str, tuple[str, int]] | None = None,
         listener_call_id: int | None = None,
         listener_payer_id: int | None = None,
-        payouts: dict[int, int] | None = None,
     ) -> None:
         self.user_id = user_id
         self.role = role
@@ -123,7 +122,7 @@ class Wallet(bk.Buckets):
         self.clock_ms = 0
         # payout id -> paise held, for this listener's pending payouts (their withdraw
         # transfers already took the paise out of `earnings_paise`).
-        self.payouts: dict[int, int] = payouts if payouts is not None else {}
+        self.payouts: dict[int, int] = {}
         # Bonus coins that expire, in order of expiry (actors/buckets.py); what expired, for
         # the host to write: (as_of position, ids expired, their transfers, the buckets
         # after); and the time of the last debit from outside (a grant comes after it).

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from actors.buckets import BUCKET_LIFETIME_S_MAX, BUCKET_TYPES, minutes_affordable
+from actors.buckets import BUCKET_LIFETIME_S_MAX, check_expiring, minutes_affordable
 from actors.call import END_REASONS, SETTLEMENT_KEYS, CallRequest
 from actors.errors import (
     IdempotencyConflict,
@@ -97,8 +97,7 @@ class Engine(EngineLifecycle, Operations, MoneyBackRequests):
         )
 
     def _expiry(self, tx_type: str, expires_at: object) -> int:
-        if tx_type not in BUCKET_TYPES:
-            raise InvalidInput(f"only {' and '.join(BUCKET_TYPES)} coins expire, not {tx_type}")
+        check_expiring(tx_type)
         now = self.clock.now()
         if (
             not isinstance(expires_at, int | float)

@@ -214,12 +214,7 @@ class WalletHost(ListenerSide, Settling, MoneyBack, Expiring):
         check_external(tx_type, amount)  # bad input is refused before any read
         w, now_ms = await self._caught_up(user_id, now)
         transfer_id = external_transfer_id(user_id, key)
-        if transfer_id not in w.external:
-            # A key from before this wallet was loaded is in the ledger, if anywhere (what a
-            # predecessor handed the writer was committed before the first read).
-            committed = await self.cache.committed_external(transfer_id)
-            if committed is not None:
-                w.recall_external(transfer_id, *committed)
+        await self.recalled(w, transfer_id)
         if tx_type == WITHDRAW and amount > w.earnings_paise and w.listener_call_id is not None:
             await self._listener_caught_up(w, now_ms)  # a credit that settled meanwhile
         await self.client.room()
@@ -252,6 +247,15 @@ class WalletHost(ListenerSide, Settling, MoneyBack, Expiring):
         if tx_type == WITHDRAW:
             out |= await self.withdrawn(transfer_id, payout_id if t is not None else None)
         return out
+
+    async def recalled(self, w: Wallet, transfer_id: str) -> None:
+        """`w` knows whether `transfer_id` was applied: an id from before this wallet was loaded
+        is in the ledger, if anywhere (what a predecessor handed the writer was committed before
+        the first read)."""
+        if transfer_id not in w.external:
+            committed = await self.cache.committed_external(transfer_id)
+            if committed is not None:
+                w.recall_external(transfer_id, *committed)
 
     # -- the payer's side of calls -------------------------------------------------------------
 

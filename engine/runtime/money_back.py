@@ -159,10 +159,7 @@ class MoneyBack:
         if refund["user_id"] != user_id:
             raise InvariantViolation(f"refund {rid} asked of user {user_id}'s host")
         w, now_ms = await self._caught_up(user_id, now)
-        if rid not in w.external:
-            committed = await self.cache.committed_external(rid)
-            if committed is not None:
-                w.recall_external(rid, *committed)
+        await self.recalled(w, rid)
         await self.client.room()
         at_ms = w.stamp(now_ms)
         t = w.refund_coins(rid, refund["coins"], refund["call_id"], at_ms)
