@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import msgpack
 
+from actors import buckets as bk
 from actors.call import END_FIELDS, STARTED_KEYS, Settlement
 from actors.errors import InvariantViolation
 from actors.money import DROPPED, Transfer, check_transfer
@@ -82,22 +83,20 @@ def event_record(
     return [EVENT, f"{kind}:{call_id if of is None else of}", kind, call_id, user_id, at_ms, data]
 
 
-def row_record(kind: int, row: dict, transfer=None, event: list | None = None) -> list:
+def row_record(kind: int, row: dict, transfers=(), event: list | None = None) -> list:
     """A row of the payouts, refunds or buckets table (from a dict holding its fields), with
-    the transfer or list of transfers (or None) and the event record (or None) written with
-    it."""
-    transfers = [] if transfer is None else transfer if isinstance(transfer, list) else [transfer]
-    return [kind, *(row[f] for f in ROW_FIELDS[kind]), transfers, event]
+    the transfers and the event record (or None) written with it."""
+    return [kind, *(row[f] for f in ROW_FIELDS[kind]), list(transfers), event]
 
 
 def bucket_states_record(as_of: int, expired: list[str], transfers: list, after: list) -> list:
     """What a wallet's expiry wrote: the buckets `expired` (ids), the transfers of their rest,
     and the state of every bucket left (`[id, tx_type, coins_left, expires_ms, as_of]`), as of
     the position `as_of`: one record."""
-    ids = [*expired, *(b[0] for b in after)]
+    ids = [*expired, *(b[bk.ID] for b in after)]
     row = {
         "bucket_ids": ids,
-        "coins_left": [0] * len(expired) + [b[2] for b in after],
+        "coins_left": [0] * len(expired) + [b[bk.LEFT] for b in after],
         "as_ofs": [as_of] * len(ids),
         "expired": [True] * len(expired) + [False] * len(after),
     }

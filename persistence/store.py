@@ -7,6 +7,7 @@ import datetime as dt
 
 import asyncpg
 
+from actors import buckets as bk
 from actors.call import CALL_FIELDS, Call
 from actors.errors import InvariantViolation, UnknownCall
 from actors.money import to_ms
@@ -129,7 +130,7 @@ async def load_wallets(
     for user_id, (held_buckets, debit_ms) in buckets.items():
         w = wallets[user_id]
         w.buckets, w.debit_ms = held_buckets, debit_ms
-        if sum(b[2] for b in held_buckets) > w.balance_coins:
+        if sum(b[bk.LEFT] for b in held_buckets) > w.balance_coins:
             raise InvariantViolation(f"wallet {user_id}: buckets hold more than its balance")
     for c in calls:
         payer = wallets.get(c["user_id"])

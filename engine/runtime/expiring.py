@@ -5,8 +5,9 @@ granted after every debit before it, with everything due by then applied first."
 from __future__ import annotations
 
 from actors import buckets as bk
+from actors.money import Transfer
 from actors.wallet import Wallet
-from persistence.records import bucket_states_record
+from persistence.records import BUCKET, bucket_states_record, row_record
 
 
 class Expiring:
@@ -26,6 +27,14 @@ class Expiring:
         out = [bucket_states_record(*e) for e in w.expiring]
         w.expiring.clear()
         return out
+
+    @staticmethod
+    def granted_record(w: Wallet, t: Transfer, expires_ms: int) -> list:
+        """The bucket top-up `t` just granted in `w`, with `t`: one record."""
+        bucket = next(b for b in w.buckets if b[bk.ID] == t.transfer_id)
+        row = {"bucket_id": t.transfer_id, "user_id": t.user_id, "tx_type": t.tx_type}
+        row |= {"coins": t.amount, "expires_ms": expires_ms, "as_of": bucket[bk.AS_OF]}
+        return row_record(BUCKET, row, [t])
 
     def grant_at(self, w: Wallet, at_ms: int) -> int:
         """A bucket's time: after every debit from outside, with everything due by then

@@ -20,7 +20,6 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from actors import buckets as bk
 from actors.call import Call, CallRequest, Settlement
 from actors.errors import BillingError, InvariantViolation
 from actors.money import WITHDRAW, to_ms
@@ -36,11 +35,9 @@ from engine.runtime.wallet_cache import WalletCache
 from persistence.client import WriterClient
 from persistence.presence import Presence
 from persistence.records import (
-    BUCKET,
     call_start_record,
     call_started_event,
     low_balance_event,
-    row_record,
 )
 
 
@@ -227,10 +224,7 @@ class WalletHost(ListenerSide, Settling, MoneyBack, Expiring):
             if payout_id:
                 records = payout_records(payout_id, t)
             elif expires_ms is not None:
-                bucket = next(b for b in w.buckets if b[bk.ID] == transfer_id)
-                row = {"bucket_id": transfer_id, "user_id": user_id, "tx_type": tx_type}
-                row |= {"coins": amount, "expires_ms": expires_ms, "as_of": bucket[bk.AS_OF]}
-                records = [row_record(BUCKET, row, t)]
+                records = [self.granted_record(w, t, expires_ms)]
             else:
                 records = [t]
             await self.client.durable(records)

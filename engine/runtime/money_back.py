@@ -46,7 +46,7 @@ def payout_records(payout_id: int, t) -> list:
         "transfer_id": t.transfer_id,
         "created_ms": t.at_ms,
     }
-    return [row_record(PAYOUT, row, t, _payout_event(row, PAYOUT_PENDING, None, t.at_ms))]
+    return [row_record(PAYOUT, row, [t], _payout_event(row, PAYOUT_PENDING, None, t.at_ms))]
 
 
 def _payout_event(row: dict, status: str, reason: str | None, at_ms: int) -> list:
@@ -87,7 +87,8 @@ class MoneyBack:
             void = w.settle_payout(payout_id, outcome, at_ms)
             settled = {"status": outcome, "reason": reason, "settled_ms": at_ms}
             event = _payout_event(row, outcome, reason, at_ms)
-            await self.client.durable([row_record(PAYOUT_SETTLED, row | settled, void, event)])
+            voided = [] if void is None else [void]
+            await self.client.durable([row_record(PAYOUT_SETTLED, row | settled, voided, event)])
             applied = True
         else:
             await self.client.wait_committed()  # a settle of it under way here commits first
@@ -123,7 +124,7 @@ class MoneyBack:
             row = await self._refund_row(pool, listener_id, rid, ask)
             await self.client.room()
             row["created_ms"] = at_ms = w.stamp(now_ms)
-            back = w.claw_back(rid, row["paise"], row["call_id"], at_ms) if row["paise"] else None
+            back = [w.claw_back(rid, row["paise"], row["call_id"], at_ms)] if row["paise"] else []
             await self.client.durable([row_record(REFUND, row, back)])
             return await payouts.refund(pool, rid)
 
@@ -168,7 +169,7 @@ class MoneyBack:
             data |= {"paise": refund["paise"], "reason": refund["reason"]}
             event = event_record(CALL_REFUNDED, refund["call_id"], user_id, at_ms, data, of=rid)
             done = {"refund_id": rid, "refunded_ms": at_ms}
-            await self.client.durable([row_record(REFUNDED, done, t, event)])
+            await self.client.durable([row_record(REFUNDED, done, [t], event)])
         else:
             await self.client.wait_committed()
         return {"user_id": user_id, "balance_coins": w.balance_coins, "applied": t is not None}
