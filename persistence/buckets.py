@@ -16,30 +16,42 @@ SELECT bucket_id, user_id, tx_type, coins_left,
 FROM buckets WHERE user_id = ANY($1::bigint[]) AND NOT expired
 """
 
-# The coins a user's minutes and outside spends took from `$2` (a time) on, each with its time
-# in ms and whether it was an outside input (a spend, or a call's minute 1).
+# The coins each user's minutes and outside spends took from their `since` on ($1 the users,
+# $2 their times), each with its time in ms and whether it was an outside input (a spend, or a
+# call's minute 1): a call's minutes are one range of the primary key, a spend is in
+# `ledger_statement`.
 DEBITS_SQL = f"""
-SELECT round(extract(epoch FROM l.created_at) * 1000)::bigint AS at_ms, -l.amount AS coins,
-       coalesce(l.minute_no, 1) = 1 AS outside
-FROM calls c CROSS JOIN LATERAL (
+SELECT u.user_id, round(extract(epoch FROM l.created_at) * 1000)::bigint AS at_ms,
+       -l.amount AS coins, l.minute_no = 1 AS outside
+FROM unnest($1::bigint[], $2::timestamptz[]) AS u(user_id, since)
+JOIN calls c ON c.user_id = u.user_id AND (c.ended_at IS NULL OR c.ended_at >= u.since)
+CROSS JOIN LATERAL (
     SELECT created_at, amount, minute_no FROM ledger l
-    WHERE {call_minutes("c.call_id", "l")} AND l.created_at >= $2
+    WHERE {call_minutes("c.call_id", "l")} AND l.created_at >= u.since
 ) l
-WHERE c.user_id = $1 AND (c.ended_at IS NULL OR c.ended_at >= $2)
 UNION ALL
-SELECT round(extract(epoch FROM created_at) * 1000)::bigint, -amount, true
-FROM ledger
-WHERE user_id = $1 AND tx_type = 'spend' AND call_id IS NULL AND created_at >= $2
+SELECT l.user_id, round(extract(epoch FROM l.created_at) * 1000)::bigint, -l.amount, true
+FROM unnest($1::bigint[], $2::timestamptz[]) AS u(user_id, since)
+JOIN ledger l ON l.user_id = u.user_id AND l.tx_type = 'spend' AND l.call_id IS NULL
+             AND l.created_at >= u.since
 """
+SINCE_EVER = EPOCH - dt.timedelta(days=1)
 
 
-def debit_positions(rows) -> list[tuple[int, int]]:
-    out = [
-        (bk.position(r["at_ms"], bk.OUTSIDE if r["outside"] else bk.MINUTE), r["coins"])
-        for r in rows
-    ]
-    out.sort()
-    return out
+async def debits(conn, since_ms: dict[int, int | None]) -> dict[int, tuple[list, int]]:
+    """For each user, their debits from `since_ms` (None: ever) as (position, coins) in
+    position order, and the time of the last outside one (0: none)."""
+    users = list(since_ms)
+    since = [SINCE_EVER if ms is None else EPOCH + dt.timedelta(milliseconds=ms)
+             for ms in since_ms.values()]  # fmt: skip
+    positions: dict[int, list] = {u: [] for u in users}
+    last_ms = dict.fromkeys(users, 0)
+    for r in await conn.fetch(DEBITS_SQL, users, since):
+        u, rank = r["user_id"], bk.OUTSIDE if r["outside"] else bk.MINUTE
+        positions[u].append((bk.position(r["at_ms"], rank), r["coins"]))
+        if r["outside"]:
+            last_ms[u] = max(last_ms[u], r["at_ms"])
+    return {u: (sorted(positions[u]), last_ms[u]) for u in users}
 
 
 EXPIRED_UNAPPLIED_MAX = 1_000  # wallets a cleanup run asks at most
@@ -66,12 +78,11 @@ async def load_buckets(conn, user_ids: list[int]) -> dict[int, tuple[list[list],
     for r in rows:
         bucket = [r["bucket_id"], r["tx_type"], r["coins_left"], r["expires_ms"], r["as_of"]]
         by_user.setdefault(r["user_id"], []).append(bucket)
+    taken = await debits(conn, {u: min(b[bk.AS_OF] for b in bs) // 4 for u, bs in by_user.items()})
     out = {}
     for user_id, buckets in by_user.items():
-        since_ms = min(b[bk.AS_OF] for b in buckets) // 4
-        debits = await conn.fetch(DEBITS_SQL, user_id, EPOCH + dt.timedelta(milliseconds=since_ms))
-        bk.replay(buckets, debit_positions(debits))
-        last_ms = max([r["at_ms"] for r in debits if r["outside"]], default=0)
+        positions, last_ms = taken[user_id]
+        bk.replay(buckets, positions)
         out[user_id] = (buckets, max(last_ms, max(b[bk.AS_OF] for b in buckets) // 4))
     return out
 
@@ -83,15 +94,6 @@ SELECT bucket_id, user_id, tx_type, coins, expired,
        round(extract(epoch FROM created_at) * 1000)::bigint AS created_ms,
        (SELECT -amount FROM ledger WHERE transfer_id = 'expire:' || bucket_id) AS expired_coins
 FROM buckets ORDER BY user_id
-"""
-AUDIT_DEBITS_SQL = """
-SELECT c.user_id, round(extract(epoch FROM l.created_at) * 1000)::bigint AS at_ms,
-       -l.amount AS coins, l.minute_no = 1 AS outside
-FROM ledger l JOIN calls c ON c.call_id = l.call_id
-WHERE l.tx_type = 'spend' AND c.user_id = ANY($1::bigint[])
-UNION ALL
-SELECT user_id, round(extract(epoch FROM created_at) * 1000)::bigint, -amount, true
-FROM ledger WHERE tx_type = 'spend' AND call_id IS NULL AND user_id = ANY($1::bigint[])
 """
 
 
@@ -106,9 +108,7 @@ async def audit_buckets(conn) -> int:
     by_user: dict[int, list] = {}
     for r in rows:
         by_user.setdefault(r["user_id"], []).append(r)
-    debits: dict[int, list] = {}
-    for d in await conn.fetch(AUDIT_DEBITS_SQL, list(by_user)):
-        debits.setdefault(d["user_id"], []).append(d)
+    taken = await debits(conn, dict.fromkeys(by_user))
     bad = 0
     for user_id, granted in by_user.items():
         buckets = [
@@ -116,7 +116,7 @@ async def audit_buckets(conn) -> int:
              bk.position(r["created_ms"], bk.OUTSIDE) - 1]
             for r in granted
         ]  # fmt: skip
-        bk.replay(buckets, debit_positions(debits.get(user_id, [])))
+        bk.replay(buckets, taken[user_id][0])
         left = {b[bk.ID]: b[bk.LEFT] for b in buckets}
         for r in granted:
             expired = r["expired_coins"]
