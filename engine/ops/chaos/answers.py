@@ -77,6 +77,15 @@ class ChaosRequests:
                 await asyncio.sleep(delay)
                 delay = min(RETRY_DELAY_S[1], delay * 2)
 
+    async def timed(self, send, copies: int, lately: float) -> tuple[list, float]:
+        """`copies` attempts of `send` at once, and how long such a request takes lately:
+        `lately` moved toward this one's time when every copy was answered."""
+        started = time.monotonic()
+        outcomes = await asyncio.gather(*(self.attempt(send) for _ in range(copies)))
+        if all(status == "ok" for status, _ in outcomes):
+            lately = 0.8 * lately + 0.2 * (time.monotonic() - started)
+        return outcomes, lately
+
     async def must(self, fn, what: str):
         """What must be answered: None, counted as a violation, if it never is."""
         status, answer = await self.attempt(fn)
@@ -157,12 +166,9 @@ class ChaosRequests:
 
     async def end_call(self, call_id: int, copies: int = 1) -> None:
         self.result.operations += copies
-        started = time.monotonic()
-        outcomes = await asyncio.gather(
-            *(self.attempt(lambda: self.engine.end_call(call_id)) for _ in range(copies))
+        outcomes, self._hang_up_s = await self.timed(
+            lambda: self.engine.end_call(call_id), copies, self._hang_up_s
         )
-        if all(status == "ok" for status, _ in outcomes):  # how long a hang-up takes, lately
-            self._hang_up_s = 0.8 * self._hang_up_s + 0.2 * (time.monotonic() - started)
         self.model.end(call_id, self.engine.clock.now())
         c = self.model.calls[call_id]
         for status, answer in outcomes:

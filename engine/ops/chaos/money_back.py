@@ -6,7 +6,6 @@ followed by the reads that would show the damage."""
 from __future__ import annotations
 
 import asyncio
-import time
 
 from actors.errors import (
     CallOngoing,
@@ -31,14 +30,6 @@ class ChaosMoneyBack:
 
     _money_back_s = CRASH_INSIDE_S  # how long a refund or a settle takes, lately
 
-    async def _timed(self, sends: list) -> list:
-        started = time.monotonic()
-        outcomes = await asyncio.gather(*(self.attempt(send) for send in sends))
-        if all(status == "ok" for status, _ in outcomes):
-            took = time.monotonic() - started
-            self._money_back_s = 0.8 * self._money_back_s + 0.2 * took
-        return outcomes
-
     def _refused(self, what: str, expected: str, status: str, answer) -> None:
         if status != "refused" or not isinstance(answer, REFUSALS[expected]):
             self.mismatch(f"{what}: expected {expected}, got {status} {answer!r}")
@@ -46,7 +37,7 @@ class ChaosMoneyBack:
     async def settle(self, payout_id: int, outcome: str, copies: int = 1) -> None:
         self.result.operations += copies
         send = lambda: self.engine.settle_payout(payout_id, outcome, "chaos")  # noqa: E731
-        outcomes = await self._timed([send] * copies)
+        outcomes, self._money_back_s = await self.timed(send, copies, self._money_back_s)
         expected = self.model.settle(payout_id, outcome, self.engine.clock.now())
         listener = self.model.payouts[payout_id][0]
         what = f"payout {payout_id} {outcome}"
@@ -69,7 +60,7 @@ class ChaosMoneyBack:
     async def refund(self, call_id: int, minutes, pays: bool, key: str, copies: int = 1) -> None:
         self.result.operations += copies
         send = lambda: self.engine.refund_call(call_id, minutes, "chaos", key, pays)  # noqa: E731
-        outcomes = await self._timed([send] * copies)
+        outcomes, self._money_back_s = await self.timed(send, copies, self._money_back_s)
         expected, n = self.model.refund(key, call_id, minutes, pays, self.engine.clock.now())
         c = self.model.calls[call_id]
         what = f"refund {minutes} minutes of call {call_id} (pays={pays}) key {key}"
