@@ -222,12 +222,6 @@ class Engine(EngineLifecycle, Operations, MoneyBackRequests):
         if len(self._payers) >= CALL_PAYERS_MAX:
             del self._payers[next(iter(self._payers))]
         self._payers[call_id] = user_id
-        # The call is cached in Redis, and connecting counts as a heartbeat of both parties.
-        await self.presence.call_started(
-            {k: state[k] for k in ("call_id", "user_id", "listener_id", "call_type")}
-            | {"connected_at": state["connected_at"]},
-            seen_at=now,
-        )
         return state
 
     @retryable

@@ -11,6 +11,7 @@ from engine.explain import explain
 from engine.retryable import retryable
 from persistence import store, timeline
 from persistence.db import mask_url
+from persistence.writer import combined
 
 READY_WRITER_LAG_MS_MAX = 5_000  # /readyz fails while the writer's oldest write waits longer
 READY_WAIT_S = 2.0  # each readiness probe's bound
@@ -56,7 +57,7 @@ class Operations:
 
         async def writer() -> None:
             nonlocal lag_ms
-            lag_ms = round((await self.writer.state())["oldest_queued_ms"], 1)
+            lag_ms = round((await self.writers())["oldest_queued_ms"], 1)
             if lag_ms > READY_WRITER_LAG_MS_MAX:
                 raise EngineUnavailable(f"writer lag {lag_ms} ms > {READY_WRITER_LAG_MS_MAX}")
 
@@ -71,6 +72,13 @@ class Operations:
         ready = all(v == "ok" for v in checks.values())
         return {"ready": ready, "checks": checks, "writer_lag_ms": lag_ms}
 
+    async def writers(self) -> dict:
+        """What commits the engine's writes: the writer actor and each shard's own writer, as
+        one (`writer.combined`)."""
+        hosts = await self.placement.inspect()
+        own = {h["name"]: h["writer"] for h in hosts if h.get("writer")}
+        return combined(await self.writer.state(), own)
+
     async def processes(self) -> dict[int, str]:
         """The engine's Ray actor processes, by pid: what each hosts (for memory reports)."""
         pids = {(await self.writer.state())["pid"]: "writer"}
@@ -82,7 +90,7 @@ class Operations:
         id), the writer, the shards (or the actor-per-call actors), the config, the jobs."""
         one_of(kind, INSPECT_KINDS, "inspect kind")
         if kind == "writer":
-            return await self.writer.state()
+            return await self.writers()
         if kind == "shards":
             return await self.placement.inspect()
         if kind == "config":

@@ -36,12 +36,16 @@ class ClientLimits:
 class WriterClient:
     def __init__(
         self,
-        send: Callable[[bytes, bool], Awaitable[None]],
+        send: Callable[[bytes | list[list], bool], Awaitable[None]],
         limits: ClientLimits | None = None,
         is_transient: Callable[[BaseException], bool] = lambda e: False,
         hurry: Callable[[], Awaitable[None]] | None = None,
+        packed: bool = True,
     ) -> None:
         self._send = send
+        # Batches go out packed (msgpack, to another process) or as the list itself (to a
+        # writer in this process).
+        self._packed = packed
         self._hurry = hurry
         # The batch under way was sent as write-behind and the writer has not been hurried.
         self._in_flight_behind = False
@@ -147,7 +151,7 @@ class WriterClient:
         n = min(len(self._buffer), self.limits.batch_size_max)
         batch = [self._buffer[i] for i in range(n)]
         urgent = self._urgent_through > self._committed
-        packed = pack(batch)
+        packed = pack(batch) if self._packed else batch
 
         async def send() -> float:
             started = time.monotonic()

@@ -206,6 +206,11 @@ WHERE b.bucket_id = v.bucket_id AND b.as_of < v.as_of"""
 ROW_ORDER = (PAYOUT, PAYOUT_SETTLED, REFUND, REFUNDED, BUCKET, BUCKET_STATES)
 LISTED = frozenset({BUCKET_STATES})
 
+# Event ids are read in order (`events.read_events`, the relay's cursor), so they must become
+# visible in order although several writers commit at once (each shard commits its own): a
+# transaction takes this lock before its events get their ids, and holds it until it commits.
+EVENTS_LOCK_SQL = "SELECT pg_advisory_xact_lock($1, 0)"
+EVENTS_LOCK_CLASS = 0x6265
 # A replayed event (same key) is the row already there; ids follow the batch's order.
 INSERT_EVENTS_SQL = """
 INSERT INTO events (event_key, type, call_id, user_id, at, data)
@@ -242,6 +247,7 @@ async def commit_batch(conn: asyncpg.Connection, batch: Batch) -> tuple[int, boo
                     cols = [[x for listed in col for x in listed] for col in cols]
                 await conn.execute(ROW_SQL[kind], *cols)
         if batch.events:
+            await conn.execute(EVENTS_LOCK_SQL, EVENTS_LOCK_CLASS)
             keys, kinds, calls, users, at_ms, data = zip(*batch.events, strict=True)
             data = [json.dumps(d, separators=(",", ":")) for d in data]
             await conn.execute(INSERT_EVENTS_SQL, keys, kinds, calls, users, at_ms, data)

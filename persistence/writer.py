@@ -24,7 +24,7 @@ import asyncpg
 
 from actors.errors import InvariantViolation
 from persistence.commit import commit_batch
-from persistence.db import get_pool, mask_url
+from persistence.db import connect, get_pool, mask_url
 from persistence.flushing import backoff, due_in, flush_when_due
 from persistence.records import Batch, unpack
 from persistence.retry import retrying
@@ -40,7 +40,25 @@ TRANSIENT_ERRORS = (
     asyncpg.InterfaceError,
     asyncpg.CannotConnectNowError,
     asyncpg.AdminShutdownError,
+    # Two writers' transactions that waited on each other's rows (a deadlock) or snapshots: the
+    # whole batch is undone, and committing it again is what a retry does.
+    asyncpg.TransactionRollbackError,
 )
+
+# A writer that commits one producer's records, in that producer's process (a shard commits its
+# own), holds a session advisory lock keyed by the producer on the one connection it commits on:
+# the producer's fence. A successor (Ray restarts a shard that died) takes it before it first
+# reads PostgreSQL, and PostgreSQL frees it only when the predecessor's connection has ended,
+# after any commit it had under way: so the successor reads everything its predecessor
+# committed, and nothing of it commits later. Waiting for it is bounded by FENCE_WAIT_S, then
+# retried (a process that still holds it is alive: it is not ours to write for).
+FENCE_LOCK_CLASS = 0x6269  # the first key of pg_advisory_lock(int, int) for producer fences
+FENCE_WAIT_S = 30.0
+FENCE_POLL_S = 0.05
+
+
+class FenceHeld(TimeoutError):
+    """Another connection still holds this producer's fence (transient: retried)."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +68,35 @@ class WriterLimits:
     buffer_records_max: int = 200_000
     retry_backoff_min_ms: int = 50
     retry_backoff_max_ms: int = 5_000
+
+
+# Of several writers' `state()`: what adds up, and what is the worst of them.
+SUMMED = (
+    "batches_committed",
+    "records_committed",
+    "ledger_rows_inserted",
+    "batches_repeating",
+    "retries",
+    "failed_batches",
+    "queued_writes",
+    "queued_records",
+)
+WORST = ("oldest_queued_ms", "flush_ms_max")
+
+
+def combined(first: dict, others: dict[str, dict]) -> dict:
+    """The states of an engine's writers as one: `first`'s (the writer actor's: its process,
+    limits, last flush), its counts summed with `others`' and its lags the worst of them, and
+    each writer's own state under `writers`."""
+    every = [first, *others.values()]
+    out = dict(first)
+    for name in SUMMED:
+        out[name] = sum(w.get(name, 0) for w in every)
+    for name in WORST:
+        out[name] = max(w.get(name, 0.0) for w in every)
+    out["last_error"] = next((w["last_error"] for w in every if w.get("last_error")), None)
+    out["writers"] = {"writer": first, **others}
+    return out
 
 
 class _Entry:
@@ -65,9 +112,19 @@ class _Entry:
 class LedgerWriter:
     """Buffered, bounded, retrying writer. Runs inside whatever process hosts it."""
 
-    def __init__(self, database_url: str, limits: WriterLimits | None = None, observe=None) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        limits: WriterLimits | None = None,
+        observe=None,
+        fence: int | None = None,
+    ) -> None:
         self.database_url = database_url
         self.limits = limits or WriterLimits()
+        # The producer whose fence this writer holds; None: commits on the process's pool.
+        self.fence = fence
+        self._conn: asyncpg.Connection | None = None
+        self._connecting = asyncio.Lock()
         # observe(records, seconds, lag_ms) after each commit, observe(None, 0, 0) on a retry.
         self.observe = observe
         self._queue: deque[_Entry] = deque()
@@ -186,6 +243,8 @@ class LedgerWriter:
         async def commit() -> tuple[int, bool]:
             nonlocal started
             started = time.monotonic()
+            if self.fence is not None:
+                return await self._commit_fenced(batch)
             pool = await get_pool(self.database_url)
             async with pool.acquire() as conn:
                 return await commit_batch(conn, batch)
@@ -224,6 +283,39 @@ class LedgerWriter:
             if not e.future.done():
                 e.future.set_result(None)
 
+    async def fenced(self) -> asyncpg.Connection:
+        """The connection this writer commits on, holding its producer's fence (taken, on a
+        new connection, once the predecessor's has ended; FenceHeld after FENCE_WAIT_S)."""
+        async with self._connecting:
+            if self._conn is not None and not self._conn.is_closed():
+                return self._conn
+            conn = await connect(self.database_url)
+            try:
+                deadline = time.monotonic() + FENCE_WAIT_S
+                while not await conn.fetchval(
+                    "SELECT pg_try_advisory_lock($1, $2)", FENCE_LOCK_CLASS, self.fence
+                ):
+                    if time.monotonic() > deadline:
+                        raise FenceHeld(
+                            f"producer {self.fence}'s fence on {mask_url(self.database_url)} is "
+                            f"still held by another connection after {FENCE_WAIT_S:.0f} s"
+                        )
+                    await asyncio.sleep(FENCE_POLL_S)
+            except BaseException:
+                conn.terminate()
+                raise
+            self._conn = conn
+            return conn
+
+    async def _commit_fenced(self, batch: Batch) -> tuple[int, bool]:
+        conn = await self.fenced()
+        try:
+            return await commit_batch(conn, batch)
+        except TRANSIENT_ERRORS as e:
+            if not isinstance(e, asyncpg.TransactionRollbackError):
+                conn.terminate()  # lost or unknown: a new connection takes the fence again
+            raise
+
     async def _release(self, entries: list[_Entry]) -> None:
         async with self._room:
             self._queued_records -= sum(len(e.records) for e in entries)
@@ -247,3 +339,8 @@ class LedgerWriter:
         async with self._flushing:
             pass  # a flush already under way commits before this returns
         self._stopping = False
+
+    async def close(self) -> None:
+        """Let go of the fenced connection (and so the fence)."""
+        if self._conn is not None and not self._conn.is_closed():
+            await self._conn.close()

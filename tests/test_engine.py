@@ -295,7 +295,7 @@ async def test_concurrent_requests_share_messages_and_each_gets_its_own_answer(e
     ended = await asyncio.gather(*(engine.end_call(c["call_id"]) for c in calls))
     assert [e["coins_spent"] for e in ended] == [c["rate_coins"] for c in calls]
     if engine.placement.name == "sharded":
-        sent = [b.state() for b in engine.placement._batchers.values()]
+        sent = list(engine.placement._lanes.lanes().values())
         assert sum(s["items"] for s in sent) > 2 * sum(s["batches"] for s in sent)
         assert max(s["largest_batch"] for s in sent) > 1
     await engine.sync()
@@ -323,9 +323,44 @@ async def test_a_start_whose_parties_share_a_shard_goes_whole_or_not_at_all(engi
     ended = await engine.end_call(call["call_id"])
     assert ended["coins_spent"] == 10 and (await engine.balance(listener))["earnings_paise"] > 0
     if engine.placement.name == "sharded":
-        index = shard_of(user, shards)
-        assert engine.placement._batchers[(index, "start_call")].state()["items"] == 3
-        assert (index, "reserve_listener") not in engine.placement._batchers
+        lanes = engine.placement._lanes.lanes()
+        assert lanes[f"start_call requests to shard:{shard_of(user, shards)}"]["items"] == 3
+        assert not any(name.startswith("reserve_listener") for name in lanes)
+    await engine.sync()
+    assert await audit_violations(await db(engine)) == {}
+
+
+async def test_a_start_across_shards_is_one_message_from_the_engine(engine):
+    """Payer and listener on two shards: the Engine sends the start to the payer's shard
+    alone, which holds the listener on theirs; a start refused there frees the listener."""
+    from engine.runtime.raycalls import shard_of
+
+    if engine.placement.name != "sharded":
+        pytest.skip("shards only")
+    shards = engine.config.shards
+    user = await engine.create_user("across-a")
+    listener = await engine.create_listener("across-b")
+    while shard_of(listener, shards) == shard_of(user, shards):
+        listener = await engine.create_listener(f"across-{listener}")
+    with pytest.raises(InsufficientCoins):
+        await engine.start_call(user, listener)
+    await engine.top_up(user, 100, idempotency_key="k")
+    call = await engine.start_call(user, listener)  # the refused start let the listener go
+    assert (call["billed_minutes"], call["coins_spent"]) == (1, 10)
+    other = await engine.create_user("across-c")
+    await engine.top_up(other, 100, idempotency_key="k")
+    with pytest.raises(PartyBusy):
+        await engine.start_call(other, listener)
+    lanes = engine.placement._lanes.lanes()
+    assert not any(name.startswith("reserve_listener") for name in lanes)
+    payer_shard = (await engine.inspect("shards"))[shard_of(user, shards)]
+    holds = payer_shard["batches"]["peer_requests"]
+    asked = 2 + (shard_of(other, shards) == shard_of(user, shards))  # `other` too, from there
+    assert (
+        holds[f"reserve_listener requests to shard:{shard_of(listener, shards)}"]["items"] == asked
+    )
+    ended = await engine.end_call(call["call_id"])
+    assert ended["coins_spent"] == 10 and (await engine.balance(listener))["earnings_paise"] > 0
     await engine.sync()
     assert await audit_violations(await db(engine)) == {}
 

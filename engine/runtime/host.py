@@ -254,8 +254,9 @@ class WalletHost(ListenerSide, Settling, MoneyBack, Expiring):
     # -- the payer's side of calls -------------------------------------------------------------
 
     async def open_call(self, call: Call, now: float, start_key: str | None = None) -> dict:
-        """Charge minute 1 and record the call's start, both committed before returning. The
-        call connects when its payer's host opens it: never before the payer's last event."""
+        """Charge minute 1 and record the call's start, both committed before returning, and
+        the call in Redis. The call connects when its payer's host opens it: never before the
+        payer's last event."""
         w, now_ms = await self._payer_caught_up(call.user_id, now)
         await self.client.room()
         call.connected_ms = max(call.connected_ms, w.stamp(now_ms))
@@ -273,7 +274,15 @@ class WalletHost(ListenerSide, Settling, MoneyBack, Expiring):
         )
         self.counts["calls_started"] += 1
         metrics.billed(1, started=1)
-        return call.state(w.balance_coins, w.buckets)
+        state = call.state(w.balance_coins, w.buckets)
+        if self.presence is not None:
+            # The call cached in Redis, and connecting counts as a heartbeat of both parties:
+            # in this host's pipeline, with the other starts and ends of its batch.
+            cached = {k: state[k] for k in ("call_id", "user_id", "listener_id", "call_type")}
+            await self.presence.call_started(
+                cached | {"connected_at": state["connected_at"]}, seen_at=now
+            )
+        return state
 
     def tick(self, call_ids: list[int], now: float) -> int:
         """Bill the calls `call_ids` through `now` (a timer's pass; written behind). Returns
@@ -352,12 +361,14 @@ class WalletHost(ListenerSide, Settling, MoneyBack, Expiring):
         self.cache.forget_tiers()
 
     async def start_call(self, r: CallRequest, now: float, start_key: str | None) -> dict:
-        """A start whose payer and listener are both hosted here: one message, not two."""
+        """A start on the payer's host, in one message from the Engine: the listener is held
+        here, or by their own host, asked from here."""
+        there = self if self.peers.is_local(r.listener_id) else self.peers
         return await start_call(
             r,
-            lambda: self.reserve_listener(r.listener_id, r.call_id, r.user_id, now),
+            lambda: there.reserve_listener(r.listener_id, r.call_id, r.user_id, now),
             lambda call: self.open_call(call, now, start_key),
-            lambda: self.cancel_reservation(r.listener_id, r.call_id),
+            lambda: there.cancel_reservation(r.listener_id, r.call_id),
             now,
         )
 

@@ -25,6 +25,7 @@ from engine.runtime.raycalls import (
 )
 from persistence.client import WriterClient
 from persistence.presence import Presence
+from persistence.writer import LedgerWriter
 
 log = logging.getLogger("billing.host")
 
@@ -40,24 +41,28 @@ def host_in_actor(
     *,
     on_call_added: Callable[[Call], None] | None = None,
     send=None,
+    own_writer: LedgerWriter | None = None,
 ) -> WalletHost:
-    """The host of a shard or a wallet actor: its writes go to the engine's writer actor (a
-    test passes `send` to run it in-process against a LedgerWriter, without Ray), and its first
-    read of PostgreSQL waits until the writer committed what a predecessor handed it."""
+    """The host of a shard or a wallet actor. Its writes go to `own_writer`, committed in this
+    process under its fence, which the first read of PostgreSQL waits for (a shard); or to the
+    engine's writer actor, whose committing what a predecessor handed it the first read waits
+    for (a wallet actor); or to `send`, a test's LedgerWriter in its own process."""
     ns = config.namespace
-    client = WriterClient(
-        send or writer_sender(ns),
-        config.client,
-        is_transient,
-        hurry=None if send else writer_hurrier(ns),
-    )
+    if own_writer is not None:
+        client = WriterClient(own_writer.write, config.client, packed=False)
+        before_first_read = own_writer.fenced
+    elif send is not None:
+        client, before_first_read = WriterClient(send, config.client), None
+    else:
+        client = WriterClient(writer_sender(ns), config.client, is_transient, writer_hurrier(ns))
+        before_first_read = writer_drainer(ns)
     return WalletHost(
         database_url,
         client,
         HostSettings.of(config),
         presence=Presence(redis_url),
         peers=peers,
-        before_first_read=None if send else writer_drainer(ns),
+        before_first_read=before_first_read,
         on_call_added=on_call_added,
     )
 

@@ -94,6 +94,18 @@ def flushed(records: int, seconds: float, lag_ms: float) -> None:
         m["writer_lag"].set(lag_ms)
 
 
+def writer_observer(who: str):
+    """A LedgerWriter's `observe`: its flushes, and its retries counted as `who`'s."""
+
+    def observe(records: int | None, seconds: float, lag_ms: float) -> None:
+        if records is None:
+            retried(who)
+        else:
+            flushed(records, seconds, lag_ms)
+
+    return observe
+
+
 def retried(who: str) -> None:
     m = _metrics()
     if m is not None:

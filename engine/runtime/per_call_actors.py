@@ -54,6 +54,15 @@ class WalletPeers:
     def _peer(self, user_id: int):
         return actor(wallet_name(user_id), self.namespace)
 
+    async def reserve_listener(
+        self, listener_id: int, call_id: int, payer_id: int, now: float
+    ) -> str:
+        peer = self._peer(listener_id)
+        return await remote(peer.reserve_listener.remote(listener_id, call_id, payer_id, now))
+
+    async def cancel_reservation(self, listener_id: int, call_id: int) -> None:
+        await remote(self._peer(listener_id).cancel_reservation.remote(listener_id, call_id))
+
     async def release_listeners(self, items: Releases) -> None:
         for item in items:
             try:

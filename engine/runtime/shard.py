@@ -1,4 +1,5 @@
-"""A shard: one Ray actor hosting the wallets of many people and the calls they pay for.
+"""A shard: one Ray actor hosting the wallets of many people and the calls they pay for, and
+committing their writes itself.
 
 A call lives on its payer's shard, so a tick is a local method call. Each shard keeps a timer
 wheel of due ticks and bills whatever is due in one pass; listener releases that belong to other
@@ -8,6 +9,7 @@ shards go out in one message per shard and pass.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import logging
 import os
@@ -29,6 +31,7 @@ from persistence import store
 from persistence.batching import Batcher, BatchLimits
 from persistence.retry import Retry, retrying
 from persistence.waiting import wait_event
+from persistence.writer import LedgerWriter
 
 log = logging.getLogger("billing.shard")
 
@@ -41,6 +44,10 @@ RECOVERY_CHUNK_CALLS = 20_000
 RELEASE_RETRY = Retry(attempts_max=8, delay_min_s=0.05, delay_max_s=1.0)
 # Listener releases to one peer shard: up to size_max in one message, two messages at a time.
 RELEASES = BatchLimits(size_max=1_000, in_flight_max=2, queued_max=100_000)
+# Requests to one shard, per method (from the Engine, or a shard's holds of its listeners): one
+# Ray message carries up to `size_max` of them (`HostActor.many`), one message in flight, so
+# that what arrives meanwhile goes together; a lone request goes at once.
+SHARD_REQUESTS = BatchLimits(size_max=256, in_flight_max=1, queued_max=10_000)
 # Lateness of timer-billed minutes, counted in buckets of this width up to LATENESS_MS_MAX.
 LATENESS_BUCKET_MS = 10
 LATENESS_MS_MAX = 10_000
@@ -67,8 +74,21 @@ class Shard(HostActor):
             logs.configure()
         self.timers = TimerWheel()
         self.peers = ShardPeers(index, config)
+        # A shard commits its own writes (one hop from a request to its commit), fenced by its
+        # index; the client batches them, so the writer commits each batch when it comes.
+        self.writer = None
+        if self.in_ray:
+            limits = dataclasses.replace(config.writer, flush_interval_ms=0)
+            observe = metrics.writer_observer(self.name)
+            self.writer = LedgerWriter(database_url, limits, observe, fence=index)
         self.host = host_in_actor(
-            config, database_url, redis_url, self.peers, on_call_added=self._add_timer, send=send
+            config,
+            database_url,
+            redis_url,
+            self.peers,
+            on_call_added=self._add_timer,
+            send=send,
+            own_writer=self.writer,
         )
         self.client, self.presence = self.host.client, self.host.presence
         self._load_once = LoadOnce(self._load)
@@ -199,6 +219,7 @@ class Shard(HostActor):
     async def state(self) -> dict:
         return {
             "shard": self.index,
+            "name": self.name,
             "pid": os.getpid(),
             "node_id": ray.get_runtime_context().get_node_id() if self.in_ray else None,
             "ongoing_calls": len(self.host.calls),
@@ -206,8 +227,9 @@ class Shard(HostActor):
             "timer_entries": len(self.timers),
             "next_tick_at": self.timers.first_at(),
             "writer_client": self.client.state(),
+            "writer": None if self.writer is None else self.writer.state(),
             "presence": self.presence.state(),
-            "batches": self.host.cache.batches() | {"releases": self.peers.batches()},
+            "batches": self.host.cache.batches() | self.peers.batches(),
             **self.host.stats,
             **self.stats,
             "late_minutes": {
@@ -220,6 +242,34 @@ class Shard(HostActor):
         return True
 
 
+class ShardLanes:
+    """Requests to the shards, one lane per shard and method, each a `Batcher` of `many`
+    messages: a shard answers a batch when all of it is done, so a hold (no write) must not
+    wait in one batch with starts and ends waiting for commits."""
+
+    def __init__(self, handle, n_shards: int) -> None:
+        self._handle = handle  # index -> the shard's actor handle
+        self.n_shards = n_shards
+        self._lanes: dict[tuple[int, str], Batcher] = {}
+
+    def lanes(self) -> dict[str, dict]:
+        """Each lane's batching so far, by name (`inspect shards`)."""
+        return {b.name: b.state() for b in self._lanes.values()}
+
+    async def ask(self, user_id: int, method: str, *args):
+        """`method(*args)` on the shard of `user_id`, in the next message of its lane."""
+        index = shard_of(user_id, self.n_shards)
+        lane = self._lanes.get((index, method))
+        if lane is None:
+
+            async def send(requests: list[tuple[str, tuple]]) -> list:
+                return await remote(self._handle(index).many.remote(requests))
+
+            name = f"{method} requests to {shard_name(index)}"
+            lane = self._lanes[(index, method)] = Batcher(send, SHARD_REQUESTS, name)
+        return await lane.submit((method, args))
+
+
 class ShardPeers:
     """The other shards, as a shard's host reaches them (`host_peers.Peers`): listener releases
     batched per shard, and a listener's call brought up to time on its payer's shard."""
@@ -229,6 +279,7 @@ class ShardPeers:
         self.n_shards = config.shards
         self.namespace = config.namespace
         self._handles: dict[int, object] = {}
+        self._asks = ShardLanes(self._peer, self.n_shards)
         self._releases = [
             Batcher(self._release_on(i), RELEASES, f"releases to {shard_name(i)}")
             for i in range(self.n_shards)
@@ -237,8 +288,11 @@ class ShardPeers:
     def is_local(self, user_id: int) -> bool:
         return shard_of(user_id, self.n_shards) == self.index
 
-    def batches(self) -> list[dict]:
-        return [b.state() for b in self._releases]
+    def batches(self) -> dict:
+        return {
+            "releases": [b.state() for b in self._releases],
+            "peer_requests": self._asks.lanes(),
+        }
 
     def _peer(self, index: int):
         """A peer shard's handle, looked up once (a lookup is a round trip to Ray's GCS; the
@@ -247,6 +301,18 @@ class ShardPeers:
         if handle is None:
             handle = self._handles[index] = actor(shard_name(index), self.namespace)
         return handle
+
+    async def reserve_listener(
+        self, listener_id: int, call_id: int, payer_id: int, now: float
+    ) -> str:
+        """Hold a listener of another shard for a call that opens here (the holds of
+        concurrent starts go to each shard together)."""
+        return await self._asks.ask(
+            listener_id, "reserve_listener", listener_id, call_id, payer_id, now
+        )
+
+    async def cancel_reservation(self, listener_id: int, call_id: int) -> None:
+        await self._asks.ask(listener_id, "cancel_reservation", listener_id, call_id)
 
     async def release_listeners(self, items: Releases) -> None:
         """Free listeners hosted by other shards: the releases of concurrent settlements go to

@@ -1,6 +1,7 @@
 """Placement `sharded`: a fixed set of shard actors (`Config.shards`, at most SHARDS_MAX), each
 hosting the wallets of the people `shard_of` gives it and the calls they pay. Requests from this
-process to one shard travel together, one lane per shard and method (`SHARD_REQUESTS`)."""
+process to one shard travel together, one lane per shard and method (`shard.ShardLanes`); a start
+is one message to the payer's shard, which holds the listener on theirs."""
 
 from __future__ import annotations
 
@@ -10,13 +11,7 @@ from actors.call import Call, CallRequest
 from engine.config import Config
 from engine.runtime.hosted_wallets import ACTOR_OPTIONS, HostedWallets
 from engine.runtime.raycalls import actor, fan_out, remote, shard_name, shard_of
-from engine.runtime.shard import Shard
-from persistence.batching import Batcher, BatchLimits
-
-# Requests from this process to one shard, per method: one Ray message carries up to `size_max`
-# of them (`HostActor.many`), one message in flight, so that what arrives meanwhile goes
-# together; a lone request goes at once.
-SHARD_REQUESTS = BatchLimits(size_max=256, in_flight_max=1, queued_max=10_000)
+from engine.runtime.shard import Shard, ShardLanes
 
 
 class ShardedPlacement(HostedWallets):
@@ -31,9 +26,7 @@ class ShardedPlacement(HostedWallets):
             self.shards = [actor(shard_name(i), config.namespace) for i in range(config.shards)]
         else:
             self.shards = self._create(config, database_url, redis_url)
-        # One lane per shard and method: a shard answers a batch when all of it is done, so a
-        # hold (no write) must not wait in one batch with starts and ends waiting for commits.
-        self._batchers: dict[tuple[int, str], Batcher] = {}
+        self._lanes = ShardLanes(self.shards.__getitem__, len(self.shards))
 
     @staticmethod
     def _create(config: Config, database_url: str, redis_url: str | None) -> list:
@@ -48,25 +41,12 @@ class ShardedPlacement(HostedWallets):
             for i in range(config.shards)
         ]
 
-    def _batcher(self, index: int, method: str) -> Batcher:
-        lane = self._batchers.get((index, method))
-        if lane is None:
-            shard = self.shards[index]
-
-            async def send(requests: list[tuple[str, tuple]]) -> list:
-                return await remote(shard.many.remote(requests))
-
-            name = f"{method} requests to {shard_name(index)}"
-            lane = self._batchers[(index, method)] = Batcher(send, SHARD_REQUESTS, name)
-        return lane
-
     def _shard(self, user_id: int):
         return self.shards[shard_of(user_id, len(self.shards))]
 
     async def _ask(self, user_id: int, method: str, *args):
         """Requests to one shard travel together: one Ray message per batch (`many`)."""
-        index = shard_of(user_id, len(self.shards))
-        return await self._batcher(index, method).submit((method, args))
+        return await self._lanes.ask(user_id, method, *args)
 
     async def _host(self, user_id: int):
         return self._shard(user_id)
@@ -78,11 +58,9 @@ class ShardedPlacement(HostedWallets):
         return await self._ask(call.user_id, "open_call", call.spec(), now, start_key)
 
     async def start_call(self, request: CallRequest, now: float, start_key: str | None) -> dict:
-        """Both parties on one shard (1 start in `shards`): the hold and the opening travel
-        in one message."""
-        if self._shard(request.user_id) is self._shard(request.listener_id):
-            return await self._ask(request.user_id, "start_call", request, now, start_key)
-        return await super().start_call(request, now, start_key)
+        """One message to the payer's shard, which holds the listener (on theirs, if another)
+        and opens the call."""
+        return await self._ask(request.user_id, "start_call", request, now, start_key)
 
     async def end_call(self, call_id: int, user_id: int, now: float, reason: str) -> dict | None:
         return await self._ask(user_id, "end_call", call_id, now, reason)

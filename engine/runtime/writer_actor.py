@@ -18,18 +18,11 @@ from engine.runtime import metrics
 from persistence.writer import LedgerWriter, WriterLimits
 
 
-def _observe(records: int | None, seconds: float, lag_ms: float) -> None:
-    if records is None:
-        metrics.retried("writer")
-    else:
-        metrics.flushed(records, seconds, lag_ms)
-
-
 class WriterActor:
     def __init__(self, database_url: str, limits: WriterLimits, meta: dict | None = None) -> None:
         tune_gc_for_hot_path()
         logs.configure()
-        self.writer = LedgerWriter(database_url, limits, _observe)
+        self.writer = LedgerWriter(database_url, limits, metrics.writer_observer("writer"))
         # What another process needs to attach to this engine: its URLs and its config. Stays
         # inside the Ray cluster; `state()` shows only masked URLs.
         self.meta = meta or {}
