@@ -263,3 +263,88 @@ async def test_a_write_through_behind_a_held_write_behind_batch_hurries_the_writ
     await asyncio.wait_for(c.durable([purchase(uid, "through", 2)]), timeout=20)
     assert hurried == [True] and c.pending == 0
     assert await balance(pool, uid) == 3
+
+
+async def test_a_producers_successor_takes_its_fence_only_once_its_connection_ended(
+    pool, services, monkeypatch
+):
+    """A shard commits its own writes, fenced: a successor (Ray restarted the shard) cannot
+    read or commit until the predecessor's connection has ended, so nothing the predecessor
+    had under way commits after the successor read PostgreSQL."""
+    from persistence import writer as writers
+    from persistence.writer import FenceHeld
+
+    uid = await payer(pool)
+    first = LedgerWriter(services.database_url, fence=7)
+    await first.write([purchase(uid, "a", 100)])
+    second = LedgerWriter(services.database_url, fence=7)
+    taking = asyncio.ensure_future(second.fenced())
+    await asyncio.sleep(0.5)
+    assert not taking.done()  # the predecessor still holds it
+    other = LedgerWriter(services.database_url, fence=8)  # another producer's is its own
+    await other.write([purchase(uid, "c", 1)])
+    first._conn.terminate()  # the predecessor's process died
+    await asyncio.wait_for(taking, 10)
+    await second.write([purchase(uid, "b", 50)])
+    assert await balance(pool, uid) == 151
+    monkeypatch.setattr(writers, "FENCE_WAIT_S", 0.2)
+    with pytest.raises(FenceHeld, match="producer 7's fence .* still held"):
+        await LedgerWriter(services.database_url, fence=7).fenced()
+    await second.close()
+    await other.close()
+
+
+async def test_event_ids_become_visible_in_the_order_their_transactions_commit(pool, services):
+    """Writers commit at once (each shard its own), and events are read by id after a cursor:
+    a transaction's events get their ids only after every earlier one with events committed,
+    so a reader never passes an id that commits later."""
+    import asyncpg
+
+    from persistence.commit import EVENTS_LOCK_CLASS, EVENTS_LOCK_SQL
+
+    uid = await payer(pool)
+    conn = await asyncpg.connect(services.database_url)
+    tx = conn.transaction()
+    await tx.start()
+    await conn.execute(EVENTS_LOCK_SQL, EVENTS_LOCK_CLASS)
+    held = await conn.fetchval(
+        """INSERT INTO events (event_key, type, call_id, user_id, at, data)
+           VALUES ('held', 'call_started', 9, $1, now(), '{}') RETURNING event_id""",
+        uid,
+    )
+    writing = asyncio.ensure_future(LedgerWriter(services.database_url).write(end(uid, 9, 0)))
+    await asyncio.sleep(0.5)
+    assert not writing.done()  # its events wait for the open transaction's commit
+    await tx.commit()
+    await conn.close()
+    await asyncio.wait_for(writing, 10)
+    rows = await pool.fetch("SELECT event_id, event_key FROM events ORDER BY event_id")
+    assert rows[0]["event_key"] == "held" and len(rows) > 1
+    assert all(r["event_id"] > held for r in rows[1:])
+
+
+async def test_a_batch_undone_by_a_deadlock_is_committed_again_once(pool, services):
+    """Two writers' transactions that wait on each other's rows: PostgreSQL undoes one, and
+    the writer commits its batch again (transient), moving every account once."""
+    import asyncpg
+
+    uid = await payer(pool)  # pays ongoing call 9
+    other = await store.create_user(pool, "b", "user")
+    await LedgerWriter(services.database_url).write([purchase(uid, "k", 100), spend(uid, 9, 1)])
+    conn = await asyncpg.connect(services.database_url)
+    tx = conn.transaction()
+    await tx.start()
+    touch = "UPDATE wallets SET settled_coins = settled_coins WHERE user_id = $1"
+    await conn.execute(touch, uid)  # holds the payer's row
+    w = LedgerWriter(services.database_url)
+    # The batch moves `other` at once, then waits for the payer's row to settle the call.
+    writing = asyncio.ensure_future(w.write([purchase(other, "k", 50), *end(uid, 9, 1)]))
+    await asyncio.sleep(0.3)
+    await conn.execute(touch, other)  # a deadlock: the writer waited first and is undone
+    await tx.commit()
+    await conn.close()
+    await asyncio.wait_for(writing, 10)
+    assert w.stats["retries"] >= 1
+    assert (await balance(pool, uid), await balance(pool, other)) == (90, 50)
+    assert await settled_coins(pool, uid) == 90
+    assert await audit_violations(pool) == {}
