@@ -149,6 +149,20 @@ def workload_table(runs: list[dict]) -> Table:
     return t
 
 
+def workload_cpu_table(runs: list[dict]) -> Table:
+    """CPU milliseconds per call of each step, by process (bench/workload.py `CpuWatch`)."""
+    t = Table(title="workload: CPU ms per call (start, end, minutes, top-ups, load), by process")
+    parts = list(dict.fromkeys(k for r in runs for k in r["extra"].get("cpu_ms_per_call", {})))
+    t.add_column("arrivals/s", justify="right")
+    for part in parts:
+        t.add_column(part, justify="right")
+    for r in runs:
+        per = r["extra"].get("cpu_ms_per_call", {})
+        cells = ["-" if per.get(p) is None else f"{per[p]:.2f}" for p in parts]
+        t.add_row(f"{r['extra']['arrival_rate_per_s']:,}", *cells)
+    return t
+
+
 def request_runs(args, paths, shards: int, database_url: str, redis_url: str, console) -> list:
     """The request paths' rows: the Python API's (bench/requests.py), then HTTP's
     (bench/http.py), each at every concurrency in `--calls`."""
@@ -207,6 +221,7 @@ def run_bench(args, database_url: str, redis_url: str) -> int:
         )
         result["runs"] += runs
         console.print(workload_table(runs))
+        console.print(workload_cpu_table(runs))
     sizes = args.calls or []
     if args.json:
         with open(args.json, "w") as f:

@@ -22,8 +22,11 @@ rates do not scale is memory: those calls must also fit in the shards (about 1 K
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
+
+import psutil
 
 from actors import BillingError, CapacityExceeded, EngineUnavailable
 from bench.paths import RssWatch, Run, percentile
@@ -41,6 +44,53 @@ TOP_UP_COINS = 5_000
 PEOPLE_SLACK = 2.0
 # Calls under way in the driver at most (a step past what the engine takes stops adding).
 IN_FLIGHT_MAX = 50_000
+
+
+# Processes outside the engine's own whose CPU a step counts, by name: the servers and Ray's.
+RAY_SYSTEM = "ray (raylet, gcs)"
+SERVER_PROCESSES = {
+    "postgres": "postgresql",
+    "redis-server": "redis",
+    "raylet": RAY_SYSTEM,
+    "gcs_server": RAY_SYSTEM,
+}
+
+
+class CpuWatch:
+    """CPU seconds (user + system) each part used: the driver (the load generator with the
+    Engine client it drives: one process), each engine actor (`Engine.processes`), PostgreSQL's
+    and Redis's processes, Ray's raylet and GCS; and the whole machine's busy time, which
+    counts what none of them names."""
+
+    def __init__(self, engine_pids: dict[int, str]) -> None:
+        self.pids = {os.getpid(): "driver (load and Engine client)"} | dict(engine_pids)
+
+    def _labelled(self) -> dict[int, str]:
+        out = dict(self.pids)
+        for p in psutil.process_iter(["pid", "name"]):
+            for prefix, label in SERVER_PROCESSES.items():
+                if (p.info["name"] or "").startswith(prefix):
+                    out.setdefault(p.info["pid"], label)
+        return out
+
+    def sample(self) -> dict[str, float]:
+        by: dict[str, float] = {}
+        for pid, label in self._labelled().items():
+            try:
+                t = psutil.Process(pid).cpu_times()
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            by[label] = by.get(label, 0.0) + t.user + t.system
+        m = psutil.cpu_times()
+        by["machine (busy)"] = sum(m) - m.idle - getattr(m, "iowait", 0.0)
+        return by
+
+    @staticmethod
+    def per_call(before: dict[str, float], after: dict[str, float], calls: int) -> dict:
+        """CPU seconds of each part between two samples, and milliseconds of it per call."""
+        used = {k: round(after[k] - before.get(k, 0.0), 2) for k in after}
+        per = {k: round(v * 1000 / calls, 3) if calls else None for k, v in used.items()}
+        return {"cpu_s": used, "cpu_ms_per_call": per}
 
 
 class Traffic:
@@ -140,7 +190,7 @@ def lateness(before: dict[int, int], after: dict[int, int]) -> tuple[int, float,
     return total, p99, float(max(diff))
 
 
-def _step_row(rate, traffic, samples, late, elapsed_s, watch, minute_s) -> Run:
+def _step_row(rate, traffic, samples, late, elapsed_s, watch, minute_s, cpu) -> Run:
     minutes, late_p99, late_max = late
     concurrent = sum(samples) / len(samples) if samples else 0.0
     start_p99 = percentile(traffic.start_ms, 99)
@@ -175,6 +225,8 @@ def _step_row(rate, traffic, samples, late, elapsed_s, watch, minute_s) -> Run:
         "late_ms_max": late_max,
         "concurrent_at_60s_minutes": round(concurrent * 60 / minute_s),
         "sustained": ok,
+        # A call's share: its start, end, minutes, its payer's top-ups, the load generator's.
+        **cpu,
     }
     return run
 
@@ -206,14 +258,17 @@ async def bench_workload(
     try:
         watch = RssWatch()
         watch.pids |= await engine.processes()
+        cpu = CpuWatch(await engine.processes())
         for rate in rates:
             console.print(f"[dim]workload: {rate} calls/s arriving for {step_s:.0f} s...[/]")
             traffic.reset()
             samples: list[int] = []
-            before, t = await late_minutes(engine), time.perf_counter()
+            before, t, cpu_before = await late_minutes(engine), time.perf_counter(), cpu.sample()
             await traffic.arrivals(rate, step_s, samples)
             late = lateness(before, await late_minutes(engine))
-            row = _step_row(rate, traffic, samples, late, time.perf_counter() - t, watch, minute_s)
+            used = CpuWatch.per_call(cpu_before, cpu.sample(), len(traffic.start_ms))
+            elapsed = time.perf_counter() - t
+            row = _step_row(rate, traffic, samples, late, elapsed, watch, minute_s, used)
             runs.append(row.as_dict())
             if not row.extra["sustained"]:
                 break

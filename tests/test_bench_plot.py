@@ -1,5 +1,7 @@
 """The benchmark's plot draws minute rows and request rows, each on its own panel."""
 
+import time
+
 from bench.cli import plot, request_table
 
 
@@ -61,6 +63,33 @@ def test_workload_rows_show_what_each_step_sustained():
     console.print(workload_table([row("workload", 2_000, 2_000.0, "200/s") | {"extra": extra}]))
     text = console.export_text()
     assert "120,000" in text and "60 / 1200" in text and "no" in text
+
+
+async def test_workload_counts_cpu_per_call_by_process_postgres_included(pool):
+    """A step's CPU by process: the driver's own, PostgreSQL's (its backends do this test's
+    queries), the machine's; per call, and shown by part."""
+    from rich.console import Console
+
+    from bench.cli import workload_cpu_table
+    from bench.workload import CpuWatch
+
+    watch = CpuWatch({})
+    before = watch.sample()
+    deadline = time.process_time() + 0.3
+    while time.process_time() < deadline:  # the driver burns 0.3 s of CPU
+        pass
+    for _ in range(200):
+        await pool.fetchval("SELECT count(*) FROM generate_series(1, 20000)")
+    used = CpuWatch.per_call(before, watch.sample(), 100)
+    driver = used["cpu_s"]["driver (load and Engine client)"]
+    assert driver >= 0.29 and used["cpu_ms_per_call"]["driver (load and Engine client)"] >= 2.9
+    assert used["cpu_s"]["postgresql"] > 0
+    assert used["cpu_s"]["machine (busy)"] >= driver
+    assert CpuWatch.per_call(before, before, 0)["cpu_ms_per_call"]["postgresql"] is None
+    console = Console(width=200, record=True)
+    console.print(workload_cpu_table([{"extra": {"arrival_rate_per_s": 200, **used}}]))
+    text = console.export_text()
+    assert "postgresql" in text and "200" in text
 
 
 async def test_the_copy_ceiling_copies_the_columns_the_writer_copies(pool):

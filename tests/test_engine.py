@@ -114,33 +114,40 @@ async def test_listener_withdraws_earnings_never_more(engine):
     assert await audit_violations(await db(engine)) == {}
 
 
-@pytest.mark.parametrize(
-    ("call", "error", "message"),
-    [
-        (lambda e, u, v: e.top_up(u, 0), InvalidInput, "amount"),
-        (lambda e, u, v: e.top_up(u, 1.5), InvalidInput, "amount"),
-        (lambda e, u, v: e.top_up(u, -3), InvalidInput, "amount"),
-        (lambda e, u, v: e.top_up(u, 10, "spend"), InvalidInput, "tx_type"),
-        (lambda e, u, v: e.top_up(u, 10, "purchase", ""), InvalidInput, "idempotency_key"),
-        (lambda e, u, v: e.top_up(9999, 10), UnknownUser, "9999"),
-        (lambda e, u, v: e.top_up("1", 10), InvalidInput, "user_id"),
-        (lambda e, u, v: e.start_call(u, v, "fax"), InvalidInput, "call_type"),
-        (lambda e, u, v: e.start_call(u, 9999), UnknownUser, "9999"),
-        (lambda e, u, v: e.start_call(v, u), InvalidInput, "is a user, not a listener"),
-        (lambda e, u, v: e.start_call(v, v), InvalidInput, "is a listener, not a user"),
-        (lambda e, u, v: e.end_call(9999), UnknownCall, "9999"),
-        (lambda e, u, v: e.withdraw(u, 10), InvalidInput, "not a listener"),
-        (lambda e, u, v: e.create_user("x", "admin"), InvalidInput, "role"),
-    ],
-)
-async def test_bad_input_is_refused_by_name_and_changes_nothing(engine, call, error, message):
-    user, listener = await pair(engine, 100)
-    pool = await db(engine)
-    before = await pool.fetchval("SELECT count(*) FROM ledger")
-    with pytest.raises(error, match=message):
-        await call(engine, user, listener)
-    assert await pool.fetchval("SELECT count(*) FROM ledger") == before
-    assert (await engine.balance(user))["balance_coins"] == 100
+@pytest.mark.xdist_group("engine_refusals")  # in a row on one worker: one engine per placement
+class TestRefusals:
+    """Each case refuses and changes nothing: they share one engine per placement."""
+
+    @pytest.mark.parametrize(
+        ("call", "error", "message"),
+        [
+            (lambda e, u, v: e.top_up(u, 0), InvalidInput, "amount"),
+            (lambda e, u, v: e.top_up(u, 1.5), InvalidInput, "amount"),
+            (lambda e, u, v: e.top_up(u, -3), InvalidInput, "amount"),
+            (lambda e, u, v: e.top_up(u, 10, "spend"), InvalidInput, "tx_type"),
+            (lambda e, u, v: e.top_up(u, 10, "purchase", ""), InvalidInput, "idempotency_key"),
+            (lambda e, u, v: e.top_up(9999, 10), UnknownUser, "9999"),
+            (lambda e, u, v: e.top_up("1", 10), InvalidInput, "user_id"),
+            (lambda e, u, v: e.start_call(u, v, "fax"), InvalidInput, "call_type"),
+            (lambda e, u, v: e.start_call(u, 9999), UnknownUser, "9999"),
+            (lambda e, u, v: e.start_call(v, u), InvalidInput, "is a user, not a listener"),
+            (lambda e, u, v: e.start_call(v, v), InvalidInput, "is a listener, not a user"),
+            (lambda e, u, v: e.end_call(9999), UnknownCall, "9999"),
+            (lambda e, u, v: e.withdraw(u, 10), InvalidInput, "not a listener"),
+            (lambda e, u, v: e.create_user("x", "admin"), InvalidInput, "role"),
+        ],
+    )
+    async def test_bad_input_is_refused_by_name_and_changes_nothing(
+        self, shared_engine, call, error, message
+    ):
+        engine = shared_engine
+        user, listener = await pair(engine, 100)
+        pool = await db(engine)
+        before = await pool.fetchval("SELECT count(*) FROM ledger")
+        with pytest.raises(error, match=message):
+            await call(engine, user, listener)
+        assert await pool.fetchval("SELECT count(*) FROM ledger") == before
+        assert (await engine.balance(user))["balance_coins"] == 100
 
 
 async def test_inspect_shows_live_state(engine):

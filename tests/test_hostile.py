@@ -1,6 +1,7 @@
 """Hostile input at every public entry point: generated wrong types, signs and sizes, unknown
 ids, strings full of SQL and Redis protocol characters, reused idempotency keys. Each gets a
-clear error and changes nothing; the audit stays clean. Both placements."""
+clear error and changes nothing; the audit stays clean. Both placements, one engine each for the
+module (`shared_engine`)."""
 
 import subprocess
 import sys
@@ -11,7 +12,12 @@ from hypothesis import strategies as st
 
 from actors import BillingError, IdempotencyConflict, InvalidInput, UnknownCall, UnknownUser
 from actors.money import AMOUNT_MAX
+from engine.config import PLACEMENTS
+from tests.conftest import engine_alone
 from tests.helpers import audit_violations
+
+# One worker runs the module's tests in a row, so that they share one engine per placement.
+pytestmark = pytest.mark.xdist_group("hostile")
 
 HOSTILE = settings(
     max_examples=40,
@@ -59,8 +65,17 @@ async def ledger_rows(engine):
     return await (await engine.pool()).fetchval("SELECT count(*) FROM ledger")
 
 
+@pytest.fixture(scope="module", params=PLACEMENTS)
+async def shared_engine(request, services, ray_session):
+    """Every test here refuses and checks nothing changed: one engine per placement for all."""
+    async with engine_alone(services, request.param) as eng:
+        yield eng
+
+
 @pytest.fixture
-async def people(engine):
+async def people(shared_engine):
+    """A user with 1,000 coins and a listener, of this test's own, on the module's engine."""
+    engine = shared_engine
     user = await engine.create_user("u")
     listener = await engine.create_listener("l")
     await engine.top_up(user, 1000, idempotency_key="seed")

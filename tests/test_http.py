@@ -338,12 +338,18 @@ async def refused_and_unchanged(http, engine, method, path, body, status, kind, 
     assert (await http.get(f"/v1/wallets/{user}")).json()["balance_coins"] == 100
 
 
-@pytest.mark.parametrize(("method", "path", "body", "status", "kind", "words"), HOSTILE)
-async def test_bad_requests_get_json_errors_with_the_right_status_and_change_nothing(
-    engine, method, path, body, status, kind, words
-):
-    async with client(engine) as http:
-        await refused_and_unchanged(http, engine, method, path, body, status, kind, words)
+@pytest.mark.parametrize("shared_engine", ["sharded"], indirect=True, scope="class")
+@pytest.mark.xdist_group("http_refusals")  # in a row on one worker: one engine
+class TestRefusals:
+    """Each case refuses and changes nothing: they share one engine (`shared_engine`)."""
+
+    @pytest.mark.parametrize(("method", "path", "body", "status", "kind", "words"), HOSTILE)
+    async def test_bad_requests_get_json_errors_with_the_right_status_and_change_nothing(
+        self, shared_engine, method, path, body, status, kind, words
+    ):
+        engine = shared_engine
+        async with client(engine) as http:
+            await refused_and_unchanged(http, engine, method, path, body, status, kind, words)
 
 
 async def test_fastapi_alone_refuses_every_bad_request_as_the_hot_path_does(engine):
