@@ -75,11 +75,17 @@ def plot(result: dict, path: str) -> None:
 
     from bench.requests import REQUEST_PATHS
 
-    minute_runs = [r for r in result["runs"] if r["path"] not in REQUEST_PATHS]
+    workload = [r for r in result["runs"] if r["path"] == "workload"]
+    minute_runs = [
+        r for r in result["runs"] if r["path"] not in REQUEST_PATHS and r["path"] != "workload"
+    ]
     request_runs = [r for r in result["runs"] if r["path"] in REQUEST_PATHS]
     panels = [runs for runs in (minute_runs, request_runs) if runs]
-    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.5), squeeze=False)
-    for ax, runs in zip(axes[0], panels, strict=True):
+    count = len(panels) + 2 * bool(workload)
+    fig, axes = plt.subplots(1, count, figsize=(7 * count, 4.5), squeeze=False)
+    if workload:
+        _plot_workload(axes[0][-2], axes[0][-1], workload, result["machine"]["cpus"])
+    for ax, runs in zip(axes[0], panels, strict=False):
         requests = runs is request_runs
         lines = sorted({(r["path"], r["note"] if requests else "") for r in runs})
         for name, kind in lines:
@@ -110,6 +116,44 @@ def plot(result: dict, path: str) -> None:
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+
+
+def _plot_workload(rates_ax, cpu_ax, runs: list[dict], cpus: int) -> None:
+    """Live traffic by arrival rate: ongoing calls (as 10-minute calls of 60-s minutes) and
+    start p99; and each step's CPU per call, stacked by process."""
+    rates = [r["extra"]["arrival_rate_per_s"] for r in runs]
+    calls = [r["extra"]["concurrent_at_60s_minutes"] for r in runs]
+    rates_ax.plot(rates, calls, marker="o", color="C0", label="concurrent 10-min calls")
+    rates_ax.set_xlabel("call arrivals per second")
+    rates_ax.set_ylabel("concurrent calls at 60-s minutes")
+    p99 = rates_ax.twinx()
+    p99.plot(rates, [r["tick_to_commit_ms_p99"] for r in runs], marker="s", color="C3")
+    p99.axhline(100, color="C3", linestyle=":", linewidth=1)
+    p99.set_ylabel("start p99 ms (dotted: the 100-ms bound)", color="C3")
+    for r, x, y in zip(runs, rates, calls, strict=True):
+        if not r["extra"]["sustained"]:
+            rates_ax.annotate("not sustained", (x, y), fontsize=7)
+    rates_ax.set_title(f"live traffic, {cpus} cores")
+    rates_ax.grid(True, alpha=0.3)
+    parts = [
+        k
+        for k in dict.fromkeys(k for r in runs for k in r["extra"].get("cpu_ms_per_call", {}))
+        if not k.startswith("machine")
+    ]
+    bottom = [0.0] * len(runs)
+    width = (max(rates) - min(rates)) / max(1, len(rates)) / 1.5 or 10
+    for i, part in enumerate(parts):
+        ys = [r["extra"].get("cpu_ms_per_call", {}).get(part) or 0.0 for r in runs]
+        cpu_ax.bar(rates, ys, width, bottom=bottom, label=part, color=f"C{i % 10}")
+        bottom = [b + y for b, y in zip(bottom, ys, strict=True)]
+    machine = [r["extra"].get("cpu_ms_per_call", {}).get("machine (busy)") for r in runs]
+    if any(m is not None for m in machine):
+        cpu_ax.plot(rates, [m or 0 for m in machine], "k_", markersize=20, label="machine busy")
+    cpu_ax.set_xlabel("call arrivals per second")
+    cpu_ax.set_ylabel("CPU ms per call")
+    cpu_ax.set_title("CPU per call (start, end, minutes, top-ups, load) by process")
+    cpu_ax.legend(fontsize=7)
+    cpu_ax.grid(True, axis="y", alpha=0.3)
 
 
 def request_table(runs: list[dict]) -> Table:

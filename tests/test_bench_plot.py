@@ -35,6 +35,25 @@ def test_request_rows_get_their_own_panel_and_table(tmp_path):
     assert table.row_count == 3
 
 
+def test_workload_rows_get_a_traffic_panel_and_a_cpu_per_call_panel(tmp_path):
+    def step(rate, calls, p99, sustained):
+        extra = {
+            "arrival_rate_per_s": rate,
+            "concurrent_at_60s_minutes": calls * 60,
+            "sustained": sustained,
+            "cpu_ms_per_call": {"driver": 0.5, "shard:0": 0.4, "machine (busy)": 1.4},
+        }
+        return row("workload", calls, rate * 10.0) | {"tick_to_commit_ms_p99": p99, "extra": extra}
+
+    out = tmp_path / "workload.png"
+    runs = [step(500, 5_000, 40.0, True), step(1_000, 10_000, 140.0, False)]
+    plot({"machine": {"cpus": 2}, "runs": runs}, str(out))
+    import matplotlib.image
+
+    height, width = matplotlib.image.imread(out).shape[:2]
+    assert width > 1.8 * height  # the traffic and the CPU, side by side
+
+
 def test_workload_lateness_counts_only_the_minutes_billed_between_two_looks():
     from bench.workload import lateness
 
