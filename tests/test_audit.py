@@ -137,6 +137,10 @@ RESTORE_ORDER = (
 )
 
 
+# One worker runs the module's tests in a row, so that the history is built once.
+pytestmark = pytest.mark.xdist_group("audit")
+
+
 @pytest.fixture(scope="module")
 async def history_rows(services, ray_session):
     """A history the engine made on the manual clock: call A hung up after 3 minutes, its

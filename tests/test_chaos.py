@@ -102,3 +102,16 @@ async def test_a_listener_whose_release_was_lost_is_freed_from_postgres(engine):
     assert w.listener_call_id == 778
     db = await get_pool(engine.database_url)
     assert await db.fetchval("SELECT earnings_paise FROM listener_earnings") == 0
+
+
+def test_the_model_counts_minutes_in_milliseconds_as_the_engine_does():
+    """Chaos found it: a start the driver got no answer for is read back from PostgreSQL,
+    rounded to the ms; a hang-up one minute of clock after the start's own time is minute 2 for
+    the engine (both rounded), and was 1 for a model that counted in float seconds."""
+    from engine.ops.chaos.model import Model
+
+    start = 1_800_010_833.3406  # the clock when the call started
+    model = Model(MIN, 240, {1: 100, 2: 0}, {2: 0})
+    model.start(9, 1, 2, 10, 100, round(start, 3))  # as PostgreSQL gives it back: .341
+    model.end(9, start + MIN)
+    assert model.calls[9].minutes == 2 and model.coins[1] == 80

@@ -12,8 +12,7 @@ from hypothesis import strategies as st
 
 from actors import BillingError, IdempotencyConflict, InvalidInput, UnknownCall, UnknownUser
 from actors.money import AMOUNT_MAX
-from engine.config import PLACEMENTS
-from tests.conftest import engine_alone
+from tests.conftest import PLACEMENTS, engine_alone
 from tests.helpers import audit_violations
 
 # One worker runs the module's tests in a row, so that they share one engine per placement.

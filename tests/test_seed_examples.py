@@ -46,6 +46,10 @@ def test_the_reference_has_the_blocks_this_suite_expects():
     }
 
 
+# One worker runs the module's tests in a row, so that they share its engine per placement.
+pytestmark = pytest.mark.xdist_group("seed_examples")
+
+
 @pytest.fixture(scope="module", params=PLACEMENTS)
 async def seeded(request, services, ray_session):
     """One engine per placement for the module: users 1 and 123 with coins, and a caller and

@@ -4,8 +4,12 @@ acknowledged request should have done. Written from the policy, not from the eng
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
+
+
+def to_ms(seconds: float) -> int:
+    """Time as the policy counts it: integer milliseconds (rounded)."""
+    return round(seconds * 1000)
 
 
 @dataclass
@@ -144,7 +148,11 @@ class Model:
             self._expire(who, t)
 
     def _bill(self, c: ModelCall, t: float) -> None:
-        due = max(1, min(math.floor((t - c.connected_at) / self.minute_s) + 1, self.max_minutes))
+        # In integer milliseconds, as the engine, its ledger and the audit count time: a start
+        # read back from PostgreSQL is rounded to the ms and a clock time is not, so in float
+        # seconds a hang-up a minute after a start could fall a fraction of a ms short of it.
+        elapsed_ms, minute_ms = to_ms(t) - to_ms(c.connected_at), to_ms(self.minute_s)
+        due = max(1, min(elapsed_ms // minute_ms + 1, self.max_minutes))
         while c.minutes < due:
             self._expire(c.user, c.connected_at + c.minutes * self.minute_s)  # its start
             if self.coins[c.user] < c.rate_coins:
@@ -152,7 +160,7 @@ class Model:
                 return
             self._take(c.user, c.rate_coins)
             c.minutes += 1
-        if t >= c.connected_at + self.max_minutes * self.minute_s:
+        if elapsed_ms >= self.max_minutes * minute_ms:
             self._settle(c, "dropped", "expired")
 
     def end(self, call_id: int, t: float) -> None:
