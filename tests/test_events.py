@@ -64,10 +64,14 @@ async def test_a_call_tells_its_start_low_balance_drop_and_settlement_in_order(e
     assert len(await e.events()) == 4
 
 
-@pytest.mark.parametrize("bad", [{"after": -1}, {"limit": 0}, {"limit": 10**6}, {"user_id": 0}])
-async def test_bad_event_reads_are_refused_by_name(engine, bad):
-    with pytest.raises(InvalidInput, match=next(iter(bad))):
-        await engine.events(**bad)
+@pytest.mark.xdist_group("events_refusals")  # in a row on one worker: one engine per placement
+class TestRefusals:
+    """Each case refuses and changes nothing: they share one engine per placement."""
+
+    @pytest.mark.parametrize("bad", [{"after": -1}, {"limit": 0}, {"limit": 10**6}, {"user_id": 0}])
+    async def test_bad_event_reads_are_refused_by_name(self, shared_engine, bad):
+        with pytest.raises(InvalidInput, match=next(iter(bad))):
+            await shared_engine.events(**bad)
 
 
 async def test_an_event_is_in_the_transaction_of_what_it_reports(pool, services):
