@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 from actors.errors import InvariantViolation
 from persistence.flushing import backoff, due_in, flush_when_due
-from persistence.records import pack
 from persistence.retry import retrying
 
 log = logging.getLogger("billing.client")
@@ -36,16 +35,14 @@ class ClientLimits:
 class WriterClient:
     def __init__(
         self,
-        send: Callable[[bytes | list[list], bool], Awaitable[None]],
+        send: Callable[[list[list], bool], Awaitable[None]],
         limits: ClientLimits | None = None,
         is_transient: Callable[[BaseException], bool] = lambda e: False,
         hurry: Callable[[], Awaitable[None]] | None = None,
-        packed: bool = True,
     ) -> None:
+        # `send(batch, urgent)` gets the batch as a list; a send to another process packs it
+        # (`raycalls.writer_sender`).
         self._send = send
-        # Batches go out packed (msgpack, to another process) or as the list itself (to a
-        # writer in this process).
-        self._packed = packed
         self._hurry = hurry
         # The batch under way was sent as write-behind and the writer has not been hurried.
         self._in_flight_behind = False
@@ -151,11 +148,10 @@ class WriterClient:
         n = min(len(self._buffer), self.limits.batch_size_max)
         batch = [self._buffer[i] for i in range(n)]
         urgent = self._urgent_through > self._committed
-        packed = pack(batch) if self._packed else batch
 
         async def send() -> float:
             started = time.monotonic()
-            await self._send(packed, urgent)
+            await self._send(batch, urgent)
             return started
 
         def retried(exc: BaseException, delay_s: float) -> None:

@@ -103,8 +103,8 @@ async def connect(url: str) -> asyncpg.Connection:
         conn = await asyncpg.connect(
             url, timeout=CONNECT_TIMEOUT_S, server_settings=SERVER_SETTINGS
         )
-    except (TimeoutError, OSError) as e:  # transient for the writer: it retries
-        raise ConnectionError(f"cannot reach PostgreSQL at {mask_url(url)}: {e}") from None
+    except (TimeoutError, OSError) as e:  # a ConnectionError: transient for the writer
+        raise _unreachable(url, e) from None
     try:
         await _init_connection(conn)
     except BaseException:

@@ -201,11 +201,11 @@ async def test_client_resends_a_batch_when_the_writer_is_unreachable(pool, servi
     w = LedgerWriter(services.database_url)
     failures = {"left": 2}
 
-    async def flaky_send(packed, urgent):
+    async def flaky_send(batch, urgent):
         if failures["left"]:
             failures["left"] -= 1
             raise ConnectionError("writer restarting")
-        await w.write(packed, urgent)
+        await w.write(batch, urgent)
 
     c = WriterClient(
         flaky_send,
@@ -232,7 +232,7 @@ async def test_client_refused_by_the_writer_stops_and_says_so(pool, services):
 async def test_client_buffer_is_bounded(pool, services):
     gate = asyncio.Event()
 
-    async def stalled_send(packed, urgent):
+    async def stalled_send(batch, urgent):
         await gate.wait()
 
     c = WriterClient(stalled_send, ClientLimits(pending_records_max=4, flush_interval_ms=1))

@@ -278,10 +278,8 @@ class WalletHost(ListenerSide, Settling, MoneyBack, Expiring):
         if self.presence is not None:
             # The call cached in Redis, and connecting counts as a heartbeat of both parties:
             # in this host's pipeline, with the other starts and ends of its batch.
-            cached = {k: state[k] for k in ("call_id", "user_id", "listener_id", "call_type")}
-            await self.presence.call_started(
-                cached | {"connected_at": state["connected_at"]}, seen_at=now
-            )
+            cached = ("call_id", "user_id", "listener_id", "call_type", "connected_at")
+            await self.presence.call_started({k: state[k] for k in cached}, seen_at=now)
         return state
 
     def tick(self, call_ids: list[int], now: float) -> int:

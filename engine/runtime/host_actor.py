@@ -49,7 +49,7 @@ def host_in_actor(
     for (a wallet actor); or to `send`, a test's LedgerWriter in its own process."""
     ns = config.namespace
     if own_writer is not None:
-        client = WriterClient(own_writer.write, config.client, packed=False)
+        client = WriterClient(own_writer.write, config.client)
         before_first_read = own_writer.fenced
     elif send is not None:
         client, before_first_read = WriterClient(send, config.client), None

@@ -15,6 +15,7 @@ from ray.exceptions import (
 )
 
 from actors.errors import BillingError, EngineUnavailable, InvariantViolation
+from persistence.records import pack
 from persistence.writer import TRANSIENT_ERRORS
 
 NAMESPACE = "billing"
@@ -160,8 +161,13 @@ def _writer_method(namespace: str, method: str):
 
 
 def writer_sender(namespace: str = NAMESPACE):
-    """A `send(packed, urgent)` for a WriterClient."""
-    return _writer_method(namespace, "write")
+    """A `send(batch, urgent)` for a WriterClient: the batch packed (msgpack) to the writer."""
+    write = _writer_method(namespace, "write")
+
+    async def send(batch: list[list], urgent: bool) -> None:
+        await write(pack(batch), urgent)
+
+    return send
 
 
 def writer_hurrier(namespace: str = NAMESPACE):
