@@ -187,5 +187,14 @@ async def test_a_request_to_a_restarting_host_fails_only_with_the_retryable_erro
         except EngineUnavailable:
             await asyncio.sleep(0.05)  # retry with the same key: it happens once
     assert answered_ is not None and answered_["balance_coins"] == 11
-    await e.sync()
+    # Ray may still answer a message to the restarted host "restarted, may or may not have run"
+    # after its first answer (CI saw it): the same retryable error, and a sync is safe to repeat.
+    for _ in range(200):
+        try:
+            await e.sync()
+            break
+        except EngineUnavailable:
+            await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("sync never answered after the restart")
     assert (await e.balance(user))["balance_coins"] == 11
