@@ -131,12 +131,31 @@ async def engine_alone(services: Services, placement: str):
 
 @pytest.fixture(scope="class", params=PLACEMENTS)
 async def shared_engine(request, services, ray_session):
-    """One engine on each placement for the tests of a class whose every test refuses
-    something and checks that nothing changed: they share it, each with people of its own.
+    """One engine on each placement for the tests of a class that share it, each with people of
+    its own (`OnOneEngine`, and the refusal classes whose every test checks that nothing changed).
     (An engine costs three Ray actors.) No other engine runs meanwhile: pytest tears this down
     before the next test's fixtures, and the class's `xdist_group` keeps its tests in a row."""
     async with engine_alone(services, request.param) as eng:
         yield eng
+
+
+class OnOneEngine:
+    """A base for a class of scenario tests that share one engine per placement
+    (`shared_engine`): each test makes people of its own and asserts on them alone, never on
+    a count over the whole database. Its `engine` is the shared one; after each test everything
+    is committed and what it left idle retired, as an engine's keeper does on a real clock; its
+    `pool` is that engine's,
+    not cleaned. Mark the subclass with an `xdist_group` of its own, so its tests run in a row."""
+
+    @pytest.fixture
+    async def engine(self, shared_engine):
+        yield shared_engine
+        await shared_engine.sync()  # nothing of this test's is committed under the next one
+        await shared_engine.placement.keep()
+
+    @pytest.fixture
+    async def pool(self, shared_engine):
+        return await shared_engine.pool()
 
 
 @pytest.fixture(params=PLACEMENTS)

@@ -7,6 +7,7 @@ import pytest
 from actors import CapacityExceeded, InvalidInput, Wallet
 from actors import buckets as bk
 from actors.money import check_transfer
+from tests.conftest import OnOneEngine
 from tests.helpers import answered, audit_violations, eventually, restart_actor
 from tests.test_time_order import payer_host
 
@@ -95,69 +96,6 @@ def test_minutes_affordable_does_not_count_a_bucket_that_expires_first():
 # -- on the engine ---------------------------------------------------------------------------
 
 
-async def test_a_bonus_that_expires_during_a_call_drops_it_at_that_minute(engine, pool):
-    user = await engine.create_user("payer")
-    listener = await engine.create_listener("listener")
-    now = engine.clock.now()
-    await engine.top_up(user, 5, "purchase", idempotency_key="p")
-    bonus = await engine.top_up(
-        user, 100, "bonus", idempotency_key="b", expires_at=now + 2 * MIN + 30
-    )
-    state = await engine.balance(user, call_type="audio")
-    assert state["buckets"] == [
-        {"bucket_id": bonus["transfer_id"], "tx_type": "bonus", "coins": 100,
-         "expires_at": now + 2 * MIN + 30}
-    ]  # fmt: skip
-    assert state["minutes_affordable"] == 3  # minutes 1..3 start before the expiry; then 5
-    call = await engine.start_call(user, listener)
-    assert call["minutes_affordable"] == 2 and call["paid_until"] == call["connected_at"] + 3 * MIN
-    await engine.advance(3 * MIN)  # minute 4 starts after the expiry: 70 expired, 5 < 10
-
-    async def dropped():
-        out = await engine.get_call(call["call_id"])
-        return out if out["status"] == "dropped" else None
-
-    ended = await eventually(dropped, what="the call dropped at the expiry")
-    assert ended["billed_minutes"] == 3 and ended["ended_at"] == call["connected_at"] + 3 * MIN
-    after = await engine.balance(user)
-    assert after["balance_coins"] == 5 and after["buckets"] == []
-    await engine.sync()
-    rows = (await engine.statement(user))["transfers"]
-    assert [(r["kind"], r["amount"], r["balance_after"]) for r in rows] == [
-        ("bonus", 100, 100),  # at the same instant as the purchase: by id
-        ("purchase", 5, 105),
-        ("expire", -70, 35),  # dated at the expiry, before the call's end
-        ("minutes", -30, 5),
-    ]
-    assert await audit_violations(pool) == {}
-
-
-async def test_buckets_survive_their_hosts_restart_as_the_wallet_held_them(engine, pool):
-    user = await engine.create_user("payer")
-    listener = await engine.create_listener("listener")
-    now = engine.clock.now()
-    await engine.top_up(user, 50, idempotency_key="p")
-    await engine.top_up(user, 25, "bonus", idempotency_key="b1", expires_at=now + 10 * MIN)
-    await engine.top_up(user, 25, "bonus", idempotency_key="b2", expires_at=now + 20 * MIN)
-    call = await engine.start_call(user, listener)
-    await engine.advance(2 * MIN)  # three minutes: 25 from b1, 5 from b2
-    await engine.sync()
-    before = (await engine.balance(user))["buckets"]
-    assert [b["coins"] for b in before] == [20]
-    await restart_actor(payer_host(engine, user))
-    after = await eventually(
-        lambda: answered(lambda: engine.balance(user)), what="the payer's host back"
-    )
-    assert after["buckets"] == before and after["balance_coins"] == 70
-    await engine.advance(18 * MIN)  # b2 expires at minute 21's start: its rest leaves
-    out = await engine.end_call(call["call_id"])
-    assert out["status"] in ("completed", "dropped")
-    final = await engine.balance(user)
-    assert final["buckets"] == []
-    await engine.sync()
-    assert await audit_violations(pool) == {}
-
-
 async def test_a_bucket_nobody_asks_about_is_expired_by_the_cleanup_job(engine, pool):
     user = await engine.create_user("payer")
     now = engine.clock.now()
@@ -170,3 +108,71 @@ async def test_a_bucket_nobody_asks_about_is_expired_by_the_cleanup_job(engine, 
     assert [(r["kind"], r["amount"], r["at"]) for r in rows][-1] == ("expire", -40, now + 30)
     assert (await engine.run_job("cleanup"))["result"]["buckets_expired"] == 0
     assert await audit_violations(pool) == {}
+
+
+@pytest.mark.xdist_group("buckets_scenarios")  # in a row on one worker: one engine per placement
+class TestBucketsOnOneEngine(OnOneEngine):
+    """Scenarios on one engine per placement, each with people of its own."""
+
+    async def test_a_bonus_that_expires_during_a_call_drops_it_at_that_minute(self, engine, pool):
+        user = await engine.create_user("payer")
+        listener = await engine.create_listener("listener")
+        now = engine.clock.now()
+        await engine.top_up(user, 5, "purchase", idempotency_key="p")
+        bonus = await engine.top_up(
+            user, 100, "bonus", idempotency_key="b", expires_at=now + 2 * MIN + 30
+        )
+        state = await engine.balance(user, call_type="audio")
+        assert state["buckets"] == [
+            {"bucket_id": bonus["transfer_id"], "tx_type": "bonus", "coins": 100,
+             "expires_at": now + 2 * MIN + 30}
+        ]  # fmt: skip
+        assert state["minutes_affordable"] == 3  # minutes 1..3 start before the expiry; then 5
+        call = await engine.start_call(user, listener)
+        assert (
+            call["minutes_affordable"] == 2 and call["paid_until"] == call["connected_at"] + 3 * MIN
+        )
+        await engine.advance(3 * MIN)  # minute 4 starts after the expiry: 70 expired, 5 < 10
+
+        async def dropped():
+            out = await engine.get_call(call["call_id"])
+            return out if out["status"] == "dropped" else None
+
+        ended = await eventually(dropped, what="the call dropped at the expiry")
+        assert ended["billed_minutes"] == 3 and ended["ended_at"] == call["connected_at"] + 3 * MIN
+        after = await engine.balance(user)
+        assert after["balance_coins"] == 5 and after["buckets"] == []
+        await engine.sync()
+        rows = (await engine.statement(user))["transfers"]
+        assert [(r["kind"], r["amount"], r["balance_after"]) for r in rows] == [
+            ("bonus", 100, 100),  # at the same instant as the purchase: by id
+            ("purchase", 5, 105),
+            ("expire", -70, 35),  # dated at the expiry, before the call's end
+            ("minutes", -30, 5),
+        ]
+        assert await audit_violations(pool) == {}
+
+    async def test_buckets_survive_their_hosts_restart_as_the_wallet_held_them(self, engine, pool):
+        user = await engine.create_user("payer")
+        listener = await engine.create_listener("listener")
+        now = engine.clock.now()
+        await engine.top_up(user, 50, idempotency_key="p")
+        await engine.top_up(user, 25, "bonus", idempotency_key="b1", expires_at=now + 10 * MIN)
+        await engine.top_up(user, 25, "bonus", idempotency_key="b2", expires_at=now + 20 * MIN)
+        call = await engine.start_call(user, listener)
+        await engine.advance(2 * MIN)  # three minutes: 25 from b1, 5 from b2
+        await engine.sync()
+        before = (await engine.balance(user))["buckets"]
+        assert [b["coins"] for b in before] == [20]
+        await restart_actor(payer_host(engine, user))
+        after = await eventually(
+            lambda: answered(lambda: engine.balance(user)), what="the payer's host back"
+        )
+        assert after["buckets"] == before and after["balance_coins"] == 70
+        await engine.advance(18 * MIN)  # b2 expires at minute 21's start: its rest leaves
+        out = await engine.end_call(call["call_id"])
+        assert out["status"] in ("completed", "dropped")
+        final = await engine.balance(user)
+        assert final["buckets"] == []
+        await engine.sync()
+        assert await audit_violations(pool) == {}

@@ -12,6 +12,7 @@ from actors import (
     UnknownUser,
 )
 from persistence.db import get_pool
+from tests.conftest import OnOneEngine
 from tests.helpers import answered, audit_violations, eventually, restart_actor
 
 MIN = 60.0
@@ -199,14 +200,8 @@ async def test_a_wallet_actor_that_lost_unwritten_minutes_bills_them_again_at_th
 
 
 @pytest.mark.xdist_group("engine_scenarios")  # in a row on one worker: one engine per placement
-class TestOnOneEngine:
-    """These tests share one engine per placement (`shared_engine`), each with people of its
-    own, asserting on them alone."""
-
-    @pytest.fixture
-    async def engine(self, shared_engine):
-        yield shared_engine
-        await shared_engine.placement.keep()  # retires what it left idle, as a keeper would
+class TestOnOneEngine(OnOneEngine):
+    """Scenarios on one engine per placement, each with people of its own."""
 
     async def test_a_call_bills_each_elapsed_minute_and_drops_when_the_user_cannot_pay(
         self, engine

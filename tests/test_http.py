@@ -8,7 +8,7 @@ import pytest
 
 from actors.times import iso
 from engine.http import build_app, token_digest
-from tests.conftest import engine_config
+from tests.conftest import OnOneEngine, engine_config
 
 MIN = 60.0
 ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00")  # every time the API says
@@ -82,186 +82,6 @@ async def people(http: httpx.AsyncClient, coins: int) -> tuple[int, int]:
     top = await http.post(f"/v1/wallets/{user}/top-ups", json={"amount": coins})
     assert top.status_code == 200 and top.json()["balance_coins"] == coins
     return user, listener
-
-
-@pytest.mark.parametrize("hot", [True, False], ids=["hot-path", "fastapi"])
-async def test_a_call_over_http_from_start_to_withdrawal(engine, hot):
-    seen: list = []
-    async with client(engine, seen=seen, hot=hot) as http:
-        assert (await http.get("/healthz")).json() == {"status": "ok"}
-        ready = await http.get("/readyz")
-        assert ready.status_code == 200 and ready.json()["checks"] == {
-            "writer": "ok",
-            "postgres": "ok",
-            "redis": "ok",
-        }
-        user, listener = await people(http, 100)
-        before = (await http.get(f"/v1/wallets/{user}", params={"call_type": "video"})).json()
-        assert before["minutes_affordable"] == 1  # 100 coins, 60 a minute
-        assert (await http.get(f"/v1/wallets/{user}")).json()["minutes_affordable"] is None
-        bad = await http.get(f"/v1/wallets/{user}", params={"call_type": "fax"})
-        assert bad.status_code == 400 and "call_type" in bad.json()["error"]["message"]
-        body = {"user_id": user, "listener_id": listener, "idempotency_key": "c1"}
-        r = await http.post("/v1/calls", json=body)
-        assert r.status_code == 201, r.text
-        call = r.json()
-        assert call["minutes_affordable"] == 9  # 90 coins left, 10 a minute
-        again = await http.post("/v1/calls", json=body)  # a retry: the same call
-        assert again.json()["call_id"] == call["call_id"]
-        assert (await http.post(f"/v1/presence/{user}/heartbeat")).json() == {"online": True}
-        await engine.advance(2 * MIN)
-        live = (await http.get(f"/v1/calls/{call['call_id']}")).json()
-        assert live["billed_minutes"] == 3 and live["status"] == "ongoing"
-        assert live["minutes_affordable"] == 7 and live["paid_until"] == iso(
-            call_start(call) + 10 * MIN  # minutes 1..10 paid: the drop is at minute 11's start
-        )
-        end = await http.post(f"/v1/calls/{call['call_id']}/end", json={"reason": "hangup"})
-        assert end.json()["billed_minutes"] == 3 and end.json()["status"] == "completed"
-        assert (await http.post(f"/v1/calls/{call['call_id']}/end")).json() == end.json()
-        timeline = (await http.get(f"/v1/calls/{call['call_id']}/timeline")).json()
-        assert [m["minute"] for m in timeline["minutes"]] == [1, 2, 3]
-        assert [m["balance_after_coins"] for m in timeline["minutes"]] == [90, 80, 70]
-        assert timeline["end"]["rule"].startswith("hung up at ")
-        assert ISO.fullmatch(timeline["minutes"][0]["committed_at"]), timeline["minutes"][0]
-        assert timeline["call"] == live | {k: end.json()[k] for k in ("status", "end_reason")} | {
-            "ended_at": end.json()["ended_at"],
-            "next_tick_at": None,
-            "minutes_affordable": None,
-            "paid_until": None,
-        }
-        assert (await http.get(f"/v1/wallets/{user}")).json()["balance_coins"] == 70
-        paid = (await http.get(f"/v1/wallets/{listener}")).json()["earnings_paise"]
-        out = await http.post(
-            f"/v1/wallets/{listener}/withdrawals",
-            json={"amount_paise": paid, "idempotency_key": "w1"},
-        )
-        assert out.status_code == 200 and out.json()["earnings_paise"] == 0
-        spend = await http.post(f"/v1/wallets/{user}/spends", json={"amount": 70})
-        assert spend.json()["balance_coins"] == 0
-        await engine.sync()
-        first = (await http.get(f"/v1/wallets/{user}/transfers", params={"limit": 2})).json()
-        rest = await http.get(
-            f"/v1/wallets/{user}/transfers", params={"after": first["next_after"], "limit": 2}
-        )
-        rows = first["transfers"] + rest.json()["transfers"]
-        assert rest.json()["next_after"] is None
-        assert [(r["kind"], r["amount"], r["balance_after"]) for r in rows] == [
-            ("purchase", 100, 100),
-            ("minutes", -30, 70),
-            ("spend", -70, 0),
-        ]
-        for bad in ({"limit": 0}, {"limit": "x"}, {"after": "bad"}):
-            r = await http.get(f"/v1/wallets/{user}/transfers", params=bad)
-            assert r.status_code == 400 and ("limit" in r.text or "after" in r.text), r.text
-        page = (await http.get(f"/v1/users/{listener}/calls", params={"limit": 1})).json()
-        assert [c["call_id"] for c in page["calls"]] == [call["call_id"]]
-        assert page["next_before"] == call["call_id"]
-        after = await http.get(
-            f"/v1/users/{listener}/calls", params={"before": page["next_before"]}
-        )
-        assert after.json() == {"calls": [], "next_before": None}
-        await engine.sync()
-        events = await http.get("/v1/events", headers={"Accept": "application/json"})
-        assert [e["type"] for e in events.json()["events"]] == [
-            "call_started",
-            "call_settled",
-            "payout_pending",  # the withdrawal
-        ]
-        for e in events.json()["events"]:  # one time format: ISO 8601, outside and inside data
-            times = [e["at"]] + [v for k, v in e["data"].items() if k.endswith("_at") and v]
-            assert all(ISO.fullmatch(t) for t in times), e
-        resumed = await http.get(
-            "/v1/events",
-            headers={"Accept": "application/json", "Last-Event-ID": "1"},
-        )
-        assert [e["type"] for e in resumed.json()["events"]] == ["call_settled", "payout_pending"]
-    assert ("POST", "/v1/calls", 201) in seen and ("GET", "/v1/calls/{call_id}", 200) in seen
-    assert ("GET", "/v1/calls/{call_id}/timeline", 200) in seen
-
-
-@pytest.mark.parametrize("hot", [True, False], ids=["hot-path", "fastapi"])
-async def test_payouts_held_paid_and_rejected_and_refunds_partial_and_full_over_http(engine, hot):
-    async with client(engine, hot=hot) as http:
-        user, listener = await people(http, 100)
-        body = {"user_id": user, "listener_id": listener}
-        call = (await http.post("/v1/calls", json=body)).json()
-        await engine.advance(3 * MIN + 1)  # four minutes: 40 coins, 400 paise
-        await http.post(f"/v1/calls/{call['call_id']}/end")
-        refunds = f"/v1/calls/{call['call_id']}/refunds"
-        part = await http.post(refunds, json={"minutes": 1, "idempotency_key": "r1"})
-        assert part.status_code == 201, part.text
-        assert (part.json()["coins"], part.json()["paise"]) == (10, 100)
-        assert ISO.fullmatch(part.json()["refunded_at"])
-        again = await http.post(refunds, json={"minutes": 1, "idempotency_key": "r1"})
-        assert again.json() == part.json()
-        more = await http.post(refunds, json={"minutes": 4, "idempotency_key": "r2"})
-        assert more.status_code == 409 and more.json()["error"]["type"] == "RefundExceedsBilled"
-        full = await http.post(refunds)  # the rest: three minutes
-        assert full.status_code == 201 and full.json()["minutes"] == 3
-        assert (await http.get(f"/v1/wallets/{user}")).json()["balance_coins"] == 100
-
-        call = (await http.post("/v1/calls", json=body)).json()
-        await engine.advance(4 * MIN + 1)  # five minutes: 500 paise
-        await http.post(f"/v1/calls/{call['call_id']}/end")
-        withdrawals = f"/v1/wallets/{listener}/withdrawals"
-        held = await http.post(withdrawals, json={"amount_paise": 300, "idempotency_key": "w1"})
-        assert held.status_code == 200, held.text
-        assert held.json()["status"] == "pending" and held.json()["earnings_paise"] == 200
-        second = await http.post(withdrawals, json={"amount_paise": 200})
-        first_id, second_id = held.json()["payout_id"], second.json()["payout_id"]
-        paid = await http.post(f"/v1/payouts/{first_id}/paid", json={"reason": "utr 81"})
-        assert paid.status_code == 200 and paid.json()["status"] == "paid", paid.text
-        assert (await http.post(f"/v1/payouts/{first_id}/paid")).json()["applied"] is False
-        wrong = await http.post(f"/v1/payouts/{first_id}/rejected")
-        assert wrong.status_code == 409 and wrong.json()["error"]["type"] == "PayoutSettled"
-        rejected = await http.post(f"/v1/payouts/{second_id}/rejected")
-        assert rejected.json()["earnings_paise"] == 200
-        page = (await http.get(f"/v1/wallets/{listener}/payouts", params={"limit": 1})).json()
-        assert [p["payout_id"] for p in page["payouts"]] == [second_id]
-        rest = await http.get(
-            f"/v1/wallets/{listener}/payouts", params={"before": page["next_before"]}
-        )
-        assert [(p["payout_id"], p["status"]) for p in rest.json()["payouts"]] == [
-            (first_id, "paid")
-        ]
-        assert ISO.fullmatch(rest.json()["payouts"][0]["settled_at"])
-        await engine.sync()
-        events = await http.get(
-            "/v1/events", params={"user_id": listener}, headers={"Accept": "application/json"}
-        )
-        kinds = [e["type"] for e in events.json()["events"] if e["call_id"] is None]
-        assert kinds == ["payout_pending", "payout_pending", "payout_paid", "payout_rejected"]
-
-
-async def test_a_bonus_that_expires_during_a_call_over_http(engine):
-    async with client(engine) as http:
-        user, listener = await people(http, 5)
-        expires = iso(engine.clock.now() + 2 * MIN + 30)
-        body = {"amount": 100, "tx_type": "bonus", "expires_at": expires}
-        bonus = await http.post(f"/v1/wallets/{user}/top-ups", json=body)
-        assert bonus.status_code == 200, bonus.text
-        wallet = (await http.get(f"/v1/wallets/{user}", params={"call_type": "audio"})).json()
-        assert wallet["buckets"] == [
-            {"bucket_id": bonus.json()["transfer_id"], "tx_type": "bonus", "coins": 100,
-             "expires_at": expires}
-        ]  # fmt: skip
-        assert wallet["minutes_affordable"] == 3  # the bucket pays minutes 1..3, not more
-        bad = await http.post(
-            f"/v1/wallets/{user}/top-ups", json={"amount": 5, "expires_at": expires}
-        )
-        assert bad.status_code == 400 and "expire" in bad.json()["error"]["message"]
-        past = await http.post(
-            f"/v1/wallets/{user}/top-ups",
-            json={"amount": 5, "tx_type": "bonus", "expires_at": iso(engine.clock.now() - 1)},
-        )
-        assert past.status_code == 400 and "expires_at" in past.json()["error"]["message"]
-        call = await http.post("/v1/calls", json={"user_id": user, "listener_id": listener})
-        assert call.json()["minutes_affordable"] == 2
-        await engine.advance(3 * MIN)
-        ended = (await http.get(f"/v1/calls/{call.json()['call_id']}")).json()
-        assert (ended["status"], ended["billed_minutes"]) == ("dropped", 3)
-        after = (await http.get(f"/v1/wallets/{user}")).json()
-        assert after["balance_coins"] == 5 and after["buckets"] == []
 
 
 # (method, path, body, status, error type, words in the message); {u} the user, {v} listener.
@@ -352,44 +172,7 @@ class TestRefusals:
             await refused_and_unchanged(http, engine, method, path, body, status, kind, words)
 
 
-async def test_fastapi_alone_refuses_every_bad_request_as_the_hot_path_does(engine):
-    # The table's routes have two adapters (engine/http_fast.py, FastAPI): the same refusals.
-    async with client(engine, hot=False) as http:
-        for case in HOSTILE:
-            await refused_and_unchanged(http, engine, *case)
-
-
-async def test_a_busy_listener_and_a_reused_key_are_409(engine):
-    async with client(engine) as http:
-        user, listener = await people(http, 100)
-        other, _ = await people(http, 100)
-        body = {"user_id": user, "listener_id": listener, "idempotency_key": "k"}
-        assert (await http.post("/v1/calls", json=body)).status_code == 201
-        busy = await http.post("/v1/calls", json={"user_id": other, "listener_id": listener})
-        assert busy.status_code == 409 and busy.json()["error"]["type"] == "PartyBusy"
-        reused = await http.post("/v1/calls", json=body | {"call_type": "video"})
-        assert reused.status_code == 409
-        assert reused.json()["error"]["type"] == "IdempotencyConflict"
-
-
-async def test_with_a_token_set_requests_need_it_and_health_does_not(engine):
-    async with client(engine, token="s3cret") as http:
-        assert (await http.get("/healthz")).status_code == 200
-        assert (await http.get("/docs")).status_code == 200
-        denied = await http.post("/v1/users", json={"name": "a"})
-        assert denied.status_code == 401 and denied.json()["error"]["type"] == "Unauthorized"
-        assert "s3cret" not in denied.text
-        wrong = await http.post(
-            "/v1/users", json={"name": "a"}, headers={"Authorization": "Bearer nope"}
-        )
-        assert wrong.status_code == 401
-        ok = await http.post(
-            "/v1/users", json={"name": "a"}, headers={"Authorization": "Bearer s3cret"}
-        )
-        assert ok.status_code == 201
-
-
-async def test_an_engine_that_cannot_answer_is_503_with_retry_after(engine):
+async def test_an_engine_that_cannot_answer_is_503_with_retry_after():
     from engine import EngineUnavailable
 
     async def away():
@@ -457,3 +240,232 @@ def call_start(call: dict) -> float:
     import datetime as dt
 
     return dt.datetime.fromisoformat(call["connected_at"]).timestamp()
+
+
+@pytest.mark.parametrize("shared_engine", ["sharded"], indirect=True, scope="class")
+@pytest.mark.xdist_group("http_scenarios")  # in a row on one worker: one engine per placement
+class TestHttpOnOneEngine(OnOneEngine):
+    """Scenarios on one engine per placement, each with people of its own."""
+
+    @pytest.mark.parametrize("hot", [True, False], ids=["hot-path", "fastapi"])
+    async def test_a_call_over_http_from_start_to_withdrawal(self, engine, hot):
+        seen: list = []
+        async with client(engine, seen=seen, hot=hot) as http:
+            assert (await http.get("/healthz")).json() == {"status": "ok"}
+            ready = await http.get("/readyz")
+            assert ready.status_code == 200 and ready.json()["checks"] == {
+                "writer": "ok",
+                "postgres": "ok",
+                "redis": "ok",
+            }
+            user, listener = await people(http, 100)
+            before = (await http.get(f"/v1/wallets/{user}", params={"call_type": "video"})).json()
+            assert before["minutes_affordable"] == 1  # 100 coins, 60 a minute
+            assert (await http.get(f"/v1/wallets/{user}")).json()["minutes_affordable"] is None
+            bad = await http.get(f"/v1/wallets/{user}", params={"call_type": "fax"})
+            assert bad.status_code == 400 and "call_type" in bad.json()["error"]["message"]
+            body = {"user_id": user, "listener_id": listener, "idempotency_key": "c1"}
+            r = await http.post("/v1/calls", json=body)
+            assert r.status_code == 201, r.text
+            call = r.json()
+            assert call["minutes_affordable"] == 9  # 90 coins left, 10 a minute
+            again = await http.post("/v1/calls", json=body)  # a retry: the same call
+            assert again.json()["call_id"] == call["call_id"]
+            assert (await http.post(f"/v1/presence/{user}/heartbeat")).json() == {"online": True}
+            await engine.advance(2 * MIN)
+            live = (await http.get(f"/v1/calls/{call['call_id']}")).json()
+            assert live["billed_minutes"] == 3 and live["status"] == "ongoing"
+            assert live["minutes_affordable"] == 7 and live["paid_until"] == iso(
+                call_start(call) + 10 * MIN  # minutes 1..10 paid: the drop is at minute 11's start
+            )
+            end = await http.post(f"/v1/calls/{call['call_id']}/end", json={"reason": "hangup"})
+            assert end.json()["billed_minutes"] == 3 and end.json()["status"] == "completed"
+            assert (await http.post(f"/v1/calls/{call['call_id']}/end")).json() == end.json()
+            timeline = (await http.get(f"/v1/calls/{call['call_id']}/timeline")).json()
+            assert [m["minute"] for m in timeline["minutes"]] == [1, 2, 3]
+            assert [m["balance_after_coins"] for m in timeline["minutes"]] == [90, 80, 70]
+            assert timeline["end"]["rule"].startswith("hung up at ")
+            assert ISO.fullmatch(timeline["minutes"][0]["committed_at"]), timeline["minutes"][0]
+            assert timeline["call"] == live | {
+                k: end.json()[k] for k in ("status", "end_reason")
+            } | {
+                "ended_at": end.json()["ended_at"],
+                "next_tick_at": None,
+                "minutes_affordable": None,
+                "paid_until": None,
+            }
+            assert (await http.get(f"/v1/wallets/{user}")).json()["balance_coins"] == 70
+            paid = (await http.get(f"/v1/wallets/{listener}")).json()["earnings_paise"]
+            out = await http.post(
+                f"/v1/wallets/{listener}/withdrawals",
+                json={"amount_paise": paid, "idempotency_key": "w1"},
+            )
+            assert out.status_code == 200 and out.json()["earnings_paise"] == 0
+            spend = await http.post(f"/v1/wallets/{user}/spends", json={"amount": 70})
+            assert spend.json()["balance_coins"] == 0
+            await engine.sync()
+            first = (await http.get(f"/v1/wallets/{user}/transfers", params={"limit": 2})).json()
+            rest = await http.get(
+                f"/v1/wallets/{user}/transfers", params={"after": first["next_after"], "limit": 2}
+            )
+            rows = first["transfers"] + rest.json()["transfers"]
+            assert rest.json()["next_after"] is None
+            assert [(r["kind"], r["amount"], r["balance_after"]) for r in rows] == [
+                ("purchase", 100, 100),
+                ("minutes", -30, 70),
+                ("spend", -70, 0),
+            ]
+            for bad in ({"limit": 0}, {"limit": "x"}, {"after": "bad"}):
+                r = await http.get(f"/v1/wallets/{user}/transfers", params=bad)
+                assert r.status_code == 400 and ("limit" in r.text or "after" in r.text), r.text
+            page = (await http.get(f"/v1/users/{listener}/calls", params={"limit": 1})).json()
+            assert [c["call_id"] for c in page["calls"]] == [call["call_id"]]
+            assert page["next_before"] == call["call_id"]
+            after = await http.get(
+                f"/v1/users/{listener}/calls", params={"before": page["next_before"]}
+            )
+            assert after.json() == {"calls": [], "next_before": None}
+            await engine.sync()
+            mine = {"user_id": listener}  # the engine is shared: this test's listener's events
+            events = await http.get(
+                "/v1/events", params=mine, headers={"Accept": "application/json"}
+            )
+            assert [e["type"] for e in events.json()["events"]] == [
+                "call_started",
+                "call_settled",
+                "payout_pending",  # the withdrawal
+            ]
+            for e in events.json()["events"]:  # one time format: ISO 8601, outside and inside data
+                times = [e["at"]] + [v for k, v in e["data"].items() if k.endswith("_at") and v]
+                assert all(ISO.fullmatch(t) for t in times), e
+            first = str(events.json()["events"][0]["id"])
+            resumed = await http.get(
+                "/v1/events",
+                params=mine,
+                headers={"Accept": "application/json", "Last-Event-ID": first},
+            )
+            assert [e["type"] for e in resumed.json()["events"]] == [
+                "call_settled",
+                "payout_pending",
+            ]
+        assert ("POST", "/v1/calls", 201) in seen and ("GET", "/v1/calls/{call_id}", 200) in seen
+        assert ("GET", "/v1/calls/{call_id}/timeline", 200) in seen
+
+    @pytest.mark.parametrize("hot", [True, False], ids=["hot-path", "fastapi"])
+    async def test_payouts_held_paid_and_rejected_and_refunds_partial_and_full_over_http(
+        self, engine, hot
+    ):
+        async with client(engine, hot=hot) as http:
+            user, listener = await people(http, 100)
+            body = {"user_id": user, "listener_id": listener}
+            call = (await http.post("/v1/calls", json=body)).json()
+            await engine.advance(3 * MIN + 1)  # four minutes: 40 coins, 400 paise
+            await http.post(f"/v1/calls/{call['call_id']}/end")
+            refunds = f"/v1/calls/{call['call_id']}/refunds"
+            part = await http.post(refunds, json={"minutes": 1, "idempotency_key": "r1"})
+            assert part.status_code == 201, part.text
+            assert (part.json()["coins"], part.json()["paise"]) == (10, 100)
+            assert ISO.fullmatch(part.json()["refunded_at"])
+            again = await http.post(refunds, json={"minutes": 1, "idempotency_key": "r1"})
+            assert again.json() == part.json()
+            more = await http.post(refunds, json={"minutes": 4, "idempotency_key": "r2"})
+            assert more.status_code == 409 and more.json()["error"]["type"] == "RefundExceedsBilled"
+            full = await http.post(refunds)  # the rest: three minutes
+            assert full.status_code == 201 and full.json()["minutes"] == 3
+            assert (await http.get(f"/v1/wallets/{user}")).json()["balance_coins"] == 100
+
+            call = (await http.post("/v1/calls", json=body)).json()
+            await engine.advance(4 * MIN + 1)  # five minutes: 500 paise
+            await http.post(f"/v1/calls/{call['call_id']}/end")
+            withdrawals = f"/v1/wallets/{listener}/withdrawals"
+            held = await http.post(withdrawals, json={"amount_paise": 300, "idempotency_key": "w1"})
+            assert held.status_code == 200, held.text
+            assert held.json()["status"] == "pending" and held.json()["earnings_paise"] == 200
+            second = await http.post(withdrawals, json={"amount_paise": 200})
+            first_id, second_id = held.json()["payout_id"], second.json()["payout_id"]
+            paid = await http.post(f"/v1/payouts/{first_id}/paid", json={"reason": "utr 81"})
+            assert paid.status_code == 200 and paid.json()["status"] == "paid", paid.text
+            assert (await http.post(f"/v1/payouts/{first_id}/paid")).json()["applied"] is False
+            wrong = await http.post(f"/v1/payouts/{first_id}/rejected")
+            assert wrong.status_code == 409 and wrong.json()["error"]["type"] == "PayoutSettled"
+            rejected = await http.post(f"/v1/payouts/{second_id}/rejected")
+            assert rejected.json()["earnings_paise"] == 200
+            page = (await http.get(f"/v1/wallets/{listener}/payouts", params={"limit": 1})).json()
+            assert [p["payout_id"] for p in page["payouts"]] == [second_id]
+            rest = await http.get(
+                f"/v1/wallets/{listener}/payouts", params={"before": page["next_before"]}
+            )
+            assert [(p["payout_id"], p["status"]) for p in rest.json()["payouts"]] == [
+                (first_id, "paid")
+            ]
+            assert ISO.fullmatch(rest.json()["payouts"][0]["settled_at"])
+            await engine.sync()
+            events = await http.get(
+                "/v1/events", params={"user_id": listener}, headers={"Accept": "application/json"}
+            )
+            kinds = [e["type"] for e in events.json()["events"] if e["call_id"] is None]
+            assert kinds == ["payout_pending", "payout_pending", "payout_paid", "payout_rejected"]
+
+    async def test_a_bonus_that_expires_during_a_call_over_http(self, engine):
+        async with client(engine) as http:
+            user, listener = await people(http, 5)
+            expires = iso(engine.clock.now() + 2 * MIN + 30)
+            body = {"amount": 100, "tx_type": "bonus", "expires_at": expires}
+            bonus = await http.post(f"/v1/wallets/{user}/top-ups", json=body)
+            assert bonus.status_code == 200, bonus.text
+            wallet = (await http.get(f"/v1/wallets/{user}", params={"call_type": "audio"})).json()
+            assert wallet["buckets"] == [
+                {"bucket_id": bonus.json()["transfer_id"], "tx_type": "bonus", "coins": 100,
+                 "expires_at": expires}
+            ]  # fmt: skip
+            assert wallet["minutes_affordable"] == 3  # the bucket pays minutes 1..3, not more
+            bad = await http.post(
+                f"/v1/wallets/{user}/top-ups", json={"amount": 5, "expires_at": expires}
+            )
+            assert bad.status_code == 400 and "expire" in bad.json()["error"]["message"]
+            past = await http.post(
+                f"/v1/wallets/{user}/top-ups",
+                json={"amount": 5, "tx_type": "bonus", "expires_at": iso(engine.clock.now() - 1)},
+            )
+            assert past.status_code == 400 and "expires_at" in past.json()["error"]["message"]
+            call = await http.post("/v1/calls", json={"user_id": user, "listener_id": listener})
+            assert call.json()["minutes_affordable"] == 2
+            await engine.advance(3 * MIN)
+            ended = (await http.get(f"/v1/calls/{call.json()['call_id']}")).json()
+            assert (ended["status"], ended["billed_minutes"]) == ("dropped", 3)
+            after = (await http.get(f"/v1/wallets/{user}")).json()
+            assert after["balance_coins"] == 5 and after["buckets"] == []
+
+    async def test_fastapi_alone_refuses_every_bad_request_as_the_hot_path_does(self, engine):
+        # The table's routes have two adapters (engine/http_fast.py, FastAPI): the same refusals.
+        async with client(engine, hot=False) as http:
+            for case in HOSTILE:
+                await refused_and_unchanged(http, engine, *case)
+
+    async def test_a_busy_listener_and_a_reused_key_are_409(self, engine):
+        async with client(engine) as http:
+            user, listener = await people(http, 100)
+            other, _ = await people(http, 100)
+            body = {"user_id": user, "listener_id": listener, "idempotency_key": "k"}
+            assert (await http.post("/v1/calls", json=body)).status_code == 201
+            busy = await http.post("/v1/calls", json={"user_id": other, "listener_id": listener})
+            assert busy.status_code == 409 and busy.json()["error"]["type"] == "PartyBusy"
+            reused = await http.post("/v1/calls", json=body | {"call_type": "video"})
+            assert reused.status_code == 409
+            assert reused.json()["error"]["type"] == "IdempotencyConflict"
+
+    async def test_with_a_token_set_requests_need_it_and_health_does_not(self, engine):
+        async with client(engine, token="s3cret") as http:
+            assert (await http.get("/healthz")).status_code == 200
+            assert (await http.get("/docs")).status_code == 200
+            denied = await http.post("/v1/users", json={"name": "a"})
+            assert denied.status_code == 401 and denied.json()["error"]["type"] == "Unauthorized"
+            assert "s3cret" not in denied.text
+            wrong = await http.post(
+                "/v1/users", json={"name": "a"}, headers={"Authorization": "Bearer nope"}
+            )
+            assert wrong.status_code == 401
+            ok = await http.post(
+                "/v1/users", json={"name": "a"}, headers={"Authorization": "Bearer s3cret"}
+            )
+            assert ok.status_code == 201

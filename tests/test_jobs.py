@@ -10,7 +10,7 @@ from actors import InsufficientCoins, PartyBusy
 from engine.api import Engine
 from persistence import keys
 from persistence.badges import BadgeThresholds
-from tests.conftest import PLACEMENTS, engine_config
+from tests.conftest import PLACEMENTS, OnOneEngine, engine_config
 from tests.helpers import audit_violations, eventually
 from tests.test_engine import MIN, db, pair
 
@@ -74,47 +74,6 @@ async def test_a_hang_up_racing_the_cleanup_job_settles_once(engine):
     assert await audit_violations(await db(engine)) == {}
 
 
-async def test_overlapping_deduction_runs_charge_each_minute_once(engine):
-    user, listener = await pair(engine, 1000)
-    call = await engine.start_call(user, listener)
-    engine.clock.advance(5 * MIN)  # time moves; nothing billed yet
-    await asyncio.gather(
-        engine.bill_due(),
-        engine.bill_due(),
-        engine.bill_call(call["call_id"]),
-        engine.run_job("deduct"),
-    )
-    await engine.sync()
-    assert (await engine.get_call(call["call_id"]))["billed_minutes"] == 6
-    assert (await engine.balance(user))["balance_coins"] == 940
-    assert await audit_violations(await db(engine)) == {}
-
-
-async def test_one_low_balance_notice_per_call(engine):
-    r = aioredis.Redis.from_url(engine.redis_url, decode_responses=True)
-    sub = r.pubsub()
-    await sub.subscribe(keys.low_balance_channel(engine.redis_url))
-    user, listener = await pair(engine, 50)  # five minutes
-    call = await engine.start_call(user, listener)
-    for _ in range(3):
-        await engine.advance(MIN)  # 40 coins left, then 30, then 20: 2 minutes left
-    await engine.advance(MIN)
-
-    async def notices():
-        out = []
-        while m := await sub.get_message(ignore_subscribe_messages=True, timeout=0.2):
-            out.append(json.loads(m["data"]))
-        return out
-
-    got = await eventually(notices, what="a low-balance notice")
-    await asyncio.sleep(0.3)
-    got += await notices()
-    await sub.aclose()
-    await r.aclose()
-    assert len(got) == 1
-    assert got[0]["call_id"] == call["call_id"] and got[0]["minutes_left"] <= 2
-
-
 @pytest.mark.parametrize("placement", PLACEMENTS)
 async def test_a_users_balance_never_goes_below_zero_under_concurrent_calls(
     placement, services, pool, ray_session
@@ -137,25 +96,6 @@ async def test_a_users_balance_never_goes_below_zero_under_concurrent_calls(
         assert await audit_violations(pool) == {}
     finally:
         await engine.stop()
-
-
-async def test_earnings_are_paise_never_coins(engine):
-    from background_tasks.services.call_service import update_user_coin_balance
-
-    user, listener = await pair(engine, 100)
-    call = await engine.start_call(user, listener)
-    await engine.advance(MIN)
-    await engine.end_call(call["call_id"])
-    assert await engine.balance(listener) == {
-        "user_id": listener,
-        "balance_coins": 0,
-        "earnings_paise": 200,
-        "buckets": [],
-        "minutes_affordable": None,
-    }
-    with pytest.raises(ValueError, match="never coins"):
-        await update_user_coin_balance(listener, 100, operation="add", tx_type="earn")
-    assert (await engine.balance(listener))["balance_coins"] == 0
 
 
 @pytest.mark.parametrize("placement", ["sharded", "actor-per-call"])
@@ -181,15 +121,6 @@ async def test_badges_fix_the_rate_of_calls_that_start_the_next_day(
         assert (again["tier"], again["rate_paise"]) == ("gold", 180)
     finally:
         await engine.stop()
-
-
-async def test_a_second_call_to_a_busy_listener_is_refused(engine):
-    user, listener = await pair(engine, 100)
-    other = await engine.create_user("c")
-    await engine.top_up(other, 100)
-    await engine.start_call(user, listener)
-    with pytest.raises(PartyBusy):
-        await engine.start_call(other, listener)
 
 
 async def test_scheduler_runs_jobs_as_ray_tasks_one_at_a_time(services, pool, ray_session):
@@ -253,3 +184,74 @@ async def test_a_missed_daily_badge_run_is_made_up_and_only_once(services, pool,
         assert not await later.badges_missed()  # today's run is not due yet
     finally:
         await later.stop()
+
+
+@pytest.mark.xdist_group("jobs_scenarios")  # in a row on one worker: one engine per placement
+class TestJobsOnOneEngine(OnOneEngine):
+    """Scenarios on one engine per placement, each with people of its own."""
+
+    async def test_overlapping_deduction_runs_charge_each_minute_once(self, engine):
+        user, listener = await pair(engine, 1000)
+        call = await engine.start_call(user, listener)
+        engine.clock.advance(5 * MIN)  # time moves; nothing billed yet
+        await asyncio.gather(
+            engine.bill_due(),
+            engine.bill_due(),
+            engine.bill_call(call["call_id"]),
+            engine.run_job("deduct"),
+        )
+        await engine.sync()
+        assert (await engine.get_call(call["call_id"]))["billed_minutes"] == 6
+        assert (await engine.balance(user))["balance_coins"] == 940
+        assert await audit_violations(await db(engine)) == {}
+
+    async def test_one_low_balance_notice_per_call(self, engine):
+        r = aioredis.Redis.from_url(engine.redis_url, decode_responses=True)
+        sub = r.pubsub()
+        await sub.subscribe(keys.low_balance_channel(engine.redis_url))
+        user, listener = await pair(engine, 50)  # five minutes
+        call = await engine.start_call(user, listener)
+        for _ in range(3):
+            await engine.advance(MIN)  # 40 coins left, then 30, then 20: 2 minutes left
+        await engine.advance(MIN)
+
+        async def notices():
+            out = []
+            while m := await sub.get_message(ignore_subscribe_messages=True, timeout=0.2):
+                notice = json.loads(m["data"])
+                if notice["call_id"] == call["call_id"]:  # the engine is shared
+                    out.append(notice)
+            return out
+
+        got = await eventually(notices, what="a low-balance notice")
+        await asyncio.sleep(0.3)
+        got += await notices()
+        await sub.aclose()
+        await r.aclose()
+        assert len(got) == 1 and got[0]["minutes_left"] <= 2
+
+    async def test_earnings_are_paise_never_coins(self, engine):
+        from background_tasks.services.call_service import update_user_coin_balance
+
+        user, listener = await pair(engine, 100)
+        call = await engine.start_call(user, listener)
+        await engine.advance(MIN)
+        await engine.end_call(call["call_id"])
+        assert await engine.balance(listener) == {
+            "user_id": listener,
+            "balance_coins": 0,
+            "earnings_paise": 200,
+            "buckets": [],
+            "minutes_affordable": None,
+        }
+        with pytest.raises(ValueError, match="never coins"):
+            await update_user_coin_balance(listener, 100, operation="add", tx_type="earn")
+        assert (await engine.balance(listener))["balance_coins"] == 0
+
+    async def test_a_second_call_to_a_busy_listener_is_refused(self, engine):
+        user, listener = await pair(engine, 100)
+        other = await engine.create_user("c")
+        await engine.top_up(other, 100)
+        await engine.start_call(user, listener)
+        with pytest.raises(PartyBusy):
+            await engine.start_call(other, listener)
