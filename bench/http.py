@@ -40,6 +40,7 @@ WARM_CONCURRENCY = 50  # the untimed first read of each person
 WRK_THREADS_MAX = 2  # this machine's cores: more threads only take turns
 WRK_RUN_S_MAX = 120  # a row that has not finished by then is cut (and says so)
 WRK_TIMEOUT_S = 10  # a request unanswered this long counts as a socket error
+WRK_STOP_S_MAX = 30  # after its first SIGINT, wrk has this long to print its summary and exit
 SERVER_START_S_MAX = 60
 LUA = os.path.join(os.path.dirname(__file__), "http_load.lua")
 
@@ -78,9 +79,7 @@ def run_wrk(url: str, kind: str, requests: int, concurrency: int, env: dict) -> 
         if proc.poll() is not None:
             break
         time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        proc.send_signal(signal.SIGINT)  # wrk prints its summary on SIGINT
-    stdout, stderr = proc.communicate(timeout=30)
+    stdout, stderr = interrupt(proc)
     lines = [x for x in stdout.splitlines() if x.startswith("{")]
     if not lines:
         raise RuntimeError(f"wrk gave no result: {stdout[-500:]} {stderr[-500:]}")
@@ -131,6 +130,26 @@ def _row(path: str, kind: str, concurrency: int, result: dict, watch: RssWatch) 
         "load": "wrk",
     }
     return run
+
+
+def interrupt(proc: subprocess.Popen) -> tuple[str, str]:
+    """wrk's output once SIGINT ended it (it prints its summary then). A SIGINT that lands
+    after wrk set its handler but before its main thread began to sleep out `-d` only sets a
+    flag, and wrk would sleep on (CI saw it): SIGINT is sent again each second until wrk exits,
+    for at most WRK_STOP_S_MAX, then it is killed and that is an error."""
+    deadline = time.monotonic() + WRK_STOP_S_MAX
+    while True:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGINT)
+        try:
+            return proc.communicate(timeout=1)
+        except subprocess.TimeoutExpired:
+            if time.monotonic() > deadline:
+                proc.kill()
+                proc.communicate()
+                raise RuntimeError(
+                    f"wrk did not stop within {WRK_STOP_S_MAX} s of SIGINT: {proc.args}"
+                ) from None
 
 
 async def one_path(url: str, path: str, people: People, n: int, c: int, watch) -> list[Run]:

@@ -39,3 +39,43 @@ def test_http_rows_stand_beside_the_older_app_and_serves_floor(tmp_path):
         assert r["call_minutes_per_s"] > 0 and r["tick_to_commit_ms_p99"] > 0, r
     assert "x seed_http" in done.stdout and "x serve_floor" in done.stdout
     assert "http_requests" in done.stdout and "…" not in done.stdout  # whole, when piped
+
+
+def test_wrk_is_stopped_even_when_its_first_sigint_only_set_a_flag(monkeypatch):
+    """wrk's SIGINT handler only sets a flag: one that lands before its main thread sleeps out
+    `-d` is not seen (CI saw wrk sleep on). A stand-in that ignores the first SIGINT as wrk
+    then does is stopped by the next; one that never stops is killed in bounded time."""
+    import subprocess
+    import sys
+
+    from bench import http
+
+    # Exits on its second SIGINT, printing how many it got.
+    stubborn = (
+        "import signal, sys, time\n"
+        "got = []\n"
+        "def on_int(*_):\n"
+        "    got.append(1)\n"
+        "    if len(got) == 2:\n"
+        "        print('summary', len(got), flush=True); sys.exit(0)\n"
+        "signal.signal(signal.SIGINT, on_int)\n"
+        "print('ready', flush=True)\n"
+        "while True: time.sleep(0.05)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", stubborn], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "ready\n"
+    out, _ = http.interrupt(proc)
+    assert out == "summary 2\n" and proc.returncode == 0
+
+    never = (
+        "import signal, time\n"
+        "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", never], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "ready\n"
+    monkeypatch.setattr(http, "WRK_STOP_S_MAX", 2)
+    with pytest.raises(RuntimeError, match="did not stop within 2 s of SIGINT"):
+        http.interrupt(proc)
+    assert proc.poll() is not None  # killed, not left sleeping
