@@ -32,6 +32,22 @@ assert PLACEMENTS and set(PLACEMENTS) <= {"sharded", "actor-per-call"}, PLACEMEN
 os.environ.setdefault("RAY_enable_metrics_collection", "0")
 
 
+def pytest_collection_finish(session):
+    """`--dist loadgroup` keeps the tests of an `xdist_group` on one worker, in a row (a class's
+    shared engine is built once, the end-to-end tests run one at a time) by a suffix it adds to
+    their node ids; a pytest on which that suffix does not take (9.2 with pytest-xdist 3.8)
+    would silently split them."""
+    if not getattr(session.config.option, "loadgroup", False):
+        return
+    lost = [i.nodeid for i in session.items if i.get_closest_marker("xdist_group")]
+    lost = [nodeid for nodeid in lost if "@" not in nodeid]
+    if lost:
+        raise pytest.UsageError(
+            f"xdist_group has no effect on this pytest ({pytest.__version__}): {lost[0]} "
+            "would not stay on its group's worker"
+        )
+
+
 @dataclass
 class Services:
     database_url: str
