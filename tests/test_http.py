@@ -243,7 +243,7 @@ def call_start(call: dict) -> float:
 
 
 @pytest.mark.parametrize("shared_engine", ["sharded"], indirect=True, scope="class")
-@pytest.mark.xdist_group("http_scenarios")  # in a row on one worker: one engine per placement
+@pytest.mark.xdist_group("http_scenarios")  # in a row on one worker: one engine
 class TestHttpOnOneEngine(OnOneEngine):
     """Scenarios on one engine per placement, each with people of its own."""
 
