@@ -39,8 +39,11 @@ def pytest_collection_finish(session):
     would silently split them."""
     if not getattr(session.config.option, "loadgroup", False):
         return
-    lost = [i.nodeid for i in session.items if i.get_closest_marker("xdist_group")]
-    lost = [nodeid for nodeid in lost if "@" not in nodeid]
+    lost = [
+        i.nodeid
+        for i in session.items
+        if i.get_closest_marker("xdist_group") and "@" not in i.nodeid
+    ]
     if lost:
         raise pytest.UsageError(
             f"xdist_group has no effect on this pytest ({pytest.__version__}): {lost[0]} "
@@ -160,18 +163,17 @@ async def quiet(eng) -> None:
     an actor it killed may still be restarting, which is the retryable error (CI saw a tick of
     a call whose payer was restarting reach the next test's `advance`): retried, bounded."""
     from engine import EngineUnavailable
+    from tests.helpers import eventually
 
-    for _ in range(QUIET_TRIES_MAX):
+    async def settled() -> bool:
         try:
             await eng.advance(0)
             await eng.sync()
-            return
         except EngineUnavailable:
-            await asyncio.sleep(0.1)
-    raise AssertionError(f"the shared engine was not quiet after {QUIET_TRIES_MAX} tries")
+            return False
+        return True
 
-
-QUIET_TRIES_MAX = 200
+    await eventually(settled, what="the shared engine quiet after its test")
 
 
 class OnOneEngine:
@@ -179,8 +181,8 @@ class OnOneEngine:
     (`shared_engine`): each test makes people of its own and asserts on them alone, never on
     a count over the whole database. Its `engine` is the shared one; after each test everything
     is committed and what it left idle retired, as an engine's keeper does on a real clock; its
-    `pool` is that engine's,
-    not cleaned. Mark the subclass with an `xdist_group` of its own, so its tests run in a row."""
+    `pool` is that engine's, not cleaned. Mark the subclass with an `xdist_group` of its own, so
+    its tests run in a row."""
 
     @pytest.fixture
     async def engine(self, shared_engine):

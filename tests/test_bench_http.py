@@ -50,6 +50,11 @@ def test_wrk_is_stopped_even_when_its_first_sigint_only_set_a_flag(monkeypatch):
 
     from bench import http
 
+    def started(script: str) -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline() == "ready\n"  # its handler is set
+        return proc
+
     # Exits on its second SIGINT, printing how many it got.
     stubborn = (
         "import signal, sys, time\n"
@@ -62,8 +67,7 @@ def test_wrk_is_stopped_even_when_its_first_sigint_only_set_a_flag(monkeypatch):
         "print('ready', flush=True)\n"
         "while True: time.sleep(0.05)\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", stubborn], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline() == "ready\n"
+    proc = started(stubborn)
     out, _ = http.interrupt(proc)
     assert out == "summary 2\n" and proc.returncode == 0
 
@@ -73,8 +77,7 @@ def test_wrk_is_stopped_even_when_its_first_sigint_only_set_a_flag(monkeypatch):
         "print('ready', flush=True)\n"
         "time.sleep(60)\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", never], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline() == "ready\n"
+    proc = started(never)
     monkeypatch.setattr(http, "WRK_STOP_S_MAX", 2)
     with pytest.raises(RuntimeError, match="did not stop within 2 s of SIGINT"):
         http.interrupt(proc)
