@@ -61,7 +61,12 @@ class EngineLifecycle:
         from engine.runtime import cluster
 
         cfg = self.config
-        joined = cluster.join(cfg.ray_address, cfg.namespace, cfg.data_dir, cfg.dashboard)
+        found = cluster.find(cfg.ray_address, cfg.namespace, cfg.data_dir)
+        if found.via == "own" and cfg.database_url is not None and not attach_only:
+            # No cluster to join, so this engine starts one: a database it cannot reach is
+            # refused (EngineUnavailable naming it) before a Ray is started for nothing.
+            await get_pool(cfg.database_url)
+        joined = cluster.join(None, cfg.namespace, cfg.data_dir, cfg.dashboard, found)
         self._started_ray = joined.started
         self._own_ray = joined.via == "own"
         if joined.namespace != cfg.namespace:

@@ -123,6 +123,8 @@ async def main():
         print("connection error:", e)
 
 asyncio.run(main())
+import ray
+print("ray started", ray.is_initialized())
 """
 
 
@@ -154,7 +156,7 @@ def test_a_plain_script_with_nothing_running_starts_an_engine_on_embedded_defaul
     before = embedded_servers()
     out = plain_script({"BILLING_DATA_DIR": str(tmp_path)})
     assert out.returncode == 0, out.stderr
-    assert "online 0" in out.stdout
+    assert "online 0" in out.stdout and "ray started True" in out.stdout
     assert "badges {'total_listeners': 0, 'basic_assigned': 0" in out.stdout
     assert (tmp_path / "pg").is_dir()
     # The script never stopped its engine: its embedded servers stopped with it all the same.
@@ -172,6 +174,7 @@ def test_a_plain_script_gets_connection_error_when_postgres_is_away(tmp_path):
     expected = "connection error: cannot reach PostgreSQL at postgresql://billing:***@127.0.0.1:1/x"
     assert expected in out.stdout, out.stdout + out.stderr
     assert "s3cret" not in out.stdout + out.stderr
+    assert "ray started False" in out.stdout  # refused before a Ray was started for nothing
 
 
 def with_password(url: str, password: str) -> str:

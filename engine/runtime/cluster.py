@@ -55,21 +55,45 @@ class Joined:
     via: str
 
 
-def join(
-    address: str | None, namespace: str, data_dir: str | None = None, dashboard: bool = False
-) -> Joined:
-    """Join the cluster a billing engine runs in, one way for every client: the `address`
-    given (RAY_ADDRESS or --address), else the engine recorded in `data_dir/engine.json` by
-    the process that started it (its namespace too), else a local Ray of our own. Never a
-    cluster found by chance. An address that does not answer within CONNECT_TIMEOUT_S is an
-    `EngineUnavailable` naming it. A Ray of our own runs Ray's dashboard if `dashboard`."""
+@dataclass(frozen=True)
+class Found:
+    """Where `join` would go: the cluster's `address` (None: a local Ray of our own), the
+    `namespace`, and `via` ("given", "record", "own", "already")."""
+
+    address: str | None
+    namespace: str
+    via: str
+
+
+def find(address: str | None, namespace: str, data_dir: str | None = None) -> Found:
+    """The cluster a billing engine runs in, one way for every client: this process's Ray if
+    it has joined one, the `address` given (RAY_ADDRESS or --address), else the engine recorded
+    in `data_dir/engine.json` by the process that started it (its namespace too), else a local
+    Ray of our own. Never a cluster found by chance."""
     if ray.is_initialized():
-        return Joined(False, _current_address(), namespace, "already")
-    via = "given"
-    if not address and data_dir is not None:
-        record = recorded(data_dir)
-        if record is not None:
-            address, namespace, via = record["ray_address"], record["namespace"], "record"
+        return Found(_current_address(), namespace, "already")
+    if address:
+        return Found(address, namespace, "given")
+    record = recorded(data_dir) if data_dir is not None else None
+    if record is not None:
+        return Found(record["ray_address"], record["namespace"], "record")
+    return Found(None, namespace, "own")
+
+
+def join(
+    address: str | None,
+    namespace: str,
+    data_dir: str | None = None,
+    dashboard: bool = False,
+    found: Found | None = None,
+) -> Joined:
+    """Join the cluster `find` names (or `found`, if the caller found it already). An address
+    that does not answer within CONNECT_TIMEOUT_S is an `EngineUnavailable` naming it. A Ray
+    of our own runs Ray's dashboard if `dashboard`."""
+    where = found or find(address, namespace, data_dir)
+    address, namespace, via = where.address, where.namespace, where.via
+    if via == "already":
+        return Joined(False, address, namespace, via)
     if address:
         if address != "auto" and not reachable(address):
             raise EngineUnavailable(f"cannot reach the Ray cluster at {address}")
