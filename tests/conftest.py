@@ -108,22 +108,18 @@ async def pool(services):
 @pytest.fixture(scope="session")
 def ray_session():
     import ray
-    from ray._private import node
+
+    from engine.runtime.cluster import no_log_monitor
 
     if not ray.is_initialized():
-        # The log monitor tails every worker's log files ten times a second to forward them to
-        # the driver; with log_to_driver=False nothing reads what it sends, and with hundreds
-        # of actors' files by the end of a run it took 84 CPU-s of one (Ray 2's `ray.init` has
-        # no switch for it; `ray start --include-log-monitor=false` has).
-        if hasattr(node.Node, "start_log_monitor"):
-            node.Node.start_log_monitor = lambda self: None
-        ray.init(
-            address="local",  # never a cluster another test (or a user) started with `ray start`
-            num_cpus=2,
-            namespace="billing",
-            include_dashboard=False,
-            log_to_driver=False,
-        )
+        with no_log_monitor():  # log_to_driver=False: nothing reads what it would forward
+            ray.init(
+                address="local",  # never a cluster another test or a user started (`ray start`)
+                num_cpus=2,
+                namespace="billing",
+                include_dashboard=False,
+                log_to_driver=False,
+            )
     yield ray
     ray.shutdown()
 

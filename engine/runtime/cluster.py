@@ -80,6 +80,26 @@ def find(address: str | None, namespace: str, data_dir: str | None = None) -> Fo
     return Found(None, namespace, "own")
 
 
+@contextlib.contextmanager
+def no_log_monitor():
+    """A local Ray started inside starts no log monitor. It tails every worker's log files ten
+    times a second to forward their lines to the driver; with `log_to_driver=False` nothing
+    reads them, and with hundreds of actors' files it took 84 CPU-s of one test run. Ray 2's
+    `ray.init` has no switch for it (`ray start --include-log-monitor=false` has); where the
+    Ray at hand has no such step, this changes nothing."""
+    from ray._private import node
+
+    start = getattr(node.Node, "start_log_monitor", None)
+    if start is None:
+        yield
+        return
+    node.Node.start_log_monitor = lambda self: None
+    try:
+        yield
+    finally:
+        node.Node.start_log_monitor = start
+
+
 def join(
     address: str | None,
     namespace: str,
@@ -106,13 +126,15 @@ def join(
         )
         return Joined(True, _current_address(), namespace, via)
     global _dashboard_url
-    context = ray.init(
-        address="local",
-        namespace=namespace,
-        include_dashboard=dashboard,
-        logging_level=logging.WARNING,
-        log_to_driver=os.environ.get("BILLING_LOG_ACTORS") == "1",
-    )
+    to_driver = os.environ.get("BILLING_LOG_ACTORS") == "1"
+    with contextlib.nullcontext() if to_driver else no_log_monitor():
+        context = ray.init(
+            address="local",
+            namespace=namespace,
+            include_dashboard=dashboard,
+            logging_level=logging.WARNING,
+            log_to_driver=to_driver,
+        )
     _dashboard_url = getattr(context, "dashboard_url", None) or None
     return Joined(True, _current_address(), namespace, "own")
 
