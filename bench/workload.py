@@ -63,7 +63,7 @@ class CpuWatch:
     counts what none of them names."""
 
     def __init__(self, engine_pids: dict[int, str]) -> None:
-        self.pids = {os.getpid(): "driver (load and Engine client)"} | dict(engine_pids)
+        self.pids = {os.getpid(): DRIVER} | dict(engine_pids)
 
     def _labelled(self) -> dict[int, str]:
         out = dict(self.pids)
@@ -91,6 +91,58 @@ class CpuWatch:
         used = {k: round(after[k] - before.get(k, 0.0), 2) for k in after}
         per = {k: round(v * 1000 / calls, 3) if calls else None for k, v in used.items()}
         return {"cpu_s": used, "cpu_ms_per_call": per}
+
+
+DRIVER = "driver (load and Engine client)"
+LOAD_ALONE = "load generator (measured alone)"
+CLIENT = "Engine client (driver less load)"
+# The load generator alone: its calls last a tenth of a step's (a steady state within a second),
+# for this long, at the first step's rate (or this one, if higher).
+LOAD_ALONE_S = 10.0
+LOAD_ALONE_RATE_MIN = 100
+LOAD_ALONE_MINUTE_S = 0.01
+
+
+class NullEngine:
+    """An engine that answers every request at once and does nothing: the load generator driving
+    it spends only its own CPU (its tasks, timers and bookkeeping)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def top_up(self, user_id: int, amount: int) -> dict:
+        return {"balance_coins": amount}
+
+    async def start_call(self, user_id: int, listener_id: int) -> dict:
+        self.calls += 1
+        return {"call_id": self.calls}
+
+    async def end_call(self, call_id: int) -> dict:
+        return {"status": "completed", "coins_spent": 0}
+
+
+async def load_alone_ms_per_call(rate: float, users: list[int], listeners: list[int]) -> float:
+    """CPU ms per call of the load generator by itself: the same `Traffic`, in this process,
+    against a `NullEngine`. The driver's row less this is the Engine client's share (the two
+    share a process: the client's calls are the load generator's awaits)."""
+    traffic = Traffic(NullEngine(), users, listeners, LOAD_ALONE_MINUTE_S)
+    me = psutil.Process()
+    before = sum(me.cpu_times()[:2])
+    await traffic.arrivals(max(rate, LOAD_ALONE_RATE_MIN), LOAD_ALONE_S, [])
+    used = sum(me.cpu_times()[:2]) - before
+    await asyncio.gather(*traffic.tasks, return_exceptions=True)
+    return used * 1000 / max(1, len(traffic.start_ms))
+
+
+def split_driver(per_call: dict, load_ms: float) -> dict:
+    """`per_call` (CpuWatch.per_call's ms per call) with the driver's row split into the load
+    generator's (measured alone, at most the driver's) and the Engine client's."""
+    driver = per_call.get(DRIVER)
+    if driver is None:
+        return per_call
+    load = round(min(load_ms, driver), 3)
+    out = {k: v for k, v in per_call.items() if k != DRIVER}
+    return {LOAD_ALONE: load, CLIENT: round(driver - load, 3)} | out
 
 
 class Traffic:
@@ -252,6 +304,8 @@ async def bench_workload(
         minute_seconds=minute_s,
         scheduler=False,
     )
+    console.print(f"[dim]workload: the load generator alone for {LOAD_ALONE_S:.0f} s...[/]")
+    load_ms = await load_alone_ms_per_call(rates[0], users, listeners)
     engine = await Engine(cfg).start()
     traffic = Traffic(engine, users, listeners, minute_s)
     runs: list[dict] = []
@@ -267,6 +321,7 @@ async def bench_workload(
             await traffic.arrivals(rate, step_s, samples)
             late = lateness(before, await late_minutes(engine))
             used = CpuWatch.per_call(cpu_before, cpu.sample(), len(traffic.start_ms))
+            used["cpu_ms_per_call"] = split_driver(used["cpu_ms_per_call"], load_ms)
             elapsed = time.perf_counter() - t
             row = _step_row(rate, traffic, samples, late, elapsed, watch, minute_s, used)
             runs.append(row.as_dict())

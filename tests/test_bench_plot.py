@@ -119,3 +119,23 @@ async def test_the_copy_ceiling_copies_the_columns_the_writer_copies(pool):
     run = await copy_limit(pool, 50, 2)
     assert run.path == "copy_limit" and run.calls == 50 and run.call_minutes_per_s > 0
     assert await pool.fetchval("SELECT to_regclass('bench_ledger')") is None  # cleaned up
+
+
+async def test_the_load_generator_alone_is_measured_and_the_driver_row_splits_into_it(
+    monkeypatch,
+):
+    """The driver is the load generator and the Engine client in one process: the load
+    generator driving an engine that answers at once costs CPU of its own, and a step's driver
+    row splits into that and the client's (never a negative share)."""
+    from bench import workload
+
+    monkeypatch.setattr(workload, "LOAD_ALONE_S", 1.0)
+    people = list(range(1, 201))
+    alone = await workload.load_alone_ms_per_call(200, people, [p + 1000 for p in people])
+    assert 0 < alone < 100
+    per = {workload.DRIVER: 1.0, "shard:0": 2.0}
+    split = workload.split_driver(per, 0.25)
+    assert split == {workload.LOAD_ALONE: 0.25, workload.CLIENT: 0.75, "shard:0": 2.0}
+    capped = workload.split_driver(per, 5.0)
+    assert (capped[workload.LOAD_ALONE], capped[workload.CLIENT]) == (1.0, 0.0)
+    assert workload.split_driver({"shard:0": 2.0}, 0.25) == {"shard:0": 2.0}
