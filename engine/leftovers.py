@@ -15,11 +15,13 @@ import contextlib
 import json
 import os
 import signal
+import time
 
 import psutil
 
 RECORD_NAME = "servers.json"
 STOP_WAIT_S = 5.0  # a server asked to stop gets this long before it is killed
+EXIT_POLL_S = 0.02  # how often a stopping server is looked at
 
 
 def _path(data_dir: str) -> str:
@@ -76,6 +78,23 @@ def running(data_dir: str, name: str | None = None) -> list[psutil.Process]:
     return out
 
 
+def wait_exited(procs: list[psutil.Process], timeout_s: float) -> list[psutil.Process]:
+    """Wait (at most `timeout_s`) until each has exited; returns those still running. A zombie
+    has exited: the servers daemonize, so reaping them is init's business (which took 1.5 s
+    here), and psutil's wait_procs would wait for that too."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        alive = []
+        for p in procs:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                if p.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(p)
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        procs = alive
+        time.sleep(EXIT_POLL_S)
+
+
 def stop(procs: list[psutil.Process]) -> list[str]:
     """Ask each to stop, kill what has not after STOP_WAIT_S; returns what was stopped."""
     names = []
@@ -84,11 +103,10 @@ def stop(procs: list[psutil.Process]) -> list[str]:
             names.append(f"{p.name()} (process {p.pid})")
             # SIGINT is PostgreSQL's fast shutdown; Redis and HAProxy stop on it too.
             p.send_signal(signal.SIGINT)
-    _, alive = psutil.wait_procs(procs, timeout=STOP_WAIT_S)
-    for p in alive:
+    for p in wait_exited(procs, STOP_WAIT_S):
         with contextlib.suppress(psutil.Error):
             p.kill()
-    psutil.wait_procs(alive, timeout=STOP_WAIT_S)
+            wait_exited([p], STOP_WAIT_S)
     return names
 
 

@@ -216,3 +216,39 @@ def test_the_servers_a_dead_run_left_are_stopped_and_a_reused_pid_is_not(tmp_pat
         for p in (server, bystander):
             p.kill()
             p.wait()
+
+
+def test_a_server_that_has_exited_is_not_waited_for_and_one_that_runs_is():
+    """A stopped server that init has yet to reap (a zombie) has exited; one that runs is
+    still running when the wait gives up."""
+    done, running = subprocess.Popen(["true"]), subprocess.Popen(["sleep", "600"])
+    try:
+        gone = psutil.Process(done.pid)
+        deadline = time.monotonic() + 10
+        while gone.status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert gone.status() == psutil.STATUS_ZOMBIE  # exited, not reaped: as for a daemon
+        alive = psutil.Process(running.pid)
+        assert leftovers.wait_exited([gone, alive], 0.2) == [alive]
+        assert leftovers.wait_exited([gone], 30) == []
+    finally:
+        running.kill()
+        for p in (done, running):
+            p.wait()
+
+
+def test_the_embedded_redis_saves_and_is_gone_when_its_engine_stops(tmp_path):
+    import redis
+
+    from engine.embedded import start_embedded
+
+    first = start_embedded(str(tmp_path), False, True)
+    redis.Redis.from_url(first.redis_url).set("presence:kept", "1")
+    server = psutil.Process(first._handles[0].server.pid)
+    first.stop()
+    assert leftovers.wait_exited([server], 0) == []  # gone by the time stop() returns
+    again = start_embedded(str(tmp_path), False, True)
+    try:
+        assert redis.Redis.from_url(again.redis_url).get("presence:kept") == b"1"
+    finally:
+        again.stop()
