@@ -56,6 +56,17 @@ SERVER_PROCESSES = {
 }
 
 
+DRIVER = "driver (load and Engine client)"
+MACHINE = "machine (busy)"
+LOAD_ALONE = "load generator (measured alone)"
+CLIENT = "Engine client (driver less load)"
+# The load generator alone: its calls last a tenth of a step's (a steady state within a second),
+# for this long, at the first step's rate (or this one, if higher).
+LOAD_ALONE_S = 10.0
+LOAD_ALONE_RATE_MIN = 100
+LOAD_ALONE_MINUTE_S = 0.01
+
+
 class CpuWatch:
     """CPU seconds (user + system) each part used: the driver (the load generator with the
     Engine client it drives: one process), each engine actor (`Engine.processes`), PostgreSQL's
@@ -73,34 +84,33 @@ class CpuWatch:
                     out.setdefault(p.info["pid"], label)
         return out
 
-    def sample(self) -> dict[str, float]:
-        by: dict[str, float] = {}
+    def sample(self) -> dict[tuple, float]:
+        """CPU seconds so far of each process, keyed by (label, pid, start time), and the
+        machine's busy seconds under ("machine (busy)",)."""
+        by: dict[tuple, float] = {}
         for pid, label in self._labelled().items():
             try:
-                t = psutil.Process(pid).cpu_times()
+                p = psutil.Process(pid)
+                t = p.cpu_times()
+                by[(label, pid, p.create_time())] = t.user + t.system
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
-            by[label] = by.get(label, 0.0) + t.user + t.system
         m = psutil.cpu_times()
-        by["machine (busy)"] = sum(m) - m.idle - getattr(m, "iowait", 0.0)
+        by[(MACHINE,)] = sum(m) - m.idle - getattr(m, "iowait", 0.0)
         return by
 
     @staticmethod
-    def per_call(before: dict[str, float], after: dict[str, float], calls: int) -> dict:
-        """CPU seconds of each part between two samples, and milliseconds of it per call."""
-        used = {k: round(after[k] - before.get(k, 0.0), 2) for k in after}
+    def per_call(before: dict[tuple, float], after: dict[tuple, float], calls: int) -> dict:
+        """CPU seconds of each part between two samples, and milliseconds of it per call. Each
+        process counts what it used between them (all of it if it started since); one that
+        exited in between is left out (its CPU is unknown), so a part never goes negative when
+        a PostgreSQL backend ends."""
+        sums: dict[str, float] = {}
+        for key, cpu in after.items():
+            sums[key[0]] = sums.get(key[0], 0.0) + cpu - before.get(key, 0.0)
+        used = {k: round(v, 2) for k, v in sums.items()}
         per = {k: round(v * 1000 / calls, 3) if calls else None for k, v in used.items()}
         return {"cpu_s": used, "cpu_ms_per_call": per}
-
-
-DRIVER = "driver (load and Engine client)"
-LOAD_ALONE = "load generator (measured alone)"
-CLIENT = "Engine client (driver less load)"
-# The load generator alone: its calls last a tenth of a step's (a steady state within a second),
-# for this long, at the first step's rate (or this one, if higher).
-LOAD_ALONE_S = 10.0
-LOAD_ALONE_RATE_MIN = 100
-LOAD_ALONE_MINUTE_S = 0.01
 
 
 class NullEngine:

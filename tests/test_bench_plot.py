@@ -139,3 +139,15 @@ async def test_the_load_generator_alone_is_measured_and_the_driver_row_splits_in
     capped = workload.split_driver(per, 5.0)
     assert (capped[workload.LOAD_ALONE], capped[workload.CLIENT]) == (1.0, 0.0)
     assert workload.split_driver({"shard:0": 2.0}, 0.25) == {"shard:0": 2.0}
+
+
+def test_a_process_that_exits_between_two_samples_never_makes_its_part_negative():
+    """A PostgreSQL backend that ended between a step's samples is left out (its CPU is
+    unknown), one that started since counts whole, and a reused pid counts from zero."""
+    from bench.workload import MACHINE, CpuWatch
+
+    before = {("postgresql", 10, 1.0): 5.0, ("postgresql", 11, 1.0): 2.0, (MACHINE,): 100.0}
+    after = {("postgresql", 11, 1.0): 2.5, ("postgresql", 12, 9.0): 0.5, (MACHINE,): 101.0}
+    assert CpuWatch.per_call(before, after, 10)["cpu_s"] == {"postgresql": 1.0, MACHINE: 1.0}
+    reused = {("postgresql", 10, 7.0): 0.25, (MACHINE,): 100.0}
+    assert CpuWatch.per_call(before, reused, 1)["cpu_s"]["postgresql"] == 0.25
