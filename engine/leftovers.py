@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import signal
 import time
 
 import psutil
+
+log = logging.getLogger("billing.leftovers")
 
 RECORD_NAME = "servers.json"
 STOP_WAIT_S = 5.0  # a server asked to stop gets this long before it is killed
@@ -95,18 +98,21 @@ def wait_exited(procs: list[psutil.Process], timeout_s: float) -> list[psutil.Pr
         time.sleep(EXIT_POLL_S)
 
 
-def stop(procs: list[psutil.Process]) -> list[str]:
-    """Ask each to stop, kill what has not after STOP_WAIT_S; returns what was stopped."""
+def stop(procs: list[psutil.Process], wait_s: float = STOP_WAIT_S) -> list[str]:
+    """Ask each to stop, kill what has not after `wait_s`; returns what was stopped."""
     names = []
     for p in procs:
         with contextlib.suppress(psutil.Error):
             names.append(f"{p.name()} (process {p.pid})")
-            # SIGINT is PostgreSQL's fast shutdown; Redis and HAProxy stop on it too.
+            # SIGINT is PostgreSQL's fast shutdown; Redis (which saves first, as on SIGTERM)
+            # and HAProxy stop on it too.
             p.send_signal(signal.SIGINT)
-    for p in wait_exited(procs, STOP_WAIT_S):
+    killed = wait_exited(procs, wait_s)
+    for p in killed:
+        log.warning("process %s did not stop in %.0f s: killed", p.pid, wait_s)
         with contextlib.suppress(psutil.Error):
             p.kill()
-            wait_exited([p], STOP_WAIT_S)
+    wait_exited(killed, wait_s)
     return names
 
 
