@@ -7,6 +7,8 @@ import contextlib
 import fcntl
 import logging
 import os
+import tempfile
+import time
 import warnings
 from dataclasses import dataclass, field
 
@@ -20,6 +22,13 @@ LOCK_NAME = "engine.lock"
 PG_HANDLES_NAME = ".handle_pids.json"  # pgserver's list of the processes using its server
 # How long a stopping embedded Redis has to save and exit before it is killed.
 REDIS_STOP_S_MAX = 10.0
+# As root, pgserver runs PostgreSQL as a system user it adds on the first start; the processes
+# starting one at once on a fresh machine take turns through this lock, each waiting this long
+# at most.
+PG_USER = "pgserver"
+PG_USER_LOCK = os.path.join(tempfile.gettempdir(), "billing-pgserver-user.lock")
+PG_USER_LOCK_S_MAX = 60.0
+LOCK_POLL_S = 0.05
 
 
 class DataDirLock:
@@ -58,6 +67,38 @@ class DataDirLock:
             self._fd = None
 
 
+@contextlib.contextmanager
+def machine_lock(path: str, wait_s: float):
+    """An exclusive lock on `path` shared by every process on this machine, waited for at most
+    `wait_s` (TimeoutError naming the file after that)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(
+                        f"lock {path} still held by another process after {wait_s:g} s"
+                    ) from None
+                time.sleep(LOCK_POLL_S)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def system_user_exists(name: str, lock: str = PG_USER_LOCK) -> None:
+    """The system user `name` exists, made once: pgserver, as root, looks its user up and runs
+    `useradd` when it is missing, so two processes starting on a fresh machine both ran it and
+    the second failed (exit 9, "already exists": CI's two test workers)."""
+    from pgserver.utils import ensure_user_exists
+
+    with machine_lock(lock, PG_USER_LOCK_S_MAX):
+        ensure_user_exists(name)
+
+
 @dataclass
 class Embedded:
     database_url: str | None = None
@@ -91,6 +132,8 @@ def _start_postgres(data_dir: str) -> tuple[str, object]:
 
     path = os.path.abspath(os.path.join(data_dir, "pg"))
     os.makedirs(path, exist_ok=True)
+    if os.geteuid() == 0:
+        system_user_exists(PG_USER)
     # pgserver stops the server when the last process in this list lets go of it. The caller
     # holds the data dir's lock, so any process in it is one that died holding it: left in,
     # it would keep the server running for ever after.

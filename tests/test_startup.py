@@ -1,6 +1,7 @@
 """Start-up paths: embedded defaults, the real clock, the capacity guard, configuration."""
 
 import asyncio
+import os
 import subprocess
 import sys
 import time
@@ -208,3 +209,61 @@ def test_json_logs_carry_the_call_and_user_they_are_about():
     line = json.loads(out.stderr.strip().splitlines()[-1])
     assert line["message"] == "call 7: tick failed" and line["level"] == "warning"
     assert (line["call_id"], line["user_id"], line["logger"]) == (7, 3, "billing.host")
+
+
+def _add_user(name: str, lock: str, barrier, turn: int) -> None:
+    """In a process of its own: pgserver's look-up-then-`useradd`, with the time between the
+    two widened as a loaded machine widens it."""
+    import subprocess as real
+
+    import pgserver.utils
+
+    from engine.embedded import system_user_exists
+
+    def slow_run(*args, **kw):
+        time.sleep(0.1 + 0.15 * turn)  # one after another: each finds the user its look-up missed
+        return real.run(*args, **kw)
+
+    pgserver.utils.subprocess = type("Slow", (), {"run": staticmethod(slow_run)})
+    barrier.wait()
+    system_user_exists(name, lock)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root adds a system user (as pgserver does)")
+def test_processes_starting_embedded_postgres_at_once_add_its_user_once(tmp_path):
+    """pgserver, as root, adds its system user on the first start: CI's two test workers on a
+    fresh machine both ran `useradd` and the second failed (exit 9). Here six processes at once,
+    on a user of the test's own, each slow between its look-up and its `useradd`."""
+    import multiprocessing
+    import pwd
+
+    name = f"billingt{os.getpid()}"
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(6)
+    procs = [
+        ctx.Process(target=_add_user, args=(name, str(tmp_path / "lock"), barrier, turn))
+        for turn in range(6)
+    ]
+    try:
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        assert [p.exitcode for p in procs] == [0] * 6
+        assert pwd.getpwnam(name).pw_name == name
+    finally:
+        subprocess.run(["userdel", name], capture_output=True)
+
+
+def test_a_machine_lock_held_elsewhere_is_waited_for_a_bounded_time(tmp_path):
+    from engine.embedded import machine_lock
+
+    path = str(tmp_path / "lock")
+    with machine_lock(path, 1.0):
+        started = time.monotonic()
+        refused = pytest.raises(TimeoutError, match=f"lock {path} still held .* after 0.3 s")
+        with refused, machine_lock(path, 0.3):
+            pass
+        assert time.monotonic() - started >= 0.3
+    with machine_lock(path, 0.3):  # let go: taken at once
+        pass
