@@ -109,10 +109,10 @@ async def pool(services):
 def ray_session():
     import ray
 
-    from engine.runtime.cluster import no_log_monitor
+    from engine.runtime.cluster import lean_ray
 
     if not ray.is_initialized():
-        with no_log_monitor():  # log_to_driver=False: nothing reads what it would forward
+        with lean_ray(dashboard=False, logs_to_driver=False):
             ray.init(
                 address="local",  # never a cluster another test or a user started (`ray start`)
                 num_cpus=2,

@@ -139,20 +139,22 @@ def test_a_record_left_by_a_dead_engine_or_ray_head_is_not_a_cluster(tmp_path):
     (tmp_path / "ray_current_cluster").write_text("127.0.0.1:1")
     assert cluster.recorded(str(tmp_path)) is None
     # Neither the dead engine's record nor a `ray start` head's is joined: a Ray of its own.
-    # Its Ray runs no log monitor, unless the actors' logs are asked for (BILLING_LOG_ACTORS).
+    # It runs no log monitor unless the actors' logs are asked for (BILLING_LOG_ACTORS), and
+    # no API server (dashboard.py) or autoscaler monitor unless its dashboard is.
     out = _in_a_fresh_process(
         "import os, psutil, ray\n"
         "from engine.runtime import cluster\n"
-        "def monitors():\n"
+        "def extras():\n"
         "    session = ray._private.worker.global_worker.node.get_session_dir_path()\n"
         "    cmds = [' '.join(p.info['cmdline'] or []) for p in psutil.process_iter(['cmdline'])]\n"
-        "    return sum('log_monitor' in c and session in c for c in cmds)\n"
-        f"print(cluster.join(None, 'billing', {str(tmp_path)!r}).via, monitors())\n"
+        "    kinds = ('log_monitor.py', '_private/monitor.py', 'dashboard/dashboard.py')\n"
+        "    return [sum(k in c and session in c for c in cmds) for k in kinds]\n"
+        f"print(cluster.join(None, 'billing', {str(tmp_path)!r}).via, *extras())\n"
         "cluster.leave()\n"
         "os.environ['BILLING_LOG_ACTORS'] = '1'\n"
-        "print('logged', cluster.join(None, 'billing').via, monitors())\n"
+        "print('whole', cluster.join(None, 'billing', dashboard=True).via, *extras())\n"
     )
-    assert out.stdout.split("\n")[:2] == ["own 0", "logged own 1"], out
+    assert out.stdout.split("\n")[:2] == ["own 0 0 0", "whole own 1 1 1"], out
 
 
 async def test_attaching_where_no_engine_runs_is_refused_naming_where(services, ray_session):

@@ -81,23 +81,29 @@ def find(address: str | None, namespace: str, data_dir: str | None = None) -> Fo
 
 
 @contextlib.contextmanager
-def no_log_monitor():
-    """A local Ray started inside starts no log monitor. It tails every worker's log files ten
-    times a second to forward their lines to the driver; with `log_to_driver=False` nothing
-    reads them, and with hundreds of actors' files it took 84 CPU-s of one test run. Ray 2's
-    `ray.init` has no switch for it (`ray start --include-log-monitor=false` has); where the
-    Ray at hand has no such step, this changes nothing."""
+def lean_ray(dashboard: bool, logs_to_driver: bool):
+    """A local Ray started inside starts only what is used of it. Without `logs_to_driver`,
+    no log monitor: it tails every worker's log files ten times a second to forward their
+    lines to the driver (84 CPU-s of one earlier test run). Without `dashboard`, no API server
+    (Ray's dashboard and its job and state APIs: `ray list`, `serve deploy` to this Ray) and
+    no autoscaler monitor (a local Ray never scales; `ray status` asks it): 43 and 20 CPU-s of
+    one test run of 20-odd Rays, each a Python process that imports Ray whole. Ray 2's
+    `ray.init` has no switch for any of them (`ray start --include-log-monitor=false` has one)
+    and tolerates a missing API server; where the Ray at hand has no such step, nothing
+    changes."""
     from ray._private import node
 
-    start = getattr(node.Node, "start_log_monitor", None)
-    if start is None:
-        yield
-        return
-    node.Node.start_log_monitor = lambda self: None
+    left_out = [] if logs_to_driver else ["start_log_monitor"]
+    if not dashboard:
+        left_out += ["start_api_server", "start_monitor"]
+    saved = {name: getattr(node.Node, name) for name in left_out if hasattr(node.Node, name)}
+    for name in saved:
+        setattr(node.Node, name, lambda self, *args, **kwargs: None)
     try:
         yield
     finally:
-        node.Node.start_log_monitor = start
+        for name, start in saved.items():
+            setattr(node.Node, name, start)
 
 
 def join(
@@ -127,7 +133,7 @@ def join(
         return Joined(True, _current_address(), namespace, via)
     global _dashboard_url
     to_driver = os.environ.get("BILLING_LOG_ACTORS") == "1"
-    with contextlib.nullcontext() if to_driver else no_log_monitor():
+    with lean_ray(dashboard, to_driver):
         context = ray.init(
             address="local",
             namespace=namespace,
