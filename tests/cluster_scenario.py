@@ -17,6 +17,7 @@ from ray.cluster_utils import Cluster
 
 from engine.api import Engine
 from engine.config import Config
+from engine.runtime.cluster import lean_ray
 from persistence.audit import ledger_totals, run_audit
 
 CALLS = 12
@@ -123,8 +124,9 @@ async def scenario(cluster: Cluster, worker, database_url: str, redis_url: str) 
 
 
 def main(database_url: str, redis_url: str) -> int:
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    worker = cluster.add_node(num_cpus=1)
+    with lean_ray(dashboard=False, logs_to_driver=False):  # as the engine's own Ray starts
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+        worker = cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, namespace="billing-cluster", log_to_driver=False)
     try:
