@@ -2,7 +2,6 @@
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -71,43 +70,6 @@ def test_demo_refuses_bad_arguments():
 def test_chaos_refuses_a_run_of_no_time():
     out = run(["chaos", "--seconds", "0"])
     assert out.returncode == 2 and "--seconds" in out.stdout
-
-
-def test_up_serves_inspect_and_stops_cleanly_on_sigint(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    proc = subprocess.Popen(
-        CLI + ["up", "--data-dir", str(tmp_path), "--shards", "2", "--no-http", "--no-dashboard"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
-    try:
-        address, lines = read_until(proc, r"ray=(\S+)")
-        assert address, "".join(lines)
-        shards = run(["inspect", "shards", "--address", address])
-        assert shards.returncode == 0, shards.stdout + shards.stderr
-        assert '"shard": 1' in shards.stdout and '"ongoing_calls": 0' in shards.stdout
-        writer = run(["inspect", "writer", "--address", address])
-        assert '"queued_records": 0' in writer.stdout
-        job = run(["jobs", "run", "presence", "--address", address])
-        assert job.returncode == 0, job.stdout + job.stderr
-        assert '"job": "presence"' in job.stdout and '"marked_offline": 0' in job.stdout
-        missing = run(["inspect", "call", "77", "--address", address])
-        assert missing.returncode == 2 and "no call with id 77" in missing.stdout
-        # Without --address, a second process finds the engine `up` recorded in its data dir.
-        record = tmp_path / "engine.json"
-        assert address in record.read_text()
-        found = run(["inspect", "writer"], env=env | {"BILLING_DATA_DIR": str(tmp_path)})
-        assert found.returncode == 0 and '"queued_records": 0' in found.stdout, found.stdout
-        proc.send_signal(signal.SIGINT)
-        rest, _ = proc.communicate(timeout=STEP_S_MAX)
-        assert proc.returncode == 0, rest
-        assert "stopped cleanly" in rest
-        assert not record.exists()  # a stopped engine leaves no record behind
-    finally:
-        if proc.poll() is None:
-            proc.kill()
 
 
 PLAIN_SCRIPT = """

@@ -160,6 +160,16 @@ async def test_up_serves_a_whole_call_over_http_and_events_resume_without_a_gap(
         assert ok(await http.get(f"/v1/wallets/{user}"))["balance_coins"] == 0
     job = run(["jobs", "run", "presence"], env=embedded_env(data_dir))
     assert job.returncode == 0 and '"job": "presence"' in job.stdout, job.stdout + job.stderr
+    assert '"marked_offline": 0' in job.stdout  # both parties beat within the timeout
+    # Given the address, a process with no record to go by finds it all the same.
+    given = ["--address", address]
+    shards = run(["inspect", "shards", *given], env=embedded_env(data_dir / "elsewhere"))
+    assert shards.returncode == 0, shards.stdout + shards.stderr
+    assert '"shard": 1' in shards.stdout and '"ongoing_calls": 0' in shards.stdout
+    missing = run(["inspect", "call", "77", *given], env=embedded_env(data_dir / "elsewhere"))
+    assert missing.returncode == 2 and "no call with id 77" in missing.stdout
+    record = data_dir / "engine.json"
+    assert address in record.read_text()
     again = run(["up", "--no-http"], env=embedded_env(data_dir))
     assert again.returncode == 2 and "already up on data dir" in again.stdout, again.stdout
     shown = run(["inspect", "call", str(cid)], env=embedded_env(data_dir))
@@ -173,6 +183,7 @@ async def test_up_serves_a_whole_call_over_http_and_events_resume_without_a_gap(
     proc.send_signal(signal.SIGINT)
     rest_out, _ = proc.communicate(timeout=STEP_S_MAX)
     assert proc.returncode == 0 and "stopped cleanly" in rest_out, rest_out
+    assert not record.exists()  # a stopped engine leaves no record behind
     output = "".join(lines) + rest_out
     assert TOKEN not in output
     assert "XDG_RUNTIME_DIR" not in output and "Token authentication" not in output
