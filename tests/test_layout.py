@@ -117,18 +117,24 @@ def test_the_modules_import_one_another_without_a_cycle():
     assert not any(visit(n, [], done) for n in sorted(graph)), " -> ".join(cycle)
 
 
+def loaded_after(script: str, package: str) -> list[str]:
+    """The modules of `package` loaded in a fresh process once `script` ran."""
+    script += (
+        f"import sys\nprint(sorted(m for m in sys.modules if m.split('.')[0] == {package!r}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    return ast.literal_eval(out.stdout.strip())
+
+
 def test_a_client_imports_the_engine_and_its_errors_without_ray():
     script = (
-        "import sys\n"
         "import engine\n"
         "from engine import Engine, InsufficientCoins, Config, OperatorError\n"
         "from engine.api import Engine as E\n"
         "assert issubclass(InsufficientCoins, ValueError)\n"
-        "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))\n"
     )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[]"
+    assert loaded_after(script, "ray") == []
 
 
 def test_an_actors_modules_import_no_opentelemetry_sdk():
@@ -136,14 +142,10 @@ def test_an_actors_modules_import_no_opentelemetry_sdk():
     later import the OpenTelemetry SDK with them (0.1-0.2 s of CPU each; pyproject pins
     redis below 7), which is all this checks."""
     script = (
-        "import sys\n"
         "import engine.runtime.host_actor, engine.runtime.writer_actor\n"
         "import engine.runtime.per_call_actors\n"
-        "print(sorted({m.split('.')[0] for m in sys.modules if m.startswith('opentelemetry')}))\n"
     )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[]"
+    assert loaded_after(script, "opentelemetry") == []
 
 
 def test_the_checks_above_catch_what_they_look_for(tmp_path):
