@@ -137,17 +137,6 @@ def test_a_client_imports_the_engine_and_its_errors_without_ray():
     assert loaded_after(script, "ray") == []
 
 
-def test_an_actors_modules_import_no_opentelemetry_sdk():
-    """Every Ray actor imports these when it starts, hundreds in a test run: redis-py 7 and
-    later import the OpenTelemetry SDK with them (0.1-0.2 s of CPU each; pyproject pins
-    redis below 7), which is all this checks."""
-    script = (
-        "import engine.runtime.host_actor, engine.runtime.writer_actor\n"
-        "import engine.runtime.per_call_actors\n"
-    )
-    assert loaded_after(script, "opentelemetry") == []
-
-
 def test_the_checks_above_catch_what_they_look_for(tmp_path):
     """The checks are not vacuous: each finds its target in a file made to have it."""
     bad = tmp_path / "bad.py"
