@@ -162,11 +162,11 @@ async def test_up_serves_a_whole_call_over_http_and_events_resume_without_a_gap(
     assert job.returncode == 0 and '"job": "presence"' in job.stdout, job.stdout + job.stderr
     assert '"marked_offline": 0' in job.stdout  # both parties beat within the timeout
     # Given the address, a process with no record to go by finds it all the same.
-    given = ["--address", address]
-    shards = run(["inspect", "shards", *given], env=embedded_env(data_dir / "elsewhere"))
+    given, elsewhere = ["--address", address], embedded_env(data_dir / "elsewhere")
+    shards = run(["inspect", "shards", *given], env=elsewhere)
     assert shards.returncode == 0, shards.stdout + shards.stderr
     assert '"shard": 1' in shards.stdout and '"ongoing_calls": 0' in shards.stdout
-    missing = run(["inspect", "call", "77", *given], env=embedded_env(data_dir / "elsewhere"))
+    missing = run(["inspect", "call", "77", *given], env=elsewhere)
     assert missing.returncode == 2 and "no call with id 77" in missing.stdout
     record = data_dir / "engine.json"
     assert address in record.read_text()
