@@ -129,6 +129,8 @@ class Buckets:
                 f"most allowed (BUCKETS_MAX)"
             )
         as_of = position(at_ms, OUTSIDE) - 1
+        if not self.buckets:  # the shared empty tuple of a wallet with none
+            self.buckets = []
         self.buckets.append([bucket_id, tx_type, coins, expires_ms, as_of])
         sort(self.buckets)
 
@@ -140,7 +142,14 @@ class Buckets:
         ids, gone = expire(self.user_id, self.buckets, at_ms)
         self.balance_coins += sum(t.amount for t in gone)
         self._check()
+        if not self.expiring:
+            self.expiring = []
         self.expiring.append((as_of, ids, gone, [b[:] for b in self.buckets]))
+
+    def take_expired(self) -> list[tuple]:
+        """What expired since the last time this was asked (`expiring`), emptied."""
+        out, self.expiring = self.expiring, ()
+        return list(out)
 
     def bucket_view(self) -> list[dict]:
         return [

@@ -28,6 +28,7 @@ from actors.money import (
     Transfer,
     to_ms,
 )
+from actors.shared import one_copy
 
 END_REASONS = (REASON_HANGUP, REASON_INSUFFICIENT, REASON_EXPIRED)
 
@@ -138,8 +139,9 @@ class Call:
         self.call_id = call_id
         self.user_id = user_id
         self.listener_id = listener_id
-        self.call_type = call_type
-        self.tier = tier
+        # One string per type and tier for every call, not one each (a million calls).
+        self.call_type = one_copy(call_type)
+        self.tier = one_copy(tier)
         self.rate_coins = rate_coins
         self.rate_paise = rate_paise
         self.connected_ms = to_ms(connected_at)

@@ -32,34 +32,20 @@ from actors.money import (
     Transfer,
     positive_amount,
 )
+from actors.shared import UNUSED, Unused, one_copy
+from actors.transfer_ids import (
+    clawback_id,
+    external_transfer_id,
+    minute_transfer_id,
+    payout_void_id,
+    refund_id,
+)
 
 # What may move money from outside a call: coins in, coins spent, earnings paid out. Earnings
 # are only ever credited by a call's settlement, and never as coins.
 EXTERNAL_TYPES = (*TOP_UP_TYPES, SPEND, WITHDRAW)
 # Payouts a listener may have pending at once (each holds its earnings until paid or rejected).
 PAYOUTS_PENDING_MAX = 1_000
-
-
-def external_transfer_id(user_id: int, key: str) -> str:
-    """Idempotency keys are scoped to the account they move money in."""
-    return f"ext:{user_id}:{key}"
-
-
-def minute_transfer_id(call_id: int, minute_no: int) -> str:
-    return f"call:{call_id}:{minute_no}"
-
-
-def payout_void_id(payout_id: int) -> str:
-    return f"payout:{payout_id}:void"
-
-
-def refund_id(call_id: int, key: str) -> str:
-    """A refund's id, and its coin transfer's: scoped to the call it refunds."""
-    return f"refund:{call_id}:{key}"
-
-
-def clawback_id(refund: str) -> str:
-    return f"{refund}:clawback"
 
 
 def check_external(tx_type: str, amount: int) -> None:
@@ -101,18 +87,18 @@ class Wallet(bk.Buckets):
         listener_payer_id: int | None = None,
     ) -> None:
         self.user_id = user_id
-        self.role = role
+        self.role = one_copy(role)  # one string for every wallet of a role, not one each
         self.balance_coins = balance_coins
         self.earnings_paise = earnings_paise
         # call_id -> [coins per minute, last billed minute, minute 1's time in ms, minute
         # length in ms], for the calls this wallet pays: each minute's transfer carries the
         # time the minute started, so a minute billed late or billed again is the same row.
-        self.calls: dict[int, list[int]] = calls if calls is not None else {}
+        self.calls: dict[int, list[int]] = calls if calls else UNUSED
         # transfer_id -> (tx_type, amount) of the external transfers applied while this wallet
         # is loaded, and of those its host recalled from the ledger: the memory of idempotency
         # keys. A key not here is looked up in the ledger before it is applied
         # (WalletHost.apply_external), so a wallet holds the keys it uses, not its history.
-        self.external: dict[str, tuple[str, int]] = external if external is not None else {}
+        self.external: dict[str, tuple[str, int]] = external if external else UNUSED
         # The call a listener is in (one at a time, rule 8), and who pays it: that payer's host
         # says when the call ends.
         self.listener_call_id = listener_call_id
@@ -122,12 +108,13 @@ class Wallet(bk.Buckets):
         self.clock_ms = 0
         # payout id -> paise held, for this listener's pending payouts (their withdraw
         # transfers already took the paise out of `earnings_paise`).
-        self.payouts: dict[int, int] = {}
+        self.payouts: dict[int, int] = UNUSED
         # Bonus coins that expire, in order of expiry (actors/buckets.py); what expired, for
         # the host to write: (as_of position, ids expired, their transfers, the buckets
-        # after); and the time of the last debit from outside (a grant comes after it).
-        self.buckets: list[list] = []
-        self.expiring: list[tuple] = []
+        # after); and the time of the last debit from outside (a grant comes after it). Both
+        # are a shared empty tuple until used, as the maps above are `UNUSED`.
+        self.buckets: list[list] | tuple = ()
+        self.expiring: list[tuple] | tuple = ()
         self.debit_ms = 0
         self._check()
 
@@ -193,17 +180,36 @@ class Wallet(bk.Buckets):
                     f"the most allowed (PAYOUTS_PENDING_MAX)"
                 )
             self.earnings_paise -= amount
-            self.payouts[payout_id] = amount
-        self.external[transfer_id] = (tx_type, amount)
+            self.hold_payout(payout_id, amount)
+        self._own("external")[transfer_id] = (tx_type, amount)
         self._check()
         return Transfer(
             transfer_id, self.user_id, unit, sign * amount, tx_type, None, None, at_ms, at_ms
         )
 
+    def pay_for(self, call_id: int, entry: list[int]) -> None:
+        """Pay for the call `call_id` from now on: `entry` is [coins per minute, last billed
+        minute, minute 1's time in ms, minute length in ms] (`calls`)."""
+        self._own("calls")[call_id] = entry
+
+    def hold_payout(self, payout_id: int, paise: int) -> None:
+        """Hold `paise` for the pending payout `payout_id` (its withdrawal took them)."""
+        self._own("payouts")[payout_id] = paise
+
+    def _own(self, name: str) -> dict:
+        """This wallet's own map `name` (`calls`, `external`, `payouts`), taken at its first
+        use."""
+        held = getattr(self, name)
+        if type(held) is Unused:
+            held = {}
+            setattr(self, name, held)
+        return held
+
     def recall_external(self, transfer_id: str, tx_type: str, amount: int) -> None:
         """A transfer the ledger holds for this wallet: a later request with its key is a
         repeat (or a conflict), never applied again."""
-        self.external.setdefault(transfer_id, (tx_type, abs(amount)))
+        if transfer_id not in self.external:
+            self._own("external")[transfer_id] = (tx_type, abs(amount))
 
     # -- payouts and refunds -----------------------------------------------------------------
 
@@ -211,7 +217,8 @@ class Wallet(bk.Buckets):
         """Settle a pending payout: paid keeps its hold as the payout; rejected releases the
         hold back to the earnings, as its own transfer (returned). Raises KeyError when the
         payout is not pending here."""
-        amount = self.payouts.pop(payout_id)
+        amount = self.payouts[payout_id]
+        del self.payouts[payout_id]
         if outcome != PAYOUT_REJECTED:
             return None
         self.earnings_paise += amount
@@ -242,7 +249,7 @@ class Wallet(bk.Buckets):
         if refund in self.external:
             return None
         self.balance_coins += coins
-        self.external[refund] = (REFUND, coins)
+        self._own("external")[refund] = (REFUND, coins)
         return Transfer(refund, self.user_id, COINS, coins, REFUND, call_id, None, at_ms, at_ms)
 
     # -- the payer's side of a call ----------------------------------------------------------
@@ -275,7 +282,7 @@ class Wallet(bk.Buckets):
             )
         if minute_ms <= 0:
             raise InvariantViolation(f"call {call_id}: minute of {minute_ms} ms")
-        self.calls[call_id] = [rate_coins, 0, at_ms, minute_ms]
+        self.pay_for(call_id, [rate_coins, 0, at_ms, minute_ms])
         self.debit_ms = at_ms  # minute 1 is taken as an outside input is
         transfers, _, _ = self.bill_call(call_id, 1)
         return transfers[0]
@@ -324,8 +331,11 @@ class Wallet(bk.Buckets):
 
     def close_call(self, call_id: int) -> int | None:
         """Stop paying for a call. Returns its last billed minute, None if it was closed."""
-        entry = self.calls.pop(call_id, None)
-        return None if entry is None else entry[1]
+        entry = self.calls.get(call_id)
+        if entry is None:
+            return None
+        del self.calls[call_id]
+        return entry[1]
 
     # -- the listener's side -----------------------------------------------------------------
 
@@ -376,4 +386,12 @@ class Wallet(bk.Buckets):
         }
 
 
-__all__ = ["Wallet", "external_transfer_id", "minute_transfer_id", "PAISE"]
+__all__ = [
+    "Wallet",
+    "clawback_id",
+    "external_transfer_id",
+    "minute_transfer_id",
+    "payout_void_id",
+    "refund_id",
+    "PAISE",
+]

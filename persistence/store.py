@@ -126,7 +126,7 @@ async def load_wallets(
         r["user_id"]: Wallet(r["user_id"], r["role"], r["balance_coins"], r["earn"]) for r in rows
     }
     for p in held:
-        wallets[p["listener_id"]].payouts[p["payout_id"]] = p["amount_paise"]
+        wallets[p["listener_id"]].hold_payout(p["payout_id"], p["amount_paise"])
     for user_id, (held_buckets, debit_ms) in buckets.items():
         w = wallets[user_id]
         w.buckets, w.debit_ms = held_buckets, debit_ms
@@ -137,7 +137,7 @@ async def load_wallets(
         if payer is not None:
             minute_ms = c["minute_ms"] or to_ms(minute_seconds_default)
             first_ms = to_ms(c["connected_at"].timestamp())
-            payer.calls[c["call_id"]] = [c["rate_coins"], last[c["call_id"]], first_ms, minute_ms]
+            payer.pay_for(c["call_id"], [c["rate_coins"], last[c["call_id"]], first_ms, minute_ms])
         listener = wallets.get(c["listener_id"])
         if listener is not None:
             listener.listener_call_id = c["call_id"]

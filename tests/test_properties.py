@@ -38,9 +38,8 @@ class Billing(RuleBasedStateMachine):
 
     def post(self, transfers):
         for w in self.wallets.values():  # what expired while billing goes with it
-            for _, _, gone, _ in w.expiring:
+            for _, _, gone, _ in w.take_expired():
                 transfers = [*transfers, *gone]
-            w.expiring.clear()
         for t in transfers:
             check_transfer(t)
             assert t.transfer_id not in self.ledger, f"{t.transfer_id} produced twice"

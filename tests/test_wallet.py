@@ -1,5 +1,8 @@
 """Money rules on the plain Wallet class: microseconds each, no I/O."""
 
+import pickle
+import tracemalloc
+
 import pytest
 
 from actors import (
@@ -195,3 +198,57 @@ def test_check_transfer_refuses_wrong_sign_unit_and_float():
     ):
         with pytest.raises(InvariantViolation):
             check_transfer(bad)
+
+
+def test_what_a_wallet_never_used_is_one_shared_empty_that_refuses_to_change():
+    payer, listener, other = Wallet(1, "user", 100), Wallet(2, "listener"), Wallet(3, "user")
+    for name in ("calls", "external", "payouts", "buckets", "expiring"):
+        assert getattr(payer, name) is getattr(other, name) and not getattr(other, name), name
+    with pytest.raises(TypeError, match="shared empty"):
+        other.external["ext:3:k"] = ("purchase", 1)
+    with pytest.raises(TypeError, match="shared empty"):
+        other.calls.pop(7, None)
+    payer.apply_external("k", "purchase", 50, AT)
+    payer.open_call(7, 10, 1, AT, MIN_MS)
+    listener.earnings_paise = 500
+    listener.apply_external("w", "withdraw", 200, AT, payout_id=9)
+    payer.apply_external("b", "bonus", 5, AT + 1, expires_ms=AT + MIN_MS)
+    payer.expire_through(AT + MIN_MS, 1)
+    # Each took maps of its own; the wallet that used nothing still shares the empty ones.
+    assert set(payer.external) == {"ext:1:k", "ext:1:b"} and list(payer.calls) == [7]
+    assert listener.payouts == {9: 200} and payer.buckets == [] and len(payer.expiring) == 1
+    for name in ("calls", "external", "payouts", "buckets", "expiring"):
+        assert not getattr(other, name), name
+    assert payer.close_call(7) == 1 and payer.close_call(7) is None
+    assert listener.settle_payout(9, "paid", AT) is None
+    with pytest.raises(KeyError):
+        other.settle_payout(9, "paid", AT)  # what the host takes for "not pending here"
+    copy = pickle.loads(pickle.dumps(other))
+    with pytest.raises(TypeError, match="shared empty"):
+        copy.payouts[1] = 1
+    copy.hold_payout(1, 1)
+    assert copy.payouts == {1: 1} and not other.payouts
+
+
+def test_an_idle_wallet_and_an_open_call_hold_a_bounded_memory():
+    """A million ongoing calls are two million wallets on the shards: what each holds is most
+    of the engine's memory (docs/bench.md). A role read from PostgreSQL is a new string each
+    time; the wallet keeps one copy of it."""
+    n = 2_000
+    roles = ["".join(["lis", "tener"]) for _ in range(n)]
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    wallets = [Wallet(10_000 + i, roles[i]) for i in range(n)]
+    per_wallet = (tracemalloc.get_traced_memory()[0] - before) / n
+    payers = [Wallet(i, "user", 1_000) for i in range(n)]
+    before = tracemalloc.get_traced_memory()[0]
+    for i, w in enumerate(payers):
+        w.open_call(100_000 + i, 10, 1, AT + i, MIN_MS)
+    per_call = (tracemalloc.get_traced_memory()[0] - before) / n
+    tracemalloc.stop()
+    assert len(wallets) == n and all(w.role is wallets[0].role for w in wallets)
+    # A slotted wallet and its id: about 176 bytes here; with five empty containers of its
+    # own and a copy of its role's string, 475.
+    assert per_wallet < 200, per_wallet
+    # The call's entry in its payer (a map of one, the entry, its times) and minute 1.
+    assert per_call < 700, per_call

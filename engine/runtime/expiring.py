@@ -24,9 +24,7 @@ class Expiring:
     @staticmethod
     def expired_records(w: Wallet) -> list:
         """What expired in `w`'s buckets since it was last asked: one record per expiry."""
-        out = [bucket_states_record(*e) for e in w.expiring]
-        w.expiring.clear()
-        return out
+        return [bucket_states_record(*e) for e in w.take_expired()]
 
     @staticmethod
     def granted_record(w: Wallet, t: Transfer, expires_ms: int) -> list:
