@@ -149,7 +149,7 @@ class Buckets:
     def take_expired(self) -> list[tuple]:
         """What expired since the last time this was asked (`expiring`), emptied."""
         out, self.expiring = self.expiring, ()
-        return list(out)
+        return out or []  # the list itself, not a copy; a fresh one for the shared tuple
 
     def bucket_view(self) -> list[dict]:
         return [
