@@ -73,11 +73,15 @@ async def load_buckets(conn, user_ids: list[int]) -> dict[int, tuple[list[list],
     """Each user's buckets not expired, as the wallet held them after its last committed
     debit (the checkpoint of each, then the debits committed after it drawn again), and the
     time of the last outside debit since (or of the checkpoint): a grant comes after it."""
+    if not user_ids:
+        return {}
     rows = await conn.fetch(LIVE_SQL, user_ids)
     by_user: dict[int, list[list]] = {}
     for r in rows:
         bucket = [r["bucket_id"], r["tx_type"], r["coins_left"], r["expires_ms"], r["as_of"]]
         by_user.setdefault(r["user_id"], []).append(bucket)
+    if not by_user:
+        return {}
     taken = await debits(conn, {u: min(b[bk.AS_OF] for b in bs) // 4 for u, bs in by_user.items()})
     out = {}
     for user_id, buckets in by_user.items():

@@ -94,6 +94,34 @@ async def last_billed_minutes(conn, call_ids: list[int]) -> dict[int, int]:
     return {r["call_id"]: r["last_minute"] for r in rows}
 
 
+# A wallet's row, and whether its person is in an ongoing call, holds a pending payout or has
+# a bucket not expired: index-only probes of calls_ongoing_by_user,
+# calls_one_ongoing_per_listener, payouts_pending and buckets_live per person (as scalar
+# subqueries: PostgreSQL plans an EXISTS as a hash of every ongoing call).
+LOAD_WALLETS_SQL = """
+SELECT u.user_id, u.role, w.balance_coins, coalesce(e.earnings_paise, 0) AS earn,
+       coalesce((SELECT true FROM calls c WHERE c.status = 'ongoing' AND c.user_id = u.user_id
+                 LIMIT 1), (SELECT true FROM calls c
+                            WHERE c.status = 'ongoing' AND c.listener_id = u.user_id), false)
+           AS in_call,
+       coalesce((SELECT true FROM payouts p
+                 WHERE p.status = 'pending' AND p.listener_id = u.user_id LIMIT 1), false) AS held,
+       coalesce((SELECT true FROM buckets b WHERE b.user_id = u.user_id AND NOT b.expired
+                 LIMIT 1), false) AS bucketed
+FROM users u JOIN wallet_balances w USING (user_id)
+LEFT JOIN listener_earnings e ON e.listener_id = u.user_id
+WHERE u.user_id = ANY($1)
+"""
+ONGOING_OF_SQL = """
+SELECT call_id, user_id, listener_id, rate_coins, connected_at, minute_ms FROM calls
+WHERE status = 'ongoing' AND (user_id = ANY($1) OR listener_id = ANY($1))
+"""
+PENDING_PAYOUTS_SQL = """
+SELECT payout_id, listener_id, amount_paise FROM payouts
+WHERE status = 'pending' AND listener_id = ANY($1)
+"""
+
+
 async def load_wallets(
     pool: asyncpg.Pool, user_ids: list[int], minute_seconds_default: float
 ) -> dict[int, Wallet]:
@@ -102,26 +130,15 @@ async def load_wallets(
     Idempotency keys stay in the ledger until a request names one (`external_transfer`): a
     wallet's history is not held in memory."""
     async with pool.acquire() as conn:
-        rows = await conn.fetch(
-            """SELECT u.user_id, u.role, w.balance_coins, coalesce(e.earnings_paise, 0) AS earn
-               FROM users u JOIN wallet_balances w USING (user_id)
-               LEFT JOIN listener_earnings e ON e.listener_id = u.user_id
-               WHERE u.user_id = ANY($1)""",
-            user_ids,
-        )
-        calls = await conn.fetch(
-            """SELECT call_id, user_id, listener_id, rate_coins, connected_at, minute_ms
-               FROM calls
-               WHERE status = 'ongoing' AND (user_id = ANY($1) OR listener_id = ANY($1))""",
-            user_ids,
-        )
+        rows = await conn.fetch(LOAD_WALLETS_SQL, user_ids)
+        # Most people are in no call, hold no payout and have no bucket: their wallet is one
+        # round trip. The rest are read for those who have them.
+        in_call = [r["user_id"] for r in rows if r["in_call"]]
+        calls = await conn.fetch(ONGOING_OF_SQL, in_call) if in_call else []
         last = await last_billed_minutes(conn, [c["call_id"] for c in calls])
-        held = await conn.fetch(
-            """SELECT payout_id, listener_id, amount_paise FROM payouts
-               WHERE status = 'pending' AND listener_id = ANY($1)""",
-            user_ids,
-        )
-        buckets = await load_buckets(conn, user_ids)
+        held_by = [r["user_id"] for r in rows if r["held"]]
+        held = await conn.fetch(PENDING_PAYOUTS_SQL, held_by) if held_by else []
+        buckets = await load_buckets(conn, [r["user_id"] for r in rows if r["bucketed"]])
     wallets = {
         r["user_id"]: Wallet(r["user_id"], r["role"], r["balance_coins"], r["earn"]) for r in rows
     }
