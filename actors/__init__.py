@@ -5,7 +5,8 @@ from actors import errors
 from actors.call import Call, Settlement, earn_transfer_id
 from actors.errors import *  # noqa: F403 - the exceptions, listed once in errors.__all__
 from actors.money import RateCard, Transfer, check_transfer
-from actors.wallet import Wallet, external_transfer_id, minute_transfer_id
+from actors.transfer_ids import external_transfer_id, minute_transfer_id
+from actors.wallet import Wallet
 
 __all__ = [
     *errors.__all__,

@@ -38,7 +38,6 @@ from actors.transfer_ids import (
     external_transfer_id,
     minute_transfer_id,
     payout_void_id,
-    refund_id,
 )
 
 # What may move money from outside a call: coins in, coins spent, earnings paid out. Earnings
@@ -386,12 +385,4 @@ class Wallet(bk.Buckets):
         }
 
 
-__all__ = [
-    "Wallet",
-    "clawback_id",
-    "external_transfer_id",
-    "minute_transfer_id",
-    "payout_void_id",
-    "refund_id",
-    "PAISE",
-]
+__all__ = ["Wallet", "PAISE"]

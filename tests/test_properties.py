@@ -12,7 +12,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from actors import BillingError, Call, Wallet
 from actors import buckets as bk
 from actors.money import check_transfer, to_ms
-from actors.wallet import refund_id
+from actors.transfer_ids import refund_id
 
 USERS = (1, 2, 3)
 LISTENERS = (10, 11)

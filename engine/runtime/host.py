@@ -24,7 +24,8 @@ from actors.call import Call, CallRequest, Settlement
 from actors.errors import BillingError, InvariantViolation
 from actors.money import WITHDRAW, to_ms
 from actors.timeline import bill_call_through, catch_up
-from actors.wallet import Wallet, check_external, external_transfer_id
+from actors.transfer_ids import external_transfer_id
+from actors.wallet import Wallet, check_external
 from engine.runtime import metrics
 from engine.runtime.expiring import Expiring
 from engine.runtime.host_peers import Alone, Peers

@@ -22,7 +22,7 @@ from actors.errors import (
     RefundExceedsBilled,
 )
 from actors.money import PAYOUT_PENDING
-from actors.wallet import refund_id
+from actors.transfer_ids import refund_id
 from persistence import payouts, store
 from persistence.records import (
     CALL_REFUNDED,
