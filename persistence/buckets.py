@@ -40,7 +40,9 @@ SINCE_EVER = EPOCH - dt.timedelta(days=1)
 
 async def debits(conn, since_ms: dict[int, int | None]) -> dict[int, tuple[list, int]]:
     """For each user, their debits from `since_ms` (None: ever) as (position, coins) in
-    position order, and the time of the last outside one (0: none)."""
+    position order, and the time of the last outside one (0: none). Nobody asked: no query."""
+    if not since_ms:
+        return {}
     users = list(since_ms)
     since = [SINCE_EVER if ms is None else EPOCH + dt.timedelta(milliseconds=ms)
              for ms in since_ms.values()]  # fmt: skip
@@ -80,8 +82,6 @@ async def load_buckets(conn, user_ids: list[int]) -> dict[int, tuple[list[list],
     for r in rows:
         bucket = [r["bucket_id"], r["tx_type"], r["coins_left"], r["expires_ms"], r["as_of"]]
         by_user.setdefault(r["user_id"], []).append(bucket)
-    if not by_user:
-        return {}
     taken = await debits(conn, {u: min(b[bk.AS_OF] for b in bs) // 4 for u, bs in by_user.items()})
     out = {}
     for user_id, buckets in by_user.items():

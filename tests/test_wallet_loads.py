@@ -3,6 +3,7 @@ rest only for those who have it, and no JIT on the engine's connections."""
 
 import asyncpg
 
+from actors import buckets as bk
 from actors.buckets import BONUS
 from actors.money import to_ms
 from persistence import store
@@ -66,7 +67,7 @@ async def test_a_wallet_is_one_query_unless_its_person_has_a_call_a_payout_or_a_
     assert list(every[payer].calls) == [call_id]
     assert every[listener].listener_call_id == call_id
     assert every[earner].payouts == {payout_id: 100}
-    assert [b[2] for b in every[bonus].buckets] == [50]  # its coins left
+    assert [b[bk.LEFT] for b in every[bonus].buckets] == [50]
     assert every[plain].balance_coins == 1_000 and not every[plain].buckets
 
 
