@@ -40,6 +40,10 @@ class UnknownPayout(BillingError):
     """No payout with that id."""
 
 
+class UnknownKey(BillingError):
+    """No API key by that name."""
+
+
 class PayoutSettled(BillingError):
     """A payout already paid asked to be rejected, or rejected asked to be paid."""
 
@@ -104,6 +108,7 @@ __all__ = [
     "PayoutSettled",
     "RefundExceedsBilled",
     "UnknownCall",
+    "UnknownKey",
     "UnknownPayout",
     "UnknownUser",
 ]

@@ -152,13 +152,17 @@ def interrupt(proc: subprocess.Popen) -> tuple[str, str]:
                 ) from None
 
 
-async def one_path(url: str, path: str, people: People, n: int, c: int, watch) -> list[Run]:
-    """The rows of one path at concurrency `c`: each kind of request, `n` of each."""
+async def one_path(
+    url: str, path: str, people: People, n: int, c: int, watch, key: str = ""
+) -> list[Run]:
+    """The rows of one path at concurrency `c`: each kind of request, `n` of each (with the API
+    key `key`, if any)."""
     if path == "serve_floor":
-        result = await asyncio.to_thread(run_wrk, url, "floor", n, c, {})
+        result = await asyncio.to_thread(run_wrk, url, "floor", n, c, {"BENCH_KEY": key})
         return [_row(path, "floor", c, result, watch)]
     users, _ = await people.block(n)
     base = {"BENCH_FIRST": str(users[0]), "BENCH_PEOPLE": str(n), "BENCH_TAG": f"{path}-{c}"}
+    base["BENCH_KEY"] = key
     # Untimed, each payer and listener read once: the rows measure people whose wallets are
     # warm, as an active user's is (the engine's host loaded, PostgreSQL's pages cached), not
     # the first touch of a person, which the engine pays once and the older app never caches.
@@ -206,15 +210,17 @@ def wait_healthy(url: str, proc: subprocess.Popen | None = None) -> None:
     raise RuntimeError(f"{url} did not answer /healthz within {SERVER_START_S_MAX} s")
 
 
-def start_serve(namespace: str, replicas: int) -> str:
-    """The engine's API and the floor app on one Serve, in its high-throughput mode."""
+def start_serve(namespace: str, replicas: int, key) -> str:
+    """The engine's API and the floor app on one Serve, in its high-throughput mode; the API
+    behind its door, `key` the one key it knows (as `up` serves it)."""
     from ray import serve
 
     from engine.runtime import serving
     from engine.serve_options import ServeOptions
 
     options = ServeOptions(port=free_port(), replicas=replicas)
-    url = serving.start(namespace, options)
+    auth = {"auth": "keys", "keys": [key.as_arg()]}
+    url = serving.start(namespace, options, auth)
 
     @serve.deployment(
         name="floor", ray_actor_options={"num_cpus": 0}, logging_config=serving.LOGGING
@@ -231,7 +237,7 @@ def start_serve(namespace: str, replicas: int) -> str:
 
 async def bench_http(paths, concurrencies, n, shards, database_url, redis_url, console):
     """The HTTP rows: every path at every concurrency, in one run."""
-    from engine import serve_options
+    from engine import keys, serve_options
 
     wrk_binary()
     # Serve's mode comes from the environment of the Ray this process starts: set it first.
@@ -239,11 +245,15 @@ async def bench_http(paths, concurrencies, n, shards, database_url, redis_url, c
     engine, people = await fresh_engine(database_url, redis_url, shards, 2_000_000)
     seed = None
     runs: list[dict] = []
+    secret = ""  # the key of the engine's API
     try:
         urls = {}
         if {"http_requests", "serve_floor"} & set(paths):
             replicas = serve_options.from_env().replicas  # BILLING_HTTP_REPLICAS
-            url = await asyncio.to_thread(start_serve, engine.config.namespace, replicas)
+            made = await keys.create(await engine.pool(), f"bench-{time.time_ns()}", keys.SCOPES)
+            secret = made["key"]
+            key = keys.Key(made["name"], keys.digest(secret), keys.SCOPES)
+            url = await asyncio.to_thread(start_serve, engine.config.namespace, replicas, key)
             urls["http_requests"], urls["serve_floor"] = url, url + FLOOR_ROUTE
         if "seed_http" in paths:
             seed, urls["seed_http"] = await asyncio.to_thread(
@@ -256,7 +266,8 @@ async def bench_http(paths, concurrencies, n, shards, database_url, redis_url, c
         for c in concurrencies:
             for path in paths:
                 console.print(f"[dim]{path} at concurrency {c}...[/]")
-                rows = await one_path(urls[path], path, people, n, c, watch)
+                key = secret if path != "seed_http" else ""
+                rows = await one_path(urls[path], path, people, n, c, watch, key)
                 runs += [r.as_dict() for r in rows]
     finally:
         if seed is not None:

@@ -5,7 +5,7 @@
 -- first payer), BENCH_PEOPLE (payers; their listeners follow them), BENCH_REQUESTS (in all),
 -- BENCH_THREADS and BENCH_CONNECTIONS (wrk's -t and -c), BENCH_TAG (makes idempotency keys unique per row), BENCH_CALLS
 -- (end_call: a file of call ids, one a line), BENCH_OUT (the prefix of the files each thread
--- writes: the ids it started, and when it began and ended).
+-- writes: the ids it started, and when it began and ended), BENCH_KEY (the API key, if any).
 local kind = os.getenv("BENCH_KIND")
 local first = tonumber(os.getenv("BENCH_FIRST"))
 local people = tonumber(os.getenv("BENCH_PEOPLE"))
@@ -13,6 +13,12 @@ local total = tonumber(os.getenv("BENCH_REQUESTS"))
 local tag = os.getenv("BENCH_TAG") or "t"
 local nthreads = tonumber(os.getenv("BENCH_THREADS"))
 local json = { ["Content-Type"] = "application/json" }
+local plain = {}
+local key = os.getenv("BENCH_KEY")
+if key and key ~= "" then
+  json["Authorization"] = "Bearer " .. key
+  plain["Authorization"] = "Bearer " .. key
+end
 
 local counter = 0
 
@@ -70,11 +76,11 @@ function request()
     local body = '{"amount": 10, "idempotency_key": "' .. tag .. "-" .. tid .. "-" .. k .. '"}'
     return wrk.format("POST", "/v1/wallets/" .. person(k) .. "/top-ups", json, body)
   elseif kind == "wallet" then
-    return wrk.format("GET", "/v1/wallets/" .. person(k))
+    return wrk.format("GET", "/v1/wallets/" .. person(k), plain)
   elseif kind == "floor" then
-    return wrk.format("GET")
+    return wrk.format("GET", nil, plain)
   elseif kind == "heartbeat" then
-    return wrk.format("POST", "/v1/presence/" .. person(k) .. "/heartbeat")
+    return wrk.format("POST", "/v1/presence/" .. person(k) .. "/heartbeat", plain)
   elseif kind == "start_call" then
     local u = person(k)
     local v = first + people + ((u - first) * 7919) % people

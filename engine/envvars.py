@@ -18,3 +18,12 @@ def read(env: Mapping[str, str], table: Mapping[str, tuple[str, Callable]]) -> d
             except ValueError:
                 raise InvalidInput(f"{var}={env[var]!r} is not a valid {name}") from None
     return values
+
+
+def flag(value: str) -> bool:
+    """A yes/no setting: 1, true, yes, on or 0, false, no, off."""
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(value)

@@ -9,19 +9,19 @@ message as in the Python API. Errors are `{"error": {"type", "message"}}`:
 | status | errors |
 |---|---|
 | 400 | InvalidInput and any other refusal of the request as sent; malformed JSON or path |
-| 401 | a missing or wrong bearer token (when BILLING_API_TOKEN is set) |
+| 401 | a missing or wrong API key (engine/http_door.py) |
 | 402 | InsufficientCoins, InsufficientEarnings: the wallet cannot pay what was asked |
-| 404 | UnknownUser, UnknownCall |
+| 403 | a key without the scope the route needs |
+| 404 | UnknownUser, UnknownCall, UnknownPayout, UnknownKey, an unknown route |
 | 409 | PartyBusy, IdempotencyConflict |
+| 413 | a body over the door's bound |
+| 429 | a source past its wrong keys; `Retry-After` says when to try again |
 | 503 | EngineUnavailable, CapacityExceeded: not now; `Retry-After` says when to retry |
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -38,7 +38,9 @@ from engine.http_answers import (
     status_of,
     validation_message,
 )
+from engine.http_door import SECURITY_SCHEME, Guard, Keys
 from engine.http_fast import FastPath
+from engine.serve_options import BODY_BYTES_MAX
 
 log = logging.getLogger("billing.http")
 
@@ -70,74 +72,18 @@ ERROR_HANDLERS = {
 }
 
 
-def token_digest(token: str) -> str:
-    """What the service keeps of the API token: its SHA-256, never the token."""
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-class Guard:
-    """Pure ASGI middleware in front of the app: the bearer token, and every request reported
-    to `on_request(method, route, status, seconds)`. (Starlette's @app.middleware("http")
-    runs each request through two extra tasks and a stream: 15 % of a replica's CPU here.)"""
-
-    def __init__(self, app, token_sha256: str | None, on_request, fast) -> None:
-        self.app = app
-        self.token_sha256 = token_sha256
-        self.on_request = on_request
-        self.fast = fast
-
-    def authorized(self, scope) -> bool:
-        if self.token_sha256 is None or scope["path"] in OPEN_PATHS:
-            return True
-        given = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
-        scheme, _, token = given.decode("latin-1").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(
-            token_digest(token.strip()), self.token_sha256
-        )
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        started = time.perf_counter()
-        status = 500
-
-        async def sending(message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        hot = None
-        try:
-            if self.authorized(scope):
-                hot = self.fast.match(scope)
-                if hot is None:
-                    await self.app(scope, receive, sending)
-                else:
-                    await self.fast.serve(*hot, scope, receive, sending)
-            else:
-                denied = error(401, "Unauthorized", "a valid bearer token is required")
-                denied.headers["WWW-Authenticate"] = "Bearer"
-                await denied(scope, receive, sending)
-        finally:
-            if self.on_request is not None:
-                route = hot[0].path if hot else getattr(scope.get("route"), "path", "unmatched")
-                self.on_request(scope["method"], route, status, time.perf_counter() - started)
-
-
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/openapi.json", "/docs/oauth2-redirect"})
-
-
 def build_app(
     get_engine: Callable[[], Awaitable[Any]],
-    token_sha256: str | None = None,
+    keys: Keys | None = None,
     on_request: Callable[[str, str, int, float], None] | None = None,
     hot_path: bool = True,
+    body_bytes_max: int = BODY_BYTES_MAX,
 ) -> FastAPI:
-    """The API over the engine `get_engine()` returns. With `token_sha256`, every route but
-    /healthz, /readyz and the docs needs `Authorization: Bearer <token>`. `on_request(method,
-    route, status, seconds)` is told of every request (for metrics). Without `hot_path`,
-    FastAPI answers every request (the same table's routes, the same answers, slower)."""
+    """The API over the engine `get_engine()` returns. With `keys`, every route that declares a
+    scope needs a live key that has it (engine/http_door.py); None: no authentication at all.
+    `on_request(method, route, status, seconds)` is told of every request (for metrics).
+    Without `hot_path`, FastAPI answers every request (the same table's routes, the same
+    answers, slower)."""
     app = FastAPI(
         title="billing engine",
         version="1",
@@ -146,13 +92,22 @@ def build_app(
     )
     app.state.get_engine = get_engine
     fast = FastPath(get_engine if hot_path else None)
-    app.add_middleware(Guard, token_sha256=token_sha256, on_request=on_request, fast=fast)
+    app.add_middleware(
+        Guard,
+        api=app,
+        keys=keys,
+        body_bytes_max=body_bytes_max,
+        on_request=on_request,
+        fast=fast,
+    )
     for kind, handler in ERROR_HANDLERS.items():
         app.add_exception_handler(kind, handler)
+    from engine.http_keys import router as keys_router
     from engine.http_routes import router  # its routes answer with the helpers above
 
     # The routes themselves, not include_router's wrapper: one routing step per request.
     app.router.routes.extend(router.routes)
+    app.router.routes.extend(keys_router.routes)
     http_table.register(app)
     app.openapi = lambda: _openapi(app)
     return app
@@ -172,5 +127,13 @@ def _openapi(app: FastAPI) -> dict:
                 op["responses"].pop("422", None)
         for name in ("HTTPValidationError", "ValidationError"):
             spec["components"]["schemas"].pop(name, None)
+        spec["components"]["securitySchemes"] = {
+            SECURITY_SCHEME: {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "an API key (`billing-engine keys create`): "
+                "`Authorization: Bearer bk_...`; each route names the scope it needs",
+            }
+        }
         app.openapi_schema = spec
     return app.openapi_schema

@@ -17,6 +17,7 @@ from actors.errors import (
     PayoutSettled,
     RefundExceedsBilled,
     UnknownCall,
+    UnknownKey,
     UnknownPayout,
     UnknownUser,
 )
@@ -30,6 +31,7 @@ STATUS: list[tuple[type[BaseException], int]] = [
     (UnknownUser, 404),
     (UnknownCall, 404),
     (UnknownPayout, 404),
+    (UnknownKey, 404),
     (PartyBusy, 409),
     (IdempotencyConflict, 409),
     (PayoutSettled, 409),

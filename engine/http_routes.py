@@ -17,6 +17,7 @@ from actors.errors import BillingError, EngineUnavailable
 from actors.times import iso_times
 from engine import http_schema as m
 from engine.http_answers import RETRY_AFTER_S, answer
+from engine.http_door import scope_security
 from persistence.store import CALLS_PAGE_MAX
 
 log = logging.getLogger("billing.http")
@@ -60,6 +61,7 @@ async def readyz(request: Request):
     summary="a person's calls, newest first, paged",
     response_model=m.CallsPage,
     responses=m.errors(),
+    openapi_extra={"security": scope_security("read")},
 )
 async def calls_of(
     request: Request,
@@ -79,6 +81,7 @@ async def calls_of(
     "With `Accept: application/json`, one page as a JSON list instead.",
     response_model=m.EventsPage,
     responses=m.errors(),
+    openapi_extra={"security": scope_security("read")},
 )
 async def events(
     request: Request,

@@ -1,12 +1,9 @@
 """The HTTP API's contract: every request body, answer and error as a typed model, so that
-the OpenAPI schema at /openapi.json is enough for a client generator.
-
-The enums come from the tuples the engine checks against (actors/money.py, actors/call.py),
-so the schema cannot drift from what the Engine accepts. Amounts and ids are strict integers:
-`10.0`, `"10"` and `true` are refused, as the Python API refuses them. Answers are documented
-here and built by the Engine; tests/test_http.py checks each route's real answer against its
-model (extra fields forbidden), which is how the two stay one contract.
-"""
+the OpenAPI schema at /openapi.json is enough for a client generator. The enums come from the
+tuples the engine checks against (actors/money.py, actors/call.py), so the schema cannot drift
+from what the Engine accepts. Amounts and ids are strict integers: `10.0`, `"10"` and `true` are
+refused, as the Python API refuses them. Answers are built by the Engine; tests/test_http.py
+checks each route's real answer against its model (extra fields forbidden)."""
 
 from __future__ import annotations
 
@@ -384,15 +381,19 @@ class Error(Answer):
 
 ERRORS = {
     400: "bad input: the message names the field",
-    401: "a missing or wrong bearer token",
+    401: "a missing or wrong API key",
     402: "insufficient coins or earnings",
-    404: "an unknown user, call, payout or route",
-    409: "a party is busy, an idempotency key was reused for another request, a payout was "
-    "settled the other way, a refund exceeds what was billed, or the call is ongoing",
+    403: "the key lacks the scope this route needs (the message names it)",
+    404: "an unknown user, call, payout, key or route",
+    409: "a party is busy, an idempotency key or key name reused, a payout settled the other "
+    "way, a refund over what was billed, or the call is ongoing",
+    413: "the body is over the door's bound (BILLING_HTTP_BODY_BYTES_MAX)",
+    429: "too many wrong keys from this address: retry after `Retry-After`",
     503: "the engine cannot answer now; retry after `Retry-After` with the same key",
 }
+DOOR_ERRORS = (400, 401, 403, 413, 429, 503)  # what the door may answer (http_door.py)
 
 
 def errors(*statuses: int) -> dict:
-    """The `responses` of a route: these error statuses, each with the error body."""
-    return {s: {"model": Error, "description": ERRORS[s]} for s in (400, 401, 503, *statuses)}
+    """The `responses` of a route: these error statuses and the door's, with the error body."""
+    return {s: {"model": Error, "description": ERRORS[s]} for s in (*DOOR_ERRORS, *statuses)}

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 from actors.errors import InvalidInput
 from engine import http_schema as m
 from engine.http_answers import answer, validation_message
+from engine.http_door import scope_security
 
 KEYWORD = inspect.Parameter.KEYWORD_ONLY
 ID_DESCRIPTIONS = {
@@ -37,6 +38,7 @@ class Route:
     query: type[BaseModel] | None = None  # a GET's parameters, handed to `ask` as its body
     status: int = 200
     errors: tuple[int, ...] = ()
+    scope: str = "read"  # the key scope it needs (engine/keys.py): every GET reads
 
     @property
     def ids(self) -> tuple[str, ...]:
@@ -121,38 +123,40 @@ async def _heartbeat(engine, body, user_id: int) -> dict:
 
 ROUTES = (
     Route("POST", "/v1/users", "create a user or listener", m.UserCreated, _create_user,
-          m.NewUser, status=201),
+          m.NewUser, status=201, scope="calls"),
     Route("GET", "/v1/wallets/{user_id}", "balance and earnings now", m.Balance, _wallet,
           query=m.WalletQuery, errors=(404,)),
     Route("GET", "/v1/wallets/{user_id}/transfers", "the transfers, in time order, paged",
           m.Statement, _statement, query=m.StatementQuery, errors=(404,)),
     Route("POST", "/v1/wallets/{user_id}/top-ups", "add coins (once per idempotency key)",
-          m.Transfer, _top_up, m.TopUp, errors=(404, 409)),
+          m.Transfer, _top_up, m.TopUp, errors=(404, 409), scope="calls"),
     Route("POST", "/v1/wallets/{user_id}/spends", "take coins outside a call", m.Transfer,
-          _spend, m.Spend, errors=(402, 404, 409)),
+          _spend, m.Spend, errors=(402, 404, 409), scope="calls"),
     Route("POST", "/v1/wallets/{user_id}/withdrawals",
           "pay out a listener's earnings: held now, a pending payout", m.Withdrawn, _withdraw,
-          m.Withdrawal, errors=(402, 404, 409)),
+          m.Withdrawal, errors=(402, 404, 409), scope="payouts"),
     Route("GET", "/v1/wallets/{user_id}/payouts", "a listener's payouts, newest first, paged",
           m.PayoutsPage, _payouts, query=m.PayoutsQuery),
     Route("POST", "/v1/payouts/{payout_id}/paid", "a pending payout was paid; idempotent",
-          m.PayoutSettlement, _paid, m.PayoutOutcome, body_optional=True, errors=(404, 409)),
+          m.PayoutSettlement, _paid, m.PayoutOutcome, body_optional=True, errors=(404, 409),
+          scope="payouts"),
     Route("POST", "/v1/payouts/{payout_id}/rejected",
           "a pending payout was rejected: its earnings back; idempotent", m.PayoutSettlement,
-          _rejected, m.PayoutOutcome, body_optional=True, errors=(404, 409)),
+          _rejected, m.PayoutOutcome, body_optional=True, errors=(404, 409), scope="payouts"),
     Route("POST", "/v1/calls/{call_id}/refunds",
           "refund a call's last minutes: coins back, the earnings taken back", m.Refund, _refund,
-          m.NewRefund, body_optional=True, status=201, errors=(402, 404, 409)),
+          m.NewRefund, body_optional=True, status=201, errors=(402, 404, 409),
+          scope="payouts"),
     Route("POST", "/v1/calls", "connect a call: minute 1 is charged now", m.Call, _start_call,
-          m.NewCall, status=201, errors=(402, 404, 409)),
+          m.NewCall, status=201, errors=(402, 404, 409), scope="calls"),
     Route("GET", "/v1/calls/{call_id}", "a call now (live, or as stored once ended)", m.Call,
           _get_call, errors=(404,)),
     Route("POST", "/v1/calls/{call_id}/end", "end a call; idempotent", m.Settlement, _end_call,
-          m.EndCall, body_optional=True, errors=(404,)),
+          m.EndCall, body_optional=True, errors=(404,), scope="calls"),
     Route("GET", "/v1/calls/{call_id}/timeline", "every minute of a call explained", m.Timeline,
           _timeline, errors=(404,)),
     Route("POST", "/v1/presence/{user_id}/heartbeat", "the user is online", m.Online,
-          _heartbeat),
+          _heartbeat, scope="calls"),
 )  # fmt: skip
 
 
@@ -169,6 +173,7 @@ def register(app: FastAPI) -> None:
             response_model=route.answer,
             responses=m.errors(*route.errors),
             name=route.ask.__name__.removeprefix("_"),
+            openapi_extra={"security": scope_security(route.scope)},
         )
 
 

@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import time
 
@@ -23,6 +24,7 @@ import psutil
 log = logging.getLogger("billing.leftovers")
 
 RECORD_NAME = "servers.json"
+RUN_DIR = "run-dir"  # a folder a run made for its servers (HAProxy's), removed with them
 STOP_WAIT_S = 5.0  # a server asked to stop gets this long before it is killed
 EXIT_POLL_S = 0.02  # how often a stopping server is looked at
 
@@ -55,11 +57,9 @@ def remember(data_dir: str, name: str, pid: int | None = None, marker: str | Non
 
 
 def _write(data_dir: str, servers: list[dict]) -> None:
-    path = _path(data_dir)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(servers, f)
-    os.replace(path + ".tmp", path)
+    from engine import private
+
+    private.write_json(_path(data_dir), servers)
 
 
 def running(data_dir: str, name: str | None = None) -> list[psutil.Process]:
@@ -117,9 +117,13 @@ def stop(procs: list[psutil.Process], wait_s: float = STOP_WAIT_S) -> list[str]:
 
 
 def reap(data_dir: str) -> list[str]:
-    """Stop every remembered server that still runs, and forget them; the caller holds the
-    data dir's lock, so none of them serves a live run. Returns what was stopped."""
+    """Stop every remembered server that still runs, remove the run dirs they used, and forget
+    them; the caller holds the data dir's lock, so none of them serves a live run. Returns what
+    was stopped."""
     stopped = stop(running(data_dir))
+    for s in _read(data_dir):
+        if s["name"] == RUN_DIR and s.get("marker"):
+            shutil.rmtree(s["marker"], ignore_errors=True)
     forget(data_dir)
     return stopped
 

@@ -66,7 +66,9 @@ class EngineLifecycle:
             # No cluster to join, so this engine starts one: a database it cannot reach is
             # refused (EngineUnavailable naming it) before a Ray is started for nothing.
             await get_pool(cfg.database_url)
-        joined = cluster.join(None, cfg.namespace, cfg.data_dir, cfg.dashboard, found)
+        joined = cluster.join(
+            None, cfg.namespace, cfg.data_dir, cfg.dashboard, found, cfg.metrics_on_network
+        )
         self._started_ray = joined.started
         self._own_ray = joined.via == "own"
         if joined.namespace != cfg.namespace:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from actors.errors import InvalidInput
 from engine import envvars
+from engine.keys import KEY_FAILURE_WINDOW_S, KEY_FAILURES_MAX
 
 # Serve's own variables for its high-throughput mode: HAProxy in front of the replicas, which
 # each listen for HTTP themselves, and the replica's request path without the extra loop,
@@ -36,8 +37,22 @@ QUIET_ENV = {"RAY_SERVE_HAPROXY_METRICS_ENABLED": "0"}
 HAPROXY_PORTS_ENV = ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT")
 HAPROXY_PORTS = range(20_000, 30_000)
 
+# Serve's fallback proxy (the Python proxy HAProxy falls back to when no replica answers)
+# listens on 8500 unless told, with SO_REUSEPORT: a second engine on the machine bound the same
+# port and answered a share of the first one's requests. Each engine gets a free port of its
+# own, and the port is never shared (a clash is an error, not a split of the traffic).
+FALLBACK_PORT_ENV = "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT"
+NO_SHARED_PORTS_ENV = {"SERVE_SOCKET_REUSE_PORT_ENABLED": "0"}
+IDLE_ENV = "RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S"  # HAProxy's `timeout client`
+
 REPLICAS_DEFAULT = 1  # measured best on 2 cores: see docs/bench.md
 REPLICA_REQUESTS_MAX = 1_000  # Serve queues a replica's requests beyond this
+# The door's bounds (engine/http_door.py, engine/http_bounds.py, engine/haproxy.py).
+BODY_BYTES_MAX = 64 * 1024  # a request body larger than this is refused (413)
+HEADERS_MAX = 100  # headers a request may carry (431 past it; HAProxy's own limit is 101)
+HEADER_BYTES_MAX = 16 * 1024  # request line and headers (431; HAProxy's buffer is 16 KiB)
+REQUEST_TIMEOUT_S = 10  # a client has this long to send its request line and headers
+IDLE_TIMEOUT_S = 60  # a connection with nothing to send or read is closed after this
 
 
 @dataclass(frozen=True)
@@ -47,9 +62,16 @@ class ServeOptions:
     replicas: int = REPLICAS_DEFAULT
     replica_requests_max: int = REPLICA_REQUESTS_MAX
     throughput_mode: bool = True
+    body_bytes_max: int = BODY_BYTES_MAX
+    headers_max: int = HEADERS_MAX
+    header_bytes_max: int = HEADER_BYTES_MAX
+    request_timeout_s: int = REQUEST_TIMEOUT_S
+    idle_timeout_s: int = IDLE_TIMEOUT_S
+    key_failures_max: int = KEY_FAILURES_MAX
+    key_failure_window_s: int = int(KEY_FAILURE_WINDOW_S)
 
     def __post_init__(self) -> None:
-        for name in ("port", "replicas", "replica_requests_max"):
+        for name in POSITIVE:
             value = getattr(self, name)
             if type(value) is not int or value < 1:
                 raise InvalidInput(f"{name} must be a positive integer, got {value!r}")
@@ -57,19 +79,36 @@ class ServeOptions:
             raise InvalidInput(f"port must be at most 65535, got {self.port}")
 
     def env(self) -> dict[str, str]:
-        """Serve's mode as environment variables, for every process of the cluster."""
+        """Serve's mode and the door's bounds HAProxy and the proxies read, as environment
+        variables, for every process of the cluster."""
+        common = NO_SHARED_PORTS_ENV | {IDLE_ENV: str(self.idle_timeout_s)}
         if not self.throughput_mode:
-            return dict.fromkeys(THROUGHPUT_ENV, "0")
-        return dict.fromkeys(THROUGHPUT_ENV, "1") | QUIET_ENV
+            return dict.fromkeys(THROUGHPUT_ENV, "0") | common
+        return dict.fromkeys(THROUGHPUT_ENV, "1") | QUIET_ENV | common
 
     def apply(self) -> None:
         """Set Serve's mode in this process, before it imports Serve or starts the Ray of its
-        own that the engine's Serve will run in."""
+        own that the engine's Serve will run in: its ports free ones of this engine's own."""
         env = self.env()
+        wanted = [FALLBACK_PORT_ENV] if FALLBACK_PORT_ENV not in os.environ else []
         if self.throughput_mode:
-            wanted = [var for var in HAPROXY_PORTS_ENV if var not in os.environ]
-            env |= dict(zip(wanted, map(str, free_ports(len(wanted), self.port)), strict=True))
+            wanted += [var for var in HAPROXY_PORTS_ENV if var not in os.environ]
+        env |= dict(zip(wanted, map(str, free_ports(len(wanted), self.port)), strict=True))
         os.environ.update(env)
+
+
+POSITIVE = (
+    "port",
+    "replicas",
+    "replica_requests_max",
+    "body_bytes_max",
+    "headers_max",
+    "header_bytes_max",
+    "request_timeout_s",
+    "idle_timeout_s",
+    "key_failures_max",
+    "key_failure_window_s",
+)
 
 
 def free_ports(n: int, seed: int) -> list[int]:
@@ -91,21 +130,20 @@ def free_ports(n: int, seed: int) -> list[int]:
     raise OSError(f"no {n} free ports in {HAPROXY_PORTS.start}-{HAPROXY_PORTS.stop - 1}")
 
 
-def _flag(value: str) -> bool:
-    if value.lower() in ("1", "true", "yes", "on"):
-        return True
-    if value.lower() in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(value)
-
-
 # environment variable -> (field, parser)
 ENV = {
     "BILLING_HTTP_HOST": ("host", str),
     "BILLING_HTTP_PORT": ("port", int),
     "BILLING_HTTP_REPLICAS": ("replicas", int),
     "BILLING_HTTP_REPLICA_REQUESTS_MAX": ("replica_requests_max", int),
-    "BILLING_HTTP_THROUGHPUT_MODE": ("throughput_mode", _flag),
+    "BILLING_HTTP_THROUGHPUT_MODE": ("throughput_mode", envvars.flag),
+    "BILLING_HTTP_BODY_BYTES_MAX": ("body_bytes_max", int),
+    "BILLING_HTTP_HEADERS_MAX": ("headers_max", int),
+    "BILLING_HTTP_HEADER_BYTES_MAX": ("header_bytes_max", int),
+    "BILLING_HTTP_REQUEST_TIMEOUT_S": ("request_timeout_s", int),
+    "BILLING_HTTP_IDLE_TIMEOUT_S": ("idle_timeout_s", int),
+    "BILLING_HTTP_KEY_FAILURES_MAX": ("key_failures_max", int),
+    "BILLING_HTTP_KEY_FAILURE_WINDOW_S": ("key_failure_window_s", int),
 }
 
 

@@ -6,6 +6,7 @@ LAST_SEEN = PREFIX + "presence:last_seen"  # zset user id -> last heartbeat (epo
 BUSY_UNTIL = PREFIX + "presence:busy_until"  # zset user id -> busy until (epoch s, inf in call)
 LOW_BALANCE_CHANNEL = PREFIX + "events:low_balance"
 EVENTS_STREAM = PREFIX + "events"  # the committed call events, relayed from PostgreSQL
+FAILED_KEYS = PREFIX + "door:failed:"  # + a source address: its wrong API keys this window
 
 
 def low_balance_channel(redis_url: str | None) -> str:

@@ -277,6 +277,22 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX buckets_live ON buckets (user_id) WHERE NOT expired;
         """,
     ),
+    (
+        11,
+        "API keys: their digests and scopes, never the keys",
+        """
+        -- A key is shown once when it is made; only its SHA-256 is kept. A name is never
+        -- reused (a revoked key keeps its row), so a log line naming a key names one key.
+        CREATE TABLE api_keys (
+            name        text COLLATE "C" PRIMARY KEY,
+            sha256      text NOT NULL UNIQUE CHECK (sha256 ~ '^[0-9a-f]{64}$'),
+            scopes      text[] NOT NULL CHECK (cardinality(scopes) > 0 AND
+                          scopes <@ ARRAY['read', 'calls', 'payouts', 'admin']),
+            created_at  timestamptz NOT NULL DEFAULT now(),
+            revoked_at  timestamptz
+        );
+        """,
+    ),
 ]
 
 
@@ -318,6 +334,7 @@ async def migrate(conn: asyncpg.Connection, through: int | None = None) -> int:
 
 
 TABLES = (
+    "api_keys",
     "buckets",
     "refunds",
     "payouts",

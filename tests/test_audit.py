@@ -134,6 +134,7 @@ RESTORE_ORDER = (
     "payouts",
     "refunds",
     "buckets",
+    "api_keys",
 )
 
 

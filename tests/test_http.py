@@ -7,7 +7,9 @@ import httpx
 import pytest
 
 from actors.times import iso
-from engine.http import build_app, token_digest
+from engine.http import build_app
+from engine.http_door import Keys
+from engine.keys import SCOPES, Key, KeyRing, digest
 from tests.conftest import OnOneEngine, engine_config
 
 MIN = 60.0
@@ -23,7 +25,7 @@ async def engine(services, pool, ray_session):
 
 
 def client(
-    engine, token: str | None = None, seen: list | None = None, hot: bool = True
+    engine, keys: Keys | None = None, seen: list | None = None, hot: bool = True
 ) -> httpx.AsyncClient:
     """The app in-process (with its hot path, or FastAPI alone). Every JSON answer is checked
     against the model its route declares for its status (extra fields forbidden): the
@@ -38,8 +40,7 @@ def client(
         if seen is not None:
             seen.append((method, route, status))
 
-    digest = None if token is None else token_digest(token)
-    app = build_app(get_engine, digest, on_request, hot_path=hot)
+    app = build_app(get_engine, keys, on_request, hot_path=hot)
 
     async def fits_its_model(response: httpx.Response) -> None:
         await response.aread()
@@ -231,7 +232,7 @@ def test_the_openapi_schema_types_every_property_and_declares_every_answer():
             content = op["responses"][ok[0]]["content"]["application/json"]["schema"]
             assert "$ref" in content, (method, path, content)
             if path.startswith("/v1/"):
-                for status in ("400", "401", "503"):
+                for status in ("400", "401", "403", "413", "429", "503"):
                     err = op["responses"][status]["content"]["application/json"]["schema"]
                     assert err == {"$ref": "#/components/schemas/Error"}, (method, path, status)
 
@@ -454,8 +455,9 @@ class TestHttpOnOneEngine(OnOneEngine):
             assert reused.status_code == 409
             assert reused.json()["error"]["type"] == "IdempotencyConflict"
 
-    async def test_with_a_token_set_requests_need_it_and_health_does_not(self, engine):
-        async with client(engine, token="s3cret") as http:
+    async def test_with_keys_requests_need_one_and_health_does_not(self, engine):
+        keys = Keys(KeyRing([Key("app", digest("s3cret"), SCOPES)]))
+        async with client(engine, keys) as http:
             assert (await http.get("/healthz")).status_code == 200
             assert (await http.get("/docs")).status_code == 200
             denied = await http.post("/v1/users", json={"name": "a"})

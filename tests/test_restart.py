@@ -6,7 +6,10 @@ audit clean. Also the pieces on their own: the port check and the servers a dead
 import asyncio
 import contextlib
 import itertools
+import json
+import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -41,6 +44,18 @@ def start_up(data_dir, port: int) -> tuple[subprocess.Popen, str, list[str]]:
     assert url, "".join(lines)
     _, more = read_until(proc, r"(inspect it with)")
     return proc, url, lines + more
+
+
+def printed_key(lines: list[str]) -> str | None:
+    """The API key the first `up` on a data dir prints, once."""
+    found = [m.group(1) for line in lines if (m := re.match(r"^\s+(bk_\S+)", line))]
+    return found[0] if found else None
+
+
+def run_dir_of(data_dir) -> str:
+    """The run dir (HAProxy's files) a run remembered in its data dir."""
+    with open(os.path.join(data_dir, leftovers.RECORD_NAME)) as f:
+        return next(s["marker"] for s in json.load(f) if s["name"] == leftovers.RUN_DIR)
 
 
 def kill_everything(proc: subprocess.Popen) -> int:
@@ -131,9 +146,12 @@ def left_running(data_dir, port: int) -> list[str]:
 @pytest.mark.ray
 async def test_up_killed_mid_traffic_restarts_at_once_and_loses_nothing_it_answered(tmp_path):
     port = free_port()
-    proc, url, _ = start_up(tmp_path, port)
+    proc, url, lines = start_up(tmp_path, port)
+    key = printed_key(lines)
+    assert key, "".join(lines)
+    auth = {"Authorization": f"Bearer {key}"}
     try:
-        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        async with httpx.AsyncClient(base_url=url, timeout=30, headers=auth) as http:
             users, listeners = await people(http)
             traffic = Traffic(http, users, listeners)
             until = time.monotonic() + TRAFFIC_S + 30
@@ -143,12 +161,15 @@ async def test_up_killed_mid_traffic_restarts_at_once_and_loses_nothing_it_answe
             await asyncio.wait_for(asyncio.gather(*clients), 60)
         assert killed > 5 and traffic.top_ups and traffic.started and traffic.ended
         assert set(traffic.health_codes) == {200}, traffic.health_codes  # /healthz under load
+        dead_run_dir = run_dir_of(tmp_path)
+        assert os.path.isdir(dead_run_dir)  # what the dead run left: HAProxy's admin socket
 
         # At once: the port in TIME_WAIT, the dead run's servers still up, its record left.
         restarted = time.monotonic()
         proc, url, lines = start_up(tmp_path, port)
         assert time.monotonic() - restarted < STEP_S_MAX
-        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        assert not os.path.exists(dead_run_dir) and printed_key(lines) is None  # the same key
+        async with httpx.AsyncClient(base_url=url, timeout=30, headers=auth) as http:
             for key, answer in traffic.top_ups.items():
                 again = {"amount": 1, "idempotency_key": key}
                 retry = ok(await http.post(f"/v1/wallets/{answer['user']}/top-ups", json=again))

@@ -5,6 +5,7 @@ a top-up and a call driven through the cluster's own Serve, whose HAProxy holds 
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -48,10 +49,10 @@ FOREIGN_WAIT_S_MAX = 45.0  # longer than Serve's drain of a replica being stoppe
 
 async def first_answer(http, port: int, config: str):
     """The first request's answer. CI twice saw it answered 401, by an app with a token that
-    this cluster's config does not have (`token_sha256: null`): likely another engine's replica,
-    reached through this cluster's ingress, while it drained. That is waited out (bounded), and
-    what was listening is reported, so the test still fails if the deployed API never answers
-    as itself."""
+    this cluster's config did not have: likely another engine's replica, reached through this
+    cluster's ingress, while it drained (before each engine's Serve ports were its own). That
+    is waited out (bounded), and what was listening is reported, so the test still fails if the
+    deployed API never answers as itself."""
     deadline = time.monotonic() + FOREIGN_WAIT_S_MAX
     seen = []
     while True:
@@ -60,8 +61,8 @@ async def first_answer(http, port: int, config: str):
             if seen:
                 print(f"answered 401 first, then {r.status_code}: {seen[-1]}")
             return r
-        seen.append({"listening": listening_on(port), "token in config": "token_sha256: null"
-                     not in config, "at": time.monotonic()})  # fmt: skip
+        seen.append({"listening": listening_on(port), "keys in config": "sha256" in config,
+                     "at": time.monotonic()})  # fmt: skip
         assert time.monotonic() < deadline, f"an app with a token answered: {seen}"
         time.sleep(1.0)
 
@@ -133,6 +134,8 @@ async def test_serve_deploy_of_the_printed_config_serves_the_api_on_the_cluster(
     try:
         ready, lines = read_until(up, r"(inspect it with)")
         assert ready, "".join(lines)
+        keys = [m.group(1) for x in lines if (m := re.match(r"^\s+(bk_\S+)", x))]
+        assert keys, "".join(lines)  # the first `up` on the data dir made a key, even without HTTP
         port = free_port()
         printed = subprocess.run(
             CLI + ["serve-config", "--address", address, "--http-port", str(port)],
@@ -144,6 +147,8 @@ async def test_serve_deploy_of_the_printed_config_serves_the_api_on_the_cluster(
         assert printed.returncode == 0, printed.stdout + printed.stderr
         config = yaml.safe_load(printed.stdout)
         assert config["applications"][0]["import_path"] == "engine.runtime.serving:app"
+        assert config["applications"][0]["args"]["keys"][0]["name"] == "default"
+        assert keys[0] not in printed.stdout  # its digest only
         (tmp_path / "billing.yaml").write_text(printed.stdout)
         serve = os.path.join(os.path.dirname(sys.executable), "serve")
         deployed = subprocess.run(
@@ -155,7 +160,8 @@ async def test_serve_deploy_of_the_printed_config_serves_the_api_on_the_cluster(
         )
         assert deployed.returncode == 0, deployed.stdout + deployed.stderr
         url = f"http://127.0.0.1:{port}"
-        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        auth = {"Authorization": f"Bearer {keys[0]}"}
+        async with httpx.AsyncClient(base_url=url, timeout=30, headers=auth) as http:
             deadline = time.monotonic() + DEPLOY_S_MAX
             while True:
                 with contextlib.suppress(httpx.HTTPError):

@@ -4,7 +4,13 @@ into Serve's own variables for its high-throughput mode."""
 import pytest
 
 from engine import InvalidInput
-from engine.serve_options import HAPROXY_PORTS, HAPROXY_PORTS_ENV, ServeOptions, from_env
+from engine.serve_options import (
+    FALLBACK_PORT_ENV,
+    HAPROXY_PORTS,
+    HAPROXY_PORTS_ENV,
+    ServeOptions,
+    from_env,
+)
 
 
 def test_the_throughput_mode_is_on_by_default_and_is_serves_own_variables():
@@ -12,7 +18,12 @@ def test_the_throughput_mode_is_on_by_default_and_is_serves_own_variables():
     assert env["RAY_SERVE_ENABLE_HA_PROXY"] == env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
     assert env["RAY_SERVE_HAPROXY_METRICS_ENABLED"] == "0"
     off = ServeOptions(throughput_mode=False).env()
-    assert off == {"RAY_SERVE_ENABLE_HA_PROXY": "0", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"}
+    assert off["RAY_SERVE_ENABLE_HA_PROXY"] == off["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "0"
+    # In both modes: no port shared with another engine (SO_REUSEPORT off), and the door's
+    # idle bound for HAProxy's clients.
+    for given in (env, off):
+        assert given["SERVE_SOCKET_REUSE_PORT_ENABLED"] == "0"
+        assert given["RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S"] == "60"
 
 
 def test_options_come_from_the_environment_then_the_flags():
@@ -36,16 +47,40 @@ def test_a_bad_option_is_refused_by_name(env, words):
         from_env(env)
 
 
-def test_applying_the_mode_gives_haproxy_free_ports_of_its_own(monkeypatch):
+def test_applying_the_mode_gives_haproxy_and_the_fallback_proxy_free_ports_of_their_own(
+    monkeypatch,
+):
     import os
 
     # A copy of the environment: this test process must not start Serve in that mode later.
-    env = {k: v for k, v in os.environ.items() if k not in HAPROXY_PORTS_ENV}
+    ours = (*HAPROXY_PORTS_ENV, FALLBACK_PORT_ENV)
+    env = {k: v for k, v in os.environ.items() if k not in ours}
     monkeypatch.setattr(os, "environ", env)
     ServeOptions().apply()
-    ports = [int(env[v]) for v in HAPROXY_PORTS_ENV]
-    assert len(set(ports)) == 2 and all(p in HAPROXY_PORTS for p in ports)
+    ports = [int(env[v]) for v in ours]
+    assert len(set(ports)) == 3 and all(p in HAPROXY_PORTS for p in ports)
     assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+
+
+def test_the_doors_bounds_are_named_settings_each_refused_by_name_when_bad():
+    env = {
+        "BILLING_HTTP_BODY_BYTES_MAX": "1024",
+        "BILLING_HTTP_HEADERS_MAX": "30",
+        "BILLING_HTTP_HEADER_BYTES_MAX": "4096",
+        "BILLING_HTTP_REQUEST_TIMEOUT_S": "5",
+        "BILLING_HTTP_IDLE_TIMEOUT_S": "30",
+        "BILLING_HTTP_KEY_FAILURES_MAX": "7",
+        "BILLING_HTTP_KEY_FAILURE_WINDOW_S": "90",
+    }
+    o = from_env(env)
+    assert (o.body_bytes_max, o.headers_max, o.header_bytes_max) == (1024, 30, 4096)
+    assert (o.request_timeout_s, o.idle_timeout_s) == (5, 30)
+    assert (o.key_failures_max, o.key_failure_window_s) == (7, 90)
+    for var in env:
+        with pytest.raises(InvalidInput, match=var):
+            from_env({var: "none"})
+        with pytest.raises(InvalidInput):
+            from_env({var: "0"})
 
 
 def test_haproxy_ports_skip_one_that_is_listened_on():

@@ -32,6 +32,7 @@ console = make_console()
 
 def _config(args: argparse.Namespace, **defaults):
     keys = (
+        "metrics_on_network",
         "database_url",
         "redis_url",
         "ray_address",
@@ -139,6 +140,72 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
     console.print_json(json.dumps(asyncio.run(run()), default=str))
     return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    """`keys create | list | revoke`, on the database of the engine at --address (or recorded
+    in the data dir), else DATABASE_URL, else the data dir's embedded one."""
+    from engine import keys
+
+    async def work(pool):
+        if args.keys_command == "create":
+            return await keys.create(pool, args.name, args.scopes)
+        if args.keys_command == "revoke":
+            return await keys.revoke(pool, args.name)
+        return await keys.listed(pool)
+
+    out = on_engine_database(args, work)
+    if args.keys_command == "create":
+        console.print(
+            f"key {out['name']!r} ({', '.join(out['scopes'])}), shown this once: keep it secret",
+            highlight=False,
+        )
+        print(out["key"])
+        return 0
+    if args.keys_command == "revoke":
+        console.print(f"key {out['name']!r} revoked at {iso_times(out)['revoked_at']}")
+        return 0
+    from rich.table import Table
+
+    t = Table(title="API keys")
+    for column in ("name", "scopes", "created_at", "revoked_at"):
+        t.add_column(column)
+    for row in iso_times(out):
+        t.add_row(row["name"], ",".join(row["scopes"]), row["created_at"], row["revoked_at"] or "")
+    console.print(t)
+    return 0
+
+
+def on_engine_database(args: argparse.Namespace, work):
+    """`await work(pool)` on the engine's database: DATABASE_URL / --database-url, else the
+    running engine's (attached through Ray), else the data dir's embedded one (started here
+    for the command, unless another process holds it)."""
+    from engine.embedded import embedded_for
+    from engine.runtime import cluster
+    from persistence.db import close_pools, get_pool
+
+    config = _config(args)
+    if config.database_url is None and (
+        config.ray_address or cluster.recorded(config.data_dir) is not None
+    ):
+        return on_running_engine(args, lambda engine: _pooled(engine, work))
+    config, embedded = embedded_for(config, redis=False)
+
+    async def run():
+        try:
+            return await work(await get_pool(config.database_url))
+        finally:
+            await close_pools()
+
+    try:
+        return asyncio.run(run())
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+async def _pooled(engine, work):
+    return await work(await engine.pool())
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -256,6 +323,9 @@ COMMANDS = {
     "bench": cmd_bench,
     "chaos": cmd_chaos,
     "jobs run": cmd_jobs,
+    "keys create": cmd_keys,
+    "keys list": cmd_keys,
+    "keys revoke": cmd_keys,
 }
 
 

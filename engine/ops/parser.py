@@ -109,7 +109,7 @@ def build_parser(commands: Commands) -> argparse.ArgumentParser:
     parser.epilog = "Settings come from the environment or these flags; see the README."
     sub = parser.add_subparsers(dest="command", required=True)
     adders = (_demo, _up, _serve_config, _inspect, _explain, _top, _statement, _audit, _bench)
-    adders += (_chaos, _jobs)
+    adders += (_chaos, _jobs, _keys)
     for add in adders:
         add(sub, commands)
     return parser
@@ -135,9 +135,17 @@ def _up(sub, commands: Commands) -> None:
         "--http",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="serve the HTTP API on Ray Serve (bearer token: env BILLING_API_TOKEN)",
+        help="serve the HTTP API on Ray Serve (its keys: `billing-engine keys`)",
     )
     _http_flags(up)
+    _insecure_flag(up)
+    up.add_argument(
+        "--metrics-on-network",
+        action="store_true",
+        default=None,
+        help="a Ray of the engine's own listens on the machine's address, not 127.0.0.1, for "
+        "a cluster's Prometheus (its metrics need no token; env BILLING_METRICS_ON_NETWORK)",
+    )
     up.add_argument(
         "--dashboard",
         action=argparse.BooleanOptionalAction,
@@ -155,6 +163,41 @@ def _serve_config(sub, commands: Commands) -> None:
     )
     _engine_flags(sc, only=("ray", "data_dir"))
     _http_flags(sc)
+    _insecure_flag(sc)
+
+
+def _insecure_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="serve the HTTP API with no key at all: anyone who reaches it can move money "
+        "(warned at every start)",
+    )
+
+
+def _keys(sub, commands: Commands) -> None:
+    keys = sub.add_parser(
+        "keys", formatter_class=HELP, help="the HTTP API's keys: make, list, revoke"
+    )
+    children = keys.add_subparsers(dest="keys_command", required=True)
+    create = children.add_parser(
+        "create", formatter_class=HELP, help="make a key (printed once, never again)"
+    )
+    create.add_argument("name", help="the key's name (a-z, 0-9, '.', '_', '-')")
+    create.add_argument(
+        "--scopes",
+        required=True,
+        help="comma-separated, of: read (GETs, events), calls (people, top-ups, spends, calls, "
+        "heartbeats), payouts (withdrawals, payouts, refunds), admin (keys)",
+    )
+    listed = children.add_parser("list", formatter_class=HELP, help="every key, live first")
+    revoke = children.add_parser(
+        "revoke", formatter_class=HELP, help="refuse a key from now on, on every replica"
+    )
+    revoke.add_argument("name", help="the key's name")
+    for p, name in ((create, "create"), (listed, "list"), (revoke, "revoke")):
+        p.set_defaults(func=commands[f"keys {name}"])
+        _engine_flags(p, only=("database", "ray", "data_dir"))
 
 
 def _inspect(sub, commands: Commands) -> None:

@@ -14,7 +14,15 @@ from dataclasses import dataclass
 import ray
 
 from actors.errors import EngineUnavailable
-from engine.runtime.raycalls import WRITER_NAME, actor, actor_or_none, join_ray, remote
+from engine import private
+from engine.runtime.raycalls import (
+    WRITER_NAME,
+    actor,
+    actor_or_none,
+    join_ray,
+    loopback_only,
+    remote,
+)
 from engine.runtime.writer_actor import WriterActor
 
 log = logging.getLogger("billing.cluster")
@@ -112,10 +120,12 @@ def join(
     data_dir: str | None = None,
     dashboard: bool = False,
     found: Found | None = None,
+    on_network: bool = False,
 ) -> Joined:
     """Join the cluster `find` names (or `found`, if the caller found it already). An address
     that does not answer within CONNECT_TIMEOUT_S is an `EngineUnavailable` naming it. A Ray
-    of our own runs Ray's dashboard if `dashboard`."""
+    of our own runs Ray's dashboard if `dashboard`, and listens on loopback unless
+    `on_network` (start_own)."""
     where = found or find(address, namespace, data_dir)
     address, namespace, via = where.address, where.namespace, where.via
     if via == "already":
@@ -131,7 +141,19 @@ def join(
             file=sys.stderr,
         )
         return Joined(True, _current_address(), namespace, via)
+    start_own(namespace, dashboard, on_network)
+    return Joined(True, _current_address(), namespace, "own")
+
+
+def start_own(namespace: str, dashboard: bool = False, on_network: bool = False, **more):
+    """Start a local Ray of the engine's own, private to this machine's user: every port on
+    127.0.0.1 unless `on_network` (Ray's metrics export needs no token: on the machine's
+    address, anyone who reaches it reads the engine's counts), its session files (logs,
+    sockets) under a folder only this user may enter (Ray makes its own 0777), and Ray's
+    token file readable by this user alone. `more` goes to ray.init."""
     global _dashboard_url
+    if not on_network:
+        loopback_only()
     to_driver = os.environ.get("BILLING_LOG_ACTORS") == "1"
     with lean_ray(dashboard, to_driver):
         context = ray.init(
@@ -140,9 +162,16 @@ def join(
             include_dashboard=dashboard,
             logging_level=logging.WARNING,
             log_to_driver=to_driver,
+            _temp_dir=os.path.join(private.tmp_folder(), "ray"),
+            **more,
         )
+    with contextlib.suppress(OSError):
+        os.chmod(os.path.expanduser(RAY_TOKEN_FILE), 0o600)
     _dashboard_url = getattr(context, "dashboard_url", None) or None
-    return Joined(True, _current_address(), namespace, "own")
+    return context
+
+
+RAY_TOKEN_FILE = "~/.ray/auth_token"
 
 
 def dashboard_urls() -> dict:
@@ -168,12 +197,9 @@ def write_record(data_dir: str, namespace: str, **more) -> str:
     """Record in `data_dir` the cluster and namespace of the engine this process started, for
     another process to attach to (`billing-engine up`, then a script, inspect, jobs); `more`
     adds what such a process may need without Ray (the embedded database's URL, for audit)."""
-    os.makedirs(data_dir, exist_ok=True)
     path = os.path.join(data_dir, RECORD_NAME)
     record = {"ray_address": address(), "namespace": namespace, "pid": os.getpid()} | more
-    with open(path + ".tmp", "w") as f:
-        json.dump(record, f)
-    os.replace(path + ".tmp", path)
+    private.write_json(path, record)
     return path
 
 

@@ -4,6 +4,7 @@ fan-outs, transient errors."""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable, Iterable
 
 import ray
@@ -121,6 +122,20 @@ def actor_or_none(name: str, namespace: str = NAMESPACE):
         return None
 
 
+# Ray binds a node to the machine's address; on macOS and Windows, where it does not run
+# clusters, to loopback. This variable turns that on here: the Ray processes inherit it, and a
+# client that joins a Ray on 127.0.0.1 sets it too (else it looks for a node on the machine's
+# address, and waits a minute for none).
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def loopback_only() -> None:
+    from ray._private import ray_constants
+
+    os.environ[LOOPBACK_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
 def join_ray(address: str, namespace: str = NAMESPACE) -> None:
     """Join a running Ray cluster as a client.
 
@@ -129,6 +144,9 @@ def join_ray(address: str, namespace: str = NAMESPACE) -> None:
     explicit address we ask it to do the same, unless RAY_AUTH_MODE says otherwise."""
     import logging
 
+    host = address.removeprefix("ray://").rpartition(":")[0]
+    if host in ("127.0.0.1", "localhost", "::1", "[::1]"):
+        loopback_only()  # a Ray on loopback: its node is 127.0.0.1, not the machine's address
     if address != "auto":
         try:
             from ray._private.authentication.authentication_token_setup import (

@@ -16,9 +16,13 @@ import time
 
 from ray import serve
 
+from engine import http_bounds, keys
 from engine.http import build_app
+from engine.http_door import Keys
+from engine.keys import SCOPES, FailedKeys, Key, KeyRing
 from engine.runtime import metrics
 from engine.serve_options import ServeOptions
+from persistence.door_counts import FailureCounts
 
 log = logging.getLogger("billing.serving")
 
@@ -59,16 +63,22 @@ def _engine_getter(namespace: str):
 
 def app(args: dict):
     """The Serve application (Serve's builder: `import_path` engine.runtime.serving:app).
-    `args`: `namespace` of the engine (default "billing"), `token_sha256` of the API token
-    (None: no token), and any field of ServeOptions (`replicas`, `replica_requests_max`,
-    `throughput_mode`; the address is Serve's own, in the config's `http_options`)."""
+    `args`: `namespace` of the engine (default "billing"); `auth`: "keys" (the default) or
+    "none" (`--insecure-no-auth`); `keys`, the live keys' digests and scopes when deployed (the
+    replicas read them again from PostgreSQL every KEYS_REFRESH_S) and `fixed_keys`, keys kept
+    nowhere else (BILLING_API_TOKEN's); any field of ServeOptions (`replicas`, the door's
+    bounds, ...; the address is Serve's own, in the config's `http_options`). `token_sha256`,
+    as configs printed before keys had it, is a fixed key with every scope."""
     fields = ServeOptions.__dataclass_fields__
-    unknown = set(args) - {"namespace", "token_sha256", *fields}
+    known = {"namespace", "auth", "keys", "fixed_keys", "token_sha256", *fields}
+    unknown = set(args) - known
     if unknown:
         raise ValueError(f"unknown arguments of the billing app: {', '.join(sorted(unknown))}")
     namespace = args.get("namespace", "billing")
     options = ServeOptions(**{k: v for k, v in args.items() if k in fields})
-    api = build_app(_engine_getter(namespace), args.get("token_sha256"), metrics.request)
+    get_engine = _engine_getter(namespace)
+    api = build_app(get_engine, door_keys(args, get_engine, options), metrics.request,
+                    body_bytes_max=options.body_bytes_max)  # fmt: skip
 
     @serve.deployment(
         name=DEPLOYMENT_NAME,
@@ -79,31 +89,90 @@ def app(args: dict):
     )
     @serve.ingress(api)
     class BillingApi:
-        pass
+        def __init__(self) -> None:
+            # Before Serve starts this replica's own servers (HTTP for direct ingress, and
+            # gRPC for calls between deployments).
+            http_bounds.install(
+                options.headers_max, options.header_bytes_max, options.request_timeout_s
+            )
+            grpc_on_loopback()
 
     return BillingApi.bind()
 
 
-def start(namespace: str, options: ServeOptions, token_sha256: str | None = None) -> str:
+def grpc_on_loopback() -> None:
+    """On a node whose address is 127.0.0.1 (a Ray of the engine's own), bind the replica's
+    gRPC server for calls between deployments there too: Serve binds it on every interface
+    (`[::]:0`), where only Ray's token guards it. On any other node, as Serve does."""
+    import ray
+    from ray.serve._private import replica
+
+    if ray.util.get_node_ip_address() != "127.0.0.1":
+        return
+    bind = replica.add_port_to_grpc_server
+    replica.add_port_to_grpc_server = lambda server, address: bind(
+        server, address.replace("[::]", "127.0.0.1")
+    )
+
+
+def door_keys(args: dict, get_engine, options: ServeOptions) -> Keys | None:
+    """The keys a replica checks (None: no authentication), kept fresh from the engine's
+    PostgreSQL."""
+    auth = args.get("auth", "keys")
+    if auth not in ("keys", "none"):
+        raise ValueError(f"auth must be 'keys' or 'none', got {auth!r}")
+    if auth == "none":
+        return None
+    stored = [Key.from_arg(k) for k in args.get("keys") or ()]
+    fixed = [Key.from_arg(k) for k in args.get("fixed_keys") or ()]
+    if args.get("token_sha256"):
+        fixed.append(Key("token", args["token_sha256"], SCOPES))
+
+    async def read_live() -> list[Key]:
+        return await keys.live(await (await get_engine()).pool())
+
+    counts: list = []  # the replica's one FailureCounts, made at its first wrong key
+
+    async def count_shared(source: str, window_s: int):
+        if not counts:
+            counts.append(FailureCounts((await get_engine()).redis_url))
+        return await counts[0].count(source, window_s)
+
+    failed = FailedKeys(options.key_failures_max, options.key_failure_window_s, shared=count_shared)
+    return Keys(KeyRing(stored, fixed), read_live, failed)
+
+
+def start(namespace: str, options: ServeOptions, auth: dict) -> str:
     """Serve the API at http://host:port (the process has joined the cluster, and applied
-    `options` before it started or joined Ray)."""
+    `options` before it started or joined Ray); `auth`: the app's `auth`, `keys` and
+    `fixed_keys` arguments."""
     serve.start(
-        http_options={"host": options.host, "port": options.port},
+        http_options=http_options(options),
         logging_config=LOGGING,
         controller_options={"runtime_env": {"env_vars": options.env()}},
     )
-    args = {"namespace": namespace, "token_sha256": token_sha256} | dataclasses.asdict(options)
+    args = {"namespace": namespace} | auth | dataclasses.asdict(options)
     serve.run(app(args), name=APP_NAME, route_prefix="/", blocking=False)
     return f"http://{options.host}:{options.port}"
 
 
-def config(namespace: str, options: ServeOptions, token_sha256: str | None = None) -> dict:
+def http_options(options: ServeOptions) -> dict:
+    """Serve's HTTP options: the address, and how long an idle kept-alive connection stays."""
+    return {
+        "host": options.host,
+        "port": options.port,
+        "keep_alive_timeout_s": options.idle_timeout_s,
+    }
+
+
+def config(namespace: str, options: ServeOptions, auth: dict) -> dict:
     """A Serve config file's content (`serve deploy`, or a KubeRay RayService's
     serveConfigV2) that serves the API of the engine running in `namespace` on the cluster's
-    own Serve, with Serve's mode for the controller, HAProxy and the replicas."""
+    own Serve, with Serve's mode for the controller, HAProxy and the replicas, and the keys'
+    digests (`auth`: the app's `auth`, `keys` and `fixed_keys` arguments)."""
     return {
         "proxy_location": "EveryNode",
-        "http_options": {"host": options.host, "port": options.port},
+        "http_options": http_options(options),
         "controller_options": {"runtime_env": {"env_vars": options.env()}},
         "logging_config": LOGGING,
         "applications": [
@@ -111,7 +180,7 @@ def config(namespace: str, options: ServeOptions, token_sha256: str | None = Non
                 "name": APP_NAME,
                 "route_prefix": "/",
                 "import_path": IMPORT_PATH,
-                "args": {"namespace": namespace, "token_sha256": token_sha256},
+                "args": {"namespace": namespace} | auth | dataclasses.asdict(options),
                 "runtime_env": {"env_vars": options.env()},
                 "deployments": [
                     {
