@@ -190,9 +190,13 @@ def chaos_command(config, seconds: float, seed: int, console) -> ChaosResult:
                         f"{r.retries} retries, {r.invariant_violations} violations"
                     )
 
-            return asyncio.run(run_chaos(config, seconds, seed, progress=progress))
+            result = asyncio.run(run_chaos(config, seconds, seed, progress=progress))
+            if not result.ok and admin is not None:
+                console.print(f"[red]the run's database {name} is kept, to look into[/]")
+                name = None
+            return result
         finally:
-            if admin is not None:
+            if admin is not None and name is not None:
                 asyncio.run(recreate_database(admin, name, drop_only=True))
             if embedded is not None:
                 embedded.stop()
