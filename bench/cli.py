@@ -230,7 +230,7 @@ def request_runs(args, paths, shards: int, database_url: str, redis_url: str, co
 
 def run_bench(args, database_url: str, redis_url: str) -> int:
     from bench.requests import REQUEST_PATHS
-    from engine.ops.cli import make_console
+    from engine.cli.common import make_console
 
     console = make_console()
     paths = args.paths or ([] if args.workload else list(PATHS))

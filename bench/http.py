@@ -215,8 +215,8 @@ def start_serve(namespace: str, replicas: int, key) -> str:
     behind its door, `key` the one key it knows (as `up` serves it)."""
     from ray import serve
 
-    from engine.runtime import serving
-    from engine.serve_options import ServeOptions
+    import engine.http.serving as serving
+    from engine.http.options import ServeOptions
 
     options = ServeOptions(port=free_port(), replicas=replicas)
     auth = {"auth": "keys", "keys": [key.as_arg()]}
@@ -237,7 +237,8 @@ def start_serve(namespace: str, replicas: int, key) -> str:
 
 async def bench_http(paths, concurrencies, n, shards, database_url, redis_url, console):
     """The HTTP rows: every path at every concurrency, in one run."""
-    from engine import keys, serve_options
+    import engine.http.options as serve_options
+    from engine import keys
 
     wrk_binary()
     # Serve's mode comes from the environment of the Ray this process starts: set it first.

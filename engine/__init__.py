@@ -1,5 +1,5 @@
 """The Engine and its configuration. Ray lives under `engine.runtime` and is imported only when
-an Engine starts; operator tools (CLI, demo, chaos) are under `engine.ops`.
+an Engine starts; operator tools (CLI, demo, chaos) are under `engine.cli`.
 
 Every refusal is a `BillingError` (a `ValueError`) that names what is wrong and changed
 nothing; `EngineUnavailable` (a `ConnectionError`) means no answer now: retry, with the same

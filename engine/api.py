@@ -31,7 +31,7 @@ from engine.config import Config
 from engine.jobs import JOBS, badges_missed, expire_calls, run_job_here
 from engine.lifecycle import EngineLifecycle
 from engine.money_back_requests import PAYOUT_ID_BLOCK, MoneyBackRequests
-from engine.operations import Operations
+from engine.operator import Operations
 from engine.retryable import retryable
 from persistence import badges, store
 from persistence.events import READ_LIMIT_MAX, read_events

@@ -1,5 +1,5 @@
 """Settings from environment variables: a table of variable -> (field, parser), read one way,
-a bad value refused naming the variable (engine/config.py, engine/serve_options.py)."""
+a bad value refused naming the variable (engine/config.py, engine/http/options.py)."""
 
 from __future__ import annotations
 

@@ -32,7 +32,7 @@ KEY_BYTES = 32  # 256 bits
 NAME_PATTERN = r"[a-z0-9][a-z0-9._-]{0,63}"
 FIRST_KEY_NAME = "default"  # the key the first `up` on a data dir makes, with every scope
 KEYS_MAX = 1_000  # live keys at once; a key past it is refused (rotation needs two, not 1,000)
-# How often a replica reads the live keys from PostgreSQL (engine/http_door.py): a revoked key
+# How often a replica reads the live keys from PostgreSQL (engine/http/door.py): a revoked key
 # is refused on every replica within this (and one read) of its revocation.
 KEYS_REFRESH_S = 0.25
 # A new key is handed out only once every replica has had time to read it, so that a client

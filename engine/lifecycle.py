@@ -90,7 +90,7 @@ class EngineLifecycle:
         return self
 
     async def _attach(self, writer) -> None:
-        from engine.runtime.placement import make_placement
+        from engine.runtime.placements.placement import make_placement
 
         meta = await writer.describe()
         clock = self.config.clock
@@ -104,7 +104,7 @@ class EngineLifecycle:
 
     async def _start_own(self) -> None:
         from engine.runtime import cluster
-        from engine.runtime.placement import make_placement
+        from engine.runtime.placements.placement import make_placement
         from engine.runtime.scheduler import Scheduler
 
         cfg = self.config

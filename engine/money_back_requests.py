@@ -1,6 +1,6 @@
 """The Engine's requests for money that goes out or back: withdrawals as payouts in two steps,
 their settlement, a listener's payouts, and refunds of a call's minutes. The hosts do the money
-(`engine/runtime/money_back.py`); this checks what comes in and routes it."""
+(`engine/host/payouts_refunds.py`); this checks what comes in and routes it."""
 
 from __future__ import annotations
 

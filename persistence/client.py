@@ -17,8 +17,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from actors.errors import InvariantViolation
-from persistence.flushing import backoff, due_in, flush_when_due
-from persistence.retry import retrying
+from aio.flushing import backoff, due_in, flush_when_due
+from aio.retry import retrying
 
 log = logging.getLogger("billing.client")
 

@@ -1,5 +1,5 @@
 """Wrong API keys per source address, counted in Redis, so that every replica of the HTTP API
-counts one source's failures together (engine/http_door.py keeps each replica's own view)."""
+counts one source's failures together (engine/http/door.py keeps each replica's own view)."""
 
 from __future__ import annotations
 

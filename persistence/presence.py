@@ -13,8 +13,8 @@ import time
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from aio.batching import Batcher, BatchLimits
 from persistence import keys
-from persistence.batching import Batcher, BatchLimits
 from persistence.db import mask_url
 
 log = logging.getLogger("billing.presence")

@@ -23,11 +23,11 @@ from dataclasses import dataclass
 import asyncpg
 
 from actors.errors import InvariantViolation
+from aio.flushing import backoff, due_in, flush_when_due
+from aio.retry import retrying
 from persistence.commit import commit_batch
 from persistence.db import connect, get_pool, mask_url
-from persistence.flushing import backoff, due_in, flush_when_due
 from persistence.records import Batch, unpack
-from persistence.retry import retrying
 
 log = logging.getLogger("billing.writer")
 

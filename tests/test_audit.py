@@ -88,7 +88,7 @@ def test_the_audit_command_exits_non_zero_on_a_violation(services):
 
     def audit():
         return subprocess.run(
-            [sys.executable, "-m", "engine.ops.cli", "audit"],
+            [sys.executable, "-m", "engine.cli", "audit"],
             env=env,
             capture_output=True,
             text=True,

@@ -6,7 +6,7 @@ import asyncio
 import pytest
 
 from actors import CapacityExceeded, InvalidInput, InvariantViolation
-from persistence.batching import Batcher, BatchLimits
+from aio.batching import Batcher, BatchLimits
 
 
 class Recorder:

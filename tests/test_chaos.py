@@ -6,9 +6,9 @@ import time
 import pytest
 
 from actors import PartyBusy
-from engine.ops.chaos import CRASH_KINDS, ChaosResult, Model, check_database, run_chaos
-from engine.runtime.host import HostSettings, WalletHost
-from engine.runtime.listener_side import RESERVATION_UNCONFIRMED_S
+from engine.cli.chaos import CRASH_KINDS, ChaosResult, Model, check_database, run_chaos
+from engine.host.listener_desk import RESERVATION_UNCONFIRMED_S
+from engine.host.wallet_host import HostSettings, WalletHost
 from persistence.client import WriterClient
 from persistence.db import get_pool
 from tests.conftest import PLACEMENTS, engine_config
@@ -108,7 +108,7 @@ def test_the_model_counts_minutes_in_milliseconds_as_the_engine_does():
     """Chaos found it: a start the driver got no answer for is read back from PostgreSQL,
     rounded to the ms; a hang-up one minute of clock after the start's own time is minute 2 for
     the engine (both rounded), and was 1 for a model that counted in float seconds."""
-    from engine.ops.chaos.model import Model
+    from engine.cli.chaos.model import Model
 
     start = 1_800_010_833.3406  # the clock when the call started
     model = Model(MIN, 240, {1: 100, 2: 0}, {2: 0})

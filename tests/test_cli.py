@@ -11,7 +11,7 @@ import pytest
 # One worker runs the end-to-end tests one after another (pyproject's addopts).
 pytestmark = pytest.mark.xdist_group("end_to_end")
 
-CLI = [sys.executable, "-m", "engine.ops.cli"]
+CLI = [sys.executable, "-m", "engine.cli"]
 STEP_S_MAX = 240
 
 

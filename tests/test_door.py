@@ -12,8 +12,8 @@ import pytest
 
 from actors.errors import EngineUnavailable
 from engine import keys
-from engine.http import build_app
-from engine.http_door import KEYS_STALE_S, Keys, declared_scopes
+from engine.http.app import build_app
+from engine.http.door import KEYS_STALE_S, Keys, declared_scopes
 from engine.keys import SCOPES, FailedKeys, Key, KeyRing
 
 SECRETS = {scope: f"bk_only-{scope}" for scope in SCOPES}

@@ -1,4 +1,4 @@
-"""Serve's HAProxy made private (engine/haproxy.py), on the config Ray's own template renders:
+"""Serve's HAProxy made private (engine/http/haproxy.py), on the config Ray's own template renders:
 the admin socket 0600, the stats and Prometheus pages on loopback, `timeout http-request`, the
 client's address in a header a client cannot send through it, HAProxy itself accepting the
 result; the wrapper hardening each config before it becomes HAProxy, and refusing to start
@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from engine import haproxy
+import engine.http.haproxy as haproxy
 
 
 def ray_config(tmp_path) -> str:

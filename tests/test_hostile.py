@@ -212,7 +212,7 @@ async def test_everything_refused_leaves_the_audit_clean(people):
 )
 def test_the_cli_refuses_bad_arguments_by_name(args):
     out = subprocess.run(
-        [sys.executable, "-m", "engine.ops.cli", *args], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "engine.cli", *args], capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 2
     assert "invalid" in out.stderr or "error" in out.stderr

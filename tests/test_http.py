@@ -7,8 +7,8 @@ import httpx
 import pytest
 
 from actors.times import iso
-from engine.http import build_app
-from engine.http_door import Keys
+from engine.http.app import build_app
+from engine.http.door import Keys
 from engine.keys import SCOPES, Key, KeyRing, digest
 from tests.conftest import OnOneEngine, engine_config
 
@@ -63,7 +63,7 @@ def declared_model(app, method: str, path: str, status: int):
     its `responses`. None for a path no route has (the 404 of an unknown path)."""
     from fastapi.routing import APIRoute
 
-    from engine.http_schema import Error
+    from engine.http.contract import Error
 
     for r in app.routes:
         if isinstance(r, APIRoute) and r.path == path and method in r.methods:
@@ -438,7 +438,7 @@ class TestHttpOnOneEngine(OnOneEngine):
             assert after["balance_coins"] == 5 and after["buckets"] == []
 
     async def test_fastapi_alone_refuses_every_bad_request_as_the_hot_path_does(self, engine):
-        # The table's routes have two adapters (engine/http_fast.py, FastAPI): the same refusals.
+        # The table's routes have two adapters (engine/http/fast.py, FastAPI): the same refusals.
         async with client(engine, hot=False) as http:
             for case in HOSTILE:
                 await refused_and_unchanged(http, engine, *case)

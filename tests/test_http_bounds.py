@@ -1,4 +1,4 @@
-"""A replica's own HTTP server (uvicorn, with engine/http_bounds.py installed as Serve's replica
+"""A replica's own HTTP server (uvicorn, with engine/http/bounds.py installed as Serve's replica
 does): too many headers or too large ones are 431, a client that takes too long to send its
 request line and headers is cut, and a well-formed request on a kept-alive connection is
 served as before."""
@@ -11,7 +11,7 @@ import time
 import pytest
 import uvicorn
 
-from engine import http_bounds
+import engine.http.bounds as http_bounds
 
 TIMEOUT_S = 1
 

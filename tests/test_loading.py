@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from engine.runtime.loading import LoadOnce
+from aio.once import LoadOnce
 
 
 async def test_a_failed_load_is_tried_again_and_a_good_one_is_kept():

@@ -20,7 +20,7 @@ import psutil
 import pytest
 
 from engine import leftovers
-from engine.ops.up import port_free
+from engine.cli.up import port_free
 from tests.test_cli import CLI, STEP_S_MAX, read_until, run
 from tests.test_service import embedded_env, free_port, ok
 

@@ -146,7 +146,7 @@ async def test_serve_deploy_of_the_printed_config_serves_the_api_on_the_cluster(
         )
         assert printed.returncode == 0, printed.stdout + printed.stderr
         config = yaml.safe_load(printed.stdout)
-        assert config["applications"][0]["import_path"] == "engine.runtime.serving:app"
+        assert config["applications"][0]["import_path"] == "engine.http.serving:app"
         assert config["applications"][0]["args"]["keys"][0]["name"] == "default"
         assert keys[0] not in printed.stdout  # its digest only
         (tmp_path / "billing.yaml").write_text(printed.stdout)

@@ -4,7 +4,7 @@ into Serve's own variables for its high-throughput mode."""
 import pytest
 
 from engine import InvalidInput
-from engine.serve_options import (
+from engine.http.options import (
     FALLBACK_PORT_ENV,
     HAPROXY_PORTS,
     HAPROXY_PORTS_ENV,
@@ -86,7 +86,7 @@ def test_the_doors_bounds_are_named_settings_each_refused_by_name_when_bad():
 def test_haproxy_ports_skip_one_that_is_listened_on():
     import socket
 
-    from engine.serve_options import free_ports
+    from engine.http.options import free_ports
 
     first = free_ports(1, 8000)[0]
     with socket.socket() as taken:

@@ -8,7 +8,7 @@ from actors import Call, IdempotencyConflict, InsufficientCoins, InvalidInput
 from actors.money import to_ms
 from bench.setup import ongoing_calls
 from engine.config import Config
-from engine.runtime.shard import Shard
+from engine.runtime.ray_actors.shard import Shard
 from persistence import store
 from persistence.client import ClientLimits
 from persistence.writer import LedgerWriter
@@ -80,7 +80,7 @@ async def test_after_a_crash_unwritten_minutes_are_recomputed_once(pool, service
 
 
 async def test_recovery_reads_calls_in_pieces_and_misses_none(pool, services, monkeypatch):
-    monkeypatch.setattr("engine.runtime.shard.RECOVERY_CHUNK_CALLS", 2)
+    monkeypatch.setattr("engine.runtime.ray_actors.shard.RECOVERY_CHUNK_CALLS", 2)
     await ongoing_calls(pool, 5, 100, T0)  # 5 calls: pieces of 2, 2 and 1
     sh = shard(services)
     state = await sh.start()
@@ -209,8 +209,8 @@ def test_call_recovered_from_a_row_keeps_its_rates_and_start():
 async def test_idle_wallets_past_the_cap_are_evicted_and_reload_as_they_were(
     pool, services, monkeypatch
 ):
-    monkeypatch.setattr("engine.runtime.wallet_cache.WALLETS_IDLE_MAX", 2)
-    monkeypatch.setattr("engine.runtime.wallet_cache.WALLET_IDLE_S", 0.0)
+    monkeypatch.setattr("engine.host.wallet_cache.WALLETS_IDLE_MAX", 2)
+    monkeypatch.setattr("engine.host.wallet_cache.WALLET_IDLE_S", 0.0)
     users = [await store.create_user(pool, f"u{i}", "user") for i in range(6)]
     listener = await store.create_user(pool, "l", "listener")
     sh = shard(services)

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.runtime.timers import TimerWheel
+from engine.host.timers import TimerWheel
 
 times = st.floats(min_value=0, max_value=1e4, allow_nan=False)
 

@@ -7,7 +7,7 @@ import pytest
 from actors import InvariantViolation
 from actors.call import Settlement
 from actors.money import Transfer
-from engine.ops.proxy import Proxy as PgProxy
+from engine.cli.proxy import Proxy as PgProxy
 from persistence import store
 from persistence.client import ClientLimits, WriterClient
 from persistence.records import settlement_records

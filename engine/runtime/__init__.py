@@ -1,3 +1,5 @@
-"""The Ray runtime: everything that imports Ray. Where wallets and calls live (the shard, the
-per-call actors, the host they share, the placements), the writer actor, the jobs' tasks,
-joining the cluster, and reading a running engine's actors."""
+"""The Ray runtime: every module here imports Ray. The placements (`placements`: where wallets
+and calls live), the Ray actors that carry the hosts and the writer (`ray_actors`), the seam to
+Ray (`raycalls`: names, remote calls, fan-outs), joining the cluster (`cluster`), the jobs'
+tasks (`scheduler`) and the engine's metrics (`metrics`). The hosts themselves are Ray-free
+(`engine.host`)."""

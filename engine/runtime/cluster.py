@@ -15,6 +15,7 @@ import ray
 
 from actors.errors import EngineUnavailable
 from engine import private
+from engine.runtime.ray_actors.writer_actor import WriterActor
 from engine.runtime.raycalls import (
     WRITER_NAME,
     actor,
@@ -23,7 +24,6 @@ from engine.runtime.raycalls import (
     loopback_only,
     remote,
 )
-from engine.runtime.writer_actor import WriterActor
 
 log = logging.getLogger("billing.cluster")
 

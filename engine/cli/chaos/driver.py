@@ -1,0 +1,202 @@
+"""`billing-engine chaos`: load under injected faults, checked against an independent model.
+
+A driver plays many users and listeners on a manual clock. Each step sends a batch of requests
+concurrently (one per party, so their answers are exact), while a fault chosen from the seed
+hits: an actor killed (Ray restarts it), PostgreSQL or Redis cut and restored through a proxy
+(every connection dropped, new ones refused, as while a server restarts), requests delivered
+twice or late, the clock jumping minutes ahead. Keyed requests are retried with their key until
+answered; a call start that failed without an answer is looked up in PostgreSQL afterwards.
+
+`Model` is written from DESIGN.md's billing policy, not from the engine's classes: it says what
+every acknowledged request should have done. At the end the load stops, the engine drains, the
+audit runs and PostgreSQL is compared with the model, coin by coin."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+from engine.cli.chaos.answers import ChaosRequests
+from engine.cli.chaos.checks import ChaosResult, check_database
+from engine.cli.chaos.faults import CLOCK_JUMP_MINUTES, CRASH_KINDS, FAULT_PROBABILITY, Faults
+from engine.cli.chaos.money_back import ChaosMoneyBack
+from engine.cli.chaos.workload import STEP_SECONDS, Workload
+from engine.cli.proxy import Proxy
+from persistence import readback
+from persistence.client import ClientLimits
+from persistence.db import get_pool
+
+MAX_CALL_MINUTES = 30  # short, so that calls also expire during a run
+SIZES = {"sharded": (40, 12), "actor-per-call": (8, 4)}  # (users, listeners)
+# Producers hold billed minutes this long before writing them (unless something waits): a
+# crash after a tick then lands between the tick and its commit.
+CHAOS_FLUSH_INTERVAL_MS = 2_000
+
+
+class Chaos(ChaosRequests, ChaosMoneyBack, Workload, Faults):
+    """One run: setup, then steps (a batch of requests with a fault, a billing pass, a check)
+    until the time is up and every kind of fault was injected once, then the final checks."""
+
+    async def step(self) -> None:
+        kinds = self.fault_kinds()
+        # Until each kind has been injected once (a kill needs a victim: an ongoing call), the
+        # steps inject the first kind still missing, so that a short run sees every fault.
+        kind = self._missing_kind()
+        if kind is None and self.rng.random() < FAULT_PROBABILITY:
+            kind = self.rng.choice([*kinds, *CRASH_KINDS])  # crashes where it hurts: twice
+        during_billing = self.rng.random() < 0.4
+        # a kill or a cut, not the step's clock nor a crash of its own
+        hits = kind not in (None, "clock_jump", *CRASH_KINDS)
+        work = self.plan()
+        fault = [self.inject(kind)] if hits and not during_billing else []
+        await asyncio.gather(*work, *fault)
+        await self.reconcile_starts()
+        seconds = STEP_SECONDS
+        if kind == "clock_jump":
+            seconds = self.rng.randint(*CLOCK_JUMP_MINUTES) * self.engine.config.minute_seconds
+            self.result.faults_injected[kind] += 1
+        self.engine.clock.advance(seconds)
+        fault = [self.inject(kind)] if hits and during_billing else []
+        self.result.operations += 1
+        outcomes = await asyncio.gather(self.attempt(self.engine.bill_due), *fault)
+        if outcomes[0][0] != "ok":
+            self.mismatch(f"bill_due: {outcomes[0][1]!r}")
+        before = {c.call_id: c.minutes for c in self.model.calls.values()}
+        self.model.bill(self.engine.clock.now())
+        if kind in CRASH_KINDS:
+            # Calls this pass billed a minute of: their payers' hosts hold it unwritten.
+            fresh = [c for c in self.model.calls.values() if c.minutes > before[c.call_id]]
+            await self.crash(kind, fresh)
+        # Calls dropped by the tick settle behind it; their listeners are free once committed.
+        # A shard killed after its tick, before the commit, lost that tick's work: its
+        # successor redoes it at the next tick, here a second one at the same time.
+        for _ in range(2):
+            await self.must(self.engine.sync, "sync")
+            await self.must(self.engine.bill_due, "bill again")
+        await self.must(self.engine.sync, "sync")
+        self.result.steps += 1
+
+    async def setup(self, users: int, listeners: int) -> None:
+        e = self.engine
+        self.users = [await e.create_user(f"chaos-user-{i}") for i in range(users)]
+        self.listeners = [await e.create_listener(f"chaos-listener-{i}") for i in range(listeners)]
+        for u in self.users:
+            self.model.coins[u] = 0
+        for p in self.listeners:
+            self.model.coins[p] = 0
+            self.model.paise[p] = 0
+
+    async def run(self, progress=None) -> ChaosResult:
+        deadline = time.monotonic() + self.seconds
+        while time.monotonic() < deadline or self._missing_kind() is not None:
+            await self.step()
+            if progress is not None:
+                progress(self.result)
+        await self.finish()
+        return self.result
+
+    async def finish(self) -> None:
+        """Stop the load, hang up what still runs, drain, then compare."""
+        await self.pg.restore()
+        await self.redis.restore()
+        for c in list(self.model.calls.values()):
+            if c.status == "ongoing":
+                await self.end_call(c.call_id)
+        await self.must(self.engine.sync, "drain")
+        await self.compare_live()
+        await self.must(self.engine.sync, "drain what the reads expired")
+        await check_database(await get_pool(self.engine.database_url), self.model, self.result)
+
+
+async def run_chaos(
+    config,
+    seconds: float,
+    seed: int,
+    users: int | None = None,
+    listeners: int | None = None,
+    progress=None,
+) -> ChaosResult:
+    """Run chaos against an engine on `config` (its database must hold no users yet). PostgreSQL
+    and Redis are reached through proxies this run can cut."""
+    from engine.api import Engine
+
+    if config.database_url is None or config.redis_url is None:
+        raise ValueError("run_chaos needs the database and Redis URLs (embedded or not)")
+    pg = await Proxy(config.database_url).start()
+    redis = await Proxy(config.redis_url).start()
+    d_users, d_listeners = SIZES[config.placement]
+    engine = Engine(
+        config.replace(
+            database_url=pg.url(),
+            redis_url=redis.url(),
+            clock="manual",
+            max_call_minutes=min(config.max_call_minutes, MAX_CALL_MINUTES),
+            client=ClientLimits(flush_interval_ms=CHAOS_FLUSH_INTERVAL_MS),
+        )
+    )
+    await engine.start()
+    try:
+        pool = await get_pool(engine.database_url)
+        if await readback.users_count(pool):
+            raise ValueError("chaos needs a database without users: its model starts empty")
+        chaos = Chaos(engine, pg, redis, seed, seconds)
+        await chaos.setup(users or d_users, listeners or d_listeners)
+        return await chaos.run(progress)
+    finally:
+        await pg.restore()
+        await redis.restore()
+        with contextlib.suppress(Exception):
+            await engine.stop()
+        await pg.close()
+        await redis.close()
+
+
+# -- the command ------------------------------------------------------------------------------
+
+
+def chaos_command(config, seconds: float, seed: int, console) -> ChaosResult:
+    """Run chaos on a database of its own: a new one on the given server, or embedded servers
+    in a temporary folder. The namespace is the run's own, so no running engine is touched."""
+    import logging
+    import os
+    import tempfile
+
+    from engine.embedded import embedded_for
+    from persistence.db import recreate_database, with_database
+
+    # Connections refused while a server is cut are the point of the run, not news.
+    logging.getLogger("asyncpg.pool").setLevel(logging.CRITICAL)
+    config = config.replace(namespace=f"billing-chaos-{os.getpid()}")
+    admin, name = config.database_url, f"billing_chaos_{os.getpid()}"
+    with tempfile.TemporaryDirectory(prefix="billing-chaos-") as tmp:
+        config, embedded = embedded_for(config, tmp)
+        try:
+            if admin is not None:
+                asyncio.run(recreate_database(admin, name))
+                config = config.replace(database_url=with_database(admin, name))
+            last = [time.monotonic()]
+            shown = [0]
+
+            def progress(r: ChaosResult) -> None:
+                for what in r.mismatches[shown[0] :]:
+                    console.print(f"[red]step {r.steps}: {what}[/]")
+                shown[0] = len(r.mismatches)
+                if time.monotonic() - last[0] >= 10:
+                    last[0] = time.monotonic()
+                    faults = sum(r.faults_injected.values())
+                    console.print(
+                        f"step {r.steps}: {r.operations} requests, {faults} faults, "
+                        f"{r.retries} retries, {r.invariant_violations} violations"
+                    )
+
+            result = asyncio.run(run_chaos(config, seconds, seed, progress=progress))
+            if not result.ok and admin is not None:
+                console.print(f"[red]the run's database {name} is kept, to look into[/]")
+                name = None
+            return result
+        finally:
+            if admin is not None and name is not None:
+                asyncio.run(recreate_database(admin, name, drop_only=True))
+            if embedded is not None:
+                embedded.stop()

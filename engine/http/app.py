@@ -1,0 +1,139 @@
+"""The HTTP/JSON API: a FastAPI app over one Engine. `billing-engine up` serves it on Ray Serve
+(engine/http/serving.py); tests drive it in-process. Its routes are in engine/http/routes.py,
+its contract (every body, answer and error typed) in engine/http/contract.py.
+
+A body that does not fit its model is refused here with a message naming the field; what the
+model cannot say (an unknown user, a listener who is busy) the Engine refuses, with the same
+message as in the Python API. Errors are `{"error": {"type", "message"}}`:
+
+| status | errors |
+|---|---|
+| 400 | InvalidInput and any other refusal of the request as sent; malformed JSON or path |
+| 401 | a missing or wrong API key (engine/http/door.py) |
+| 402 | InsufficientCoins, InsufficientEarnings: the wallet cannot pay what was asked |
+| 403 | a key without the scope the route needs |
+| 404 | UnknownUser, UnknownCall, UnknownPayout, UnknownKey, an unknown route |
+| 409 | PartyBusy, IdempotencyConflict |
+| 413 | a body over the door's bound |
+| 429 | a source past its wrong keys; `Retry-After` says when to try again |
+| 503 | EngineUnavailable, CapacityExceeded: not now; `Retry-After` says when to retry |
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+import engine.http.table as http_table
+from actors.errors import BillingError, EngineUnavailable
+from engine.http.answers import (
+    error,
+    internal_message,
+    status_of,
+    validation_message,
+)
+from engine.http.door import SECURITY_SCHEME, Guard, Keys
+from engine.http.fast import FastPath
+from engine.http.options import BODY_BYTES_MAX
+
+log = logging.getLogger("billing.http")
+
+
+async def refused(_request: Request, exc: Exception) -> JSONResponse:
+    return error(status_of(exc), type(exc).__name__, str(exc))
+
+
+async def malformed(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    return error(400, "InvalidInput", validation_message(exc.errors()))
+
+
+async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    kind = "NotFound" if exc.status_code == 404 else "HTTPError"
+    return error(exc.status_code, kind, str(exc.detail))
+
+
+async def internal(_request: Request, exc: Exception) -> JSONResponse:
+    log.exception("request failed")
+    return error(500, "InternalError", internal_message(exc))
+
+
+ERROR_HANDLERS = {
+    BillingError: refused,
+    EngineUnavailable: refused,
+    RequestValidationError: malformed,
+    StarletteHTTPException: http_error,
+    Exception: internal,
+}
+
+
+def build_app(
+    get_engine: Callable[[], Awaitable[Any]],
+    keys: Keys | None = None,
+    on_request: Callable[[str, str, int, float], None] | None = None,
+    hot_path: bool = True,
+    body_bytes_max: int = BODY_BYTES_MAX,
+) -> FastAPI:
+    """The API over the engine `get_engine()` returns. With `keys`, every route that declares a
+    scope needs a live key that has it (engine/http/door.py); None: no authentication at all.
+    `on_request(method, route, status, seconds)` is told of every request (for metrics).
+    Without `hot_path`, FastAPI answers every request (the same table's routes, the same
+    answers, slower)."""
+    app = FastAPI(
+        title="billing engine",
+        version="1",
+        description="Per-minute billing of live calls. Errors: "
+        '`{"error": {"type", "message"}}`; 402 is insufficient coins or earnings.',
+    )
+    app.state.get_engine = get_engine
+    fast = FastPath(get_engine if hot_path else None)
+    app.add_middleware(
+        Guard,
+        api=app,
+        keys=keys,
+        body_bytes_max=body_bytes_max,
+        on_request=on_request,
+        fast=fast,
+    )
+    for kind, handler in ERROR_HANDLERS.items():
+        app.add_exception_handler(kind, handler)
+    from engine.http.key_routes import router as keys_router
+    from engine.http.routes import router  # its routes answer with the helpers above
+
+    # The routes themselves, not include_router's wrapper: one routing step per request.
+    app.router.routes.extend(router.routes)
+    app.router.routes.extend(keys_router.routes)
+    http_table.register(app)
+    app.openapi = lambda: _openapi(app)
+    return app
+
+
+def _openapi(app: FastAPI) -> dict:
+    """FastAPI's schema without the 422 it declares on every route: a body or path that does
+    not fit is answered 400 with the error body (`malformed`), as every refusal is."""
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        spec = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        for methods in spec["paths"].values():
+            for op in methods.values():
+                op["responses"].pop("422", None)
+        for name in ("HTTPValidationError", "ValidationError"):
+            spec["components"]["schemas"].pop(name, None)
+        spec["components"]["securitySchemes"] = {
+            SECURITY_SCHEME: {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "an API key (`billing-engine keys create`): "
+                "`Authorization: Bearer bk_...`; each route names the scope it needs",
+            }
+        }
+        app.openapi_schema = spec
+    return app.openapi_schema

@@ -1,0 +1,79 @@
+"""The API keys over HTTP, for a key with the `admin` scope: make one (shown once), list them,
+revoke one. The same as `billing-engine keys create | list | revoke` (engine/keys.py)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Path, Request
+from pydantic import Field
+
+import engine.http.contract as m
+from engine import keys
+from engine.http.answers import answer
+from engine.http.door import scope_security
+
+Scope = Literal[keys.SCOPES]
+
+
+class NewKey(m.Body):
+    name: str = Field(pattern=f"^{keys.NAME_PATTERN}$", examples=["app-2026-12"])
+    scopes: list[Scope] = Field(min_length=1, examples=[["read", "calls"]])
+
+
+class ApiKey(m.Answer):
+    name: str
+    scopes: list[Scope]
+    created_at: m.Timestamp
+    revoked_at: m.Timestamp | None = Field(description="null while the key is live")
+
+
+class NewKeyMade(ApiKey):
+    key: str = Field(description="the key itself: shown in this answer only, never again")
+
+
+class KeysPage(m.Answer):
+    keys: list[ApiKey]
+
+
+router = APIRouter()
+ADMIN = {"security": scope_security("admin")}
+KeyName = Path(pattern=f"^{keys.NAME_PATTERN}$", description="the key's name")
+
+
+async def _pool(request: Request):
+    return await (await request.app.state.get_engine()).pool()
+
+
+@router.post(
+    "/v1/keys",
+    summary="make an API key: the key is in this answer only",
+    status_code=201,
+    response_model=NewKeyMade,
+    responses=m.errors(409),
+    openapi_extra=ADMIN,
+)
+async def create_key(request: Request, body: NewKey):
+    return answer(await keys.create(await _pool(request), body.name, body.scopes), 201)
+
+
+@router.get(
+    "/v1/keys",
+    summary="every key made, live ones first (names and scopes, never the keys)",
+    response_model=KeysPage,
+    responses=m.errors(),
+    openapi_extra=ADMIN,
+)
+async def list_keys(request: Request):
+    return answer({"keys": await keys.listed(await _pool(request))})
+
+
+@router.post(
+    "/v1/keys/{name}/revoke",
+    summary="revoke a key: refused on every replica within a second; idempotent",
+    response_model=ApiKey,
+    responses=m.errors(404),
+    openapi_extra=ADMIN,
+)
+async def revoke_key(request: Request, name: str = KeyName):
+    return answer(await keys.revoke(await _pool(request), name))

@@ -1,0 +1,127 @@
+"""The HTTP API's routes that are not requests to bill (engine/http/table.py has those):
+health, readiness, a person's calls by page, and the event stream. Each answers with what the
+Engine said, documented by its model in engine/http/contract.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Header, Path, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+import engine.http.contract as m
+from actors.errors import BillingError, EngineUnavailable
+from actors.times import iso_times
+from engine.http.answers import RETRY_AFTER_S, answer
+from engine.http.door import scope_security
+from persistence.store import CALLS_PAGE_MAX
+
+log = logging.getLogger("billing.http")
+
+EVENTS_POLL_S = 0.25  # how often an idle event stream looks for new events
+EVENTS_KEEPALIVE_S = 15.0  # an idle stream sends a comment this often
+EVENTS_PAGE = 200  # events read per poll
+
+router = APIRouter()
+
+UserId = Path(ge=1, description="the user's or listener's id")
+
+
+def engine_of(request: Request):
+    return request.app.state.get_engine()
+
+
+@router.get("/healthz", summary="the service is alive", response_model=m.Health)
+async def healthz():
+    return answer({"status": "ok"})
+
+
+@router.get(
+    "/readyz",
+    summary="writer, PostgreSQL and Redis answer; writer lag bounded",
+    response_model=m.Readiness,
+    responses={503: {"model": m.Readiness, "description": "not ready: `checks` says why"}},
+)
+async def readyz(request: Request):
+    try:
+        out = await (await engine_of(request)).readiness()
+    except (EngineUnavailable, ConnectionError, RuntimeError) as e:
+        out = {"ready": False, "checks": {"engine": f"{type(e).__name__}: {e}"}}
+    if out["ready"]:
+        return answer(out)
+    return JSONResponse(out, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
+@router.get(
+    "/v1/users/{user_id}/calls",
+    summary="a person's calls, newest first, paged",
+    response_model=m.CallsPage,
+    responses=m.errors(),
+    openapi_extra={"security": scope_security("read")},
+)
+async def calls_of(
+    request: Request,
+    user_id: int = UserId,
+    limit: int = Query(20, ge=1, le=CALLS_PAGE_MAX, description="calls per page"),
+    before: int | None = Query(None, ge=1, description="the last call id of the last page"),
+):
+    calls = await (await engine_of(request)).calls_of(user_id, limit, before)
+    return answer({"calls": calls, "next_before": calls[-1]["call_id"] if calls else None})
+
+
+@router.get(
+    "/v1/events",
+    summary="call events as server-sent events (resume with Last-Event-ID)",
+    description="text/event-stream: `id`, `event` (call_started, low_balance, call_dropped, "
+    "call_settled) and `data` (JSON) per event, after `Last-Event-ID` (or `after`). "
+    "With `Accept: application/json`, one page as a JSON list instead.",
+    response_model=m.EventsPage,
+    responses=m.errors(),
+    openapi_extra={"security": scope_security("read")},
+)
+async def events(
+    request: Request,
+    after: int = Query(0, ge=0, description="resume after this event id"),
+    user_id: int | None = Query(None, ge=1, description="only this person's calls"),
+    last_event_id: str | None = Header(None),
+):
+    engine = await engine_of(request)
+    if last_event_id:
+        try:
+            after = int(last_event_id)
+        except ValueError:
+            given = f"got {last_event_id!r}"
+            raise BillingError(f"Last-Event-ID must be an event id, {given}") from None
+    first = await engine.events(after, EVENTS_PAGE, user_id)
+    if "application/json" in request.headers.get("accept", ""):
+        return answer({"events": first})
+    return StreamingResponse(
+        _stream(engine, request, after, user_id, first),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _stream(engine, request: Request, after: int, user_id, page: list) -> AsyncIterator:
+    idle_since = time.monotonic()
+    yield "retry: 1000\n\n"
+    while not await request.is_disconnected():
+        for e in page:
+            after = e["id"]
+            yield f"id: {e['id']}\nevent: {e['type']}\ndata: {json.dumps(iso_times(e))}\n\n"
+        if page:
+            idle_since = time.monotonic()
+        elif time.monotonic() - idle_since >= EVENTS_KEEPALIVE_S:
+            idle_since = time.monotonic()
+            yield ": keep-alive\n\n"
+        if len(page) < EVENTS_PAGE:
+            await asyncio.sleep(EVENTS_POLL_S)
+        try:
+            page = await engine.events(after, EVENTS_PAGE, user_id)
+        except EngineUnavailable as e:
+            log.warning("event stream: %s; trying again", e)
+            page = []
