@@ -17,7 +17,7 @@ buckets in order of expiry (then id) until they expire, empty ones included.
 
 from __future__ import annotations
 
-from actors.errors import CapacityExceeded, InvalidInput, InvariantViolation
+from actors.errors import CapacityExceeded, InvalidInput
 from actors.money import BONUS, COINS, EXPIRE, REFERRAL_BONUS, Transfer
 
 BUCKET_TYPES = (BONUS, REFERRAL_BONUS)
@@ -106,54 +106,30 @@ def minutes_affordable(
     return n
 
 
-class Buckets:
-    """A wallet's buckets (mixed into `Wallet`, whose slots hold them: `buckets`, `expiring`,
-    `debit_ms`)."""
+def grant(
+    buckets: list[list] | tuple, bucket_id: str, tx_type: str, coins: int, at_ms: int,
+    expires_ms: int, user_id: int,
+) -> list[list]:  # fmt: skip
+    """`buckets` with one more, granted at `at_ms` (a list of its own in place of a wallet's
+    shared empty tuple)."""
+    check_expiring(tx_type)
+    if expires_ms <= at_ms:
+        raise InvalidInput(f"expires_at must be after the top-up, {expires_ms} <= {at_ms} ms")
+    if len(buckets) >= BUCKETS_MAX:
+        raise CapacityExceeded(
+            f"user {user_id} holds {len(buckets)} buckets of expiring coins, the most allowed "
+            f"(BUCKETS_MAX)"
+        )
+    out = buckets if buckets else []
+    out.append([bucket_id, tx_type, coins, expires_ms, position(at_ms, OUTSIDE) - 1])
+    sort(out)
+    return out
 
-    __slots__ = ()
 
-    def grant_ms(self, now_ms: int) -> int:
-        """When a bucket granted at `now_ms` is applied: after every debit from outside, so
-        that no debit at its instant came before it (actors/buckets.py)."""
-        return max(now_ms, self.debit_ms + 1)
-
-    def _grant(self, bucket_id: str, tx_type: str, coins: int, at_ms: int, expires_ms: int) -> None:
-        check_expiring(tx_type)
-        if expires_ms <= at_ms:
-            raise InvalidInput(f"expires_at must be after the top-up, {expires_ms} <= {at_ms} ms")
-        if at_ms <= self.debit_ms:
-            raise InvariantViolation(f"bucket {bucket_id} at {at_ms} ms, debit at {self.debit_ms}")
-        if len(self.buckets) >= BUCKETS_MAX:
-            raise CapacityExceeded(
-                f"user {self.user_id} holds {len(self.buckets)} buckets of expiring coins, the "
-                f"most allowed (BUCKETS_MAX)"
-            )
-        as_of = position(at_ms, OUTSIDE) - 1
-        if not self.buckets:  # the shared empty tuple of a wallet with none
-            self.buckets = []
-        self.buckets.append([bucket_id, tx_type, coins, expires_ms, as_of])
-        sort(self.buckets)
-
-    def expire_through(self, at_ms: int, as_of: int) -> None:
-        """Expire the buckets due by `at_ms`: their rest leaves the balance, and what expired
-        waits in `expiring` with the buckets' state as of the position `as_of`."""
-        if not self.buckets or self.buckets[0][EXPIRES_MS] > at_ms:
-            return
-        ids, gone = expire(self.user_id, self.buckets, at_ms)
-        self.balance_coins += sum(t.amount for t in gone)
-        self._check()
-        if not self.expiring:
-            self.expiring = []
-        self.expiring.append((as_of, ids, gone, [b[:] for b in self.buckets]))
-
-    def take_expired(self) -> list[tuple]:
-        """What expired since the last time this was asked (`expiring`), emptied."""
-        out, self.expiring = self.expiring, ()
-        return out or []  # the list itself, not a copy; a fresh one for the shared tuple
-
-    def bucket_view(self) -> list[dict]:
-        return [
-            {"bucket_id": b[ID], "tx_type": b[TX_TYPE], "coins": b[LEFT],
-             "expires_at": b[EXPIRES_MS] / 1000}
-            for b in self.buckets if b[LEFT]
-        ]  # fmt: skip
+def view(buckets: list[list] | tuple) -> list[dict]:
+    """The buckets with coins left, as a person sees them."""
+    return [
+        {"bucket_id": b[ID], "tx_type": b[TX_TYPE], "coins": b[LEFT],
+         "expires_at": b[EXPIRES_MS] / 1000}
+        for b in buckets if b[LEFT]
+    ]  # fmt: skip

@@ -140,11 +140,36 @@ def positive_amount(value: object, what: str) -> int:
     return value
 
 
+# What may move money from outside a call: coins in, coins spent, earnings paid out. Earnings
+# are only ever credited by a call's settlement, and never as coins.
+EXTERNAL_TYPES = (*TOP_UP_TYPES, SPEND, WITHDRAW)
+
+
+def check_external(tx_type: str, amount: int) -> None:
+    """What an external transfer must be, before anything looks at its key."""
+    if tx_type not in EXTERNAL_TYPES:
+        raise InvalidInput(
+            f"transaction type {tx_type!r} cannot be applied from outside; "
+            f"use one of {', '.join(EXTERNAL_TYPES)}"
+        )
+    positive_amount(amount, "amount")
+
+
 def entity_id(value: object, what: str) -> int:
     """A user, listener or call id: a positive int."""
     if type(value) is not int or value <= 0 or value > AMOUNT_MAX:
         raise InvalidInput(f"{what} must be a positive integer id, got {value!r}")
     return value
+
+
+def page_limit(limit: object, limit_max: int, before: object = None) -> int:
+    """How many rows a page of a read holds: an int in [1, `limit_max`]; and the id the page
+    starts below (`before`), if any, an id."""
+    if type(limit) is not int or not 1 <= limit <= limit_max:
+        raise InvalidInput(f"limit must be an integer in [1, {limit_max}], got {limit!r}")
+    if before is not None:
+        entity_id(before, "before")
+    return limit
 
 
 def text_value(value: object, what: str, chars_max: int) -> str:

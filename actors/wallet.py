@@ -26,10 +26,9 @@ from actors.money import (
     PAYOUT_VOID,
     REFUND,
     SPEND,
-    TOP_UP_TYPES,
     TX_UNIT_SIGN,
-    WITHDRAW,
     Transfer,
+    check_external,
     positive_amount,
 )
 from actors.shared import UNUSED, Unused, one_copy
@@ -40,24 +39,11 @@ from actors.transfer_ids import (
     payout_void_id,
 )
 
-# What may move money from outside a call: coins in, coins spent, earnings paid out. Earnings
-# are only ever credited by a call's settlement, and never as coins.
-EXTERNAL_TYPES = (*TOP_UP_TYPES, SPEND, WITHDRAW)
 # Payouts a listener may have pending at once (each holds its earnings until paid or rejected).
 PAYOUTS_PENDING_MAX = 1_000
 
 
-def check_external(tx_type: str, amount: int) -> None:
-    """What an external transfer must be, before anything looks at its key."""
-    if tx_type not in EXTERNAL_TYPES:
-        raise InvalidInput(
-            f"transaction type {tx_type!r} cannot be applied from outside; "
-            f"use one of {', '.join(EXTERNAL_TYPES)}"
-        )
-    positive_amount(amount, "amount")
-
-
-class Wallet(bk.Buckets):
+class Wallet:
     __slots__ = (
         "user_id",
         "role",
@@ -96,7 +82,7 @@ class Wallet(bk.Buckets):
         # transfer_id -> (tx_type, amount) of the external transfers applied while this wallet
         # is loaded, and of those its host recalled from the ledger: the memory of idempotency
         # keys. A key not here is looked up in the ledger before it is applied
-        # (WalletHost.apply_external), so a wallet holds the keys it uses, not its history.
+        # (`engine/host/externals.py`), so a wallet holds the keys it uses, not its history.
         self.external: dict[str, tuple[str, int]] = external if external else UNUSED
         # The call a listener is in (one at a time, rule 8), and who pays it: that payer's host
         # says when the call ends.
@@ -161,30 +147,36 @@ class Wallet(bk.Buckets):
                 bk.draw(self.buckets, amount)
         elif unit == COINS:
             if expires_ms is not None:
-                self._grant(transfer_id, tx_type, amount, at_ms, expires_ms)
+                if at_ms <= self.debit_ms:
+                    raise InvariantViolation(f"bucket at {at_ms} ms, debit at {self.debit_ms}")
+                self.buckets = bk.grant(
+                    self.buckets, transfer_id, tx_type, amount, at_ms, expires_ms, self.user_id
+                )
             self.balance_coins += amount
         else:
-            if self.role != "listener":
-                raise InvalidInput(f"user {self.user_id} is not a listener and has no earnings")
-            if self.earnings_paise < amount:
-                raise InsufficientEarnings(
-                    f"listener {self.user_id} has {self.earnings_paise} paise, "
-                    f"cannot withdraw {amount}"
-                )
-            if payout_id is None or payout_id in self.payouts:
-                raise InvariantViolation(f"withdrawal {transfer_id}: payout {payout_id!r}")
-            if len(self.payouts) >= PAYOUTS_PENDING_MAX:
-                raise CapacityExceeded(
-                    f"listener {self.user_id} has {len(self.payouts)} payouts pending, "
-                    f"the most allowed (PAYOUTS_PENDING_MAX)"
-                )
-            self.earnings_paise -= amount
-            self.hold_payout(payout_id, amount)
+            self._withdraw(amount, payout_id)
         self._own("external")[transfer_id] = (tx_type, amount)
         self._check()
         return Transfer(
             transfer_id, self.user_id, unit, sign * amount, tx_type, None, None, at_ms, at_ms
         )
+
+    def _withdraw(self, paise: int, payout_id: int | None) -> None:
+        if self.role != "listener":
+            raise InvalidInput(f"user {self.user_id} is not a listener and has no earnings")
+        if self.earnings_paise < paise:
+            raise InsufficientEarnings(
+                f"listener {self.user_id} has {self.earnings_paise} paise, cannot withdraw {paise}"
+            )
+        if payout_id is None or payout_id in self.payouts:
+            raise InvariantViolation(f"wallet {self.user_id}: withdrawal to payout {payout_id!r}")
+        if len(self.payouts) >= PAYOUTS_PENDING_MAX:
+            raise CapacityExceeded(
+                f"listener {self.user_id} has {len(self.payouts)} payouts pending, "
+                f"the most allowed (PAYOUTS_PENDING_MAX)"
+            )
+        self.earnings_paise -= paise
+        self.hold_payout(payout_id, paise)
 
     def pay_for(self, call_id: int, entry: list[int]) -> None:
         """Pay for the call `call_id` from now on: `entry` is [coins per minute, last billed
@@ -251,6 +243,29 @@ class Wallet(bk.Buckets):
         self._own("external")[refund] = (REFUND, coins)
         return Transfer(refund, self.user_id, COINS, coins, REFUND, call_id, None, at_ms, at_ms)
 
+    # -- coins that expire (actors/buckets.py) -----------------------------------------------
+
+    def grant_ms(self, now_ms: int) -> int:
+        """When a bucket granted at `now_ms` is applied: after every debit from outside."""
+        return max(now_ms, self.debit_ms + 1)
+
+    def expire_through(self, at_ms: int, as_of: int) -> None:
+        """Expire the buckets due by `at_ms`: their rest leaves the balance, and what expired
+        waits in `expiring` with the buckets' state as of the position `as_of`."""
+        if not self.buckets or self.buckets[0][bk.EXPIRES_MS] > at_ms:
+            return
+        ids, gone = bk.expire(self.user_id, self.buckets, at_ms)
+        self.balance_coins += sum(t.amount for t in gone)
+        self._check()
+        if not self.expiring:
+            self.expiring = []
+        self.expiring.append((as_of, ids, gone, [b[:] for b in self.buckets]))
+
+    def take_expired(self) -> list[tuple]:
+        """What expired since the last time this was asked (`expiring`), emptied."""
+        out, self.expiring = self.expiring, ()
+        return out or []  # the list itself, not a copy; a fresh one for the shared tuple
+
     # -- the payer's side of a call ----------------------------------------------------------
 
     def stamp(self, now_ms: int) -> int:
@@ -283,10 +298,10 @@ class Wallet(bk.Buckets):
             raise InvariantViolation(f"call {call_id}: minute of {minute_ms} ms")
         self.pay_for(call_id, [rate_coins, 0, at_ms, minute_ms])
         self.debit_ms = at_ms  # minute 1 is taken as an outside input is
-        transfers, _, _ = self.bill_call(call_id, 1)
+        transfers, _, _ = self.bill_minutes(call_id, 1)
         return transfers[0]
 
-    def bill_call(self, call_id: int, through_minute: int) -> tuple[list[Transfer], int, bool]:
+    def bill_minutes(self, call_id: int, through_minute: int) -> tuple[list[Transfer], int, bool]:
         """Bill every minute of the call up to `through_minute` not billed yet, each stamped
         with the time it started.
 
@@ -363,8 +378,7 @@ class Wallet(bk.Buckets):
         return True
 
     def cancel_reservation(self, call_id: int) -> None:
-        """Undo a reservation for a call that never started."""
-        if self.listener_call_id == call_id:
+        if self.listener_call_id == call_id:  # a call that never started
             self.listener_call_id = self.listener_payer_id = None
 
     def state(self) -> dict:
@@ -381,8 +395,5 @@ class Wallet(bk.Buckets):
             "clock_ms": self.clock_ms,
             "external_transfers": len(self.external),
             "payouts_pending": dict(self.payouts),
-            "buckets": self.bucket_view(),
+            "buckets": bk.view(self.buckets),
         }
-
-
-__all__ = ["Wallet", "PAISE"]

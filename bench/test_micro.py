@@ -35,7 +35,7 @@ def test_tick_logic_one_minute_of_10k_calls(benchmark):
         minute["now"] += 60
         now = minute["now"]
         for w, c in zip(wallets, calls, strict=True):
-            _, last, short = w.bill_call(c.call_id, c.minute_at(now))
+            _, last, short = w.bill_minutes(c.call_id, c.minute_at(now))
             c.after_billing(last, short, now)
 
     benchmark(one_minute)

@@ -1,6 +1,6 @@
 """Every minute of a call explained: the call's minutes and the payer's other coin transfers
 during it, in time order, each with the payer's balance after it, and the end with the rule that
-decided it, in words and numbers. Built from the ledger (`persistence/timeline.py`) and the
+decided it, in words and numbers. Built from the ledger (`persistence/call_ledger.py`) and the
 call as `get_call` answers it; minutes the live host billed that the ledger does not hold yet
 are listed with `committed_at` null.
 
@@ -23,7 +23,7 @@ def clock(t: float | None) -> str:
 
 def explain(call: dict, ledger: dict, heartbeat_timeout_s: float) -> dict:
     """`{"call", "minutes", "wallet_events", "end", "rows_cut"}` for one call: `call` as
-    `get_call` answered it, `ledger` as `timeline.call_ledger` read it."""
+    `get_call` answered it, `ledger` as `call_ledger.read` read it."""
     rows, balance = ledger["rows"], ledger["balance_now"]
     after = [0] * len(rows)
     for i in range(len(rows) - 1, -1, -1):  # the ledger's balance now, walked back

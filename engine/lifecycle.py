@@ -27,17 +27,16 @@ KEEPER_INTERVAL_S = 1.0
 _local_clocks: dict = {}
 
 
-class EngineLifecycle:
-    """Start it, use it, stop it:
+class Lifecycle:
+    """An Engine's running parts, and their life: `start()` joins Ray and attaches to the
+    engine running in the namespace (its `writer` actor answers there) or starts one; `stop()`
+    drains and stops what it started (an attached engine's parts keep running). It owns the
+    configuration, the clock, the placement, the writer, presence and the scheduler; the
+    Engine's other parts use them through it. `owner` is the Engine it runs (what the
+    scheduler's jobs run against)."""
 
-        engine = await Engine(from_env()).start()
-        ...
-        await engine.stop()
-
-    If an engine already runs in the Ray cluster (its `writer` actor answers in the namespace),
-    `start()` attaches to it instead of starting another, and `stop()` leaves it running."""
-
-    def __init__(self, config: Config | None = None) -> None:
+    def __init__(self, config: Config | None, owner) -> None:
+        self.owner = owner
         self.config = config or from_env()
         self.clock = make_clock(self.config.clock)
         self.embedded: Embedded | None = None
@@ -54,6 +53,7 @@ class EngineLifecycle:
         self._started_ray = False
         self._own_ray = False
         self._record: str | None = None  # where this engine recorded its cluster, if it did
+        self._stopped = False
 
     async def start(self, attach_only: bool = False):
         """Join Ray, then attach to the engine running in the namespace, or start one (with
@@ -87,7 +87,6 @@ class EngineLifecycle:
             await self._start_own()
         self.presence = Presence(self.redis_url)
         log.info("engine %s: %s", "attached" if self.attached else "started", self.config.public())
-        return self
 
     async def _attach(self, writer) -> None:
         from engine.runtime.placements.placement import make_placement
@@ -125,7 +124,7 @@ class EngineLifecycle:
         if cfg.clock == "real":
             self._keeper = asyncio.get_running_loop().create_task(self._keep())
             if cfg.scheduler:
-                self.scheduler = Scheduler(self, type(self).attached)
+                self.scheduler = Scheduler(self.owner, type(self.owner).attach)
                 self.scheduler.start()
 
     @property
@@ -141,7 +140,7 @@ class EngineLifecycle:
         while True:
             await asyncio.sleep(KEEPER_INTERVAL_S)
             try:
-                await self.placement.keep()
+                await self.placement.upkeep()
                 await self.relay_events()
             except Exception as e:  # noqa: BLE001 - the keeper must outlive a bad round
                 log.warning("keeper round failed: %s", e)
@@ -154,9 +153,13 @@ class EngineLifecycle:
         return await self._relay.relay_once(await self.pool())
 
     async def stop(self) -> None:
-        """Drain every buffer into PostgreSQL, then stop the actors (unless attached)."""
+        """Drain every buffer into PostgreSQL, then stop the actors (unless attached). A second
+        stop does nothing."""
         from engine.runtime import cluster
 
+        if self._stopped:
+            return
+        self._stopped = True
         if self.scheduler is not None:
             await self.scheduler.stop()
         if self._keeper is not None:
@@ -181,12 +184,6 @@ class EngineLifecycle:
         if self.embedded is not None:
             self.embedded.stop()
 
-    async def __aenter__(self):
-        return await self.start()
-
-    async def __aexit__(self, *exc) -> None:
-        await self.stop()
-
     async def pool(self):
         """The process's asyncpg pool for the engine's database."""
         return await get_pool(self.database_url)
@@ -195,9 +192,3 @@ class EngineLifecycle:
         if self._sweeps is None:
             self._sweeps = PresenceSweeps(self.redis_url)
         return self._sweeps
-
-    @classmethod
-    async def attached(cls, namespace: str):
-        """An engine attached to the one running in `namespace` (a job's Ray task, a Serve
-        replica, `inspect`); refused if none runs there."""
-        return await cls(Config(namespace=namespace)).start(attach_only=True)

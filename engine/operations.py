@@ -1,119 +1,228 @@
-"""What an operator asks of an Engine: time (the manual clock), flushing, readiness, its
-processes, and the live state of its parts (`inspect`)."""
+"""The operations on wallets, as values: what the Engine asks the host of a person's wallet to
+do (and what a host asks the host beside it), each written once, here.
+
+An operation is a frozen dataclass: built once by whoever asks, routed by the person it names
+(`routed_by`: the placement sends it to that person's host, as one Ray message with others of
+its kind), and handled by its type (`engine.host.WalletHost.handle`, one handler each). Every
+field says its unit (`amount_coins`, `amount_paise`, `expires_ms`); `now` is the time it
+happens at: the host applies everything due by then first (rule 9). Adding a field to an
+operation is one edit here and one to its handler.
+"""
 
 from __future__ import annotations
 
-import asyncio
+from dataclasses import dataclass
 
-from actors.errors import EngineUnavailable, InvalidInput
-from actors.money import entity_id, one_of
-from engine.explain import explain
-from engine.retryable import retryable
-from persistence import store, timeline
-from persistence.db import mask_url
-from persistence.writer import combined
+from actors.call import CallRequest
 
-READY_WRITER_LAG_MS_MAX = 5_000  # /readyz fails while the writer's oldest write waits longer
-READY_WAIT_S = 2.0  # each readiness probe's bound
-INSPECT_KINDS = ("call", "wallet", "writer", "shards", "config", "jobs")
+OP = {"frozen": True, "slots": True, "kw_only": True}
 
 
-class Operations:
-    """Mixed into `Engine`."""
+@dataclass(**OP)
+class Operation:
+    now: float  # epoch seconds
 
-    @retryable
-    async def advance(self, seconds: float) -> int:
-        """Manual clock only: move time and bill whatever became due; returns the minutes
-        billed, once the calls that ended are settled everywhere.
+    @property
+    def routed_by(self) -> int:
+        """The person whose host handles it."""
+        raise NotImplementedError
 
-        If it raises (an actor restarting: `EngineUnavailable`), the clock has moved and some
-        hosts may not have billed yet. Nothing is lost: every request after it brings the
-        wallets it touches up to the new time first, and calling `bill_due()` (or `advance(0)`)
-        again finishes the pass; the transfer ids make a repeat harmless."""
-        if not self.clock.manual:
-            raise InvalidInput("advance() needs the manual clock (clock='manual')")
-        self.clock.advance(seconds)
-        return await self.bill_due()
 
-    @retryable
-    async def sync(self) -> None:
-        """Wait until everything produced so far is committed in PostgreSQL, including what an
-        actor that has since died had already handed to the writer."""
-        await self.placement.sync()
-        await self.writer.drain()
+# -- money from and to the outside, written through ----------------------------------------
 
-    async def readiness(self) -> dict:
-        """Can the engine answer now? The writer answers with its oldest queued write younger
-        than READY_WRITER_LAG_MS_MAX, and PostgreSQL and Redis answer within READY_WAIT_S."""
-        checks: dict[str, str] = {}
-        lag_ms = None
 
-        async def check(name: str, probe) -> None:
-            try:
-                await asyncio.wait_for(probe(), READY_WAIT_S)
-                checks[name] = "ok"
-            except Exception as e:  # noqa: BLE001 - any failure is "not ready", named
-                checks[name] = f"{type(e).__name__}: {e}"[:200]
+@dataclass(**OP)
+class TopUp(Operation):
+    """Coins in: a purchase, or a bonus (a bucket when it has `expires_ms`)."""
 
-        async def writer() -> None:
-            nonlocal lag_ms
-            lag_ms = round((await self.writers())["oldest_queued_ms"], 1)
-            if lag_ms > READY_WRITER_LAG_MS_MAX:
-                raise EngineUnavailable(f"writer lag {lag_ms} ms > {READY_WRITER_LAG_MS_MAX}")
+    user_id: int
+    amount_coins: int
+    tx_type: str  # purchase, bonus, referral_bonus
+    key: str  # the idempotency key: applied once per key
+    expires_ms: int | None = None
 
-        async def postgres() -> None:
-            await store.ping(await self.pool())
+    @property
+    def routed_by(self) -> int:
+        return self.user_id
 
-        await asyncio.gather(
-            check("writer", writer),
-            check("postgres", postgres),
-            check("redis", self.sweeps().ping),
-        )
-        ready = all(v == "ok" for v in checks.values())
-        return {"ready": ready, "checks": checks, "writer_lag_ms": lag_ms}
 
-    async def writers(self) -> dict:
-        """What commits the engine's writes: the writer actor and each shard's own writer, as
-        one (`writer.combined`)."""
-        hosts = await self.placement.inspect()
-        own = {h["name"]: h["writer"] for h in hosts if h.get("writer")}
-        return combined(await self.writer.state(), own)
+@dataclass(**OP)
+class Spend(Operation):
+    """Coins out, outside any call (never below zero)."""
 
-    async def processes(self) -> dict[int, str]:
-        """The engine's Ray actor processes, by pid: what each hosts (for memory reports)."""
-        pids = {(await self.writer.state())["pid"]: "writer"}
-        return pids | await self.placement.processes(self.clock.now())
+    user_id: int
+    amount_coins: int
+    key: str
 
-    @retryable
-    async def inspect(self, kind: str, ident: int | None = None) -> dict | list:
-        """The live state of one of INSPECT_KINDS: a call or a wallet brought up to now (by
-        id), the writer, the shards (or the actor-per-call actors), the config, the jobs."""
-        one_of(kind, INSPECT_KINDS, "inspect kind")
-        if kind == "writer":
-            return await self.writers()
-        if kind == "shards":
-            return await self.placement.inspect()
-        if kind == "config":
-            return self.config.public() | {"database": mask_url(self.database_url)}
-        if kind == "jobs":
-            # The scheduler runs in the process that started the engine; its runs are also
-            # kept on the writer, for an engine attached from elsewhere.
-            if self.scheduler is not None:
-                return self.scheduler.state()
-            return {"last": await self.writer.jobs()}
-        entity_id(ident, f"{kind} id")
-        if kind == "wallet":
-            return await self.placement.inspect_wallet(ident, self.clock.now())
-        return await self.get_call(ident)
+    @property
+    def routed_by(self) -> int:
+        return self.user_id
 
-    @retryable
-    async def explain_call(self, call_id: int) -> dict:
-        """Every minute of a call explained (`engine/explain.py`): its minutes and the
-        payer's other coin transfers during it in time order, each with the balance after it,
-        and the end with the rule that decided it. An ongoing call is brought up to now
-        first; what its host billed that is not committed yet shows `committed_at` null."""
-        call = await self.get_call(call_id)
-        ledger = await timeline.call_ledger(
-            await self.pool(), call["call_id"], call["user_id"], call["connected_at"]
-        )
-        return explain(call, ledger, self.config.heartbeat_timeout_s)
+
+@dataclass(**OP)
+class Withdraw(Operation):
+    """A listener's earnings held for the pending payout `payout_id`."""
+
+    listener_id: int
+    amount_paise: int
+    key: str
+    payout_id: int
+
+    @property
+    def routed_by(self) -> int:
+        return self.listener_id
+
+
+@dataclass(**OP)
+class SettlePayout(Operation):
+    """A pending payout paid (its hold kept) or rejected (its hold released), once."""
+
+    listener_id: int
+    payout_id: int
+    outcome: str  # paid, rejected
+    reason: str | None
+
+    @property
+    def routed_by(self) -> int:
+        return self.listener_id
+
+
+@dataclass(**OP)
+class ClawBack(Operation):
+    """A refund's first step, on the listener's host: its minutes decided, their earnings
+    taken back (unless `listener_pays` is false)."""
+
+    listener_id: int
+    call_id: int
+    minutes: int | None  # the last billed minutes to refund; None: all not refunded yet
+    reason: str
+    key: str
+    listener_pays: bool
+
+    @property
+    def routed_by(self) -> int:
+        return self.listener_id
+
+
+@dataclass(**OP)
+class RefundCoins(Operation):
+    """A refund's second step, on the payer's host: its coins back, once."""
+
+    user_id: int
+    refund_id: str
+    call_id: int
+    listener_id: int
+    minutes: int
+    coins: int
+    paise: int
+    reason: str
+
+    @property
+    def routed_by(self) -> int:
+        return self.user_id
+
+
+# -- reads -----------------------------------------------------------------------------------
+
+
+@dataclass(**OP)
+class ReadWallet(Operation):
+    """The balance, earnings and buckets now."""
+
+    user_id: int
+
+    @property
+    def routed_by(self) -> int:
+        return self.user_id
+
+
+@dataclass(**OP)
+class InspectWallet(Operation):
+    """The wallet's whole live state now (for `inspect`)."""
+
+    user_id: int
+
+    @property
+    def routed_by(self) -> int:
+        return self.user_id
+
+
+# -- calls, on the payer's host ------------------------------------------------------------
+
+
+@dataclass(**OP)
+class StartCall(Operation):
+    """Connect a call: its listener held (on their host), minute 1 charged, written through."""
+
+    request: CallRequest
+    start_key: str | None  # the start's idempotency key, kept on the call's row
+
+    @property
+    def routed_by(self) -> int:
+        return self.request.user_id
+
+
+@dataclass(**OP)
+class EndCall(Operation):
+    """End a call once; answered once it is settled and its listener free."""
+
+    user_id: int  # the payer
+    call_id: int
+    reason: str
+
+    @property
+    def routed_by(self) -> int:
+        return self.user_id
+
+
+@dataclass(**OP)
+class ReadCall(Operation):
+    """A call brought up to now: its state, or its settlement once committed."""
+
+    user_id: int  # the payer
+    call_id: int
+
+    @property
+    def routed_by(self) -> int:
+        return self.user_id
+
+
+# -- a call's listener, on the listener's host -----------------------------------------------
+
+
+@dataclass(**OP)
+class ReserveListener(Operation):
+    """Reserve a listener for a call that opens on its payer's host; answers their tier today."""
+
+    listener_id: int
+    call_id: int
+    payer_id: int
+
+    @property
+    def routed_by(self) -> int:
+        return self.listener_id
+
+
+@dataclass(**OP)
+class CancelReservation(Operation):
+    """Let a listener go: the call was refused before anything was written."""
+
+    listener_id: int
+    call_id: int
+
+    @property
+    def routed_by(self) -> int:
+        return self.listener_id
+
+
+@dataclass(**OP)
+class ReleaseListener(Operation):
+    """Free a listener whose call settled, mirroring the credit already committed."""
+
+    listener_id: int
+    call_id: int
+    earnings_paise: int
+
+    @property
+    def routed_by(self) -> int:
+        return self.listener_id

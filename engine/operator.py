@@ -8,8 +8,9 @@ import asyncio
 from actors.errors import EngineUnavailable, InvalidInput
 from actors.money import entity_id, one_of
 from engine.explain import explain
+from engine.operations import InspectWallet
 from engine.retryable import retryable
-from persistence import store, timeline
+from persistence import call_ledger, store
 from persistence.db import mask_url
 from persistence.writer import combined
 
@@ -18,8 +19,13 @@ READY_WAIT_S = 2.0  # each readiness probe's bound
 INSPECT_KINDS = ("call", "wallet", "writer", "shards", "config", "jobs")
 
 
-class Operations:
-    """Mixed into `Engine`."""
+class Operator:
+    """What an operator asks of an Engine, over its running parts (`life`) and its calls
+    (`calls`: `advance` bills what fell due, `inspect` and `explain_call` read a call now)."""
+
+    def __init__(self, life, calls) -> None:
+        self.life = life
+        self.calls = calls
 
     @retryable
     async def advance(self, seconds: float) -> int:
@@ -30,17 +36,17 @@ class Operations:
         hosts may not have billed yet. Nothing is lost: every request after it brings the
         wallets it touches up to the new time first, and calling `bill_due()` (or `advance(0)`)
         again finishes the pass; the transfer ids make a repeat harmless."""
-        if not self.clock.manual:
+        if not self.life.clock.manual:
             raise InvalidInput("advance() needs the manual clock (clock='manual')")
-        self.clock.advance(seconds)
-        return await self.bill_due()
+        self.life.clock.advance(seconds)
+        return await self.calls.bill_due()
 
     @retryable
     async def sync(self) -> None:
         """Wait until everything produced so far is committed in PostgreSQL, including what an
         actor that has since died had already handed to the writer."""
-        await self.placement.sync()
-        await self.writer.drain()
+        await self.life.placement.sync()
+        await self.life.writer.drain()
 
     async def readiness(self) -> dict:
         """Can the engine answer now? The writer answers with its oldest queued write younger
@@ -62,12 +68,12 @@ class Operations:
                 raise EngineUnavailable(f"writer lag {lag_ms} ms > {READY_WRITER_LAG_MS_MAX}")
 
         async def postgres() -> None:
-            await store.ping(await self.pool())
+            await store.ping(await self.life.pool())
 
         await asyncio.gather(
             check("writer", writer),
             check("postgres", postgres),
-            check("redis", self.sweeps().ping),
+            check("redis", self.life.sweeps().ping),
         )
         ready = all(v == "ok" for v in checks.values())
         return {"ready": ready, "checks": checks, "writer_lag_ms": lag_ms}
@@ -75,14 +81,15 @@ class Operations:
     async def writers(self) -> dict:
         """What commits the engine's writes: the writer actor and each shard's own writer, as
         one (`writer.combined`)."""
-        hosts = await self.placement.inspect()
+        hosts = await self.life.placement.inspect()
         own = {h["name"]: h["writer"] for h in hosts if h.get("writer")}
-        return combined(await self.writer.state(), own)
+        return combined(await self.life.writer.state(), own)
 
     async def processes(self) -> dict[int, str]:
         """The engine's Ray actor processes, by pid: what each hosts (for memory reports)."""
-        pids = {(await self.writer.state())["pid"]: "writer"}
-        return pids | await self.placement.processes(self.clock.now())
+        life = self.life
+        pids = {(await life.writer.state())["pid"]: "writer"}
+        return pids | await life.placement.processes(life.clock.now())
 
     @retryable
     async def inspect(self, kind: str, ident: int | None = None) -> dict | list:
@@ -91,20 +98,21 @@ class Operations:
         one_of(kind, INSPECT_KINDS, "inspect kind")
         if kind == "writer":
             return await self.writers()
+        life = self.life
         if kind == "shards":
-            return await self.placement.inspect()
+            return await life.placement.inspect()
         if kind == "config":
-            return self.config.public() | {"database": mask_url(self.database_url)}
+            return life.config.public() | {"database": mask_url(life.database_url)}
         if kind == "jobs":
             # The scheduler runs in the process that started the engine; its runs are also
             # kept on the writer, for an engine attached from elsewhere.
-            if self.scheduler is not None:
-                return self.scheduler.state()
-            return {"last": await self.writer.jobs()}
+            if life.scheduler is not None:
+                return life.scheduler.state()
+            return {"last": await life.writer.jobs()}
         entity_id(ident, f"{kind} id")
         if kind == "wallet":
-            return await self.placement.inspect_wallet(ident, self.clock.now())
-        return await self.get_call(ident)
+            return await life.placement.ask(InspectWallet(now=life.clock.now(), user_id=ident))
+        return await self.calls.get_call(ident)
 
     @retryable
     async def explain_call(self, call_id: int) -> dict:
@@ -112,8 +120,8 @@ class Operations:
         payer's other coin transfers during it in time order, each with the balance after it,
         and the end with the rule that decided it. An ongoing call is brought up to now
         first; what its host billed that is not committed yet shows `committed_at` null."""
-        call = await self.get_call(call_id)
-        ledger = await timeline.call_ledger(
-            await self.pool(), call["call_id"], call["user_id"], call["connected_at"]
+        call = await self.calls.get_call(call_id)
+        ledger = await call_ledger.read(
+            await self.life.pool(), call["call_id"], call["user_id"], call["connected_at"]
         )
-        return explain(call, ledger, self.config.heartbeat_timeout_s)
+        return explain(call, ledger, self.life.config.heartbeat_timeout_s)

@@ -13,12 +13,12 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from actors.errors import InvariantViolation
 from aio.flushing import backoff, due_in, flush_when_due
 from aio.retry import retrying
+from persistence.link import WriterLink
 
 log = logging.getLogger("billing.client")
 
@@ -33,20 +33,12 @@ class ClientLimits:
 
 
 class WriterClient:
-    def __init__(
-        self,
-        send: Callable[[list[list], bool], Awaitable[None]],
-        limits: ClientLimits | None = None,
-        is_transient: Callable[[BaseException], bool] = lambda e: False,
-        hurry: Callable[[], Awaitable[None]] | None = None,
-    ) -> None:
-        # `send(batch, urgent)` gets the batch as a list; a send to another process packs it
-        # (`raycalls.writer_sender`).
-        self._send = send
-        self._hurry = hurry
+    def __init__(self, link: WriterLink, limits: ClientLimits | None = None) -> None:
+        # Where the batches go (`link.WriterLink`): the writer actor, or a shard's own
+        # Committer; it says which of its failures are worth sending again.
+        self.link = link
         # The batch under way was sent as write-behind and the writer has not been hurried.
         self._in_flight_behind = False
-        self._is_transient = is_transient
         self.limits = limits or ClientLimits()
         self._buffer: deque[list] = deque()
         self._appended = 0  # records ever appended; a record's position is its sequence number
@@ -111,7 +103,7 @@ class WriterClient:
         if urgent:
             self._urgent_through = max(self._urgent_through, seq)
             self._wake.set()
-            if self._in_flight_behind and self._hurry is not None:
+            if self._in_flight_behind:
                 # Someone waits behind a write-behind batch the writer may hold for its flush
                 # interval: ask it to commit now (once per batch).
                 self._in_flight_behind = False
@@ -120,7 +112,7 @@ class WriterClient:
 
     async def _hurry_writer(self) -> None:
         try:
-            await self._hurry()
+            await self.link.hurry()
         except Exception as e:  # noqa: BLE001 - only a wait shortened: the batch is sent anyway
             log.debug("writer not hurried: %s", e)
 
@@ -151,7 +143,7 @@ class WriterClient:
 
         async def send() -> float:
             started = time.monotonic()
-            await self._send(batch, urgent)
+            await self.link.write(batch, urgent)
             return started
 
         def retried(exc: BaseException, delay_s: float) -> None:
@@ -161,7 +153,7 @@ class WriterClient:
         policy = backoff(self.limits.retry_backoff_min_ms, self.limits.retry_backoff_max_ms)
         self._in_flight_behind = not urgent
         try:
-            started = await retrying(send, policy, self._is_transient, retried)
+            started = await retrying(send, policy, self.link.is_transient, retried)
         except Exception as exc:  # noqa: BLE001 - not transient: the producer must reload
             self._fail(exc)
             return

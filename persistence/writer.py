@@ -1,4 +1,5 @@
-"""The write-behind ledger writer: batches of records in, one PostgreSQL transaction per flush.
+"""The write-behind ledger writer: the writes of many producers in, one PostgreSQL transaction
+per flush (`committer.Committer`), queued, grouped and retried here.
 
 Each `write` call returns once its records are committed. The writer groups the writes of many
 producers into one transaction, flushing when the batch reaches `batch_size_max` records, when
@@ -9,7 +10,8 @@ already committed, that COPY is undone and the batch goes through a staging tabl
 CONFLICT DO NOTHING instead, so a replayed transfer moves nothing. Each account is moved by the
 rows actually inserted, in the same transaction, except for call minutes: those move the payer's
 wallet once, when the call's end is written (`wallet_balances` shows them before that). The
-database always holds a consistent prefix of what the actors did.
+database always holds a consistent prefix of what the actors did. A LedgerWriter is a
+`link.WriterLink`: a producer's client can write through one in its own process (a test's).
 """
 
 from __future__ import annotations
@@ -20,45 +22,14 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-import asyncpg
-
 from actors.errors import InvariantViolation
 from aio.flushing import backoff, due_in, flush_when_due
 from aio.retry import retrying
-from persistence.commit import commit_batch
-from persistence.db import connect, get_pool, mask_url
+from persistence.committer import TRANSIENT_ERRORS, Committer, FenceHeld
+from persistence.db import mask_url
 from persistence.records import Batch, unpack
 
 log = logging.getLogger("billing.writer")
-
-# Errors that mean "PostgreSQL is not reachable right now": retry with backoff, keep the buffer.
-TRANSIENT_ERRORS = (
-    OSError,
-    ConnectionError,
-    asyncio.TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.AdminShutdownError,
-    # Two writers' transactions that waited on each other's rows (a deadlock) or snapshots: the
-    # whole batch is undone, and committing it again is what a retry does.
-    asyncpg.TransactionRollbackError,
-)
-
-# A writer that commits one producer's records, in that producer's process (a shard commits its
-# own), holds a session advisory lock keyed by the producer on the one connection it commits on:
-# the producer's fence. A successor (Ray restarts a shard that died) takes it before it first
-# reads PostgreSQL, and PostgreSQL frees it only when the predecessor's connection has ended,
-# after any commit it had under way: so the successor reads everything its predecessor
-# committed, and nothing of it commits later. Waiting for it is bounded by FENCE_WAIT_S, then
-# retried (a process that still holds it is alive: it is not ours to write for).
-FENCE_LOCK_CLASS = 0x6269  # the first key of pg_advisory_lock(int, int) for producer fences
-FENCE_WAIT_S = 30.0
-FENCE_POLL_S = 0.05
-
-
-class FenceHeld(TimeoutError):
-    """Another connection still holds this producer's fence (transient: retried)."""
 
 
 @dataclass(frozen=True)
@@ -121,12 +92,8 @@ class LedgerWriter:
     ) -> None:
         self.database_url = database_url
         self.limits = limits or WriterLimits()
-        # The producer whose fence this writer holds; None: commits on the process's pool.
-        self.fence = fence
-        self._conn: asyncpg.Connection | None = None
-        self._connecting = asyncio.Lock()
-        # observe(records, seconds, lag_ms) after each commit, observe(None, 0, 0) on a retry.
-        self.observe = observe
+        # One transaction per flush: on the pool, or under the fence of producer `fence`.
+        self.committer = Committer(database_url, observe, fence)
         self._queue: deque[_Entry] = deque()
         self._queued_records = 0
         self._wake = asyncio.Event()
@@ -136,18 +103,10 @@ class LedgerWriter:
         self._task: asyncio.Task | None = None
         self._stopping = False
         self._hurried = False
-        self.stats = {
-            "batches_committed": 0,
-            "records_committed": 0,
-            "ledger_rows_inserted": 0,
-            "batches_repeating": 0,
-            "last_flush_records": 0,
-            "last_flush_ms": 0.0,
-            "flush_ms_max": 0.0,
-            "retries": 0,
-            "failed_batches": 0,
-            "last_error": None,
-        }
+
+    @property
+    def stats(self) -> dict:
+        return self.committer.stats
 
     def _ensure_started(self) -> None:
         if self._task is None:
@@ -173,7 +132,7 @@ class LedgerWriter:
         self._wake.set()
         await future
 
-    def hurry(self) -> None:
+    async def hurry(self) -> None:
         """Commit what is queued now, and the next write if none is: a producer has someone
         waiting on a write it sent as write-behind (it sends one write at a time, so the
         waiting one is stuck behind it for up to flush_interval_ms otherwise)."""
@@ -233,88 +192,34 @@ class LedgerWriter:
             for e in entries:
                 batch.add(e.records)
         except InvariantViolation as exc:
+            self.committer.failed(exc)
             await self._fail(entries, exc)
             return
-        await self._commit_with_retry(entries, batch)
-
-    async def _commit_with_retry(self, entries: list[_Entry], batch: Batch) -> None:
-        started = time.monotonic()
-
-        async def commit() -> tuple[int, bool]:
-            nonlocal started
-            started = time.monotonic()
-            if self.fence is not None:
-                return await self._commit_fenced(batch)
-            pool = await get_pool(self.database_url)
-            async with pool.acquire() as conn:
-                return await commit_batch(conn, batch)
 
         def retried(exc: BaseException, delay_s: float) -> None:
             # PostgreSQL is away: keep the batch, wait, retry. Producers block on the bounded
             # buffer meanwhile (rule 6).
-            self.stats["retries"] += 1
-            self.stats["last_error"] = f"{type(exc).__name__}: {exc}"
-            if self.observe is not None:
-                self.observe(None, 0.0, 0.0)
             log.warning("ledger flush failed, retrying in %.0f ms: %s", delay_s * 1000, exc)
 
         policy = backoff(self.limits.retry_backoff_min_ms, self.limits.retry_backoff_max_ms)
         try:
-            inserted, repeating = await retrying(
-                commit, policy, lambda e: isinstance(e, TRANSIENT_ERRORS), retried
+            await retrying(
+                lambda: self.committer.commit(batch, self.lag()["oldest_queued_ms"]),
+                policy,
+                self.committer.is_transient,
+                retried,
             )
-        except (asyncpg.PostgresError, InvariantViolation) as exc:
-            # A CHECK or constraint refused the batch: a broken rule of money, not load.
-            await self._fail(entries, InvariantViolation(f"ledger batch refused: {exc}"))
+        except InvariantViolation as exc:
+            await self._fail(entries, exc)
             return
-        elapsed_ms = (time.monotonic() - started) * 1000
-        n = len(batch)
-        self.stats["batches_committed"] += 1
-        self.stats["records_committed"] += n
-        self.stats["ledger_rows_inserted"] += inserted
-        self.stats["batches_repeating"] += repeating
-        self.stats["last_flush_records"] = n
-        self.stats["last_flush_ms"] = round(elapsed_ms, 2)
-        self.stats["flush_ms_max"] = round(max(self.stats["flush_ms_max"], elapsed_ms), 2)
-        if self.observe is not None:
-            self.observe(n, elapsed_ms / 1000, self.lag()["oldest_queued_ms"])
         await self._release(entries)
         for e in entries:
             if not e.future.done():
                 e.future.set_result(None)
 
-    async def fenced(self) -> asyncpg.Connection:
-        """The connection this writer commits on, holding its producer's fence (taken, on a
-        new connection, once the predecessor's has ended; FenceHeld after FENCE_WAIT_S)."""
-        async with self._connecting:
-            if self._conn is not None and not self._conn.is_closed():
-                return self._conn
-            conn = await connect(self.database_url)
-            try:
-                deadline = time.monotonic() + FENCE_WAIT_S
-                while not await conn.fetchval(
-                    "SELECT pg_try_advisory_lock($1, $2)", FENCE_LOCK_CLASS, self.fence
-                ):
-                    if time.monotonic() > deadline:
-                        raise FenceHeld(
-                            f"producer {self.fence}'s fence on {mask_url(self.database_url)} is "
-                            f"still held by another connection after {FENCE_WAIT_S:.0f} s"
-                        )
-                    await asyncio.sleep(FENCE_POLL_S)
-            except BaseException:
-                conn.terminate()
-                raise
-            self._conn = conn
-            return conn
-
-    async def _commit_fenced(self, batch: Batch) -> tuple[int, bool]:
-        conn = await self.fenced()
-        try:
-            return await commit_batch(conn, batch)
-        except TRANSIENT_ERRORS as e:
-            if not isinstance(e, asyncpg.TransactionRollbackError):
-                conn.terminate()  # lost or unknown: a new connection takes the fence again
-            raise
+    async def fenced(self):
+        """The connection this writer commits on, holding its producer's fence."""
+        return await self.committer.fenced()
 
     async def _release(self, entries: list[_Entry]) -> None:
         async with self._room:
@@ -322,9 +227,6 @@ class LedgerWriter:
             self._room.notify_all()
 
     async def _fail(self, entries: list[_Entry], exc: Exception) -> None:
-        log.error("ledger batch failed: %s", exc)
-        self.stats["failed_batches"] += 1
-        self.stats["last_error"] = str(exc)
         await self._release(entries)
         for e in entries:
             if not e.future.done():
@@ -342,5 +244,16 @@ class LedgerWriter:
 
     async def close(self) -> None:
         """Let go of the fenced connection (and so the fence)."""
-        if self._conn is not None and not self._conn.is_closed():
-            await self._conn.close()
+        await self.committer.close()
+
+    # -- as a producer's link in its own process (`link.WriterLink`) -------------------------
+
+    async def take_over(self) -> None:
+        await self.drain()
+
+    @staticmethod
+    def is_transient(exc: BaseException) -> bool:
+        return False  # it retries what is transient itself, for ever
+
+
+__all__ = ["TRANSIENT_ERRORS", "FenceHeld", "LedgerWriter", "WriterLimits", "combined"]

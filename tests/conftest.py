@@ -109,17 +109,12 @@ async def pool(services):
 def ray_session():
     import ray
 
-    from engine.runtime.cluster import lean_ray
+    from engine.runtime.cluster import start_own
 
     if not ray.is_initialized():
-        with lean_ray(dashboard=False, logs_to_driver=False):
-            ray.init(
-                address="local",  # never a cluster another test or a user started (`ray start`)
-                num_cpus=2,
-                namespace="billing",
-                include_dashboard=False,
-                log_to_driver=False,
-            )
+        # A Ray of the tests' own, never one another test or a user started, and on loopback
+        # as an engine's is: a test that looks for ports beyond loopback sees none of these.
+        start_own("billing", num_cpus=2)
     yield ray
     ray.shutdown()
 
@@ -191,7 +186,7 @@ class OnOneEngine:
     async def engine(self, shared_engine):
         yield shared_engine
         await quiet(shared_engine)
-        await shared_engine.placement.keep()
+        await shared_engine.placement.upkeep()
 
     @pytest.fixture
     async def pool(self, shared_engine):

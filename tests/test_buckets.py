@@ -42,14 +42,14 @@ def test_a_minute_due_before_the_expiry_uses_the_bucket_and_the_first_after_drop
     w.apply_external("b", "bonus", 30, T - 1, expires_ms=T + 2 * MIN_MS + 1)
     w.apply_external("p", "purchase", 5, T - 1)
     w.open_call(7, 10, 1, T, MIN_MS)  # minute 1 from the bucket: 20 left in it
-    transfers, last, short = w.bill_call(7, 3)  # minute 3 starts at T+2min: before the expiry
+    transfers, last, short = w.bill_minutes(7, 3)  # minute 3 starts at T+2min: before the expiry
     assert (last, short, w.balance_coins) == (3, False, 5)
-    transfers, last, short = w.bill_call(7, 4)  # the bucket is empty anyway; 5 coins < 10
+    transfers, last, short = w.bill_minutes(7, 4)  # the bucket is empty anyway; 5 coins < 10
     assert (last, short) == (3, True)
     w2 = Wallet(2, "user")
     w2.apply_external("b", "bonus", 100, T - 1, expires_ms=T + 2 * MIN_MS)
     w2.open_call(8, 10, 1, T, MIN_MS)
-    transfers, last, short = w2.bill_call(8, 5)
+    transfers, last, short = w2.bill_minutes(8, 5)
     # minute 3 starts exactly at the expiry: the 80 left expired first, so it cannot be paid
     assert (last, short, w2.balance_coins) == (2, True, 0)
     assert w2.expiring[0][2][0].amount == -80
@@ -76,7 +76,7 @@ def test_replay_from_a_checkpoint_gives_the_state_the_wallet_had():
     w.apply_external("b", "bonus", 40, T + 2, expires_ms=T + 20 * MIN_MS)
     grants = [b[:] for b in w.buckets]  # as of their grants
     w.open_call(7, 10, 1, T + 3, MIN_MS)
-    w.bill_call(7, 6)
+    w.bill_minutes(7, 6)
     w.apply_external("s", "spend", 15, T + 10 * MIN_MS)
     debits = [(bk.position(T + 3, bk.OUTSIDE), 10)]
     debits += [(bk.position(T + 3 + k * MIN_MS, bk.MINUTE), 10) for k in range(1, 6)]

@@ -9,6 +9,7 @@ from actors import PartyBusy
 from engine.cli.chaos import CRASH_KINDS, ChaosResult, Model, check_database, run_chaos
 from engine.host.listener_desk import RESERVATION_UNCONFIRMED_S
 from engine.host.wallet_host import HostSettings, WalletHost
+from engine.operations import ReserveListener, Withdraw
 from persistence.client import WriterClient
 from persistence.db import get_pool
 from tests.conftest import PLACEMENTS, engine_config
@@ -70,7 +71,7 @@ async def test_the_comparison_catches_a_lost_transfer_and_a_minute_billed_twice(
 async def test_a_listener_whose_release_was_lost_is_freed_from_postgres(engine):
     """Chaos found it: a payer's shard died after a settlement committed, before it freed the
     listener, who stayed busy with a stale balance. The listener's host now asks PostgreSQL."""
-    from engine.runtime.raycalls import writer_sender
+    from engine.runtime.ray_actors.writer_actor import WriterActorLink
 
     user = await engine.create_user("u")
     listener = await engine.create_listener("l")
@@ -82,23 +83,29 @@ async def test_a_listener_whose_release_was_lost_is_freed_from_postgres(engine):
     earned = settled["earnings_paise"]
     assert earned == 2 * call["rate_paise"]
 
-    client = WriterClient(writer_sender(engine.config.namespace))
+    def reserve(call_id: int) -> ReserveListener:
+        return ReserveListener(
+            now=engine.clock.now(), listener_id=listener, call_id=call_id, payer_id=user
+        )
+
+    client = WriterClient(WriterActorLink(engine.config.namespace))
     host = WalletHost(engine.database_url, client, HostSettings(user_calls_max=1))
     w = await host.wallet(listener)
     # As loaded before the settlement committed, with the message that frees it lost:
     w.listener_call_id, w.earnings_paise = call["call_id"], 0
     now = engine.clock.now()
-    out = await host.apply_external(listener, "withdraw", earned, "w1", now, payout_id=1)
+    withdraw = Withdraw(now=now, listener_id=listener, amount_paise=earned, key="w1", payout_id=1)
+    out = await host.handle(withdraw)
     assert out["earnings_paise"] == 0 and w.listener_call_id is None
-    await host.reserve_listener(listener, 777, user, engine.clock.now())
+    await host.handle(reserve(777))
     assert w.listener_call_id == 777
 
     # A reservation for a start that never got a row holds while that start may still land,
     # and lapses after RESERVATION_UNCONFIRMED_S.
     with pytest.raises(PartyBusy):
-        await host.reserve_listener(listener, 778, user, engine.clock.now())
-    host._reserved_at[listener] = time.monotonic() - RESERVATION_UNCONFIRMED_S - 1
-    await host.reserve_listener(listener, 778, user, engine.clock.now())
+        await host.handle(reserve(778))
+    host.desk._reserved_at[listener] = time.monotonic() - RESERVATION_UNCONFIRMED_S - 1
+    await host.handle(reserve(778))
     assert w.listener_call_id == 778
     db = await get_pool(engine.database_url)
     assert await db.fetchval("SELECT earnings_paise FROM listener_earnings") == 0

@@ -97,8 +97,6 @@ async def test_a_restarted_engine_carries_on_without_billing_twice(engine):
         assert await audit_violations(await db(again)) == {}
     finally:
         await again.stop()
-    engine.placement = None  # already stopped; the fixture's stop does nothing more
-    engine.writer = None
 
 
 async def test_stop_drains_every_buffer_into_postgres(services, pool, ray_session):
@@ -376,9 +374,9 @@ class TestOnOneEngine(OnOneEngine):
         assert ended["coins_spent"] == 10 and (await engine.balance(listener))["earnings_paise"] > 0
         if sharded:
             lanes = engine.placement._lanes.lanes()
-            starts = f"start_call requests to shard:{shard_of(user, shards)}"
+            starts = f"StartCall to shard:{shard_of(user, shards)}"
             assert items(lanes, starts) - items(before, starts) == 3
-            assert not any(name.startswith("reserve_listener") for name in lanes)
+            assert not any(name.startswith("ReserveListener") for name in lanes)
         await engine.sync()
         assert await audit_violations(await db(engine)) == {}
 
@@ -405,12 +403,12 @@ class TestOnOneEngine(OnOneEngine):
         with pytest.raises(PartyBusy):
             await engine.start_call(other, listener)
         lanes = engine.placement._lanes.lanes()
-        assert not any(name.startswith("reserve_listener") for name in lanes)
+        assert not any(name.startswith("ReserveListener") for name in lanes)
         payer_shard = (await engine.inspect("shards"))[shard_of(user, shards)]
         holds = payer_shard["batches"]["peer_requests"]
         held_before = shard_lanes[shard_of(user, shards)]["batches"]["peer_requests"]
         asked = 2 + (shard_of(other, shards) == shard_of(user, shards))  # `other` too, from there
-        reserves = f"reserve_listener requests to shard:{shard_of(listener, shards)}"
+        reserves = f"ReserveListener to shard:{shard_of(listener, shards)}"
         assert items(holds, reserves) - items(held_before, reserves) == asked
         ended = await engine.end_call(call["call_id"])
         assert ended["coins_spent"] == 10 and (await engine.balance(listener))["earnings_paise"] > 0

@@ -197,7 +197,7 @@ class TestJobsOnOneEngine(OnOneEngine):
         await asyncio.gather(
             engine.bill_due(),
             engine.bill_due(),
-            engine.bill_call(call["call_id"]),
+            engine.get_call(call["call_id"]),
             engine.run_job("deduct"),
         )
         await engine.sync()

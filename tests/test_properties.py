@@ -82,7 +82,7 @@ class Billing(RuleBasedStateMachine):
         after every debit before it, as its host does."""
         w = self.wallets[user]
         for call in [c for c in self.calls.values() if c.user_id == user and not c.settlement]:
-            transfers, last, short = w.bill_call(call.call_id, call.minute_at(self.now))
+            transfers, last, short = w.bill_minutes(call.call_id, call.minute_at(self.now))
             self.post(transfers)
             self.settle(call.after_billing(last, short, self.now))
         at = w.grant_ms(to_ms(self.now))
@@ -186,7 +186,7 @@ class Billing(RuleBasedStateMachine):
             if call.settlement is not None:
                 continue
             through = call.minute_at(self.now)
-            transfers, last, short = self.wallets[call.user_id].bill_call(call.call_id, through)
+            transfers, last, short = self.wallets[call.user_id].bill_minutes(call.call_id, through)
             self.post(transfers)
             self.deliveries.append(("bill", (call.user_id, call.call_id, through)))
             self.settle(call.after_billing(last, short, self.now))
@@ -205,7 +205,7 @@ class Billing(RuleBasedStateMachine):
         if kind == "bill":
             user_id, call_id, through = args
             if call_id in self.wallets[user_id].calls:
-                transfers, _, _ = self.wallets[user_id].bill_call(call_id, through)
+                transfers, _, _ = self.wallets[user_id].bill_minutes(call_id, through)
                 assert transfers == [], "a repeated tick billed again"
         else:
             listener_id, call_id, earned = args

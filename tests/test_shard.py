@@ -5,9 +5,19 @@ import asyncio
 import pytest
 
 from actors import Call, IdempotencyConflict, InsufficientCoins, InvalidInput
-from actors.money import to_ms
+from actors.call import CallRequest
+from actors.money import TIERS, to_ms
 from bench.setup import ongoing_calls
 from engine.config import Config
+from engine.operations import (
+    EndCall,
+    InspectWallet,
+    ReadCall,
+    ReadWallet,
+    Spend,
+    StartCall,
+    TopUp,
+)
 from engine.runtime.ray_actors.shard import Shard
 from persistence import store
 from persistence.client import ClientLimits
@@ -35,15 +45,39 @@ def shard(services, redis_url=None, **changes):
         config(services, **changes),
         services.database_url,
         redis_url or services.redis_url,
-        send=writer.write,
+        link=writer,
     )
+
+
+async def ask(sh, op):
+    """`op` alone in a message to the shard: its answer, or its error raised."""
+    (out,) = await sh.handle([op])
+    if isinstance(out, BaseException):
+        raise out
+    return out
+
+
+def top_up(sh, user, coins, key, now=T0):
+    return ask(sh, TopUp(now=now, user_id=user, amount_coins=coins, tx_type="purchase", key=key))
+
+
+def spend(sh, user, coins, key, now=T0):
+    return ask(sh, Spend(now=now, user_id=user, amount_coins=coins, key=key))
+
+
+def balance(sh, user, now=T0):
+    return ask(sh, ReadWallet(now=now, user_id=user))
+
+
+def end_call(sh, user, call_id, now):
+    return ask(sh, EndCall(now=now, user_id=user, call_id=call_id, reason="hangup"))
 
 
 async def new_call(pool, sh, user, listener, now=T0, rate=10):
     call_id = await store.SequenceIds(1).next(pool)
-    await sh.reserve_listener(listener, call_id, user, now)
-    spec = Call(call_id, user, listener, "audio", "basic", rate, 100, now, MIN, 240).spec()
-    await sh.open_call(spec, now)
+    rates = dict.fromkeys(TIERS, (rate, 100))
+    request = CallRequest(call_id, user, listener, "audio", rates, MIN, 240)
+    await ask(sh, StartCall(now=now, request=request, start_key=None))
     return call_id
 
 
@@ -57,9 +91,9 @@ async def test_after_a_crash_unwritten_minutes_are_recomputed_once(pool, service
     user, listener = await people(pool, 0)
     # Minutes stay in the shard's buffer: the flush interval is an hour.
     a = shard(services, client=ClientLimits(flush_interval_ms=3_600_000))
-    await a.apply_external(user, "purchase", 100, "k", T0)
+    await top_up(a, user, 100, "k", T0)
     call_id = await new_call(pool, a, user, listener)
-    await a.run_due(T0 + 4 * MIN)  # minutes 2..5, not written yet
+    await a.bill_due(T0 + 4 * MIN)  # minutes 2..5, not written yet
     assert a.client.pending == 4
     a.client._task.cancel()  # the shard dies with its buffer
     assert await store.last_billed_minutes(pool, [call_id]) == {call_id: 1}
@@ -67,15 +101,15 @@ async def test_after_a_crash_unwritten_minutes_are_recomputed_once(pool, service
     b = shard(services)
     state = await b.start()
     assert state["recovered_calls"] == 1
-    assert (await b.inspect_call(call_id, T0))["billed_minutes"] == 1
-    await b.run_due(T0 + 4 * MIN + 1)
-    await b.run_due(T0 + 4 * MIN + 2)  # a second look bills nothing more
+    assert (await ask(b, ReadCall(now=T0, user_id=user, call_id=call_id)))["billed_minutes"] == 1
+    await b.bill_due(T0 + 4 * MIN + 1)
+    await b.bill_due(T0 + 4 * MIN + 2)  # a second look bills nothing more
     await b.sync()
     minutes = await pool.fetch(
         "SELECT minute_no FROM ledger WHERE call_id = $1 AND tx_type = 'spend' ORDER BY 1", call_id
     )
     assert [m["minute_no"] for m in minutes] == [1, 2, 3, 4, 5]
-    assert (await b.balance(user, T0))["balance_coins"] == 50
+    assert (await balance(b, user, T0))["balance_coins"] == 50
     assert await audit_violations(pool) == {}
 
 
@@ -85,21 +119,21 @@ async def test_recovery_reads_calls_in_pieces_and_misses_none(pool, services, mo
     sh = shard(services)
     state = await sh.start()
     assert state["recovered_calls"] == 5 and state["timer_entries"] == 5
-    assert await sh.run_due(T0 + MIN) == 5  # each call's minute 2, once
+    assert await sh.bill_due(T0 + MIN) == 5  # each call's minute 2, once
     await sh.sync()
-    assert (await sh.balance(3, T0))["balance_coins"] == 80
+    assert (await balance(sh, 3, T0))["balance_coins"] == 80
     assert await audit_violations(pool) == {}
 
 
 async def test_acknowledged_top_up_survives_a_crash(pool, services):
     user, _ = await people(pool, 0)
     a = shard(services, client=ClientLimits(flush_interval_ms=3_600_000))
-    out = await a.apply_external(user, "purchase", 70, "k", T0)
+    out = await top_up(a, user, 70, "k", T0)
     assert out["applied"]
     a.client._task.cancel()
     b = shard(services)
-    assert (await b.balance(user, T0))["balance_coins"] == 70
-    again = await b.apply_external(user, "purchase", 70, "k", T0)  # the client retries
+    assert (await balance(b, user, T0))["balance_coins"] == 70
+    again = await top_up(b, user, 70, "k", T0)  # the client retries
     assert not again["applied"] and again["balance_coins"] == 70
 
 
@@ -108,18 +142,20 @@ async def test_a_reloaded_wallet_holds_no_key_history_and_still_refuses_every_re
 ):
     user, _ = await people(pool, 0)
     a = shard(services)
-    await a.apply_external(user, "purchase", 70, "k", T0)
-    await a.apply_external(user, "spend", 20, "s", T0)
+    await top_up(a, user, 70, "k", T0)
+    await spend(a, user, 20, "s", T0)
     await a.sync()
     b = shard(services)  # a restart: the wallet reloads from PostgreSQL
-    assert (await b.inspect_wallet(user, T0))["external_transfers"] == 0
-    assert not (await b.apply_external(user, "spend", 20, "s", T0))["applied"]
+    assert (await ask(b, InspectWallet(now=T0, user_id=user)))["external_transfers"] == 0
+    assert not (await spend(b, user, 20, "s", T0))["applied"]
     with pytest.raises(IdempotencyConflict, match="'k' was used for purchase of 70"):
-        await b.apply_external(user, "purchase", 71, "k", T0)
+        await top_up(b, user, 71, "k", T0)
     with pytest.raises(InvalidInput, match="amount must be a positive integer"):
-        await b.apply_external(user, "purchase", 0, "z", T0)
-    assert (await b.balance(user, T0))["balance_coins"] == 50
-    assert (await b.inspect_wallet(user, T0))["external_transfers"] == 2  # the keys it was asked
+        await top_up(b, user, 0, "z", T0)
+    assert (await balance(b, user, T0))["balance_coins"] == 50
+    assert (await ask(b, InspectWallet(now=T0, user_id=user)))[
+        "external_transfers"
+    ] == 2  # the keys it was asked
 
 
 async def test_top_ups_racing_ticks_lose_nothing(pool, services):
@@ -127,22 +163,22 @@ async def test_top_ups_racing_ticks_lose_nothing(pool, services):
     listeners = [await store.create_user(pool, f"l{i}", "listener") for i in range(5)]
     sh = shard(services)
     for u in users:
-        await sh.apply_external(u, "purchase", 10, "seed", T0)
+        await top_up(sh, u, 10, "seed", T0)
     calls = [await new_call(pool, sh, u, v) for u, v in zip(users, listeners, strict=True)]
     now = T0
 
     async def top_ups(u):
         for i in range(20):
-            await sh.apply_external(u, "purchase", 10, f"t{i}", now)
+            await top_up(sh, u, 10, f"t{i}", now)
 
     async def ticks():
         for m in range(1, 21):
-            await sh.run_due(T0 + m * MIN)
+            await sh.bill_due(T0 + m * MIN)
             await asyncio.sleep(0)
 
     await asyncio.gather(ticks(), *(top_ups(u) for u in users))
     for c in calls:
-        await sh.end_call(c, T0 + 21 * MIN)
+        await end_call(sh, users[calls.index(c)], c, T0 + 21 * MIN)
     await sh.sync()
     assert await audit_violations(pool) == {}
     total_in = await pool.fetchval("SELECT sum(amount) FROM ledger WHERE tx_type = 'purchase'")
@@ -152,39 +188,39 @@ async def test_top_ups_racing_ticks_lose_nothing(pool, services):
 async def test_hang_ups_racing_a_tick_settle_once_and_credit_once(pool, services):
     user, listener = await people(pool, 0)
     sh = shard(services)
-    await sh.apply_external(user, "purchase", 1000, "k", T0)
+    await top_up(sh, user, 1000, "k", T0)
     call_id = await new_call(pool, sh, user, listener)
     now = T0 + 3 * MIN + 5
     results = await asyncio.gather(
-        sh.end_call(call_id, now), sh.run_due(now), sh.end_call(call_id, now)
+        end_call(sh, user, call_id, now), sh.bill_due(now), end_call(sh, user, call_id, now)
     )
     assert results[0] == results[2]
     assert results[0]["billed_minutes"] == 4
     await sh.sync()
     earns = await pool.fetch("SELECT amount FROM ledger WHERE tx_type = 'earn'")
     assert [e["amount"] for e in earns] == [400]
-    assert (await sh.balance(listener, T0))["earnings_paise"] == 400
-    assert await sh.end_call(call_id, now + 60) is None  # no longer on the shard
+    assert (await balance(sh, listener, T0))["earnings_paise"] == 400
+    assert await end_call(sh, user, call_id, now + 60) is None  # no longer on the shard
     assert await audit_violations(pool) == {}
 
 
 async def test_a_user_who_cannot_pay_minute_one_changes_nothing(pool, services):
     user, listener = await people(pool, 0)
     sh = shard(services)
-    await sh.apply_external(user, "purchase", 9, "k", T0)
+    await top_up(sh, user, 9, "k", T0)
     with pytest.raises(InsufficientCoins):
         await new_call(pool, sh, user, listener)
     assert await pool.fetchval("SELECT count(*) FROM calls") == 0
-    assert (await sh.balance(user, T0))["balance_coins"] == 9
+    assert (await balance(sh, user, T0))["balance_coins"] == 9
 
 
 async def test_billing_goes_on_when_redis_is_down(pool, services):
     user, listener = await people(pool, 0)
     sh = shard(services, redis_url="redis://127.0.0.1:1/0")
-    await sh.apply_external(user, "purchase", 100, "k", T0)
+    await top_up(sh, user, 100, "k", T0)
     call_id = await new_call(pool, sh, user, listener)
-    await sh.run_due(T0 + 2 * MIN)
-    s = await sh.end_call(call_id, T0 + 2 * MIN + 1)
+    await sh.bill_due(T0 + 2 * MIN)
+    s = await end_call(sh, user, call_id, T0 + 2 * MIN + 1)
     assert s["billed_minutes"] == 3
     assert sh.presence.errors >= 1
     assert await audit_violations(pool) == {}
@@ -214,20 +250,20 @@ async def test_idle_wallets_past_the_cap_are_evicted_and_reload_as_they_were(
     users = [await store.create_user(pool, f"u{i}", "user") for i in range(6)]
     listener = await store.create_user(pool, "l", "listener")
     sh = shard(services)
-    await sh.apply_external(users[0], "purchase", 100, "k", T0)
+    await top_up(sh, users[0], 100, "k", T0)
     call_id = await new_call(pool, sh, users[0], listener)  # its payer is never evicted
     for u in users[1:]:
-        await sh.apply_external(u, "purchase", 10 + u, "k", T0)
+        await top_up(sh, u, 10 + u, "k", T0)
     held = sh.host.wallets
-    assert len(held) - len(sh.host.calls) <= 2 + 1  # the cap, and the one loaded last
+    assert len(held) - len(sh.host.book.calls) <= 2 + 1  # the cap, and the one loaded last
     assert users[0] in held and listener in held  # in a call: kept
     assert sh.host.stats["wallets_evicted"] >= 2
     for u in users[1:]:  # evicted ones reload from PostgreSQL as they were
-        assert (await sh.balance(u, T0))["balance_coins"] == 10 + u
-    assert listener in sh.host._reserved_at  # while its call runs
-    await sh.end_call(call_id, T0 + MIN)
+        assert (await balance(sh, u, T0))["balance_coins"] == 10 + u
+    assert listener in sh.host.desk._reserved_at  # while its call runs
+    await end_call(sh, users[0], call_id, T0 + MIN)
     await sh.sync()
-    assert not sh.host._reserved_at  # a reservation is dropped with its call
+    assert not sh.host.desk._reserved_at  # a reservation is dropped with its call
     assert await audit_violations(pool) == {}
 
 
@@ -237,13 +273,13 @@ async def test_a_pass_warns_each_call_of_a_payer_of_two_calls_once_when_coins_ru
     user = await store.create_user(pool, "u", "user")
     listeners = [await store.create_user(pool, f"l{i}", "listener") for i in range(2)]
     sh = shard(services, user_calls_max=2)
-    await sh.apply_external(user, "purchase", 60, "k", T0)
+    await top_up(sh, user, 60, "k", T0)
     calls = [await new_call(pool, sh, user, v) for v in listeners]
-    assert not any(sh.host.calls[c].low_balance_warned for c in calls)  # 40 coins: 4 minutes
-    await sh.run_due(T0 + MIN)  # each call's minute 2: 20 coins left, 2 minutes at its rate
-    assert all(sh.host.calls[c].low_balance_warned for c in calls)
+    assert not any(sh.host.book.calls[c].low_balance_warned for c in calls)  # 40 coins: 4 minutes
+    await sh.bill_due(T0 + MIN)  # each call's minute 2: 20 coins left, 2 minutes at its rate
+    assert all(sh.host.book.calls[c].low_balance_warned for c in calls)
     for c in calls:
-        await sh.end_call(c, T0 + MIN)
+        await end_call(sh, user, c, T0 + MIN)
     await sh.sync()
     assert await audit_violations(pool) == {}
 
@@ -252,25 +288,27 @@ async def test_a_batch_of_requests_shares_one_commit_and_answers_each_its_own(po
     users = [await store.create_user(pool, f"b{i}", "user") for i in range(20)]
     listener = await store.create_user(pool, "bl", "listener")
     sh = shard(services)
-    await sh.apply_external(listener, "purchase", 5, "warm", T0)  # the shard has loaded
+    await top_up(sh, listener, 5, "warm", T0)  # the shard has loaded
     sent = sh.client.stats["batches_sent"]
-    top_ups = [("apply_external", (u, "purchase", 10, "k", T0)) for u in users]
-    wrong = [
-        ("apply_external", (users[1], "purchase", 0, "z", T0)),
-        ("apply_external", (listener, "spend", 10, "s", T0)),  # has 5 coins
-        ("balance", (10**12, T0)),
-        ("sync", ()),
+    top_ups = [
+        TopUp(now=T0, user_id=u, amount_coins=10, tx_type="purchase", key="k") for u in users
     ]
-    out = await sh.many(top_ups + wrong)
+    wrong = [
+        TopUp(now=T0, user_id=users[1], amount_coins=0, tx_type="purchase", key="z"),
+        Spend(now=T0, user_id=listener, amount_coins=10, key="s"),  # has 5 coins
+        ReadWallet(now=T0, user_id=10**12),
+        ("sync", ()),  # a method's name is no operation
+    ]
+    out = await sh.handle(top_ups + wrong)
     assert [o["balance_coins"] for o in out[:20]] == [10] * 20
     assert all(o["applied"] for o in out[:20])
     assert isinstance(out[20], InvalidInput) and "amount must be a positive integer" in str(out[20])
     assert isinstance(out[21], InsufficientCoins)
     assert "no user with id 1000000000000" in str(out[22])
-    assert isinstance(out[23], InvalidInput) and "'sync' cannot be batched" in str(out[23])
+    assert isinstance(out[23], InvalidInput) and "not an operation" in str(out[23])
     # Twenty write-through top-ups, one message to the writer, one commit.
     assert sh.client.stats["batches_sent"] == sent + 1
-    again = await sh.many(top_ups[:2])  # a repeat, in a batch too, applies nothing
+    again = await sh.handle(top_ups[:2])  # a repeat, in a batch too, applies nothing
     assert [o["applied"] for o in again] == [False, False]
     await sh.sync()
     assert await pool.fetchval("SELECT count(*) FROM ledger WHERE transfer_id LIKE 'ext:%:k'") == 20

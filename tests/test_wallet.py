@@ -133,31 +133,31 @@ def test_one_ongoing_call_per_user_by_default():
 def test_billing_through_a_minute_bills_each_minute_once():
     w = Wallet(1, "user", balance_coins=100)
     w.open_call(7, 10, 1, AT, MIN_MS)
-    transfers, last, short = w.bill_call(7, 4)
+    transfers, last, short = w.bill_minutes(7, 4)
     assert [t.minute_no for t in transfers] == [2, 3, 4] and last == 4 and not short
-    again, last, short = w.bill_call(7, 4)
+    again, last, short = w.bill_minutes(7, 4)
     assert again == [] and last == 4 and w.balance_coins == 60
-    older, last, _ = w.bill_call(7, 2)
+    older, last, _ = w.bill_minutes(7, 2)
     assert older == [] and last == 4
 
 
 def test_each_minute_carries_the_time_it_started_however_late_it_is_billed():
     w = Wallet(1, "user", balance_coins=100)
     w.open_call(7, 10, 1, AT, MIN_MS)
-    transfers, _, _ = w.bill_call(7, 3)
+    transfers, _, _ = w.bill_minutes(7, 3)
     assert [t.at_ms for t in transfers] == [AT + MIN_MS, AT + 2 * MIN_MS]
 
 
 def test_billing_stops_at_the_first_minute_the_user_cannot_pay():
     w = Wallet(1, "user", balance_coins=35)
     w.open_call(7, 10, 1, AT, MIN_MS)
-    transfers, last, short = w.bill_call(7, 10)
+    transfers, last, short = w.bill_minutes(7, 10)
     assert last == 3 and short and w.balance_coins == 5 and len(transfers) == 2
 
 
 def test_billing_a_call_not_open_is_refused():
     with pytest.raises(UnknownCall):
-        Wallet(1, "user", balance_coins=35).bill_call(7, 2)
+        Wallet(1, "user", balance_coins=35).bill_minutes(7, 2)
 
 
 def test_listener_is_in_one_call_and_released_once():

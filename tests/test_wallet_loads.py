@@ -6,9 +6,10 @@ import asyncpg
 from actors import buckets as bk
 from actors.buckets import BONUS
 from actors.money import to_ms
+from engine.operations import TopUp, Withdraw
 from persistence import store
 from persistence.db import SERVER_SETTINGS, _keep_session, connect
-from tests.test_shard import MIN, T0, new_call, shard
+from tests.test_shard import MIN, T0, ask, end_call, new_call, shard, top_up
 
 
 async def counting_pool(services, queries: list):
@@ -38,14 +39,20 @@ async def test_a_wallet_is_one_query_unless_its_person_has_a_call_a_payout_or_a_
     ]
     sh = shard(services)
     for u in (plain, payer, bonus, earner_payer):
-        await sh.apply_external(u, "purchase", 1_000, "k", T0)
+        await top_up(sh, u, 1_000, "k")
     call_id = await new_call(pool, sh, payer, listener)  # ongoing
     ended = await new_call(pool, sh, earner_payer, earner)
-    await sh.end_call(ended, T0 + 2 * MIN)
+    await end_call(sh, earner_payer, ended, T0 + 2 * MIN)
     await sh.sync()
     payout_id = await store.SequenceIds(1, "payouts_payout_id_seq").next(pool)
-    await sh.apply_external(earner, "withdraw", 100, "w", T0 + 3 * MIN, payout_id)
-    await sh.apply_external(bonus, BONUS, 50, "b", T0, None, to_ms(T0 + 3_600))
+    withdraw = Withdraw(
+        now=T0 + 3 * MIN, listener_id=earner, amount_paise=100, key="w", payout_id=payout_id
+    )
+    await ask(sh, withdraw)
+    bonus_op = TopUp(
+        now=T0, user_id=bonus, amount_coins=50, tx_type=BONUS, key="b", expires_ms=to_ms(T0 + 3_600)
+    )
+    await ask(sh, bonus_op)
     await sh.sync()
 
     queries: list[str] = []

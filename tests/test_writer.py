@@ -196,22 +196,42 @@ async def test_postgres_down_the_writer_retries_and_keeps_its_buffer(pool, servi
     await proxy.cut()
 
 
+class Through:
+    """A `WriterLink` over a LedgerWriter in this process, whose writes a test fails (`fail`
+    times, as a restarting writer actor would) or holds (until `gate` is set)."""
+
+    def __init__(self, writer: LedgerWriter | None, fail: int = 0, gate=None) -> None:
+        self.writer, self.fail, self.gate = writer, fail, gate
+        self.hurried: list[bool] = []
+
+    async def write(self, batch, urgent):
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail:
+            self.fail -= 1
+            raise ConnectionError("writer restarting")
+        if self.writer is not None:  # else: a writer that takes the batch and drops it
+            await self.writer.write(batch, urgent)
+
+    async def hurry(self):
+        self.hurried.append(True)
+        await self.writer.hurry()
+
+    async def drain(self):
+        await self.writer.drain()
+
+    async def take_over(self):
+        await self.writer.drain()
+
+    @staticmethod
+    def is_transient(exc):
+        return isinstance(exc, ConnectionError)
+
+
 async def test_client_resends_a_batch_when_the_writer_is_unreachable(pool, services):
     uid = await payer(pool)
     w = LedgerWriter(services.database_url)
-    failures = {"left": 2}
-
-    async def flaky_send(batch, urgent):
-        if failures["left"]:
-            failures["left"] -= 1
-            raise ConnectionError("writer restarting")
-        await w.write(batch, urgent)
-
-    c = WriterClient(
-        flaky_send,
-        ClientLimits(retry_backoff_min_ms=1),
-        is_transient=lambda e: isinstance(e, ConnectionError),
-    )
+    c = WriterClient(Through(w, fail=2), ClientLimits(retry_backoff_min_ms=1))
     c.append([purchase(uid, "a", 1)])
     await asyncio.wait_for(c.durable([purchase(uid, "b", 2)]), timeout=20)
     assert c.stats["send_retries"] == 2 and c.pending == 0
@@ -221,7 +241,7 @@ async def test_client_resends_a_batch_when_the_writer_is_unreachable(pool, servi
 async def test_client_refused_by_the_writer_stops_and_says_so(pool, services):
     uid = await payer(pool)
     w = LedgerWriter(services.database_url)
-    c = WriterClient(w.write)
+    c = WriterClient(w)
     with pytest.raises(InvariantViolation):
         # settling a minute the wallet cannot pay: the CHECK refuses it
         await asyncio.wait_for(c.durable([spend(uid, 9, 1), *end(uid, 9, 1)]), timeout=20)
@@ -231,11 +251,9 @@ async def test_client_refused_by_the_writer_stops_and_says_so(pool, services):
 
 async def test_client_buffer_is_bounded(pool, services):
     gate = asyncio.Event()
-
-    async def stalled_send(batch, urgent):
-        await gate.wait()
-
-    c = WriterClient(stalled_send, ClientLimits(pending_records_max=4, flush_interval_ms=1))
+    c = WriterClient(
+        Through(None, gate=gate), ClientLimits(pending_records_max=4, flush_interval_ms=1)
+    )
     c.append([[0]] * 4)
     waiting = asyncio.create_task(c.room())
     await asyncio.sleep(0.2)
@@ -250,18 +268,13 @@ async def test_a_write_through_behind_a_held_write_behind_batch_hurries_the_writ
     now, instead of waiting out the interval."""
     uid = await payer(pool)
     w = LedgerWriter(services.database_url, WriterLimits(flush_interval_ms=3_600_000))
-    hurried = []
-
-    async def hurry():
-        hurried.append(True)
-        w.hurry()
-
-    c = WriterClient(w.write, ClientLimits(flush_interval_ms=1), hurry=hurry)
+    link = Through(w)
+    c = WriterClient(link, ClientLimits(flush_interval_ms=1))
     c.append([purchase(uid, "behind", 1)])
     await asyncio.sleep(0.2)  # sent as write-behind: the writer holds it
     assert c.pending == 1 and w.lag()["queued_writes"] == 1
     await asyncio.wait_for(c.durable([purchase(uid, "through", 2)]), timeout=20)
-    assert hurried == [True] and c.pending == 0
+    assert link.hurried == [True] and c.pending == 0
     assert await balance(pool, uid) == 3
 
 
@@ -271,8 +284,8 @@ async def test_a_producers_successor_takes_its_fence_only_once_its_connection_en
     """A shard commits its own writes, fenced: a successor (Ray restarted the shard) cannot
     read or commit until the predecessor's connection has ended, so nothing the predecessor
     had under way commits after the successor read PostgreSQL."""
-    from persistence import writer as writers
-    from persistence.writer import FenceHeld
+    from persistence import committer as committers
+    from persistence.committer import FenceHeld
 
     uid = await payer(pool)
     first = LedgerWriter(services.database_url, fence=7)
@@ -283,11 +296,11 @@ async def test_a_producers_successor_takes_its_fence_only_once_its_connection_en
     assert not taking.done()  # the predecessor still holds it
     other = LedgerWriter(services.database_url, fence=8)  # another producer's is its own
     await other.write([purchase(uid, "c", 1)])
-    first._conn.terminate()  # the predecessor's process died
+    first.committer._conn.terminate()  # the predecessor's process died
     await asyncio.wait_for(taking, 10)
     await second.write([purchase(uid, "b", 50)])
     assert await balance(pool, uid) == 151
-    monkeypatch.setattr(writers, "FENCE_WAIT_S", 0.2)
+    monkeypatch.setattr(committers, "FENCE_WAIT_S", 0.2)
     with pytest.raises(FenceHeld, match="producer 7's fence .* still held"):
         await LedgerWriter(services.database_url, fence=7).fenced()
     await second.close()

@@ -12,7 +12,7 @@ async def deduct_per_minute_coins() -> None:
 async def process_call_coin_deduction(conn, call) -> None:
     """Bill the minutes of one call due now. `conn` is accepted as the older code passes it;
     the engine writes through its own pool."""
-    await (await engine()).bill_call(call_id_of(call))
+    await (await engine()).get_call(call_id_of(call))
 
 
 async def end_call_due_to_insufficient_coins(conn, call, current_balance) -> None:

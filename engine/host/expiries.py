@@ -1,17 +1,19 @@
 """Buckets of coins that expire, on the host of their wallet: what an expiry wrote goes to the
-writer behind the operation that found it (one record with its transfers), and a bucket is
-granted after every debit before it, with everything due by then applied first."""
+writer behind the operation that found it (one record with its transfers), and a granted
+bucket is written with its top-up (one record)."""
 
 from __future__ import annotations
 
 from actors import buckets as bk
 from actors.money import Transfer
 from actors.wallet import Wallet
+from persistence.client import WriterClient
 from persistence.records import BUCKET, bucket_states_record, row_record
 
 
-class Expiring:
-    """Mixed into `WalletHost`."""
+class BucketExpiries:
+    def __init__(self, client: WriterClient) -> None:
+        self.client = client
 
     def expire_due(self, w: Wallet, now_ms: int) -> None:
         """Expire `w`'s buckets due by `now_ms` (after the minutes due then), and hand the
@@ -33,14 +35,3 @@ class Expiring:
         row = {"bucket_id": t.transfer_id, "user_id": t.user_id, "tx_type": t.tx_type}
         row |= {"coins": t.amount, "expires_ms": expires_ms, "as_of": bucket[bk.AS_OF]}
         return row_record(BUCKET, row, [t])
-
-    def grant_at(self, w: Wallet, at_ms: int) -> int:
-        """A bucket's time: after every debit from outside, with everything due by then
-        applied first (no await: nothing comes between)."""
-        grant_ms = w.grant_ms(at_ms)
-        if grant_ms > at_ms:
-            w.stamp(grant_ms)
-            if w.calls:
-                self._catch_up(w, grant_ms)
-            self.expire_due(w, grant_ms)
-        return grant_ms

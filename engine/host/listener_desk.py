@@ -1,11 +1,12 @@
-"""The listener's side of a host: holding a listener for a call, freeing them when it settles,
-and bringing a listener's call up to time through its payer's host before answering for them.
+"""The listener's side of a host: holding a listener for a call (a reservation), freeing them
+when it settles, and bringing a listener's call up to time through its payer's host before
+answering for them.
 
-A listener is in at most one call. The hold is made before the call opens on the payer's host
-(which may be another host); the release comes from the payer's host once the settlement is
-committed, with the credit to mirror. A release that never arrives (the payer's host died after
-the commit, or this one restarted) is made good from PostgreSQL before the listener's next
-answer (`_release_if_settled`).
+A listener is in at most one call. The reservation is made before the call opens on the
+payer's host (which may be another host); the release comes from the payer's host once the
+settlement is committed, with the credit to mirror. A release that never arrives (the payer's
+host died after the commit, or this one restarted) is made good from PostgreSQL before the
+listener's next answer (`_release_if_settled`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from __future__ import annotations
 import time
 
 from actors.wallet import Wallet
-from engine.host.peers import Peers, Releases
+from engine.host.router import Router
+from engine.host.wallet_cache import WalletCache
+from engine.operations import ReadCall
 from persistence import store
 
 # A reservation whose call never got a row (its start failed without an answer) lapses after
@@ -21,43 +24,41 @@ from persistence import store
 RESERVATION_UNCONFIRMED_S = 30.0
 
 
-class ListenerSide:
-    """Mixed into `WalletHost`, whose state it shares."""
+class ListenerDesk:
+    def __init__(self, cache: WalletCache, router: Router) -> None:
+        self.cache = cache
+        self.router = router
+        self._reserved_at: dict[int, float] = {}  # listener -> when its reservation was made
 
-    peers: Peers
-    _reserved_at: dict[int, float]  # listener -> when its reservation was made
-
-    async def reserve_listener(
-        self, listener_id: int, call_id: int, payer_id: int | None, now: float
-    ) -> str:
-        """Hold the listener for call `call_id`; returns the listener's tier today."""
-        w, _ = await self._caught_up(listener_id, now)
-        tier = await self.cache.tier(listener_id, now)
+    async def reserve(self, w: Wallet, call_id: int, payer_id: int, now: float) -> str:
+        """Reserve the listener `w` (caught up to `now`) for call `call_id`; their tier today."""
+        tier = await self.cache.tier(w.user_id, now)
         w.reserve_listener(call_id, payer_id)
-        self._reserved_at[listener_id] = time.monotonic()
+        self._reserved_at[w.user_id] = time.monotonic()
         return tier
 
-    async def _listener_caught_up(self, w: Wallet, now_ms: int) -> None:
+    def cancel(self, w: Wallet, call_id: int) -> None:
+        w.cancel_reservation(call_id)
+        if w.listener_call_id is None:
+            self._reserved_at.pop(w.user_id, None)
+
+    async def caught_up(self, w: Wallet, now_ms: int) -> None:
+        """The call the listener `w` is in, brought up to `now_ms` on its payer's host; an
+        ended one credited and the listener freed."""
         call_id, payer_id = w.listener_call_id, w.listener_payer_id
         outcome = None
         if payer_id is not None:
-            if self.peers.is_local(payer_id):
-                outcome = await self.bill_call(call_id, now_ms / 1000)
-            else:
-                outcome = await self.peers.bill_call(payer_id, call_id, now_ms / 1000)
+            outcome = await self.router.ask(
+                ReadCall(now=now_ms / 1000, user_id=payer_id, call_id=call_id)
+            )
         if outcome is None:
             # Neither ongoing nor settled on its payer's host: PostgreSQL decides.
             await self._release_if_settled(w)
         elif outcome["status"] != "ongoing":
-            self._release(w, call_id, outcome["earnings_paise"])
+            self.release(w, call_id, outcome["earnings_paise"])
 
-    async def cancel_reservation(self, listener_id: int, call_id: int) -> None:
-        w = await self.wallet(listener_id)
-        w.cancel_reservation(call_id)
-        if w.listener_call_id is None:
-            self._reserved_at.pop(listener_id, None)
-
-    def _release(self, w: Wallet, call_id: int, earned_paise: int) -> bool:
+    def release(self, w: Wallet, call_id: int, earned_paise: int) -> bool:
+        """Free the listener `w` of call `call_id`, mirroring its committed credit."""
         released = w.release_listener(call_id, earned_paise)
         if released:
             self._reserved_at.pop(w.user_id, None)
@@ -74,18 +75,11 @@ class ListenerSide:
         call_id = w.listener_call_id
         if call_id is None:
             return
-        outcome = await store.call_outcome(await self.pool(), call_id)
+        outcome = await store.call_outcome(await self.cache.pool(), call_id)
         if outcome is None:
             age = time.monotonic() - self._reserved_at.get(w.user_id, 0.0)
             if age > RESERVATION_UNCONFIRMED_S:
                 w.cancel_reservation(call_id)
                 self._reserved_at.pop(w.user_id, None)
         elif outcome["status"] != "ongoing":
-            self._release(w, call_id, outcome["earnings_paise"])
-
-    async def release_listeners(self, items: Releases) -> int:
-        """Free listeners of settled calls, mirroring the credit already committed."""
-        released = 0
-        for listener_id, call_id, earned in items:
-            released += self._release(await self.wallet(listener_id), call_id, earned)
-        return released
+            self.release(w, call_id, outcome["earnings_paise"])

@@ -12,14 +12,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Protocol
 
-from actors.call import Call
 from actors.errors import UnknownUser
 from actors.wallet import Wallet
 from aio.batching import Batcher, BatchLimits
 from aio.once import LoadOnce
+from engine.host.book import CallBook
 from persistence import badges, store
+from persistence.client import WriterClient
 from persistence.db import get_pool
 
 # Wallets read from PostgreSQL in one query when a host loads many.
@@ -39,32 +39,25 @@ TIERS_KNOWN_MAX = 100_000
 READS_BATCH = BatchLimits(size_max=1_000, in_flight_max=2, queued_max=100_000)
 
 
-class CallHolder(Protocol):
-    """What the cache asks of the host it serves: the calls it holds, and whether anything
-    it wrote is still unconfirmed (no wallet is evicted then)."""
-
-    calls: dict[int, Call]
-
-    def add_call(self, call: Call) -> None: ...
-    def writes_pending(self) -> bool: ...
-
-
 class WalletCache:
     def __init__(
         self,
         database_url: str,
-        holder: CallHolder,
+        book: CallBook,
+        client: WriterClient,
         call_defaults: tuple[float, int],
         badge_timezone: str,
-        before_first_read: Callable[[], Awaitable[None]] | None = None,
+        take_over: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.database_url = database_url
-        self.holder = holder
+        self.book = book  # the calls the host holds: the wallets loaded bring theirs
+        self.client = client  # nothing is evicted while a write of the host's is unconfirmed
         # Minute length (s) and maximum minutes of a stored call that does not record its own.
         self.call_defaults = call_defaults
         self.badge_timezone = badge_timezone
-        # Awaited once before the first read of PostgreSQL (Ray actors: the writer's drain).
-        self._before = LoadOnce(before_first_read) if before_first_read is not None else None
+        # Awaited once before the first read of PostgreSQL: what a predecessor of this host
+        # wrote is committed, and nothing more of it will be (`WriterLink.take_over`).
+        self._take_over = LoadOnce(take_over) if take_over is not None else None
         self.wallets: dict[int, Wallet] = {}
         self._loading: dict[int, asyncio.Future] = {}
         self._used_at: dict[int, float] = {}  # wallet -> when a request last asked for it
@@ -84,8 +77,8 @@ class WalletCache:
         }
 
     async def before_first_read(self) -> None:
-        if self._before is not None:
-            await self._before()
+        if self._take_over is not None:
+            await self._take_over()
 
     async def pool(self):
         return await get_pool(self.database_url)
@@ -138,18 +131,18 @@ class WalletCache:
             self.wallets.setdefault(uid, w)
             self._touch(uid)
         # The calls they pay that the host does not hold yet (a wallet actor's first load).
-        calls = self.holder.calls
+        calls = self.book.calls
         unknown = [c for w in loaded.values() for c in w.calls if c not in calls]
         if unknown:
             for call in await store.load_ongoing_calls(pool, *self.call_defaults, call_ids=unknown):
-                self.holder.add_call(call)
+                self.book.add(call, self.wallets.get(call.user_id))
 
     def _evict_idle(self) -> None:
         """Keep at most WALLETS_IDLE_MAX wallets of people in no call: drop those unused for
         WALLET_IDLE_S, oldest first. Only while nothing the host wrote is unconfirmed, so no
         request is between changing a wallet and its commit."""
-        excess = len(self.wallets) - len(self.holder.calls) - WALLETS_IDLE_MAX
-        if excess <= 0 or self.holder.writes_pending():
+        excess = len(self.wallets) - len(self.book.calls) - WALLETS_IDLE_MAX
+        if excess <= 0 or self.client.pending:
             return
         idle_before = time.monotonic() - WALLET_IDLE_S
         for uid, used_at in list(self._used_at.items()):  # oldest use first
@@ -168,9 +161,14 @@ class WalletCache:
 
     # -- idempotency keys from before a load ---------------------------------------------------
 
-    async def committed_external(self, transfer_id: str) -> tuple | None:
-        """What the ledger holds for an outside transfer, if it was committed."""
-        return await self._externals.submit(transfer_id)
+    async def recall(self, w: Wallet, transfer_id: str) -> None:
+        """`w` knows whether `transfer_id` was applied: an id from before this wallet was loaded
+        is in the ledger, if anywhere (what a predecessor handed the writer was committed before
+        the first read)."""
+        if transfer_id not in w.external:
+            committed = await self._externals.submit(transfer_id)
+            if committed is not None:
+                w.recall_external(transfer_id, *committed)
 
     async def _externals_batch(self, transfer_ids: list[str]) -> list:
         committed = await store.external_transfers(await self.pool(), transfer_ids)

@@ -30,7 +30,7 @@ from persistence.payouts import PAYOUTS_PAGE_MAX
 from persistence.records import EVENT_TYPES
 from persistence.statement import STATEMENT_PAGE_MAX
 
-REFUND_MINUTES_MAX = 100_000  # engine/money_back_requests.py checks the same
+REFUND_MINUTES_MAX = 100_000  # engine/payout_requests.py checks the same
 
 Role = Literal[ROLES]
 TopUpType = Literal[TOP_UP_TYPES]

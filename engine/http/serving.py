@@ -55,7 +55,7 @@ def _engine_getter(namespace: str):
                 from engine.api import Engine
 
                 logs.configure()
-                held["engine"] = engine = await Engine.attached(namespace)
+                held["engine"] = engine = await Engine.attach(namespace)
             held["checked_at"] = time.monotonic()
         return engine
 

@@ -16,7 +16,6 @@ from ray.exceptions import (
 )
 
 from actors.errors import BillingError, EngineUnavailable, InvariantViolation
-from persistence.records import pack
 from persistence.writer import TRANSIENT_ERRORS
 
 NAMESPACE = "billing"
@@ -27,6 +26,9 @@ WRITER_NAME = "writer"
 SHARD, CALL, WALLET = "shard", "call", "wallet"
 # Remote calls one fan-out (to every call or wallet actor) keeps in flight at a time.
 FANOUT_MAX = 64
+# How the engine's actors are made: Ray restarts them for ever (they reload from PostgreSQL);
+# they take no CPU of Ray's accounting, so that as many fit as memory allows.
+ACTOR_OPTIONS = {"max_restarts": -1, "max_concurrency": 1000, "num_cpus": 0}
 
 
 def shard_name(index: int) -> str:
@@ -111,6 +113,15 @@ async def remote(ref):
         raise EngineUnavailable(f"an engine actor is restarting: {e}") from e
 
 
+async def ask_host(handle, op):
+    """`op` on the host actor `handle` (a shard, a wallet actor), alone in its message: its
+    answer, or its error raised here."""
+    out = (await remote(handle.handle.remote([op])))[0]
+    if isinstance(out, BaseException):
+        raise out
+    return out
+
+
 def actor(name: str, namespace: str = NAMESPACE):
     return ray.get_actor(name, namespace=namespace)
 
@@ -162,39 +173,3 @@ def join_ray(address: str, namespace: str = NAMESPACE) -> None:
         logging_level=logging.ERROR,
         log_to_driver=False,
     )
-
-
-def _writer_method(namespace: str, method: str):
-    """`await call(*args)`: the named writer's `method`, its handle looked up on first use (the
-    writer may start after its callers)."""
-    handle = None
-
-    async def call(*args) -> None:
-        nonlocal handle
-        if handle is None:
-            handle = actor(WRITER_NAME, namespace)
-        await remote(getattr(handle, method).remote(*args))
-
-    return call
-
-
-def writer_sender(namespace: str = NAMESPACE):
-    """A `send(batch, urgent)` for a WriterClient: the batch packed (msgpack) to the writer."""
-    write = _writer_method(namespace, "write")
-
-    async def send(batch: list[list], urgent: bool) -> None:
-        await write(pack(batch), urgent)
-
-    return send
-
-
-def writer_hurrier(namespace: str = NAMESPACE):
-    """A `hurry()` for a WriterClient: the writer commits what it holds now."""
-    return _writer_method(namespace, "hurry")
-
-
-def writer_drainer(namespace: str = NAMESPACE):
-    """An awaitable that returns once the writer has committed everything handed to it. A
-    restarted actor awaits it before it reloads: its predecessor may have handed the writer
-    records that commit only after the reload would have read PostgreSQL."""
-    return _writer_method(namespace, "drain")

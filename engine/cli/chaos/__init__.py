@@ -1,6 +1,7 @@
 """`billing-engine chaos`: load under injected faults, checked against an independent model.
 `model` says what the policy requires, `workload` what a step asks, `faults` what hits it,
-`answers` sends the requests and checks each answer, `checks` compares PostgreSQL with the
+`answers` sends the requests and checks each answer (`payouts_refunds` those of payouts and
+refunds), `checks` compares PostgreSQL with the
 model, and `driver` runs the steps."""
 
 from engine.cli.chaos.checks import ChaosResult, check_database

@@ -18,7 +18,6 @@ from actors.errors import (
 )
 from engine.cli.chaos.checks import ChaosResult
 from engine.cli.chaos.model import Model
-from engine.cli.proxy import Proxy
 from engine.host.listener_desk import RESERVATION_UNCONFIRMED_S
 from persistence import readback
 from persistence.db import get_pool
@@ -31,9 +30,11 @@ CRASH_AFTER_HANGUP_S = 0.03
 
 
 class ChaosRequests:
-    def __init__(self, engine, pg: Proxy, redis: Proxy, seed: int, seconds: float) -> None:
+    """The run's requests and what it knows: the engine, the seed's draws, the model, the
+    result, the people, the keyed requests acknowledged; each request sent, its answer checked."""
+
+    def __init__(self, engine, seed: int, seconds: float) -> None:
         self.engine = engine
-        self.pg, self.redis = pg, redis
         self.rng = random.Random(seed)
         self.seconds = seconds
         cfg = engine.config
@@ -45,7 +46,7 @@ class ChaosRequests:
         self.ambiguous_starts: list[tuple[int, int]] = []  # (user, listener)
         self.quarantined: dict[int, float] = {}  # listener -> when its reservation lapses
         self._keys = 0
-        self._hang_up_s = CRASH_AFTER_HANGUP_S
+        self.hang_up_s = CRASH_AFTER_HANGUP_S
 
     def mismatch(self, what: str) -> None:
         self.result.mismatch(what)
@@ -166,8 +167,8 @@ class ChaosRequests:
 
     async def end_call(self, call_id: int, copies: int = 1) -> None:
         self.result.operations += copies
-        outcomes, self._hang_up_s = await self.timed(
-            lambda: self.engine.end_call(call_id), copies, self._hang_up_s
+        outcomes, self.hang_up_s = await self.timed(
+            lambda: self.engine.end_call(call_id), copies, self.hang_up_s
         )
         self.model.end(call_id, self.engine.clock.now())
         c = self.model.calls[call_id]

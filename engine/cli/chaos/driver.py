@@ -20,7 +20,7 @@ import time
 from engine.cli.chaos.answers import ChaosRequests
 from engine.cli.chaos.checks import ChaosResult, check_database
 from engine.cli.chaos.faults import CLOCK_JUMP_MINUTES, CRASH_KINDS, FAULT_PROBABILITY, Faults
-from engine.cli.chaos.money_back import ChaosMoneyBack
+from engine.cli.chaos.payouts_refunds import PayoutsAndRefunds
 from engine.cli.chaos.workload import STEP_SECONDS, Workload
 from engine.cli.proxy import Proxy
 from persistence import readback
@@ -34,62 +34,72 @@ SIZES = {"sharded": (40, 12), "actor-per-call": (8, 4)}  # (users, listeners)
 CHAOS_FLUSH_INTERVAL_MS = 2_000
 
 
-class Chaos(ChaosRequests, ChaosMoneyBack, Workload, Faults):
+class Chaos:
     """One run: setup, then steps (a batch of requests with a fault, a billing pass, a check)
-    until the time is up and every kind of fault was injected once, then the final checks."""
+    until the time is up and every kind of fault was injected once, then the final checks.
+    `requests` sends and checks, `workload` says what a step asks, `faults` what hits it."""
+
+    def __init__(self, engine, pg: Proxy, redis: Proxy, seed: int, seconds: float) -> None:
+        self.requests = r = ChaosRequests(engine, seed, seconds)
+        self.payouts = PayoutsAndRefunds(r)
+        self.workload = Workload(r, self.payouts)
+        self.faults = Faults(r, self.payouts, pg, redis)
+        self.engine, self.rng, self.model, self.result = engine, r.rng, r.model, r.result
+        self.seconds = seconds
 
     async def step(self) -> None:
-        kinds = self.fault_kinds()
+        r, faults = self.requests, self.faults
+        kinds = faults.fault_kinds()
         # Until each kind has been injected once (a kill needs a victim: an ongoing call), the
         # steps inject the first kind still missing, so that a short run sees every fault.
-        kind = self._missing_kind()
+        kind = faults.missing_kind()
         if kind is None and self.rng.random() < FAULT_PROBABILITY:
             kind = self.rng.choice([*kinds, *CRASH_KINDS])  # crashes where it hurts: twice
         during_billing = self.rng.random() < 0.4
         # a kill or a cut, not the step's clock nor a crash of its own
         hits = kind not in (None, "clock_jump", *CRASH_KINDS)
-        work = self.plan()
-        fault = [self.inject(kind)] if hits and not during_billing else []
+        work = self.workload.plan()
+        fault = [faults.inject(kind)] if hits and not during_billing else []
         await asyncio.gather(*work, *fault)
-        await self.reconcile_starts()
+        await r.reconcile_starts()
         seconds = STEP_SECONDS
         if kind == "clock_jump":
             seconds = self.rng.randint(*CLOCK_JUMP_MINUTES) * self.engine.config.minute_seconds
             self.result.faults_injected[kind] += 1
         self.engine.clock.advance(seconds)
-        fault = [self.inject(kind)] if hits and during_billing else []
+        fault = [faults.inject(kind)] if hits and during_billing else []
         self.result.operations += 1
-        outcomes = await asyncio.gather(self.attempt(self.engine.bill_due), *fault)
+        outcomes = await asyncio.gather(r.attempt(self.engine.bill_due), *fault)
         if outcomes[0][0] != "ok":
-            self.mismatch(f"bill_due: {outcomes[0][1]!r}")
+            r.mismatch(f"bill_due: {outcomes[0][1]!r}")
         before = {c.call_id: c.minutes for c in self.model.calls.values()}
         self.model.bill(self.engine.clock.now())
         if kind in CRASH_KINDS:
             # Calls this pass billed a minute of: their payers' hosts hold it unwritten.
             fresh = [c for c in self.model.calls.values() if c.minutes > before[c.call_id]]
-            await self.crash(kind, fresh)
+            await faults.crash(kind, fresh)
         # Calls dropped by the tick settle behind it; their listeners are free once committed.
         # A shard killed after its tick, before the commit, lost that tick's work: its
         # successor redoes it at the next tick, here a second one at the same time.
         for _ in range(2):
-            await self.must(self.engine.sync, "sync")
-            await self.must(self.engine.bill_due, "bill again")
-        await self.must(self.engine.sync, "sync")
+            await r.must(self.engine.sync, "sync")
+            await r.must(self.engine.bill_due, "bill again")
+        await r.must(self.engine.sync, "sync")
         self.result.steps += 1
 
     async def setup(self, users: int, listeners: int) -> None:
-        e = self.engine
-        self.users = [await e.create_user(f"chaos-user-{i}") for i in range(users)]
-        self.listeners = [await e.create_listener(f"chaos-listener-{i}") for i in range(listeners)]
-        for u in self.users:
+        e, r = self.engine, self.requests
+        r.users = [await e.create_user(f"chaos-user-{i}") for i in range(users)]
+        r.listeners = [await e.create_listener(f"chaos-listener-{i}") for i in range(listeners)]
+        for u in r.users:
             self.model.coins[u] = 0
-        for p in self.listeners:
+        for p in r.listeners:
             self.model.coins[p] = 0
             self.model.paise[p] = 0
 
     async def run(self, progress=None) -> ChaosResult:
         deadline = time.monotonic() + self.seconds
-        while time.monotonic() < deadline or self._missing_kind() is not None:
+        while time.monotonic() < deadline or self.faults.missing_kind() is not None:
             await self.step()
             if progress is not None:
                 progress(self.result)
@@ -98,14 +108,15 @@ class Chaos(ChaosRequests, ChaosMoneyBack, Workload, Faults):
 
     async def finish(self) -> None:
         """Stop the load, hang up what still runs, drain, then compare."""
-        await self.pg.restore()
-        await self.redis.restore()
+        r = self.requests
+        await self.faults.pg.restore()
+        await self.faults.redis.restore()
         for c in list(self.model.calls.values()):
             if c.status == "ongoing":
-                await self.end_call(c.call_id)
-        await self.must(self.engine.sync, "drain")
-        await self.compare_live()
-        await self.must(self.engine.sync, "drain what the reads expired")
+                await r.end_call(c.call_id)
+        await r.must(self.engine.sync, "drain")
+        await r.compare_live()
+        await r.must(self.engine.sync, "drain what the reads expired")
         await check_database(await get_pool(self.engine.database_url), self.model, self.result)
 
 

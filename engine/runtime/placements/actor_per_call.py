@@ -10,15 +10,16 @@ import logging
 
 import ray
 
-from actors.call import Call
 from actors.errors import CapacityExceeded, UnknownUser
 from engine.config import Config
-from engine.runtime.placements.hosted_wallets import ACTOR_OPTIONS, HostedWallets
+from engine.operations import EndCall, InspectWallet, Operation, ReadCall, StartCall
 from engine.runtime.ray_actors.per_call import CallActor, WalletActor
 from engine.runtime.raycalls import (
+    ACTOR_OPTIONS,
     CALL,
     WALLET,
     actor_or_none,
+    ask_host,
     call_name,
     fan_out,
     named_actors,
@@ -34,7 +35,7 @@ log = logging.getLogger("billing.placement")
 RETIRE_WAIT_ROUNDS_MAX = 100
 
 
-class ActorPerCallPlacement(HostedWallets):
+class ActorPerCallPlacement:
     name = "actor-per-call"
 
     def __init__(
@@ -121,8 +122,8 @@ class ActorPerCallPlacement(HostedWallets):
         for c in calls:
             await self._wallet_actor(c.user_id)
             await self._wallet_actor(c.listener_id)
-            self._spawn_call(c)
-        await self.keep()
+            self._spawn_call(c.state())
+        await self.upkeep()
 
     async def _busy(self, user_id: int, work):
         """`work` on a wallet actor, counted as in flight so that `reap` leaves it alone."""
@@ -134,44 +135,44 @@ class ActorPerCallPlacement(HostedWallets):
             if not self._inflight[user_id]:
                 del self._inflight[user_id]
 
-    async def _ask(self, user_id: int, method: str, *args):
-        """Every wallet operation counts as in flight on its actor (`_busy`)."""
-        return await self._busy(user_id, super()._ask(user_id, method, *args))
-
-    def _spawn_call(self, call: Call) -> None:
-        self.calls[call.call_id] = (
-            ray.remote(CallActor)
-            .options(name=call_name(call.call_id), namespace=self.config.namespace, **ACTOR_OPTIONS)
-            .remote(call.spec(), self.config, self.database_url, self.redis_url)
-        )
-
-    async def open_call(self, call: Call, now: float, start_key: str | None) -> dict:
-        needed = 1 + (call.user_id not in self.wallets) + (call.listener_id not in self.wallets)
-        if self.actors() + needed > self._capacity():
-            raise CapacityExceeded(self._full_message(needed))
-        payer = await self._host(call.user_id)
-        opened = payer.open_call.remote(call.spec(), now, start_key)
-        state = await self._busy(call.user_id, remote(opened))
-        self._spawn_call(call)
-        await remote(self.calls[call.call_id].ping.remote())
-        return state
-
-    async def _on_payer(self, call_id: int, user_id: int, ask) -> dict | None:
-        payer = await self._host(user_id)
-        out = await self._busy(user_id, remote(ask(payer)))
-        if out is not None and out["status"] != "ongoing":
-            await self._retire(call_id)
+    async def ask(self, op: Operation):
+        """`op` on the wallet actor of the person it is routed by; a start also makes the call
+        its actor (its timer), and an end or read that finds the call settled retires it."""
+        if isinstance(op, StartCall):
+            return await self._start(op)
+        out = await self._busy(op.routed_by, self._on_host(op))
+        if isinstance(op, EndCall | ReadCall) and out is not None and out["status"] != "ongoing":
+            await self._retire(op.call_id)
         return out
 
-    async def end_call(self, call_id: int, user_id: int, now: float, reason: str) -> dict | None:
-        return await self._on_payer(
-            call_id, user_id, lambda p: p.end_call.remote(call_id, now, reason)
-        )
+    async def _on_host(self, op: Operation):
+        return await ask_host(await self._host(op.routed_by), op)
 
-    async def bill_call(self, call_id: int, user_id: int, now: float) -> dict | None:
-        return await self._on_payer(call_id, user_id, lambda p: p.bill_call.remote(call_id, now))
+    async def _start(self, op: StartCall) -> dict:
+        """The payer's wallet actor holds the listener on theirs and opens the call: both must
+        exist (and fit) first; the call's own actor follows."""
+        r = op.request
+        needed = 1 + (r.user_id not in self.wallets) + (r.listener_id not in self.wallets)
+        if self.actors() + needed > self._capacity():
+            raise CapacityExceeded(self._full_message(needed))
+        # The listener's actor too is busy until the start is answered: `reap` must not retire
+        # it between its making and the payer's host holding the listener there.
+        await self._host(r.listener_id)
+        state = await self._busy(r.listener_id, self._busy(r.user_id, self._on_host(op)))
+        self._spawn_call(state)
+        await remote(self.calls[r.call_id].ping.remote())
+        return state
 
-    async def run_due(self, now: float) -> int:
+    def _spawn_call(self, state: dict) -> None:
+        """The actor of an ongoing call (its timer), from the call as it started."""
+        self.calls[state["call_id"]] = (
+            ray.remote(CallActor)
+            .options(name=call_name(state["call_id"]), namespace=self.config.namespace,
+                     **ACTOR_OPTIONS)
+            .remote(state, self.config, self.database_url)
+        )  # fmt: skip
+
+    async def bill_due(self, now: float) -> int:
         """Each call actor ticks now; returns once the calls that ended are settled."""
         if self.attached:
             self._discover()
@@ -195,7 +196,7 @@ class ActorPerCallPlacement(HostedWallets):
         return billed
 
     async def _tick(self, call_id: int, handle, now: float) -> dict:
-        return await remote(handle.run_due.remote(now))
+        return await remote(handle.bill_due.remote(now))
 
     async def _retire(self, call_id: int) -> None:
         h = self.calls.pop(call_id, None)
@@ -239,7 +240,8 @@ class ActorPerCallPlacement(HostedWallets):
         finally:
             self._retiring.pop(user_id, None)
 
-    async def keep(self) -> None:
+    async def upkeep(self) -> None:
+        """Retire settled call actors and idle wallet actors."""
         await self.reap()
 
     async def sync(self) -> None:
@@ -261,7 +263,7 @@ class ActorPerCallPlacement(HostedWallets):
         for call_id, h in list(self.calls.items()):
             pids[(await remote(h.state.remote(now)))["pid"]] = call_name(call_id)
         for uid, h in list(self.wallets.items()):
-            pids[(await remote(h.inspect_wallet.remote(uid, now)))["pid"]] = wallet_name(uid)
+            pids[(await ask_host(h, InspectWallet(now=now, user_id=uid)))["pid"]] = wallet_name(uid)
         return pids
 
     async def inspect(self) -> list[dict]:

@@ -1,20 +1,19 @@
 """Placement `sharded`: a fixed set of shard actors (`Config.shards`, at most SHARDS_MAX), each
-hosting the wallets of the people `shard_of` gives it and the calls they pay. Requests from this
-process to one shard travel together, one lane per shard and method (`shard.ShardLanes`); a start
-is one message to the payer's shard, which holds the listener on theirs."""
+hosting the wallets of the people `shard_of` gives it and the calls they pay. Operations from
+this process to one shard travel together, one lane per shard and kind (`shard.ShardLanes`); a
+start is one message to the payer's shard, which holds the listener on theirs."""
 
 from __future__ import annotations
 
 import ray
 
-from actors.call import Call, CallRequest
 from engine.config import Config
-from engine.runtime.placements.hosted_wallets import ACTOR_OPTIONS, HostedWallets
+from engine.operations import Operation
 from engine.runtime.ray_actors.shard import Shard, ShardLanes
-from engine.runtime.raycalls import actor, fan_out, remote, shard_name, shard_of
+from engine.runtime.raycalls import ACTOR_OPTIONS, actor, fan_out, remote, shard_name
 
 
-class ShardedPlacement(HostedWallets):
+class ShardedPlacement:
     name = "sharded"
 
     def __init__(
@@ -41,36 +40,18 @@ class ShardedPlacement(HostedWallets):
             for i in range(config.shards)
         ]
 
-    def _shard(self, user_id: int):
-        return self.shards[shard_of(user_id, len(self.shards))]
-
-    async def _ask(self, user_id: int, method: str, *args):
-        """Requests to one shard travel together: one Ray message per batch (`many`)."""
-        return await self._lanes.ask(user_id, method, *args)
-
-    async def _host(self, user_id: int):
-        return self._shard(user_id)
+    async def ask(self, op: Operation):
+        """Operations to one shard travel together: one Ray message per batch (`handle`)."""
+        return await self._lanes.ask(op)
 
     async def start(self) -> None:
         await fan_out(lambda s=s: remote(s.start.remote()) for s in self.shards)
 
-    async def open_call(self, call: Call, now: float, start_key: str | None) -> dict:
-        return await self._ask(call.user_id, "open_call", call.spec(), now, start_key)
-
-    async def start_call(self, request: CallRequest, now: float, start_key: str | None) -> dict:
-        """One message to the payer's shard, which holds the listener (on theirs, if another)
-        and opens the call."""
-        return await self._ask(request.user_id, "start_call", request, now, start_key)
-
-    async def end_call(self, call_id: int, user_id: int, now: float, reason: str) -> dict | None:
-        return await self._ask(user_id, "end_call", call_id, now, reason)
-
-    async def bill_call(self, call_id: int, user_id: int, now: float) -> dict | None:
-        return await self._ask(user_id, "bill_call", call_id, now)
-
-    async def run_due(self, now: float) -> int:
+    async def bill_due(self, now: float) -> int:
         """Bill every shard's due minutes; returns once the calls that ended are settled."""
-        billed = await fan_out(lambda s=s: remote(s.run_due.remote(now, True)) for s in self.shards)
+        billed = await fan_out(
+            lambda s=s: remote(s.bill_due.remote(now, True)) for s in self.shards
+        )
         return sum(billed)
 
     async def sync(self) -> None:
@@ -80,8 +61,8 @@ class ShardedPlacement(HostedWallets):
         """A badge run wrote the day's tiers: the shards read them again."""
         await fan_out(lambda s=s: remote(s.forget_tiers.remote()) for s in self.shards)
 
-    async def keep(self) -> None:
-        """Wake shards Ray restarted, so that they reload and tick again."""
+    async def upkeep(self) -> None:
+        """Wake shards Ray restarted, so that they reload and bill again."""
         await fan_out(lambda s=s: remote(s.ping.remote()) for s in self.shards)
 
     async def inspect(self) -> list[dict]:

@@ -1,31 +1,26 @@
-"""The Ray face of a `WalletHost`: the methods a shard or a wallet actor serves, the batch of
-requests the Engine groups for one host (`HostActor.many`), and the exit on a broken rule of
-money that makes Ray rebuild the actor from PostgreSQL. `host_in_actor` builds the host the
-same way for both.
-"""
+"""The Ray face of a `WalletHost`: its one entry for operations (`HostActor.handle`: the
+operations grouped for this host, by the Engine's placement or by a host beside it), and the
+exit on a broken rule of money that makes Ray rebuild the actor from PostgreSQL.
+`host_in_actor` builds the host the same way for a shard and a wallet actor."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
-from actors.call import Call, CallRequest
-from actors.errors import InvalidInput, InvariantViolation
+from actors.call import Call
+from actors.errors import InvariantViolation
 from engine.config import Config
-from engine.host.peers import Peers, Releases
+from engine.host.peers import Peers
 from engine.host.wallet_host import HostSettings, WalletHost
-from engine.runtime.raycalls import (
-    answerable,
-    is_transient,
-    writer_drainer,
-    writer_hurrier,
-    writer_sender,
-)
+from engine.operations import InspectWallet, Operation
+from engine.runtime import metrics
+from engine.runtime.raycalls import answerable
 from persistence.client import WriterClient
+from persistence.link import WriterLink
 from persistence.presence import Presence
-from persistence.writer import LedgerWriter
 
 log = logging.getLogger("billing.host")
 
@@ -38,32 +33,21 @@ def host_in_actor(
     database_url: str,
     redis_url: str | None,
     peers: Peers,
+    link: WriterLink,
     *,
     on_call_added: Callable[[Call], None] | None = None,
-    send=None,
-    own_writer: LedgerWriter | None = None,
 ) -> WalletHost:
-    """The host of a shard or a wallet actor. Its writes go to `own_writer`, committed in this
-    process under its fence, which the first read of PostgreSQL waits for (a shard); or to the
-    engine's writer actor, whose committing what a predecessor handed it the first read waits
-    for (a wallet actor); or to `send`, a test's LedgerWriter in its own process."""
-    ns = config.namespace
-    if own_writer is not None:
-        client = WriterClient(own_writer.write, config.client)
-        before_first_read = own_writer.fenced
-    elif send is not None:
-        client, before_first_read = WriterClient(send, config.client), None
-    else:
-        client = WriterClient(writer_sender(ns), config.client, is_transient, writer_hurrier(ns))
-        before_first_read = writer_drainer(ns)
+    """The host of a shard or a wallet actor, writing through `link` (a shard's own Committer,
+    or the writer actor), which it lets take over before its first read of PostgreSQL."""
     return WalletHost(
         database_url,
-        client,
+        WriterClient(link, config.client),
         HostSettings.of(config),
         presence=Presence(redis_url),
         peers=peers,
-        before_first_read=before_first_read,
+        take_over=link.take_over,
         on_call_added=on_call_added,
+        meter=metrics,
     )
 
 
@@ -74,29 +58,10 @@ def exit_on_violation(e: InvariantViolation, who: str) -> None:
     asyncio.get_running_loop().call_later(0.05, os._exit, INVARIANT_EXIT_CODE)
 
 
-# The methods of a host that a batch from the Engine may carry (`HostActor.many`).
-BATCHED_METHODS = frozenset(
-    {
-        "apply_external",
-        "balance",
-        "inspect_wallet",
-        "reserve_listener",
-        "cancel_reservation",
-        "open_call",
-        "start_call",
-        "end_call",
-        "bill_call",
-        "settle_payout",
-        "claw_back",
-        "refund_coins",
-    }
-)
-
-
 class HostActor:
-    """The wallet methods a Ray actor hosting a `WalletHost` serves (a shard, a wallet
-    actor). `_loaded()` is where the actor loads what it must first; `_guard` turns a broken
-    rule of money into a restart."""
+    """What a Ray actor hosting a `WalletHost` serves (a shard, a wallet actor). `_loaded()`
+    is where the actor loads what it must first; `about()` what it adds to an inspected
+    wallet."""
 
     host: WalletHost
     name: str = "host"
@@ -105,79 +70,27 @@ class HostActor:
     async def _loaded(self) -> None:
         return None
 
-    async def _guard(self, work: Callable[[], Awaitable]):
-        try:
-            await self._loaded()
-            return await work()
-        except InvariantViolation as e:
-            if self.in_ray:
-                exit_on_violation(e, self.name)
-            raise
+    def about(self) -> dict:
+        return {}
 
-    async def many(self, requests: list[tuple[str, tuple]]) -> list:
-        """Requests the Engine grouped for this host (`aio.batching`): run together,
-        so that their writes share one commit, and answered in order, each with its result or
-        the error its caller is to see."""
+    async def handle(self, ops: list[Operation]) -> list:
+        """Operations grouped for this host: run together, so that their writes share one
+        commit, and answered in order, each with its result or the error its caller is to
+        see. A broken rule of money is answered, then the actor exits to be rebuilt."""
 
-        async def one(method: str, args: tuple):
-            if method not in BATCHED_METHODS:
-                return InvalidInput(f"{method!r} cannot be batched; one of {BATCHED_METHODS}")
+        async def one(op: Operation):
             try:
-                return await getattr(self, method)(*args)
+                await self._loaded()
+                out = await self.host.handle(op)
+            except InvariantViolation as e:
+                if self.in_ray:
+                    exit_on_violation(e, self.name)
+                return e
             except Exception as e:  # noqa: BLE001 - the error goes back to its own caller
                 return answerable(e) or RuntimeError(f"{self.name}: {type(e).__name__}: {e}")
+            return out | self.about() if isinstance(op, InspectWallet) else out
 
-        return await asyncio.gather(*(one(method, args) for method, args in requests))
-
-    async def apply_external(
-        self, user_id, tx_type, amount, key, now, payout_id=None, expires_ms=None
-    ) -> dict:
-        return await self._guard(
-            lambda: self.host.apply_external(
-                user_id, tx_type, amount, key, now, payout_id, expires_ms
-            )
-        )
-
-    async def settle_payout(self, listener_id, payout_id, outcome, reason, now) -> dict:
-        return await self._guard(
-            lambda: self.host.settle_payout(listener_id, payout_id, outcome, reason, now)
-        )
-
-    async def claw_back(self, listener_id: int, ask: dict, now: float) -> dict:
-        return await self._guard(lambda: self.host.claw_back(listener_id, ask, now))
-
-    async def refund_coins(self, user_id: int, refund: dict, now: float) -> dict:
-        return await self._guard(lambda: self.host.refund_coins(user_id, refund, now))
-
-    async def balance(self, user_id: int, now: float) -> dict:
-        return await self._guard(lambda: self.host.balance(user_id, now))
-
-    async def reserve_listener(self, listener_id, call_id, payer_id, now) -> str:
-        return await self._guard(
-            lambda: self.host.reserve_listener(listener_id, call_id, payer_id, now)
-        )
+        return await asyncio.gather(*(one(op) for op in ops))
 
     async def forget_tiers(self) -> None:
         self.host.forget_tiers()
-
-    async def cancel_reservation(self, listener_id: int, call_id: int) -> None:
-        await self._guard(lambda: self.host.cancel_reservation(listener_id, call_id))
-
-    async def release_listeners(self, items: Releases) -> int:
-        return await self._guard(lambda: self.host.release_listeners(items))
-
-    async def open_call(self, spec: dict, now: float, start_key: str | None = None) -> dict:
-        call = Call.from_spec(spec)
-        return await self._guard(lambda: self.host.open_call(call, now, start_key))
-
-    async def start_call(self, request: CallRequest, now: float, start_key: str | None) -> dict:
-        return await self._guard(lambda: self.host.start_call(request, now, start_key))
-
-    async def end_call(self, call_id: int, now: float, reason: str = "hangup") -> dict | None:
-        return await self._guard(lambda: self.host.end_call(call_id, now, reason))
-
-    async def bill_call(self, call_id: int, now: float) -> dict | None:
-        return await self._guard(lambda: self.host.bill_call(call_id, now))
-
-    async def inspect_wallet(self, user_id: int, now: float) -> dict:
-        return await self._guard(lambda: self.host.inspect_wallet(user_id, now))

@@ -16,20 +16,20 @@ import logging
 import os
 import time
 
-from actors.call import Call
 from actors.errors import EngineUnavailable, UnknownUser
 from aio.once import LoadOnce
 from aio.retry import Retry, retrying
 from engine.config import Config
-from engine.host.peers import Releases
 from engine.logs import about
+from engine.operations import Operation, ReadCall, ReleaseListener
 from engine.runtime.ray_actors.host_actor import HostActor, host_in_actor
+from engine.runtime.ray_actors.writer_actor import WriterActorLink
 from engine.runtime.raycalls import (
     actor,
     actor_or_none,
+    ask_host,
     call_name,
     is_transient,
-    remote,
     wallet_name,
 )
 from persistence import store
@@ -42,7 +42,8 @@ PEER_RETRY = Retry(attempts_max=8, delay_min_s=0.05, delay_max_s=1.0)
 
 
 class WalletPeers:
-    """The other wallet actors, as a wallet actor's host reaches them (`host_peers.Peers`)."""
+    """The other wallet actors, as a wallet actor's host reaches them
+    (`engine.host.peers.Peers`)."""
 
     def __init__(self, user_id: int, config: Config) -> None:
         self.user_id = user_id
@@ -54,37 +55,27 @@ class WalletPeers:
     def _peer(self, user_id: int):
         return actor(wallet_name(user_id), self.namespace)
 
-    async def reserve_listener(
-        self, listener_id: int, call_id: int, payer_id: int, now: float
-    ) -> str:
-        peer = self._peer(listener_id)
-        return await remote(peer.reserve_listener.remote(listener_id, call_id, payer_id, now))
+    async def ask(self, op: Operation):
+        if isinstance(op, ReleaseListener):
+            return await self._release(op)
+        if isinstance(op, ReadCall):
+            if actor_or_none(wallet_name(op.routed_by), self.namespace) is None:
+                return None  # a payer with no actor pays no ongoing call: PostgreSQL decides
+            return await retrying(lambda: ask_host(self._peer(op.routed_by), op), PEER_RETRY)
+        return await ask_host(self._peer(op.routed_by), op)
 
-    async def cancel_reservation(self, listener_id: int, call_id: int) -> None:
-        await remote(self._peer(listener_id).cancel_reservation.remote(listener_id, call_id))
-
-    async def release_listeners(self, items: Releases) -> None:
-        for item in items:
-            try:
-                await retrying(
-                    lambda item=item: remote(self._peer(item[0]).release_listeners.remote([item])),
-                    PEER_RETRY,
-                )
-            except (EngineUnavailable, ValueError) as e:  # ValueError: no such actor now
-                log.warning(
-                    "wallet %d: release of %s not delivered: %s",
-                    self.user_id,
-                    item,
-                    e,
-                    extra=about(user_id=self.user_id, call_id=item[1]),
-                )
-
-    async def bill_call(self, payer_id: int, call_id: int, now: float) -> dict | None:
-        if actor_or_none(wallet_name(payer_id), self.namespace) is None:
-            return None  # a payer with no actor pays no ongoing call: PostgreSQL decides
-        return await retrying(
-            lambda: remote(self._peer(payer_id).bill_call.remote(call_id, now)), PEER_RETRY
-        )
+    async def _release(self, op: ReleaseListener) -> None:
+        try:
+            await retrying(lambda: ask_host(self._peer(op.listener_id), op), PEER_RETRY)
+        except (EngineUnavailable, ValueError) as e:  # ValueError: no such actor now
+            log.warning(
+                "wallet %d: release of call %d's listener %d not delivered: %s",
+                self.user_id,
+                op.call_id,
+                op.listener_id,
+                e,
+                extra=about(user_id=self.user_id, call_id=op.call_id),
+            )
 
 
 class WalletActor(HostActor):
@@ -94,7 +85,9 @@ class WalletActor(HostActor):
         self.user_id = user_id
         self.name = wallet_name(user_id)
         self.config = config
-        self.host = host_in_actor(config, database_url, redis_url, WalletPeers(user_id, config))
+        link = WriterActorLink(config.namespace)
+        self.host = host_in_actor(config, database_url, redis_url, WalletPeers(user_id, config),
+                                  link)  # fmt: skip
         self.client = self.host.client
         self._load_once = LoadOnce(self._load)
 
@@ -123,24 +116,24 @@ class WalletActor(HostActor):
         await self.host.wait_settled()
         await self.client.wait_committed()
 
-    async def inspect_wallet(self, user_id: int, now: float) -> dict:
-        out = await super().inspect_wallet(user_id, now)
-        out["actor"] = wallet_name(user_id)
-        out["pid"] = os.getpid()
-        out["writer_client"] = self.client.state()
-        return out
+    def about(self) -> dict:
+        return {
+            "actor": self.name,
+            "pid": os.getpid(),
+            "writer_client": self.client.state(),
+        }
 
 
 class CallActor:
     """A call's timer. The money of the call lives in its payer's wallet actor."""
 
-    def __init__(self, spec: dict, config: Config, database_url: str, redis_url: str | None):
-        self.spec = spec
-        self.call_id = spec["call_id"]
+    def __init__(self, started: dict, config: Config, database_url: str):
+        self.call_id = started["call_id"]
         self.config = config
         self.database_url = database_url
-        self._payer = actor(wallet_name(spec["user_id"]), config.namespace)
-        self._last: dict = Call.from_spec(spec, 1).state()
+        self._payer_id = started["user_id"]
+        self._payer = actor(wallet_name(self._payer_id), config.namespace)
+        self._last: dict = started  # the call as last heard of
         self._loop_task: asyncio.Task | None = None
         self._load_once = LoadOnce(self._load)
 
@@ -148,23 +141,24 @@ class CallActor:
         if self.config.clock == "real":
             self._loop_task = asyncio.get_running_loop().create_task(self._loop())
 
-    async def _ask(self, method: str, *args) -> dict:
+    async def _read(self, now: float) -> dict:
         """The payer's answer for this call; its stored row once the payer no longer has it
         (settled and done)."""
         await self._load_once()
-        out = await remote(getattr(self._payer, method).remote(self.call_id, *args))
+        op = ReadCall(now=now, user_id=self._payer_id, call_id=self.call_id)
+        out = await ask_host(self._payer, op)
         if out is None:
             out = await store.read_call(await get_pool(self.database_url), self.call_id)
         self._last = out
         return out
 
-    async def run_due(self, now: float) -> dict:
+    async def bill_due(self, now: float) -> dict:
         before = self._last.get("billed_minutes", 0)
-        out = await self._ask("bill_call", now)
+        out = await self._read(now)
         return out | {"billed_now": max(0, out["billed_minutes"] - before)}
 
     async def state(self, now: float) -> dict:
-        out = await self._ask("bill_call", now)
+        out = await self._read(now)
         return out | {"actor": call_name(self.call_id), "pid": os.getpid()}
 
     async def _loop(self) -> None:
@@ -173,7 +167,7 @@ class CallActor:
             due = self._last.get("next_tick_at") or time.time()
             await asyncio.sleep(min(max(0.0, due - time.time()), interval_s))
             try:
-                await self.run_due(time.time())
+                await self.bill_due(time.time())
             except Exception as e:  # noqa: BLE001 - the timer outlives a restarting payer
                 if not is_transient(e):
                     log.warning(

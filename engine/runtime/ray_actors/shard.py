@@ -9,7 +9,6 @@ shards go out in one message per shard and pass.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import gc
 import logging
 import os
@@ -25,13 +24,14 @@ from aio.retry import Retry, retrying
 from aio.waiting import wait_event
 from engine import logs
 from engine.config import Config, tune_gc_for_hot_path
-from engine.host.peers import Releases
 from engine.host.timers import TimerWheel
+from engine.operations import Operation, ReadCall, ReleaseListener
 from engine.runtime import metrics
 from engine.runtime.ray_actors.host_actor import HostActor, exit_on_violation, host_in_actor
 from engine.runtime.raycalls import actor, remote, shard_name, shard_of
 from persistence import store
-from persistence.writer import LedgerWriter
+from persistence.committer import Committer
+from persistence.link import WriterLink
 
 log = logging.getLogger("billing.shard")
 
@@ -44,8 +44,8 @@ RECOVERY_CHUNK_CALLS = 20_000
 RELEASE_RETRY = Retry(attempts_max=8, delay_min_s=0.05, delay_max_s=1.0)
 # Listener releases to one peer shard: up to size_max in one message, two messages at a time.
 RELEASES = BatchLimits(size_max=1_000, in_flight_max=2, queued_max=100_000)
-# Requests to one shard, per method (from the Engine, or a shard's holds of its listeners): one
-# Ray message carries up to `size_max` of them (`HostActor.many`), one message in flight, so
+# Operations to one shard, per type (from the Engine, or a shard reserving its listeners): one
+# Ray message carries up to `size_max` of them (`HostActor.handle`), one message in flight, so
 # that what arrives meanwhile goes together; a lone request goes at once.
 SHARD_REQUESTS = BatchLimits(size_max=256, in_flight_max=1, queued_max=10_000)
 # Lateness of timer-billed minutes, counted in buckets of this width up to LATENESS_MS_MAX.
@@ -61,34 +61,29 @@ class Shard(HostActor):
         config: Config,
         database_url: str,
         redis_url: str | None,
-        send=None,
+        link: WriterLink | None = None,
     ) -> None:
         tune_gc_for_hot_path()
         self.index = index
         self.name = shard_name(index)
         self.n_shards = config.shards
         self.config = config
-        # `send` lets a test run a shard in-process against a LedgerWriter, without Ray.
-        self.in_ray = send is None
+        # A `link` lets a test run a shard in-process, writing through a LedgerWriter of its
+        # own, without Ray.
+        self.in_ray = link is None
         if self.in_ray:
             logs.configure()
         self.timers = TimerWheel()
         self.peers = ShardPeers(index, config)
         # A shard commits its own writes (one hop from a request to its commit), fenced by its
-        # index; the client batches them, so the writer commits each batch when it comes.
-        self.writer = None
+        # index: its client's buffer is the one between a minute and its COPY, and each batch
+        # the client sends is one transaction.
+        self.committer = None
         if self.in_ray:
-            limits = dataclasses.replace(config.writer, flush_interval_ms=0)
             observe = metrics.writer_observer(self.name)
-            self.writer = LedgerWriter(database_url, limits, observe, fence=index)
+            link = self.committer = Committer(database_url, observe, fence=index)
         self.host = host_in_actor(
-            config,
-            database_url,
-            redis_url,
-            self.peers,
-            on_call_added=self._add_timer,
-            send=send,
-            own_writer=self.writer,
+            config, database_url, redis_url, self.peers, link, on_call_added=self._add_timer
         )
         self.client, self.presence = self.host.client, self.host.presence
         self._load_once = LoadOnce(self._load)
@@ -125,7 +120,7 @@ class Shard(HostActor):
             if not calls:
                 break
             for c in calls:  # held before their wallets load, so those do not load them again
-                self.host.calls[c.call_id] = c
+                self.host.book.calls[c.call_id] = c
             await self.host.cache.preload([c.user_id for c in calls])
             for c in calls:  # the wallets just loaded say how far each call is billed
                 self.host.add_call(c)
@@ -146,7 +141,7 @@ class Shard(HostActor):
 
     # -- calls -------------------------------------------------------------------------------
 
-    async def run_due(self, now: float, wait: bool = False) -> int:
+    async def bill_due(self, now: float, wait: bool = False) -> int:
         """Bill every minute due by `now`; returns the number of minutes billed. With `wait`,
         return only once the calls this pass ended are settled everywhere (their listeners
         freed and credited), as a manual clock's `advance()` promises."""
@@ -160,11 +155,11 @@ class Shard(HostActor):
                 due = self.timers.take(now, TICK_SLICE_MAX)
                 if not due:
                     break
-                minutes = self.host.tick(due, now)
+                minutes = self.host.bill_due(due, now)
                 self._count_lateness(now - (oldest_at or now), minutes)
                 billed += minutes
                 for call_id in due:
-                    call = self.host.calls.get(call_id)
+                    call = self.host.book.calls.get(call_id)
                     if call is not None and call.settlement is None:
                         self.timers.add(call.next_due_at(), call_id)
                 await asyncio.sleep(0)
@@ -188,8 +183,8 @@ class Shard(HostActor):
     async def _loop(self) -> None:
         interval_s = self.config.timer_interval_ms / 1000
         while True:
-            await self.run_due(time.time())
-            metrics.ongoing(self.name, len(self.host.calls))
+            await self.bill_due(time.time())
+            metrics.ongoing(self.name, len(self.host.book.calls))
             delay = interval_s
             first = self.timers.first_at()
             if first is not None:
@@ -205,16 +200,8 @@ class Shard(HostActor):
         await self.host.wait_settled()
         await self.client.wait_committed()
 
-    async def inspect_call(self, call_id: int, now: float) -> dict | None:
-        out = await self.bill_call(call_id, now)
-        if out is not None:
-            out["shard"] = self.index
-        return out
-
-    async def inspect_wallet(self, user_id: int, now: float) -> dict:
-        out = await super().inspect_wallet(user_id, now)
-        out["shard"] = self.index
-        return out
+    def about(self) -> dict:
+        return {"shard": self.index}
 
     async def state(self) -> dict:
         return {
@@ -222,12 +209,12 @@ class Shard(HostActor):
             "name": self.name,
             "pid": os.getpid(),
             "node_id": ray.get_runtime_context().get_node_id() if self.in_ray else None,
-            "ongoing_calls": len(self.host.calls),
+            "ongoing_calls": len(self.host.book.calls),
             "wallets_loaded": len(self.host.wallets),
             "timer_entries": len(self.timers),
             "next_tick_at": self.timers.first_at(),
             "writer_client": self.client.state(),
-            "writer": None if self.writer is None else self.writer.state(),
+            "writer": None if self.committer is None else self.committer.state(),
             "presence": self.presence.state(),
             "batches": self.host.cache.batches() | self.peers.batches(),
             **self.host.stats,
@@ -243,36 +230,37 @@ class Shard(HostActor):
 
 
 class ShardLanes:
-    """Requests to the shards, one lane per shard and method, each a `Batcher` of `many`
-    messages: a shard answers a batch when all of it is done, so a hold (no write) must not
-    wait in one batch with starts and ends waiting for commits."""
+    """Operations to the shards, one lane per shard and kind of operation, each a `Batcher` of
+    `handle` messages: a shard answers a batch when all of it is done, so a reservation (no
+    write) must not wait in one batch with starts and ends waiting for commits."""
 
     def __init__(self, handle, n_shards: int) -> None:
         self._handle = handle  # index -> the shard's actor handle
         self.n_shards = n_shards
-        self._lanes: dict[tuple[int, str], Batcher] = {}
+        self._lanes: dict[tuple[int, type], Batcher] = {}
 
     def lanes(self) -> dict[str, dict]:
         """Each lane's batching so far, by name (`inspect shards`)."""
         return {b.name: b.state() for b in self._lanes.values()}
 
-    async def ask(self, user_id: int, method: str, *args):
-        """`method(*args)` on the shard of `user_id`, in the next message of its lane."""
-        index = shard_of(user_id, self.n_shards)
-        lane = self._lanes.get((index, method))
+    async def ask(self, op: Operation):
+        """`op` on the shard of the person it is routed by, in the next message of its lane."""
+        index = shard_of(op.routed_by, self.n_shards)
+        lane = self._lanes.get((index, type(op)))
         if lane is None:
 
-            async def send(requests: list[tuple[str, tuple]]) -> list:
-                return await remote(self._handle(index).many.remote(requests))
+            async def send(ops: list[Operation]) -> list:
+                return await remote(self._handle(index).handle.remote(ops))
 
-            name = f"{method} requests to {shard_name(index)}"
-            lane = self._lanes[(index, method)] = Batcher(send, SHARD_REQUESTS, name)
-        return await lane.submit((method, args))
+            name = f"{type(op).__name__} to {shard_name(index)}"
+            lane = self._lanes[(index, type(op))] = Batcher(send, SHARD_REQUESTS, name)
+        return await lane.submit(op)
 
 
 class ShardPeers:
-    """The other shards, as a shard's host reaches them (`host_peers.Peers`): listener releases
-    batched per shard, and a listener's call brought up to time on its payer's shard."""
+    """The other shards, as a shard's host reaches them (`engine.host.peers.Peers`):
+    operations in lanes per shard and kind, listener releases batched per shard and retried
+    while it restarts, and a listener's call brought up to time on its payer's shard."""
 
     def __init__(self, index: int, config: Config) -> None:
         self.index = index
@@ -302,45 +290,24 @@ class ShardPeers:
             handle = self._handles[index] = actor(shard_name(index), self.namespace)
         return handle
 
-    async def reserve_listener(
-        self, listener_id: int, call_id: int, payer_id: int, now: float
-    ) -> str:
-        """Hold a listener of another shard for a call that opens here (the holds of
-        concurrent starts go to each shard together)."""
-        return await self._asks.ask(
-            listener_id, "reserve_listener", listener_id, call_id, payer_id, now
-        )
-
-    async def cancel_reservation(self, listener_id: int, call_id: int) -> None:
-        await self._asks.ask(listener_id, "cancel_reservation", listener_id, call_id)
-
-    async def release_listeners(self, items: Releases) -> None:
-        """Free listeners hosted by other shards: the releases of concurrent settlements go to
-        each shard together, in one message per batch."""
-        await asyncio.gather(
-            *(self._releases[shard_of(item[0], self.n_shards)].submit(item) for item in items)
-        )
+    async def ask(self, op: Operation):
+        if isinstance(op, ReleaseListener):
+            # The releases of concurrent settlements go to each shard together.
+            return await self._releases[shard_of(op.routed_by, self.n_shards)].submit(op)
+        if isinstance(op, ReadCall):  # retried while the payer's shard restarts
+            return await retrying(lambda: self._asks.ask(op), RELEASE_RETRY)
+        return await self._asks.ask(op)
 
     def _release_on(self, index: int):
         """A `send` for the releases batched to shard `index`: retried while it restarts. If
         it never answers, the listeners' host frees them from PostgreSQL before it next answers
         for them."""
 
-        async def send(items: Releases) -> list[None]:
+        async def send(ops: list[ReleaseListener]) -> list[None]:
             try:
-                await retrying(
-                    lambda: remote(self._peer(index).release_listeners.remote(items)),
-                    RELEASE_RETRY,
-                )
+                await retrying(lambda: remote(self._peer(index).handle.remote(ops)), RELEASE_RETRY)
             except EngineUnavailable as e:
                 log.warning("shard %d: release on shard %d not delivered: %s", self.index, index, e)
-            return [None] * len(items)
+            return [None] * len(ops)
 
         return send
-
-    async def bill_call(self, payer_id: int, call_id: int, now: float) -> dict | None:
-        """Have the payer's shard bring call `call_id` up to `now` (for its listener here)."""
-        index = shard_of(payer_id, self.n_shards)
-        return await retrying(
-            lambda: remote(self._peer(index).bill_call.remote(call_id, now)), RELEASE_RETRY
-        )

@@ -15,6 +15,8 @@ import ray
 from engine import logs
 from engine.config import tune_gc_for_hot_path
 from engine.runtime import metrics
+from engine.runtime.raycalls import WRITER_NAME, actor, is_transient, remote
+from persistence.records import pack
 from persistence.writer import LedgerWriter, WriterLimits
 
 
@@ -32,7 +34,7 @@ class WriterActor:
         await self.writer.write(packed, urgent)
 
     async def hurry(self) -> None:
-        self.writer.hurry()
+        await self.writer.hurry()
 
     async def drain(self) -> None:
         await self.writer.drain()
@@ -52,3 +54,36 @@ class WriterActor:
 
     async def ping(self) -> bool:
         return True
+
+
+class WriterActorLink:
+    """A producer's way to the writer actor (`persistence.link.WriterLink`): its batches packed
+    (msgpack) into one Ray message each. The handle is looked up at the first use (the writer
+    may start after its producers)."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self._handle = None
+
+    def _writer(self):
+        if self._handle is None:
+            self._handle = actor(WRITER_NAME, self.namespace)
+        return self._handle
+
+    async def write(self, batch: list[list], urgent: bool) -> None:
+        await remote(self._writer().write.remote(pack(batch), urgent))
+
+    async def hurry(self) -> None:
+        await remote(self._writer().hurry.remote())
+
+    async def drain(self) -> None:
+        await remote(self._writer().drain.remote())
+
+    async def take_over(self) -> None:
+        """A restarted producer's predecessor may have handed the writer records that commit
+        only after the successor would have read PostgreSQL: all of them first."""
+        await self.drain()
+
+    @staticmethod
+    def is_transient(exc: BaseException) -> bool:
+        return is_transient(exc)

@@ -1,6 +1,7 @@
-"""The Engine's requests for money that goes out or back: withdrawals as payouts in two steps,
-their settlement, a listener's payouts, and refunds of a call's minutes. The hosts do the money
-(`engine/host/payouts_refunds.py`); this checks what comes in and routes it."""
+"""The Engine's requests for money that goes back or out: a payout settled (paid, or rejected
+and its hold released), a listener's payouts, and a refund of a call's minutes in its two steps.
+The hosts do the money (`engine/host/payouts.py`, `refunds.py`); this checks what comes in and
+sends each step, as an operation, to the host of the wallet it moves."""
 
 from __future__ import annotations
 
@@ -8,16 +9,17 @@ from actors.errors import CallOngoing, InvalidInput
 from actors.money import (
     PAYOUT_OUTCOMES,
     REASON_CHARS_MAX,
-    WITHDRAW,
     entity_id,
     key_of,
     one_of,
+    page_limit,
     text_value,
 )
+from engine.lifecycle import Lifecycle
+from engine.operations import ClawBack, RefundCoins, SettlePayout
 from engine.retryable import retryable
 from persistence import payouts, store
 
-PAYOUT_ID_BLOCK = 16  # payout ids a process takes from their sequence at a time
 REFUND_MINUTES_MAX = 100_000
 
 
@@ -27,20 +29,9 @@ def _reason(reason: object, required: bool) -> str | None:
     return text_value(reason, "reason", REASON_CHARS_MAX)
 
 
-class MoneyBackRequests:
-    """Mixed into `Engine`."""
-
-    @retryable
-    async def withdraw(
-        self, listener_id: int, amount_paise: int, idempotency_key: str | None = None
-    ) -> dict:
-        """Pay out a listener's earnings in two steps: the earnings are held now (a pending
-        payout: they cannot be withdrawn twice or spent), then `settle_payout` says it was
-        paid or rejected (the hold released). The answer adds `payout_id` and `status` to a
-        transfer's; a repeat of the key answers the same payout, as it is now."""
-        return await self._external(
-            listener_id, "listener_id", WITHDRAW, amount_paise, idempotency_key
-        )
+class PayoutsAndRefunds:
+    def __init__(self, life: Lifecycle) -> None:
+        self.life = life
 
     @retryable
     async def settle_payout(self, payout_id: int, outcome: str, reason: str | None = None) -> dict:
@@ -50,10 +41,10 @@ class MoneyBackRequests:
         entity_id(payout_id, "payout_id")
         one_of(outcome, PAYOUT_OUTCOMES, "outcome")
         reason = _reason(reason, False)
-        row = await payouts.payout(await self.pool(), payout_id)
-        return await self.placement.settle_payout(
-            row["listener_id"], payout_id, outcome, reason, self.clock.now()
-        )
+        row = await payouts.payout(await self.life.pool(), payout_id)
+        op = SettlePayout(now=self.life.clock.now(), listener_id=row["listener_id"],
+                          payout_id=payout_id, outcome=outcome, reason=reason)  # fmt: skip
+        return await self.life.placement.ask(op)
 
     @retryable
     async def payouts(
@@ -62,13 +53,8 @@ class MoneyBackRequests:
         """A listener's payouts, newest first, `limit` (at most PAYOUTS_PAGE_MAX) at a time;
         pass the last `payout_id` seen as `before` for the next page."""
         entity_id(listener_id, "listener_id")
-        if type(limit) is not int or not 1 <= limit <= payouts.PAYOUTS_PAGE_MAX:
-            raise InvalidInput(
-                f"limit must be an integer in [1, {payouts.PAYOUTS_PAGE_MAX}], got {limit!r}"
-            )
-        if before is not None:
-            entity_id(before, "before")
-        return await payouts.payouts_of(await self.pool(), listener_id, limit, before)
+        page_limit(limit, payouts.PAYOUTS_PAGE_MAX, before)
+        return await payouts.payouts_of(await self.life.pool(), listener_id, limit, before)
 
     @retryable
     async def refund_call(
@@ -95,22 +81,27 @@ class MoneyBackRequests:
             )
         if type(listener_pays) is not bool:
             raise InvalidInput(f"listener_pays must be true or false, got {listener_pays!r}")
-        ask = {
-            "call_id": call_id,
-            "minutes": minutes,
-            "reason": _reason(reason, True),
-            "key": key_of(idempotency_key),
-            "listener_pays": listener_pays,
-        }
-        call = await store.read_call(await self.pool(), call_id)
+        reason, key = _reason(reason, True), key_of(idempotency_key)
+        call = await store.read_call(await self.life.pool(), call_id)
         if call["status"] == "ongoing":
             raise CallOngoing(f"call {call_id} is ongoing; refund it once it has ended")
-        refund = await self.placement.claw_back(call["listener_id"], ask, self.clock.now())
-        return await self.finish_refund(refund)
+        op = ClawBack(
+            now=self.life.clock.now(),
+            listener_id=call["listener_id"],
+            call_id=call_id,
+            minutes=minutes,
+            reason=reason,
+            key=key,
+            listener_pays=listener_pays,
+        )
+        return await self.finish_refund(await self.life.placement.ask(op))
 
     async def finish_refund(self, refund: dict) -> dict:
         """The refund's coins to its payer, if they are not yet: its second step."""
         if refund["refunded_at"] is None:
-            await self.placement.refund_coins(refund["user_id"], refund, self.clock.now())
-            refund = await payouts.refund(await self.pool(), refund["refund_id"])
+            fields = ("refund_id", "call_id", "listener_id", "minutes", "coins", "paise", "reason")
+            op = RefundCoins(now=self.life.clock.now(), user_id=refund["user_id"],
+                             **{k: refund[k] for k in fields})  # fmt: skip
+            await self.life.placement.ask(op)
+            refund = await payouts.refund(await self.life.pool(), refund["refund_id"])
         return refund

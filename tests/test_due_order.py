@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from actors import BillingError, Call, Wallet
+from actors.due_order import bill_payer_due
 from actors.money import to_ms
-from actors.timeline import catch_up
 
 T0 = 1_800_000_000.0
 MINUTE_S = 60.0
@@ -58,7 +58,7 @@ class Payer:
     def due(self, t: float):
         out: list = []
         live = [c for c in self.calls.values() if c.settlement is None]
-        for s in catch_up(self.wallet, live, to_ms(t), out):
+        for s in bill_payer_due(self.wallet, live, to_ms(t), out):
             self.settle(s)
         self.post(out)
 
@@ -147,7 +147,7 @@ def test_two_calls_of_one_payer_are_billed_in_the_order_their_minutes_fell_due()
     w.open_call(2, 10, 2, b.connected_ms, b.minute_ms)
     b.after_billing_ms(1, False, b.connected_ms)
     out: list = []
-    ended = catch_up(w, [a, b], to_ms(T0 + 200), out)
+    ended = bill_payer_due(w, [a, b], to_ms(T0 + 200), out)
     # 15 coins left: a's minute 2 (+60 s) is paid, b's minute 2 (+90 s) cannot be: b drops
     # first, then a drops at +120 s, whatever order the calls were listed in.
     assert [t.transfer_id for t in out] == ["call:1:2"]

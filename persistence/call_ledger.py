@@ -45,7 +45,7 @@ LIMIT {TIMELINE_ROWS_MAX + 1}
 """
 
 
-async def call_ledger(pool: asyncpg.Pool, call_id: int, payer_id: int, since: float) -> dict:
+async def read(pool: asyncpg.Pool, call_id: int, payer_id: int, since: float) -> dict:
     """In one snapshot: the payer's coin transfers from `since` (epoch s) until now, oldest
     first (in the audit's time order: at one instant, minutes that fell due, then outside
     transfers and a call's minute 1, credits before debits); the payer's

@@ -1,4 +1,4 @@
-"""Rule 9 for one payer: every minute and drop due by a time, applied in the order they fell due.
+"""Rule 9 for one payer: every minute and drop due by a time, billed in the order they fell due.
 
 A wallet's history is a log ordered by time. Whatever asks a wallet something at time t (a tick,
 a top-up, a spend, a hang-up, a read) first has every minute due at or before t billed, so a
@@ -13,25 +13,25 @@ from actors.call import Call, Settlement
 from actors.wallet import Wallet
 
 
-def bill_call_through(
+def bill_call_due(
     wallet: Wallet, call: Call, through_minute: int, now_ms: int, out: list
 ) -> Settlement | None:
     """Bill one call's minutes up to `through_minute`; the transfers go to `out`. Returns the
     settlement if the payer ran short or the call ran out of time."""
-    transfers, last, short = wallet.bill_call(call.call_id, through_minute)
+    transfers, last, short = wallet.bill_minutes(call.call_id, through_minute)
     if transfers:
         out.extend(transfers)
     return call.after_billing_ms(last, short, now_ms)
 
 
-def catch_up(wallet: Wallet, calls: list[Call], now_ms: int, out: list) -> list[Settlement]:
+def bill_payer_due(wallet: Wallet, calls: list[Call], now_ms: int, out: list) -> list[Settlement]:
     """Bill every minute due by `now_ms` of the ongoing `calls` that `wallet` pays, in due
     order; the transfers go to `out`, in that order. Returns the calls that ended."""
     live = [c for c in calls if c.settlement is None]
     settled: list[Settlement] = []
     if len(live) == 1:  # the usual case, and the hot path: one call, its minutes in order
         c = live[0]
-        s = bill_call_through(wallet, c, c.minute_at_ms(now_ms), now_ms, out)
+        s = bill_call_due(wallet, c, c.minute_at_ms(now_ms), now_ms, out)
         if s is not None:
             settled.append(s)
     elif live:
@@ -45,7 +45,7 @@ def catch_up(wallet: Wallet, calls: list[Call], now_ms: int, out: list) -> list[
             if not due:
                 break
             c = min(due, key=Call.next_due_ms)
-            s = bill_call_through(wallet, c, c.billed_minutes + 1, now_ms, out)
+            s = bill_call_due(wallet, c, c.billed_minutes + 1, now_ms, out)
             if s is not None:
                 settled.append(s)
         for c in live:  # fully billed calls that ran out of time
