@@ -237,12 +237,26 @@ def start_serve(namespace: str, replicas: int, key) -> str:
 
 async def bench_http(paths, concurrencies, n, shards, database_url, redis_url, console):
     """The HTTP rows: every path at every concurrency, in one run."""
+    import engine.http.haproxy as haproxy
+    import engine.http.options as serve_options
+
+    wrk_binary()
+    # Serve's mode, and where its HAProxy keeps its files (a private folder of this run's own,
+    # as `up`'s), come from the environment of the Ray this process starts: set them first.
+    options = serve_options.ServeOptions()
+    run_dir = haproxy.RunDir(options.request_timeout_s)
+    os.environ.update(run_dir.env())
+    options.apply()
+    try:
+        return await _bench_http(paths, concurrencies, n, shards, database_url, redis_url, console)
+    finally:
+        run_dir.remove()
+
+
+async def _bench_http(paths, concurrencies, n, shards, database_url, redis_url, console):
     import engine.http.options as serve_options
     from engine import keys
 
-    wrk_binary()
-    # Serve's mode comes from the environment of the Ray this process starts: set it first.
-    serve_options.ServeOptions().apply()
     engine, people = await fresh_engine(database_url, redis_url, shards, 2_000_000)
     seed = None
     runs: list[dict] = []

@@ -3,6 +3,7 @@ FastAPI app and Serve's floor app in one run, each kind of request its fixed cou
 without a refusal, and the rows land in the JSON."""
 
 import json
+import os
 import shutil
 
 import pytest
@@ -14,6 +15,11 @@ from tests.test_service import embedded_env
 pytestmark = [pytest.mark.ray, pytest.mark.xdist_group("end_to_end")]
 
 REQUESTS = 40
+SERVE_SHARED = "/tmp/haproxy-serve"  # where Serve puts HAProxy's files unless told otherwise
+
+
+def serve_shared_dirs() -> set[str]:
+    return set(os.listdir(SERVE_SHARED)) if os.path.isdir(SERVE_SHARED) else set()
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk (apt-get install wrk)")
@@ -21,8 +27,12 @@ def test_http_rows_stand_beside_the_older_app_and_serves_floor(tmp_path):
     out = tmp_path / "bench.json"
     args = ["bench", "--paths", "http_requests", "seed_http", "serve_floor"]
     args += ["--calls", "4", "--requests", str(REQUESTS), "--json", str(out)]
+    before = serve_shared_dirs()
     done = run(args, env=embedded_env(tmp_path))
     assert done.returncode == 0, done.stdout + done.stderr
+    # Its HAProxy kept its admin socket in a private folder of its own, as `up`'s does, not in
+    # Serve's shared one (where the socket is mode 666).
+    assert serve_shared_dirs() - before == set()
     rows = json.loads(out.read_text())["runs"]
     kinds = {(r["path"], r["note"]) for r in rows}
     for path in ("http_requests", "seed_http"):
