@@ -200,7 +200,7 @@ def test_a_database_password_never_reaches_output_or_logs(services, own_database
 
 def test_help_names_every_command_and_a_bench_of_no_calls_is_refused_by_name():
     helped = run(["--help"])
-    for command in ("demo", "up", "inspect", "audit", "bench", "chaos", "jobs"):
+    for command in ("demo", "up", "stop", "inspect", "audit", "bench", "chaos", "jobs", "keys"):
         assert command in helped.stdout
     assert "(default: 5)" in run(["demo", "--help"]).stdout
     assert "--placement" not in run(["audit", "--help"]).stdout  # only flags it uses

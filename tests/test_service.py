@@ -5,11 +5,11 @@ that attaches to the same data dir and leaves `up` and its Redis unharmed, a sec
 a clean stop, and the audit."""
 
 import asyncio
+import concurrent.futures
 import json
 import os
 import re
 import select
-import signal
 import socket
 import subprocess
 import sys
@@ -180,10 +180,17 @@ async def test_up_serves_a_whole_call_over_http_and_events_resume_without_a_gap(
     async with httpx.AsyncClient(base_url=url, headers=auth, timeout=30) as http:
         await debugging_views(http, data_dir, dropped_call=cid)
 
-    proc.send_signal(signal.SIGINT)
-    rest_out, _ = proc.communicate(timeout=STEP_S_MAX)
+    # A second process stops it, as SIGTERM would (`test_restart` sends SIGINT itself), while
+    # this one reads what `up` says (a full pipe would stop it mid-sentence).
+    with concurrent.futures.ThreadPoolExecutor(1) as reading:
+        said = reading.submit(proc.communicate, timeout=STEP_S_MAX)
+        stopped = run(["stop"], env=embedded_env(data_dir))
+        rest_out, _ = said.result()
+    assert stopped.returncode == 0 and "stopped in" in stopped.stdout, stopped.stdout
     assert proc.returncode == 0 and "stopped cleanly" in rest_out, rest_out
     assert not record.exists()  # a stopped engine leaves no record behind
+    again = run(["stop"], env=embedded_env(data_dir))
+    assert again.returncode == 2 and "no engine is up on data dir" in again.stdout, again.stdout
     output = "".join(lines) + rest_out
     assert TOKEN not in output
     assert "XDG_RUNTIME_DIR" not in output and "Token authentication" not in output

@@ -1,4 +1,4 @@
-"""`billing-engine`: bill live calls by the minute. The commands (demo, up, serve-config,
+"""`billing-engine`: bill live calls by the minute. The commands (demo, up, stop, serve-config,
 inspect, explain, top, statement, audit, bench, chaos, jobs run); their flags are in
 `engine.cli.parser` (`billing-engine COMMAND --help` for each)."""
 
@@ -31,6 +31,15 @@ def cmd_up(args: argparse.Namespace) -> int:
     from engine.cli.up import run_up
 
     return run_up(args)
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    from engine.cli.stop import stop
+
+    data_dir = config_of(args).data_dir
+    took = stop(data_dir, args.wait)
+    console.print(f"the engine of {data_dir} stopped in {took:.1f} s")
+    return 0
 
 
 def cmd_serve_config(args: argparse.Namespace) -> int:
@@ -223,6 +232,7 @@ def cmd_chaos(args: argparse.Namespace) -> int:
 COMMANDS = {
     "demo": cmd_demo,
     "up": cmd_up,
+    "stop": cmd_stop,
     "serve-config": cmd_serve_config,
     "inspect": cmd_inspect,
     "explain call": cmd_explain,

@@ -108,7 +108,8 @@ def build_parser(commands: Commands) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="billing-engine", description=DESCRIPTION)
     parser.epilog = "Settings come from the environment or these flags; see the README."
     sub = parser.add_subparsers(dest="command", required=True)
-    adders = (_demo, _up, _serve_config, _inspect, _explain, _top, _statement, _audit, _bench)
+    adders = (_demo, _up, _stop, _serve_config, _inspect, _explain, _top, _statement, _audit)
+    adders += (_bench,)
     adders += (_chaos, _jobs, _keys)
     for add in adders:
         add(sub, commands)
@@ -151,6 +152,14 @@ def _up(sub, commands: Commands) -> None:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="run Ray's dashboard and metrics endpoint with a Ray of the engine's own",
+    )
+
+
+def _stop(sub, commands: Commands) -> None:
+    stop = _command(sub, "stop", "stop the engine `up` runs on the data dir", commands)
+    _engine_flags(stop, only=("data_dir",))
+    stop.add_argument(
+        "--wait", type=float, default=120.0, help="seconds to wait for it to drain and exit"
     )
 
 

@@ -4,7 +4,6 @@ Ray without importing it."""
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import socket
@@ -14,7 +13,7 @@ from dataclasses import dataclass
 import ray
 
 from actors.errors import EngineUnavailable
-from engine import private
+from engine import private, record
 from engine.runtime.ray_actors.writer_actor import WriterActor
 from engine.runtime.raycalls import (
     WRITER_NAME,
@@ -190,34 +189,28 @@ def _current_address() -> str:
     return ray.get_runtime_context().gcs_address
 
 
-RECORD_NAME = "engine.json"
+RECORD_NAME = record.NAME
 
 
 def write_record(data_dir: str, namespace: str, **more) -> str:
     """Record in `data_dir` the cluster and namespace of the engine this process started, for
-    another process to attach to (`billing-engine up`, then a script, inspect, jobs); `more`
-    adds what such a process may need without Ray (the embedded database's URL, for audit)."""
-    path = os.path.join(data_dir, RECORD_NAME)
-    record = {"ray_address": address(), "namespace": namespace, "pid": os.getpid()} | more
-    private.write_json(path, record)
-    return path
+    another process to attach to (`billing-engine up`, then a script, inspect, jobs, stop);
+    `more` adds what such a process may need without Ray (the embedded database's URL)."""
+    return record.write(data_dir, ray_address=address(), namespace=namespace, **more)
 
 
 def remove_record(data_dir: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.remove(os.path.join(data_dir, RECORD_NAME))
+    record.remove(data_dir)
 
 
 def recorded(data_dir: str) -> dict | None:
     """The engine recorded in `data_dir`, if its cluster still answers (a record left by an
     engine that died is not one)."""
-    try:
-        with open(os.path.join(data_dir, RECORD_NAME)) as f:
-            record = json.load(f)
-        addr = record["ray_address"]
-    except (OSError, ValueError, KeyError, TypeError):
+    found = record.read(data_dir)
+    addr = (found or {}).get("ray_address")
+    if not isinstance(addr, str):
         return None
-    return record if reachable(addr, timeout_s=1.0) else None
+    return found if reachable(addr, timeout_s=1.0) else None
 
 
 def leave() -> None:
