@@ -5,26 +5,30 @@ result; the wrapper hardening each config before it becomes HAProxy, and refusin
 HAProxy on a config it does not recognise; the run dir private and removed."""
 
 import os
+import socket
 import stat
 import subprocess
+import time
 
+import httpx
 import pytest
 
 import engine.http.haproxy as haproxy
 
 
-def ray_config(tmp_path) -> str:
-    """The config Ray Serve writes for an app with one replica and the fallback proxy."""
+def ray_config(tmp_path, ports=(18000, 18404, 18101), apps=True) -> str:
+    """The config Ray Serve writes for an app with one replica and the fallback proxy (none
+    without `apps`: before the API is deployed)."""
     from ray.serve._private.haproxy import BackendConfig, HAProxyApi, HAProxyConfig, ServerConfig
     from ray.serve.config import HTTPOptions
 
     cfg = HAProxyConfig(
-        http_options=HTTPOptions(host="127.0.0.1", port=18000),
+        http_options=HTTPOptions(host="127.0.0.1", port=ports[0]),
         socket_path=str(tmp_path / "admin.sock"),
         server_state_base=str(tmp_path),
         server_state_file=str(tmp_path / "server-state"),
-        stats_port=18404,
-        metrics_port=18101,
+        stats_port=ports[1],
+        metrics_port=ports[2],
     )
     backend = BackendConfig(
         name="http-billing",
@@ -33,7 +37,8 @@ def ray_config(tmp_path) -> str:
         fallback_server=ServerConfig(name="fallback", host="127.0.0.1", port=18500),
         app_name="billing",
     )
-    api = HAProxyApi(cfg, {"http-billing": backend}, str(tmp_path / "haproxy.cfg"))
+    backends = {"http-billing": backend} if apps else {}
+    api = HAProxyApi(cfg, backends, str(tmp_path / "haproxy.cfg"))
     api._generate_config_file_internal()
     return (tmp_path / "haproxy.cfg").read_text()
 
@@ -58,6 +63,38 @@ def test_rays_config_is_open_and_the_hardened_one_is_private_and_valid(tmp_path)
         timeout=30,
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_before_the_api_is_deployed_haproxy_answers_503_with_retry_after_not_404(tmp_path):
+    ports = [free_port() for _ in range(3)]
+    config = ray_config(tmp_path, ports, apps=False)
+    assert "return status 404" in config
+    (tmp_path / "hardened.cfg").write_text(haproxy.harden(config, 7))
+    proc = subprocess.Popen(
+        [haproxy.real_binary(), "-db", "-f", str(tmp_path / "hardened.cfg")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{ports[0]}/healthz", timeout=2)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
+                time.sleep(0.05)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
+    assert r.text.endswith("}\n") and r.json()["error"]["type"] == "EngineUnavailable"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.mark.parametrize(

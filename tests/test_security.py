@@ -16,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 
 import httpx
@@ -47,6 +48,10 @@ class Up:
         self.url = f"http://127.0.0.1:{port}"
         self.env = embedded_env(self.data_dir) | env
         args = ["up", "--http-port", str(port), "--no-dashboard", *extra]
+        # What the port answers from the moment it opens until the API answers.
+        self.starting: list[tuple[int, str | None, str]] = []
+        poller = threading.Thread(target=self._poll_until_up, daemon=True)
+        poller.start()
         self.proc = subprocess.Popen(
             CLI + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env
         )
@@ -54,7 +59,21 @@ class Up:
         self.key = key
         _, more = read_until(self.proc, r"(inspect it with)")
         self.lines = lines + more
+        poller.join(STEP_S_MAX)
         assert key and any("http=" in x for x in self.lines), "".join(self.lines)
+
+    def _poll_until_up(self) -> None:
+        deadline = time.monotonic() + STEP_S_MAX
+        while time.monotonic() < deadline:
+            try:
+                r = httpx.get(f"{self.url}/healthz", timeout=2)
+            except httpx.TransportError:
+                time.sleep(0.02)
+                continue
+            self.starting.append((r.status_code, r.headers.get("retry-after"), r.text))
+            if r.status_code == 200:
+                return
+            time.sleep(0.02)
 
     def processes(self) -> list[psutil.Process]:
         """`up` and everything under it, and the servers it started that daemonized."""
@@ -194,6 +213,13 @@ def test_every_socket_is_on_loopback_or_private_to_the_engines_user(engine):
     for argv in (f"import os; os.listdir({engine.data_dir!r})",
                  f"open({os.path.join(engine.data_dir, 'engine.json')!r}).read()"):  # fmt: skip
         assert as_nobody(argv).returncode != 0, argv
+
+
+def test_while_the_api_is_deployed_the_port_answers_503_with_retry_after_never_404(engine):
+    assert engine.starting and engine.starting[-1][0] == 200, engine.starting
+    for status, retry_after, text in engine.starting[:-1]:
+        assert (status, retry_after) == (503, "1"), (status, text)
+        assert json.loads(text)["error"]["type"] == "EngineUnavailable"
 
 
 def test_no_started_process_holds_a_key_in_its_environment(engine):

@@ -13,7 +13,8 @@ from the environment, so an engine that starts its own Ray:
   script Serve runs), which hardens each config before HAProxy reads it: the admin socket 0600,
   the stats and Prometheus pages on 127.0.0.1, `timeout http-request`, and the client's
   address in a header HAProxy sets (so the replicas slow wrong keys per client, not per
-  HAProxy). A config that does not read as
+  HAProxy), and a 503 with `Retry-After` (not Serve's 404) for a request that comes before the
+  API is deployed. A config that does not read as
   expected (a Ray whose template changed) is refused, naming what was missing: HAProxy then
   does not start, rather than start open.
 
@@ -51,6 +52,15 @@ CLIENT_HEADER = "x-billing-client"
 CLIENT_HEADER_LINE = f"http-request set-header {CLIENT_HEADER} %[src]"
 
 
+# What a path no app serves gets: with the API at "/", only a request that arrives before the
+# API is deployed (Serve's template answers 404 "Path not found" then).
+NOT_DEPLOYED = (
+    "http-request return status 503 content-type application/json hdr Retry-After 1 "
+    'string "{\\"error\\": {\\"type\\": \\"EngineUnavailable\\", \\"message\\": '
+    '\\"the API is not deployed yet: ask again shortly\\"}}\\n"'
+)
+
+
 class Refused(Exception):
     """The config does not read as the wrapper expects: HAProxy is not started."""
 
@@ -68,6 +78,12 @@ def harden(config: str, request_timeout_s: int) -> str:
     extra = f"    timeout http-request {request_timeout_s}s\n"
     out, n = re.subn(r"\ndefaults\n", lambda m: m.group(0) + extra, out, count=1)
     _need(n == 1, "a `defaults` section")
+    out, n = re.subn(
+        r"(\nbackend default_backend\n\s*)http-request return status 404 [^\n]*",
+        lambda m: m.group(1) + NOT_DEPLOYED,
+        out,
+    )
+    _need(n == 1 or NOT_DEPLOYED in out, "the 404 of `backend default_backend`")
     api = r"\nfrontend http_frontend\n\s*bind \S+\n"
     out, n = re.subn(api, lambda m: m.group(0) + f"    {CLIENT_HEADER_LINE}\n", out, count=1)
     _need(n == 1, "the bind line of `frontend http_frontend`")
