@@ -29,7 +29,7 @@ def client(
 ) -> httpx.AsyncClient:
     """The app in-process (with its hot path, or FastAPI alone). Every JSON answer is checked
     against the model its route declares for its status (extra fields forbidden): the
-    contract is what the engine answers."""
+    contract is what the engine answers; and each ends with a newline."""
     routes: list = []
 
     async def get_engine():
@@ -47,6 +47,8 @@ def client(
         method, route, status = routes[-1]
         if not response.headers.get("content-type", "").startswith("application/json"):
             return
+        if response.url.path != "/openapi.json":  # answers, one per line in a shell
+            assert response.content.endswith(b"}\n"), response.content[-40:]
         model = declared_model(app, method, route, status)
         if model is not None:
             model.model_validate(response.json())

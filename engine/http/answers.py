@@ -25,6 +25,15 @@ from actors.times import iso_times
 
 RETRY_AFTER_S = 1
 
+
+class JSONLine(JSONResponse):
+    """JSON that ends with a newline, so that answers printed one after another (curl in a
+    shell) stay apart, and a line reader reads one."""
+
+    def render(self, content) -> bytes:
+        return super().render(content) + b"\n"
+
+
 STATUS: list[tuple[type[BaseException], int]] = [
     (InsufficientCoins, 402),
     (InsufficientEarnings, 402),
@@ -49,7 +58,7 @@ def status_of(exc: BaseException) -> int:
 
 def error(status: int, kind: str, message: str) -> JSONResponse:
     headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
-    return JSONResponse(
+    return JSONLine(
         {"error": {"type": kind, "message": message}}, status_code=status, headers=headers
     )
 
@@ -58,7 +67,7 @@ def answer(value, status: int = 200) -> JSONResponse:
     """The Engine's answer, its times in ISO 8601 (`engine/times.py`): its model documents it
     (http_schema), and a test checks the two agree, so the replica does not validate every
     answer again."""
-    return JSONResponse(iso_times(value), status_code=status)
+    return JSONLine(iso_times(value), status_code=status)
 
 
 def validation_message(errors) -> str:

@@ -33,6 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import engine.http.table as http_table
 from actors.errors import BillingError, EngineUnavailable
 from engine.http.answers import (
+    JSONLine,
     error,
     internal_message,
     status_of,
@@ -85,6 +86,7 @@ def build_app(
     Without `hot_path`, FastAPI answers every request (the same table's routes, the same
     answers, slower)."""
     app = FastAPI(
+        default_response_class=JSONLine,
         title="billing engine",
         version="1",
         description="Per-minute billing of live calls. Errors: "

@@ -11,12 +11,12 @@ import time
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Header, Path, Query, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 
 import engine.http.contract as m
 from actors.errors import BillingError, EngineUnavailable
 from actors.times import iso_times
-from engine.http.answers import RETRY_AFTER_S, answer
+from engine.http.answers import RETRY_AFTER_S, JSONLine, answer
 from engine.http.door import scope_security
 from persistence.store import CALLS_PAGE_MAX
 
@@ -53,7 +53,7 @@ async def readyz(request: Request):
         out = {"ready": False, "checks": {"engine": f"{type(e).__name__}: {e}"}}
     if out["ready"]:
         return answer(out)
-    return JSONResponse(out, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
+    return JSONLine(out, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
 @router.get(
