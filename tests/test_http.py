@@ -330,9 +330,11 @@ class TestHttpOnOneEngine(OnOneEngine):
             assert after.json() == {"calls": [], "next_before": None}
             await engine.sync()
             mine = {"user_id": listener}  # the engine is shared: this test's listener's events
-            events = await http.get(
-                "/v1/events", params=mine, headers={"Accept": "application/json"}
-            )
+            # A JSON page unless the client asks for a stream (`Accept: text/event-stream`).
+            events = await http.get("/v1/events", params=mine)
+            assert events.headers["content-type"] == "application/json"
+            one = await http.get("/v1/events", params=mine | {"limit": 1})
+            assert one.json()["events"] == events.json()["events"][:1]
             assert [e["type"] for e in events.json()["events"]] == [
                 "call_started",
                 "call_settled",

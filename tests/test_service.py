@@ -59,7 +59,9 @@ def service(tmp_path):
 
 async def sse(http: httpx.AsyncClient, last_id: int | None, until, got: list) -> None:
     """Read /v1/events after `last_id` into `got` until `until(got)`."""
-    headers = {} if last_id is None else {"Last-Event-ID": str(last_id)}
+    headers = {"Accept": "text/event-stream"}
+    if last_id is not None:
+        headers["Last-Event-ID"] = str(last_id)
     async with http.stream("GET", "/v1/events", headers=headers) as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
         event: dict = {}

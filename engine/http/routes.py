@@ -18,6 +18,7 @@ from actors.errors import BillingError, EngineUnavailable
 from actors.times import iso_times
 from engine.http.answers import RETRY_AFTER_S, JSONLine, answer
 from engine.http.door import scope_security
+from persistence.events import READ_LIMIT_MAX
 from persistence.store import CALLS_PAGE_MAX
 
 log = logging.getLogger("billing.http")
@@ -75,18 +76,23 @@ async def calls_of(
 
 @router.get(
     "/v1/events",
-    summary="call events as server-sent events (resume with Last-Event-ID)",
-    description="text/event-stream: `id`, `event` (call_started, low_balance, call_dropped, "
-    "call_settled) and `data` (JSON) per event, after `Last-Event-ID` (or `after`). "
-    "With `Accept: application/json`, one page as a JSON list instead.",
+    summary="call events: a JSON page, or a server-sent event stream",
+    description="One page of events after `after` (or `Last-Event-ID`), oldest first, as JSON "
+    '(`{"events": [...]}`), unless the client asks for `Accept: text/event-stream`: then '
+    "an endless stream, `id`, `event` (the event's type) and `data` (the event as JSON) per "
+    "event, resumed after `Last-Event-ID`.",
     response_model=m.EventsPage,
-    responses=m.errors(),
+    responses=m.errors()
+    | {200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}},
     openapi_extra={"security": scope_security("read")},
 )
 async def events(
     request: Request,
     after: int = Query(0, ge=0, description="resume after this event id"),
     user_id: int | None = Query(None, ge=1, description="only this person's calls"),
+    limit: int = Query(
+        EVENTS_PAGE, ge=1, le=READ_LIMIT_MAX, description="events in the page (JSON only)"
+    ),
     last_event_id: str | None = Header(None),
 ):
     engine = await engine_of(request)
@@ -96,9 +102,9 @@ async def events(
         except ValueError:
             given = f"got {last_event_id!r}"
             raise BillingError(f"Last-Event-ID must be an event id, {given}") from None
+    if "text/event-stream" not in request.headers.get("accept", ""):
+        return answer({"events": await engine.events(after, limit, user_id)})
     first = await engine.events(after, EVENTS_PAGE, user_id)
-    if "application/json" in request.headers.get("accept", ""):
-        return answer({"events": first})
     return StreamingResponse(
         _stream(engine, request, after, user_id, first),
         media_type="text/event-stream",
