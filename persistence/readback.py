@@ -70,8 +70,10 @@ async def users_count(pool: asyncpg.Pool) -> int:
     return await pool.fetchval("SELECT count(*) FROM users")
 
 
-async def minutes_committed(pool: asyncpg.Pool) -> int:
-    """Call minutes in the ledger."""
+async def minutes_committed(pool: asyncpg.Pool, call_ids: list[int]) -> int:
+    """The minutes of the calls `call_ids` in the ledger (minute 1, billed at the start,
+    included)."""
     return await pool.fetchval(
-        "SELECT count(*) FROM ledger WHERE tx_type = 'spend' AND call_id IS NOT NULL"
+        "SELECT count(*) FROM ledger WHERE tx_type = 'spend' AND call_id = ANY($1::bigint[])",
+        call_ids,
     )

@@ -296,12 +296,14 @@ async def ongoing_calls(pool: asyncpg.Pool) -> list[dict]:
     return [dict(r) | {"connected_at": to_epoch(r["connected_at"])} for r in rows]
 
 
-async def totals(pool: asyncpg.Pool) -> dict:
-    """What the database says about calls and money, for the demo's table."""
+async def totals(pool: asyncpg.Pool, call_ids: list[int]) -> dict:
+    """What the database says about the calls `call_ids`, by status and reason (the demo's
+    table)."""
     by_reason = await pool.fetch(
         """SELECT status, coalesce(end_reason, '-') AS reason, count(*) AS calls,
                   sum(billed_minutes)::bigint AS minutes, sum(coins_spent)::bigint AS coins,
                   sum(earnings_paise)::bigint AS earnings
-           FROM calls GROUP BY 1, 2 ORDER BY 1, 2"""
+           FROM calls WHERE call_id = ANY($1::bigint[]) GROUP BY 1, 2 ORDER BY 1, 2""",
+        call_ids,
     )
     return {"by_reason": [dict(r) for r in by_reason]}

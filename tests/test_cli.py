@@ -60,6 +60,13 @@ def test_demo_passes_its_conservation_check(tmp_path, placement):
     assert "conservation check passed" in out.stdout
     assert re.search(r"dropped\s+│\s+insufficient_coins", out.stdout)
     assert re.search(r"completed\s+│\s+hangup", out.stdout)
+    # The minutes it says it billed are the table's: this run's calls, minute 1 included.
+    billed = int(re.search(r"(\d+) call-minutes billed", out.stdout).group(1))
+    rows = re.findall(
+        r"│ (?:completed|dropped|ongoing)\s+│\s+\S+\s+│\s+(\d+) │\s+(\d+) │", out.stdout
+    )
+    assert sum(int(calls) for calls, _ in rows) == 3
+    assert billed == sum(int(minutes) for _, minutes in rows) > 0
 
 
 def test_demo_refuses_bad_arguments():

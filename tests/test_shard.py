@@ -125,6 +125,30 @@ async def test_recovery_reads_calls_in_pieces_and_misses_none(pool, services, mo
     assert await audit_violations(pool) == {}
 
 
+async def test_inspect_counts_the_timers_and_minutes_of_the_calls_still_here(pool, services):
+    """What `inspect shards` says is true: an ended call's timer is gone from it at once (hung
+    up, or dropped by a pass), and minute 1, billed at connect, is a minute billed."""
+    sh = shard(services)
+    (u1, l1), (u2, l2) = await people(pool, 0), await people(pool, 0)
+    await top_up(sh, u1, 100, "a")
+    await top_up(sh, u2, 20, "b")  # minutes 1 and 2, then dropped at minute 3
+    first = await new_call(pool, sh, u1, l1)
+    await new_call(pool, sh, u2, l2)
+    state = await sh.state()
+    assert (state["timer_entries"], state["minutes_billed"]) == (2, 2)
+    assert state["next_tick_at"] == pytest.approx(T0 + MIN, abs=0.05)
+    await end_call(sh, u1, first, T0 + 30)
+    await sh.sync()
+    state = await sh.state()
+    assert (state["ongoing_calls"], state["timer_entries"]) == (1, 1)
+    assert state["next_tick_at"] == pytest.approx(T0 + MIN, abs=0.05)
+    await sh.bill_due(T0 + 2 * MIN)  # takes the hung-up call's old entry too
+    await sh.sync()
+    state = await sh.state()
+    assert (state["ongoing_calls"], state["timer_entries"], state["next_tick_at"]) == (0, 0, None)
+    assert state["minutes_billed"] == 3
+
+
 async def test_acknowledged_top_up_survives_a_crash(pool, services):
     user, _ = await people(pool, 0)
     a = shard(services, client=ClientLimits(flush_interval_ms=3_600_000))

@@ -43,3 +43,26 @@ def test_an_entry_due_exactly_now_is_taken_and_first_at_never_passes_it():
 def test_a_bucket_width_must_be_positive():
     with pytest.raises(ValueError, match="bucket width must be positive"):
         TimerWheel(0)
+
+
+@given(
+    entries=st.lists(times, max_size=100),
+    dead=st.sets(st.integers(min_value=0, max_value=99)),
+    width=st.sampled_from([0.05, 7.0]),
+)
+def test_purging_the_front_leaves_the_earliest_live_entry_first_and_takes_no_live_one(
+    entries, dead, width
+):
+    wheel = TimerWheel(width)
+    for item, at in enumerate(entries):
+        wheel.add(at, item)
+    purged = wheel.purge_front(lambda item: item not in dead)
+    live = [at for item, at in enumerate(entries) if item not in dead]
+    assert len(wheel) == len(entries) - purged
+    if live:
+        assert wheel.first_at() <= min(live) < wheel.first_at() + width
+    else:
+        assert wheel.first_at() is None and len(wheel) == 0
+    # Whatever is left comes out as before: every live entry, each once.
+    left = wheel.take(float("inf"), len(entries) + 1)
+    assert {i for i in left if i not in dead} == {i for i, _ in enumerate(entries) if i not in dead}

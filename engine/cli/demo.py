@@ -74,7 +74,7 @@ async def _run(engine: Engine, calls: int, minutes: int, console: Console) -> in
     minute_s = cfg.minute_seconds
     length_s = minutes * minute_s
     pool = await get_pool(engine.database_url)
-    ticks_at_start = await readback.minutes_committed(pool)
+    ids = [cid for cid, _, _ in call_ids]  # this run's: a data dir may hold earlier runs' too
     with Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -89,23 +89,26 @@ async def _run(engine: Engine, calls: int, minutes: int, console: Console) -> in
         while (elapsed := time.monotonic() - t0) < length_s:
             while pending and pending[0][0] <= elapsed:
                 await engine.end_call(pending.pop(0)[1])
-            committed = await readback.minutes_committed(pool)
+            committed = await readback.minutes_committed(pool, ids)
             progress.update(task, completed=elapsed, committed=committed)
             await asyncio.sleep(min(0.25, minute_s / 4))
         for cid, _, _ in call_ids:
             await engine.end_call(cid)
         await engine.sync()
-        progress.update(task, completed=length_s, committed=await readback.minutes_committed(pool))
+        billed = await readback.minutes_committed(pool, ids)
+        progress.update(task, completed=length_s, committed=billed)
     billing_s = time.monotonic() - t0
-    billed = await readback.minutes_committed(pool) - ticks_at_start
-    console.print(f"{billed} call-minutes billed in {billing_s:.1f} s of calls")
-    return await report(pool, console)
+    console.print(
+        f"{billed} call-minutes billed (minute 1 at connect included) in {billing_s:.1f} s"
+    )
+    return await report(pool, console, ids)
 
 
-async def report(pool, console: Console) -> int:
-    """The table read back from PostgreSQL and the checks; returns 0 when all hold."""
-    totals = await store.totals(pool)
-    table = Table(title="calls, as PostgreSQL has them")
+async def report(pool, console: Console, call_ids: list[int]) -> int:
+    """This run's calls read back from PostgreSQL, and the checks of the whole database;
+    returns 0 when all hold."""
+    totals = await store.totals(pool, call_ids)
+    table = Table(title="this run's calls, as PostgreSQL has them")
     table.add_column("status")
     table.add_column("reason", no_wrap=True, min_width=len("insufficient_coins"))
     for col in ("calls", "minutes", "coins spent", "earnings (paise)"):

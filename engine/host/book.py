@@ -2,7 +2,7 @@
 
 A call is added when it opens here or when its payer's wallet loads with it (recovery); the
 host's timer hears of each (`on_added`: a shard's wheel); it leaves once its settlement is
-committed and its listener freed."""
+committed and its listener freed (`on_removed`)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,14 @@ from actors.wallet import Wallet
 
 
 class CallBook:
-    def __init__(self, on_added: Callable[[Call], None] | None = None) -> None:
+    def __init__(
+        self,
+        on_added: Callable[[Call], None] | None = None,
+        on_removed: Callable[[Call], None] | None = None,
+    ) -> None:
         self.calls: dict[int, Call] = {}
         self._on_added = on_added
+        self._on_removed = on_removed
         self.counts = {"minutes_billed": 0, "calls_started": 0, "calls_settled": 0}
         self.ends: dict[str, int] = {}  # calls settled here, by end reason
 
@@ -29,6 +34,12 @@ class CallBook:
         self.calls[call.call_id] = call
         if self._on_added is not None:
             self._on_added(call)
+
+    def remove(self, call_id: int) -> None:
+        """The call settled, its listener freed: it leaves (the timer hears of it)."""
+        call = self.calls.pop(call_id, None)
+        if call is not None and self._on_removed is not None:
+            self._on_removed(call)
 
     def paid_by(self, w: Wallet) -> list[Call]:
         """The calls hosted here that `w` pays."""

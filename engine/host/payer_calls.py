@@ -71,6 +71,7 @@ class PayerCalls:
             [call_start_record(call, start_key), first, call_started_event(call)]
         )
         self.book.counts["calls_started"] += 1
+        self.book.counts["minutes_billed"] += 1  # minute 1, at connect
         self.meter.billed(1, started=1)
         state = call.state(w.balance_coins, w.buckets)
         if self.presence is not None:

@@ -72,7 +72,7 @@ class Settlements:
             # from PostgreSQL before it next answers for them.
             await asyncio.gather(*(self.router.ask(self._release(s)) for s in elsewhere))
             for s in settlements:
-                self.book.calls.pop(s.call_id, None)
+                self.book.remove(s.call_id)
                 if self.presence is not None:
                     payer = self.cache.wallets.get(s.user_id)
                     await self.presence.call_settled(s.as_dict(), bool(payer and payer.calls))

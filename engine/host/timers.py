@@ -44,6 +44,23 @@ class TimerWheel:
         """When the earliest bucket opens (its entries are due then or within `width_s`)."""
         return self._keys[0] * self.width_s if self._keys else None
 
+    def purge_front(self, alive) -> int:
+        """Drop the entries whose item is no longer `alive(item)` from the earliest buckets,
+        until the earliest holds a live one; how many were dropped. (Entries are otherwise
+        dropped when taken: a call that ended leaves its entry until then.)"""
+        purged = 0
+        keys, buckets = self._keys, self._buckets
+        while keys:
+            bucket = buckets[keys[0]]
+            kept = [e for e in bucket if alive(e[1])]
+            purged += len(bucket) - len(kept)
+            if kept:
+                bucket[:] = kept
+                break
+            del buckets[heapq.heappop(keys)]
+        self._len -= purged
+        return purged
+
     def take(self, now: float, limit: int) -> list[int]:
         """Up to `limit` items due by `now`, removed. Later buckets hold only later times
         (floor is monotonic), so the scan stops at the first entry not yet due."""

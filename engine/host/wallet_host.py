@@ -85,12 +85,13 @@ class WalletHost:
         peers: Peers | None = None,
         take_over: Callable[[], Awaitable[None]] | None = None,
         on_call_added: Callable[[Call], None] | None = None,
+        on_call_removed: Callable[[Call], None] | None = None,
         meter: Meter | None = None,
     ) -> None:
         meter = meter or NoMeter()
         self.client = client
         self.presence = presence
-        self.book = CallBook(on_call_added)
+        self.book = CallBook(on_call_added, on_call_removed)
         self.cache = WalletCache(
             database_url, self.book, client, settings.call_defaults, settings.badge_timezone,
             take_over,

@@ -36,6 +36,7 @@ def host_in_actor(
     link: WriterLink,
     *,
     on_call_added: Callable[[Call], None] | None = None,
+    on_call_removed: Callable[[Call], None] | None = None,
 ) -> WalletHost:
     """The host of a shard or a wallet actor, writing through `link` (a shard's own Committer,
     or the writer actor), which it lets take over before its first read of PostgreSQL."""
@@ -47,6 +48,7 @@ def host_in_actor(
         peers=peers,
         take_over=link.take_over,
         on_call_added=on_call_added,
+        on_call_removed=on_call_removed,
         meter=metrics,
     )
 

@@ -74,6 +74,10 @@ class Shard(HostActor):
         if self.in_ray:
             logs.configure()
         self.timers = TimerWheel()
+        # Wheel entries of calls that left (taken or purged later), and calls a pass ended
+        # whose entry it took: what `inspect` must not count as timers of calls here.
+        self._stale = 0
+        self._unscheduled: set[int] = set()
         self.peers = ShardPeers(index, config)
         # A shard commits its own writes (one hop from a request to its commit), fenced by its
         # index: its client's buffer is the one between a minute and its COPY, and each batch
@@ -83,7 +87,13 @@ class Shard(HostActor):
             observe = metrics.writer_observer(self.name)
             link = self.committer = Committer(database_url, observe, fence=index)
         self.host = host_in_actor(
-            config, database_url, redis_url, self.peers, link, on_call_added=self._add_timer
+            config,
+            database_url,
+            redis_url,
+            self.peers,
+            link,
+            on_call_added=self._add_timer,
+            on_call_removed=self._drop_timer,
         )
         self.client, self.presence = self.host.client, self.host.presence
         self._load_once = LoadOnce(self._load)
@@ -135,6 +145,13 @@ class Shard(HostActor):
         if self._wake is not None:
             self._wake.set()
 
+    def _drop_timer(self, call: Call) -> None:
+        """A call left: its wheel entry, if it has one, is stale until taken or purged."""
+        if call.call_id in self._unscheduled:
+            self._unscheduled.discard(call.call_id)  # taken by the pass that ended it
+        else:
+            self._stale += 1
+
     async def start(self) -> dict:
         await self._loaded()
         return await self.state()
@@ -160,8 +177,12 @@ class Shard(HostActor):
                 billed += minutes
                 for call_id in due:
                     call = self.host.book.calls.get(call_id)
-                    if call is not None and call.settlement is None:
+                    if call is None:
+                        self._stale -= 1  # the entry of a call that left
+                    elif call.settlement is None:
                         self.timers.add(call.next_due_at(), call_id)
+                    else:
+                        self._unscheduled.add(call_id)  # ended by this pass: no entry left
                 await asyncio.sleep(0)
         except InvariantViolation as e:
             if self.in_ray:
@@ -211,8 +232,7 @@ class Shard(HostActor):
             "node_id": ray.get_runtime_context().get_node_id() if self.in_ray else None,
             "ongoing_calls": len(self.host.book.calls),
             "wallets_loaded": len(self.host.wallets),
-            "timer_entries": len(self.timers),
-            "next_tick_at": self.timers.first_at(),
+            **self._timers_state(),
             "writer_client": self.client.state(),
             "writer": None if self.committer is None else self.committer.state(),
             "presence": self.presence.state(),
@@ -223,6 +243,13 @@ class Shard(HostActor):
                 b * LATENESS_BUCKET_MS: n for b, n in sorted(self.late_minutes.items())
             },
         }
+
+    def _timers_state(self) -> dict:
+        """The wheel as it is for the calls still here: the entries of calls that left are
+        purged from its front first, and not counted."""
+        self._stale -= self.timers.purge_front(self.host.book.calls.__contains__)
+        live = len(self.timers) - self._stale
+        return {"timer_entries": live, "next_tick_at": self.timers.first_at() if live else None}
 
     async def ping(self) -> bool:
         await self._loaded()
