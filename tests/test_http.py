@@ -47,8 +47,9 @@ def client(
         method, route, status = routes[-1]
         if not response.headers.get("content-type", "").startswith("application/json"):
             return
-        if response.url.path != "/openapi.json":  # answers, one per line in a shell
-            assert response.content.endswith(b"}\n"), response.content[-40:]
+        if response.url.path == "/openapi.json":  # the schema, not an answer
+            return
+        assert response.content.endswith(b"}\n"), response.content[-40:]  # a line each
         model = declared_model(app, method, route, status)
         if model is not None:
             model.model_validate(response.json())
@@ -458,6 +459,28 @@ class TestHttpOnOneEngine(OnOneEngine):
             reused = await http.post("/v1/calls", json=body | {"call_type": "video"})
             assert reused.status_code == 409
             assert reused.json()["error"]["type"] == "IdempotencyConflict"
+
+    async def test_the_docs_pages_load_every_asset_from_the_engine_without_a_key(self, engine):
+        """No internet needed: /docs and /redoc name no other host, and each file they load
+        is served here, open, with its type."""
+        keys = Keys(KeyRing([Key("app", digest("s3cret"), SCOPES)]))
+        async with client(engine, keys) as http:
+            for page in ("/docs", "/redoc"):
+                html = (await http.get(page)).text
+                loaded = re.findall(r"""(?:src|href)=["']([^"']+)["']""", html)
+                loaded += re.findall(r"""url: ['"]([^'"]+)['"]""", html)  # Swagger's schema
+                loaded += re.findall(r"""spec-url=["']([^"']+)["']""", html)  # ReDoc's
+                assert loaded and not re.search(r"//|https?:", " ".join(loaded) + html), page
+                for path in loaded:
+                    r = await http.get(path)
+                    assert r.status_code == 200 and len(r.content) > 1000, (page, path)
+                    kind = r.headers["content-type"]
+                    assert kind.split(";")[0] in ("text/javascript", "text/css", "image/png",
+                                                  "application/json"), (path, kind)  # fmt: skip
+            missing = await http.get("/docs/assets/nothing.js")
+            assert missing.status_code == 404 and missing.json()["error"]["type"] == "NotFound"
+            beyond = await http.get("/docs/assets/..%2Fcore.py")  # no path out of the folder
+            assert beyond.status_code in (401, 404), beyond.text
 
     async def test_with_keys_requests_need_one_and_health_does_not(self, engine):
         keys = Keys(KeyRing([Key("app", digest("s3cret"), SCOPES)]))

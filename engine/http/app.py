@@ -87,6 +87,8 @@ def build_app(
     answers, slower)."""
     app = FastAPI(
         default_response_class=JSONLine,
+        docs_url=None,  # engine/http/docs_pages.py serves both pages, assets included
+        redoc_url=None,
         title="billing engine",
         version="1",
         description="Per-minute billing of live calls. Errors: "
@@ -104,12 +106,13 @@ def build_app(
     )
     for kind, handler in ERROR_HANDLERS.items():
         app.add_exception_handler(kind, handler)
+    from engine.http.docs_pages import router as docs_router
     from engine.http.key_routes import router as keys_router
     from engine.http.routes import router  # its routes answer with the helpers above
 
     # The routes themselves, not include_router's wrapper: one routing step per request.
-    app.router.routes.extend(router.routes)
-    app.router.routes.extend(keys_router.routes)
+    for r in (router, keys_router, docs_router):
+        app.router.routes.extend(r.routes)
     http_table.register(app)
     app.openapi = lambda: _openapi(app)
     return app
