@@ -13,6 +13,7 @@ same index ranges before the cursor.
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import asyncpg
 
@@ -61,6 +62,11 @@ WHERE w.user_id = $1
 """
 
 
+# A cursor: the row's time in microseconds since 1970 (at most 16 digits: within the years a
+# datetime holds), a slash, its id (no NUL: PostgreSQL stores none).
+CURSOR_PATTERN = r"^[0-9]{1,16}/[^\x00]+$"
+
+
 def cursor_of(at: dt.datetime, row_id: str) -> str:
     """An opaque cursor for the row at (`at`, `row_id`): its time in microseconds, its id."""
     return f"{(at - EPOCH) // dt.timedelta(microseconds=1)}/{row_id}"
@@ -69,9 +75,9 @@ def cursor_of(at: dt.datetime, row_id: str) -> str:
 def parse_cursor(after: str | None) -> tuple[dt.datetime, str]:
     if after is None:
         return EPOCH - dt.timedelta(days=1), ""
-    micros, sep, row_id = str(after).partition("/")
-    if not sep or not micros.lstrip("-").isdigit() or not row_id:
+    if not isinstance(after, str) or not re.fullmatch(CURSOR_PATTERN, after):
         raise InvalidInput(f"after must be a cursor a statement page gave (next_after), {after!r}")
+    micros, _, row_id = after.partition("/")
     return EPOCH + dt.timedelta(microseconds=int(micros)), row_id
 
 

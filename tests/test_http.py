@@ -211,7 +211,29 @@ def _untyped(schema: dict, where: str, components: dict) -> list[str]:
     return out
 
 
-def test_the_openapi_schema_types_every_property_and_declares_every_answer():
+OPERATIONS = {  # operationId: tag, as a generated client names its methods and modules
+    "create_user": "users", "get_wallet": "wallets", "get_statement": "wallets",
+    "top_up": "wallets", "spend": "wallets", "withdraw": "payouts", "list_payouts": "payouts",
+    "mark_payout_paid": "payouts", "mark_payout_rejected": "payouts", "refund_call": "calls",
+    "start_call": "calls", "get_call": "calls", "end_call": "calls",
+    "get_call_timeline": "calls", "list_calls": "calls", "send_heartbeat": "presence",
+    "list_events": "events", "create_key": "keys", "list_keys": "keys", "revoke_key": "keys",
+    "get_health": "health", "get_readiness": "health",
+}  # fmt: skip
+
+
+def _walk(value, where=""):
+    """Every (place, schema object) of `value`."""
+    if isinstance(value, dict):
+        yield where, value
+        for k, v in value.items():
+            yield from _walk(v, f"{where}/{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _walk(v, f"{where}/{i}")
+
+
+def test_the_openapi_schema_is_made_for_generated_clients():
     async def no_engine():
         raise AssertionError("the schema needs no engine")
 
@@ -219,15 +241,48 @@ def test_the_openapi_schema_types_every_property_and_declares_every_answer():
     components = spec["components"]["schemas"]
     untyped = [w for n, s in components.items() for w in _untyped(s, n, components)]
     assert untyped == []
-    enums = {
-        ("NewUser", "role"): ["user", "listener"],
-        ("TopUp", "tx_type"): ["purchase", "bonus", "referral_bonus"],
-        ("NewCall", "call_type"): ["audio", "video"],
-        ("EndCall", "reason"): ["hangup", "insufficient_coins", "expired"],
-    }
-    for (model, field), values in enums.items():
-        assert components[model]["properties"][field]["enum"] == values, (model, field)
-    assert components["TopUp"]["properties"]["amount"]["type"] == "integer"
+    # Operations read as methods, grouped by resource.
+    ops = {op["operationId"]: op for methods in spec["paths"].values() for op in methods.values()}
+    assert {k: op["tags"] for k, op in ops.items()} == {k: [t] for k, t in OPERATIONS.items()}
+    # One named enum per idea: no property spells out an enum of its own.
+    for name, values in {
+        "Role": ["user", "listener"],
+        "CallType": ["audio", "video"],
+        "EndReason": ["hangup", "insufficient_coins", "expired"],
+        "CallStatus": ["ongoing", "completed", "dropped"],
+        "BucketType": ["bonus", "referral_bonus"],
+        "Tier": ["basic", "bronze", "silver", "gold"],
+    }.items():
+        assert components[name]["enum"] == values, name
+    inline = [w for w, o in _walk(components) if "enum" in o and w.count("/") > 1]
+    assert inline == []
+    # Every time is a date-time; no empty example anywhere.
+    for where, o in _walk(spec):
+        if o.get("pattern", "").startswith("^\\d{4}-"):
+            assert o.get("format") == "date-time", where
+        assert o.get("example") != {}, where
+    # A top-up is one of a purchase (never expires) or a bonus (which may): the schema says so.
+    top_up = ops["top_up"]["requestBody"]["content"]["application/json"]["schema"]
+    kinds = [{"$ref": "#/components/schemas/Purchase"}, {"$ref": "#/components/schemas/Bonus"}]
+    assert top_up["oneOf"] == kinds and "anyOf" not in top_up
+    assert "expires_at" not in components["Purchase"]["properties"]
+    assert components["Purchase"]["additionalProperties"] is False
+    # Optional bodies may be left out, and are the model, not "the model or null".
+    for name in ("end_call", "mark_payout_paid", "mark_payout_rejected", "refund_call"):
+        body = ops[name]["requestBody"]
+        assert not body.get("required") and "$ref" in body["content"]["application/json"]["schema"]
+    # Events: a JSON page (the default) or a text/event-stream; each event typed by `type`.
+    page = ops["list_events"]["responses"]["200"]["content"]
+    assert set(page) == {"application/json", "text/event-stream"}
+    items = components["EventsPage"]["properties"]["events"]["items"]
+    assert items["discriminator"]["propertyName"] == "type" and len(items["oneOf"]) == 8
+    # What the server enforces, the schema states.
+    assert components["NewUser"]["properties"]["name"]["pattern"]
+    assert components["Purchase"]["properties"]["amount"]["type"] == "integer"
+    params = {p["name"]: p["schema"] for p in ops["list_payouts"]["parameters"]}
+    assert params["before"]["anyOf"][0]["minimum"] == 1
+    params = {p["name"]: p["schema"] for p in ops["get_statement"]["parameters"]}
+    assert params["after"]["anyOf"][0]["pattern"]
     for path, methods in spec["paths"].items():
         for method, op in methods.items():
             ok = [s for s in op["responses"] if s.startswith("2")]
@@ -392,6 +447,8 @@ class TestHttpOnOneEngine(OnOneEngine):
             paid = await http.post(f"/v1/payouts/{first_id}/paid", json={"reason": "utr 81"})
             assert paid.status_code == 200 and paid.json()["status"] == "paid", paid.text
             assert (await http.post(f"/v1/payouts/{first_id}/paid")).json()["applied"] is False
+            null = await http.post(f"/v1/payouts/{first_id}/paid", content=b"null")  # no body
+            assert null.status_code == 200 and null.json()["applied"] is False, null.text
             wrong = await http.post(f"/v1/payouts/{first_id}/rejected")
             assert wrong.status_code == 409 and wrong.json()["error"]["type"] == "PayoutSettled"
             rejected = await http.post(f"/v1/payouts/{second_id}/rejected")

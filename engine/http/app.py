@@ -56,7 +56,9 @@ async def malformed(_request: Request, exc: RequestValidationError) -> JSONRespo
 
 async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
     kind = "NotFound" if exc.status_code == 404 else "HTTPError"
-    return error(exc.status_code, kind, str(exc.detail))
+    answered = error(exc.status_code, kind, str(exc.detail))
+    answered.headers.update(exc.headers or {})  # a 405's `Allow`: the methods the path has
+    return answered
 
 
 async def internal(_request: Request, exc: Exception) -> JSONResponse:
@@ -130,6 +132,9 @@ def _openapi(app: FastAPI) -> dict:
         for methods in spec["paths"].values():
             for op in methods.values():
                 op["responses"].pop("422", None)
+                _one_body(op.get("requestBody"))
+                _no_null_parameters(op)
+        _drop_empty_examples(spec)
         for name in ("HTTPValidationError", "ValidationError"):
             spec["components"]["schemas"].pop(name, None)
         spec["components"]["securitySchemes"] = {
@@ -142,3 +147,42 @@ def _openapi(app: FastAPI) -> dict:
         }
         app.openapi_schema = spec
     return app.openapi_schema
+
+
+def _drop_empty_examples(value) -> None:
+    """Remove every `"example": {}`: FastAPI writes one for a parameter or body whose example
+    is unset once the app was pickled (as Serve ships it to a replica: its "unset" marker is
+    then another object), and a client generator reads it as an example."""
+    if isinstance(value, dict):
+        if value.get("example") == {}:
+            del value["example"]
+        for v in value.values():
+            _drop_empty_examples(v)
+    elif isinstance(value, list):
+        for v in value:
+            _drop_empty_examples(v)
+
+
+def _no_null_parameters(op: dict) -> None:
+    """A parameter left out is its null: its schema is what it is when given (a client that
+    sent the text `null` for "none" would send a value the server refuses)."""
+    for p in op.get("parameters", ()):
+        alternatives = [s for s in p["schema"].pop("anyOf", []) if s != {"type": "null"}]
+        if len(alternatives) == 1:
+            p["schema"].update(alternatives[0])
+        elif alternatives:
+            p["schema"]["anyOf"] = alternatives
+
+
+def _one_body(request_body: dict | None) -> None:
+    """A body as a generated client should type it: an optional body is its model, not
+    required (not "the model or null", which such a client cannot leave out); a body that is
+    one of exclusive models (a top-up: a purchase or a bonus) is `oneOf` them."""
+    if request_body is None:
+        return
+    schema = request_body["content"]["application/json"]["schema"]
+    alternatives = [s for s in schema.pop("anyOf", []) if s != {"type": "null"}]
+    if len(alternatives) == 1:
+        schema.update(alternatives[0])
+    elif alternatives:
+        schema["oneOf"] = alternatives

@@ -47,15 +47,14 @@ class FastPath:
         try:
             body = None
             if route.query is not None:
-                given = urllib.parse.parse_qsl(scope.get("query_string", b"").decode())
+                query = scope.get("query_string", b"").decode()
+                given = urllib.parse.parse_qsl(query, keep_blank_values=True)  # `?after=`: ""
                 known = route.query.model_fields  # others are ignored, as FastAPI does
                 body = route.query.model_validate({k: v for k, v in given if k in known})
             if route.body is not None:
                 # The door (engine/http/door.py) read the body, bounded, and hands it over whole
                 # in one message.
-                raw = (await receive()).get("body", b"")
-                if raw.strip() or not route.body_optional:
-                    body = route.body.model_validate_json(raw)
+                body = route.read_body((await receive()).get("body", b""))
             engine = await self.get_engine()
             response = answer(await route.ask(engine, body, **ids), route.status)
         except ValidationError as e:

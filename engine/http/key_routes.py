@@ -3,7 +3,7 @@ revoke one. The same as `billing-engine keys create | list | revoke` (engine/key
 
 from __future__ import annotations
 
-from typing import Literal
+import enum
 
 from fastapi import APIRouter, Path, Request
 from pydantic import Field
@@ -13,7 +13,8 @@ from engine import keys
 from engine.http.answers import answer
 from engine.http.door import scope_security
 
-Scope = Literal[keys.SCOPES]
+Scope = enum.StrEnum("Scope", {s: s for s in keys.SCOPES})
+Scope.__doc__ = "what a key may do"
 
 
 class NewKey(m.Body):
@@ -52,6 +53,8 @@ async def _pool(request: Request):
     response_model=NewKeyMade,
     responses=m.errors(409),
     openapi_extra=ADMIN,
+    operation_id="create_key",
+    tags=["keys"],
 )
 async def create_key(request: Request, body: NewKey):
     return answer(await keys.create(await _pool(request), body.name, body.scopes), 201)
@@ -63,6 +66,8 @@ async def create_key(request: Request, body: NewKey):
     response_model=KeysPage,
     responses=m.errors(),
     openapi_extra=ADMIN,
+    operation_id="list_keys",
+    tags=["keys"],
 )
 async def list_keys(request: Request):
     return answer({"keys": await keys.listed(await _pool(request))})
@@ -74,6 +79,8 @@ async def list_keys(request: Request):
     response_model=ApiKey,
     responses=m.errors(404),
     openapi_extra=ADMIN,
+    operation_id="revoke_key",
+    tags=["keys"],
 )
 async def revoke_key(request: Request, name: str = KeyName):
     return answer(await keys.revoke(await _pool(request), name))

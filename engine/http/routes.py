@@ -15,6 +15,7 @@ from fastapi.responses import StreamingResponse
 
 import engine.http.contract as m
 from actors.errors import BillingError, EngineUnavailable
+from actors.money import AMOUNT_MAX
 from actors.times import iso_times
 from engine.http.answers import RETRY_AFTER_S, JSONLine, answer
 from engine.http.door import scope_security
@@ -29,14 +30,20 @@ EVENTS_PAGE = 200  # events read per poll
 
 router = APIRouter()
 
-UserId = Path(ge=1, description="the user's or listener's id")
+UserId = Path(ge=1, le=AMOUNT_MAX, description="the user's or listener's id")
 
 
 def engine_of(request: Request):
     return request.app.state.get_engine()
 
 
-@router.get("/healthz", summary="the service is alive", response_model=m.Health)
+@router.get(
+    "/healthz",
+    summary="the service is alive",
+    response_model=m.Health,
+    operation_id="get_health",
+    tags=["health"],
+)
 async def healthz():
     return answer({"status": "ok"})
 
@@ -45,6 +52,8 @@ async def healthz():
     "/readyz",
     summary="writer, PostgreSQL and Redis answer; writer lag bounded",
     response_model=m.Readiness,
+    operation_id="get_readiness",
+    tags=["health"],
     responses={503: {"model": m.Readiness, "description": "not ready: `checks` says why"}},
 )
 async def readyz(request: Request):
@@ -61,6 +70,8 @@ async def readyz(request: Request):
     "/v1/users/{user_id}/calls",
     summary="a person's calls, newest first, paged",
     response_model=m.CallsPage,
+    operation_id="list_calls",
+    tags=["calls"],
     responses=m.errors(),
     openapi_extra={"security": scope_security("read")},
 )
@@ -82,6 +93,8 @@ async def calls_of(
     "an endless stream, `id`, `event` (the event's type) and `data` (the event as JSON) per "
     "event, resumed after `Last-Event-ID`.",
     response_model=m.EventsPage,
+    operation_id="list_events",
+    tags=["events"],
     responses=m.errors()
     | {200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}},
     openapi_extra={"security": scope_security("read")},
@@ -93,7 +106,9 @@ async def events(
     limit: int = Query(
         EVENTS_PAGE, ge=1, le=READ_LIMIT_MAX, description="events in the page (JSON only)"
     ),
-    last_event_id: str | None = Header(None),
+    last_event_id: str | None = Header(
+        None, pattern=r"^[0-9]{1,18}$", description="resume after this event id (a stream's)"
+    ),
 ):
     engine = await engine_of(request)
     if last_event_id:

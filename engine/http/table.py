@@ -6,15 +6,18 @@ leaves to FastAPI (a path that is not one of these, an id that is not a number).
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from fastapi import Body, FastAPI, Path, Query, Request
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 import engine.http.contract as m
 from actors.errors import InvalidInput
+from actors.money import AMOUNT_MAX
 from engine.http.answers import answer, validation_message
 from engine.http.door import scope_security
 
@@ -33,12 +36,25 @@ class Route:
     summary: str
     answer: type[BaseModel]
     ask: Callable[..., Awaitable[dict]]  # ask(engine, body, **ids) -> the answer
-    body: type[BaseModel] | None = None
-    body_optional: bool = False  # a request without a body uses the model's defaults
+    body: type | None = None  # a model, or a union of models told apart by a field
+    body_optional: bool = False  # a request without a body (or `null`) uses the defaults
     query: type[BaseModel] | None = None  # a GET's parameters, handed to `ask` as its body
     status: int = 200
     errors: tuple[int, ...] = ()
     scope: str = "read"  # the key scope it needs (engine/keys.py): every GET reads
+    operation: str = ""  # its operationId: a generated client's method name
+    tag: str = ""  # the resource it belongs to: a generated client's module
+
+    @functools.cached_property
+    def body_adapter(self) -> TypeAdapter:
+        """Reads the body (a model, or a union of models such as a top-up's) from JSON."""
+        return TypeAdapter(self.body)
+
+    def read_body(self, raw: bytes):
+        """The body from its JSON; for an optional body, None when left out or `null`."""
+        if self.body_optional and raw.strip() in (b"", b"null"):
+            return None
+        return self.body_adapter.validate_json(raw)
 
     @property
     def ids(self) -> tuple[str, ...]:
@@ -63,8 +79,9 @@ async def _statement(engine, query: m.StatementQuery | None, user_id: int) -> di
     return await engine.statement(user_id, query.after, query.limit)
 
 
-async def _top_up(engine, body: m.TopUp, user_id: int) -> dict:
-    expires = None if body.expires_at is None else body.expires_at.timestamp()
+async def _top_up(engine, body: m.Purchase | m.Bonus, user_id: int) -> dict:
+    expires_at = getattr(body, "expires_at", None)  # a bonus's alone
+    expires = None if expires_at is None else expires_at.timestamp()
     return await engine.top_up(user_id, body.amount, body.tx_type, body.idempotency_key, expires)
 
 
@@ -123,40 +140,55 @@ async def _heartbeat(engine, body, user_id: int) -> dict:
 
 ROUTES = (
     Route("POST", "/v1/users", "create a user or listener", m.UserCreated, _create_user,
-          m.NewUser, status=201, scope="calls"),
+          m.NewUser, status=201, scope="calls",
+          operation="create_user", tag="users"),
     Route("GET", "/v1/wallets/{user_id}", "balance and earnings now", m.Balance, _wallet,
-          query=m.WalletQuery, errors=(404,)),
+          query=m.WalletQuery, errors=(404,),
+          operation="get_wallet", tag="wallets"),
     Route("GET", "/v1/wallets/{user_id}/transfers", "the transfers, in time order, paged",
-          m.Statement, _statement, query=m.StatementQuery, errors=(404,)),
+          m.Statement, _statement, query=m.StatementQuery, errors=(404,),
+          operation="get_statement", tag="wallets"),
     Route("POST", "/v1/wallets/{user_id}/top-ups", "add coins (once per idempotency key)",
-          m.Transfer, _top_up, m.TopUp, errors=(404, 409), scope="calls"),
+          m.Transfer, _top_up, m.TopUp, errors=(404, 409), scope="calls",
+          operation="top_up", tag="wallets"),
     Route("POST", "/v1/wallets/{user_id}/spends", "take coins outside a call", m.Transfer,
-          _spend, m.Spend, errors=(402, 404, 409), scope="calls"),
+          _spend, m.Spend, errors=(402, 404, 409), scope="calls",
+          operation="spend", tag="wallets"),
     Route("POST", "/v1/wallets/{user_id}/withdrawals",
           "pay out a listener's earnings: held now, a pending payout", m.Withdrawn, _withdraw,
-          m.Withdrawal, errors=(402, 404, 409), scope="payouts"),
+          m.Withdrawal, errors=(402, 404, 409), scope="payouts",
+          operation="withdraw", tag="payouts"),
     Route("GET", "/v1/wallets/{user_id}/payouts", "a listener's payouts, newest first, paged",
-          m.PayoutsPage, _payouts, query=m.PayoutsQuery),
+          m.PayoutsPage, _payouts, query=m.PayoutsQuery,
+          operation="list_payouts", tag="payouts"),
     Route("POST", "/v1/payouts/{payout_id}/paid", "a pending payout was paid; idempotent",
           m.PayoutSettlement, _paid, m.PayoutOutcome, body_optional=True, errors=(404, 409),
-          scope="payouts"),
+          scope="payouts",
+          operation="mark_payout_paid", tag="payouts"),
     Route("POST", "/v1/payouts/{payout_id}/rejected",
           "a pending payout was rejected: its earnings back; idempotent", m.PayoutSettlement,
-          _rejected, m.PayoutOutcome, body_optional=True, errors=(404, 409), scope="payouts"),
+          _rejected, m.PayoutOutcome, body_optional=True, errors=(404, 409), scope="payouts",
+          operation="mark_payout_rejected", tag="payouts"),
     Route("POST", "/v1/calls/{call_id}/refunds",
           "refund a call's last minutes: coins back, the earnings taken back", m.Refund, _refund,
           m.NewRefund, body_optional=True, status=201, errors=(402, 404, 409),
-          scope="payouts"),
+          scope="payouts",
+          operation="refund_call", tag="calls"),
     Route("POST", "/v1/calls", "connect a call: minute 1 is charged now", m.Call, _start_call,
-          m.NewCall, status=201, errors=(402, 404, 409), scope="calls"),
+          m.NewCall, status=201, errors=(402, 404, 409), scope="calls",
+          operation="start_call", tag="calls"),
     Route("GET", "/v1/calls/{call_id}", "a call now (live, or as stored once ended)", m.Call,
-          _get_call, errors=(404,)),
+          _get_call, errors=(404,),
+          operation="get_call", tag="calls"),
     Route("POST", "/v1/calls/{call_id}/end", "end a call; idempotent", m.Settlement, _end_call,
-          m.EndCall, body_optional=True, errors=(404,), scope="calls"),
+          m.EndCall, body_optional=True, errors=(404,), scope="calls",
+          operation="end_call", tag="calls"),
     Route("GET", "/v1/calls/{call_id}/timeline", "every minute of a call explained", m.Timeline,
-          _timeline, errors=(404,)),
+          _timeline, errors=(404,),
+          operation="get_call_timeline", tag="calls"),
     Route("POST", "/v1/presence/{user_id}/heartbeat", "the user is online", m.Online,
-          _heartbeat, scope="calls"),
+          _heartbeat, scope="calls",
+          operation="send_heartbeat", tag="presence"),
 )  # fmt: skip
 
 
@@ -172,7 +204,9 @@ def register(app: FastAPI) -> None:
             summary=route.summary,
             response_model=route.answer,
             responses=m.errors(*route.errors),
-            name=route.ask.__name__.removeprefix("_"),
+            name=route.operation,
+            operation_id=route.operation,
+            tags=[route.tag],
             openapi_extra={"security": scope_security(route.scope)},
         )
 
@@ -194,6 +228,7 @@ def _endpoint(route: Route):
 
     params = [inspect.Parameter("request", KEYWORD, annotation=Request)]
     if route.body is not None:
+        # An optional body may be left out or `null` (the schema says: the model, not required).
         kind = route.body | None if route.body_optional else route.body
         default = Body(None) if route.body_optional else Body()
         params.append(inspect.Parameter("body", KEYWORD, default=default, annotation=kind))
@@ -202,7 +237,8 @@ def _endpoint(route: Route):
             inspect.Parameter(
                 name,
                 KEYWORD,
-                default=Query(f.default, description=f.description),
+                # the model's bounds (a limit's range, a cursor's pattern) stated in the schema
+                default=Query(f.default, description=f.description, **_bounds(f)),
                 annotation=f.annotation,
             )
         )
@@ -211,10 +247,21 @@ def _endpoint(route: Route):
             inspect.Parameter(
                 name,
                 KEYWORD,
-                default=Path(ge=1, description=ID_DESCRIPTIONS[name]),
+                default=Path(ge=1, le=AMOUNT_MAX, description=ID_DESCRIPTIONS[name]),
                 annotation=int,
             )
         )
     endpoint.__signature__ = inspect.Signature(params)
-    endpoint.__name__ = route.ask.__name__.removeprefix("_")
+    endpoint.__name__ = route.operation
     return endpoint
+
+
+def _bounds(field) -> dict:
+    """A model field's constraints (`ge`, `le`, `pattern`...) as keyword arguments."""
+    out = {}
+    for c in field.metadata:
+        if dataclasses.is_dataclass(c):
+            out |= dataclasses.asdict(c)
+        else:
+            out |= {k: v for k, v in vars(c).items() if not k.startswith("_") and v is not None}
+    return out
