@@ -44,6 +44,11 @@ class UnknownKey(BillingError):
     """No API key by that name."""
 
 
+class KeyInUse(BillingError):
+    """An API key asked to revoke itself: another admin key (or the CLI) must, so that an
+    admin never locks themselves out."""
+
+
 class PayoutSettled(BillingError):
     """A payout already paid asked to be rejected, or rejected asked to be paid."""
 

@@ -71,8 +71,10 @@ REASON_HANGUP = "hangup"
 REASON_INSUFFICIENT = "insufficient_coins"
 REASON_EXPIRED = "expired"
 
-# PostgreSQL bigint bounds every amount and balance.
-AMOUNT_MAX = 2**62
+# Every amount and id from outside is at most this: the largest integer a JSON number holds
+# exactly (a JavaScript client's, a JSON Schema validator's: above it, 2**53 + 1 reads as 2**53),
+# and far inside PostgreSQL's bigint, which bounds every balance.
+AMOUNT_MAX = 2**53 - 1
 # Text from outside, in characters: a person's name and an idempotency key.
 NAME_CHARS_MAX = 200
 IDEMPOTENCY_KEY_CHARS_MAX = 128

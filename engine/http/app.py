@@ -28,6 +28,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import engine.http.table as http_table
@@ -54,10 +55,15 @@ async def malformed(_request: Request, exc: RequestValidationError) -> JSONRespo
     return error(400, "InvalidInput", validation_message(exc.errors()))
 
 
-async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     kind = "NotFound" if exc.status_code == 404 else "HTTPError"
     answered = error(exc.status_code, kind, str(exc.detail))
-    answered.headers.update(exc.headers or {})  # a 405's `Allow`: the methods the path has
+    answered.headers.update(exc.headers or {})
+    if exc.status_code == 405:  # `Allow`: every method of the path (Starlette names one route's)
+        path = request.url.path
+        methods = {m for r in request.app.routes if isinstance(r, APIRoute)
+                   and r.path_regex.match(path) for m in r.methods}  # fmt: skip
+        answered.headers["Allow"] = ", ".join(sorted(methods))
     return answered
 
 

@@ -220,6 +220,7 @@ class Guard:
             denied = error(401, "Unauthorized", "a valid API key is required (Bearer)")
             denied.headers["WWW-Authenticate"] = "Bearer"
             return denied
+        scope.setdefault("state", {})["api_key"] = key.name  # who asks (a key revoking itself)
         if needed is not None and needed not in key.scopes:
             return error(
                 403,
@@ -236,10 +237,7 @@ class Guard:
             raise TooLarge(f"the request body is over {self.body_bytes_max} bytes")
         if scope["method"] not in BODY_METHODS:
             return receive
-        body = await read_body(receive, self.body_bytes_max)
-        if body.strip() == b"null":
-            body = b""  # JSON null is no body: a route whose body is optional uses its defaults
-        return replaying(body, receive)
+        return replaying(await read_body(receive, self.body_bytes_max), receive)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":

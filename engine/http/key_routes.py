@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Request
 from pydantic import Field
 
 import engine.http.contract as m
+from actors.errors import KeyInUse
 from engine import keys
 from engine.http.answers import answer
 from engine.http.door import scope_security
@@ -77,10 +78,12 @@ async def list_keys(request: Request):
     "/v1/keys/{name}/revoke",
     summary="revoke a key: refused on every replica within a second; idempotent",
     response_model=ApiKey,
-    responses=m.errors(404),
+    responses=m.errors(404, 409),
     openapi_extra=ADMIN,
     operation_id="revoke_key",
     tags=["keys"],
 )
 async def revoke_key(request: Request, name: str = KeyName):
+    if name == getattr(request.state, "api_key", None):
+        raise KeyInUse(f"key {name!r} is the one asking: revoke it with another admin key")
     return answer(await keys.revoke(await _pool(request), name))

@@ -79,7 +79,9 @@ async def calls_of(
     request: Request,
     user_id: int = UserId,
     limit: int = Query(20, ge=1, le=CALLS_PAGE_MAX, description="calls per page"),
-    before: int | None = Query(None, ge=1, description="the last call id of the last page"),
+    before: int | None = Query(
+        None, ge=1, le=AMOUNT_MAX, description="the last call id of the last page"
+    ),
 ):
     calls = await (await engine_of(request)).calls_of(user_id, limit, before)
     return answer({"calls": calls, "next_before": calls[-1]["call_id"] if calls else None})

@@ -44,6 +44,9 @@ class Route:
     scope: str = "read"  # the key scope it needs (engine/keys.py): every GET reads
     operation: str = ""  # its operationId: a generated client's method name
     tag: str = ""  # the resource it belongs to: a generated client's module
+    # The operations its answer's id leads to (OpenAPI links: a client, or a tool such as
+    # Schemathesis, follows them from a made user, call or payout to what can be asked of it).
+    leads_to: tuple[str, ...] = ()
 
     @functools.cached_property
     def body_adapter(self) -> TypeAdapter:
@@ -51,8 +54,8 @@ class Route:
         return TypeAdapter(self.body)
 
     def read_body(self, raw: bytes):
-        """The body from its JSON; for an optional body, None when left out or `null`."""
-        if self.body_optional and raw.strip() in (b"", b"null"):
+        """The body from its JSON; for an optional body, None when left out."""
+        if self.body_optional and not raw.strip():
             return None
         return self.body_adapter.validate_json(raw)
 
@@ -141,7 +144,9 @@ async def _heartbeat(engine, body, user_id: int) -> dict:
 ROUTES = (
     Route("POST", "/v1/users", "create a user or listener", m.UserCreated, _create_user,
           m.NewUser, status=201, scope="calls",
-          operation="create_user", tag="users"),
+          operation="create_user", tag="users",
+          leads_to=("get_wallet", "top_up", "spend", "withdraw", "list_payouts", "get_statement",
+                    "send_heartbeat")),
     Route("GET", "/v1/wallets/{user_id}", "balance and earnings now", m.Balance, _wallet,
           query=m.WalletQuery, errors=(404,),
           operation="get_wallet", tag="wallets"),
@@ -157,7 +162,8 @@ ROUTES = (
     Route("POST", "/v1/wallets/{user_id}/withdrawals",
           "pay out a listener's earnings: held now, a pending payout", m.Withdrawn, _withdraw,
           m.Withdrawal, errors=(402, 404, 409), scope="payouts",
-          operation="withdraw", tag="payouts"),
+          operation="withdraw", tag="payouts",
+          leads_to=("mark_payout_paid", "mark_payout_rejected")),
     Route("GET", "/v1/wallets/{user_id}/payouts", "a listener's payouts, newest first, paged",
           m.PayoutsPage, _payouts, query=m.PayoutsQuery,
           operation="list_payouts", tag="payouts"),
@@ -176,13 +182,15 @@ ROUTES = (
           operation="refund_call", tag="calls"),
     Route("POST", "/v1/calls", "connect a call: minute 1 is charged now", m.Call, _start_call,
           m.NewCall, status=201, errors=(402, 404, 409), scope="calls",
-          operation="start_call", tag="calls"),
+          operation="start_call", tag="calls",
+          leads_to=("get_call", "end_call", "get_call_timeline", "refund_call")),
     Route("GET", "/v1/calls/{call_id}", "a call now (live, or as stored once ended)", m.Call,
           _get_call, errors=(404,),
           operation="get_call", tag="calls"),
     Route("POST", "/v1/calls/{call_id}/end", "end a call; idempotent", m.Settlement, _end_call,
           m.EndCall, body_optional=True, errors=(404,), scope="calls",
-          operation="end_call", tag="calls"),
+          operation="end_call", tag="calls",
+          leads_to=("refund_call", "get_call")),
     Route("GET", "/v1/calls/{call_id}/timeline", "every minute of a call explained", m.Timeline,
           _timeline, errors=(404,),
           operation="get_call_timeline", tag="calls"),
@@ -203,7 +211,7 @@ def register(app: FastAPI) -> None:
             status_code=route.status,
             summary=route.summary,
             response_model=route.answer,
-            responses=m.errors(*route.errors),
+            responses=m.errors(*route.errors) | _links(route),
             name=route.operation,
             operation_id=route.operation,
             tags=[route.tag],
@@ -228,7 +236,7 @@ def _endpoint(route: Route):
 
     params = [inspect.Parameter("request", KEYWORD, annotation=Request)]
     if route.body is not None:
-        # An optional body may be left out or `null` (the schema says: the model, not required).
+        # An optional body may be left out (the schema says: the model, not required).
         kind = route.body | None if route.body_optional else route.body
         default = Body(None) if route.body_optional else Body()
         params.append(inspect.Parameter("body", KEYWORD, default=default, annotation=kind))
@@ -265,3 +273,15 @@ def _bounds(field) -> dict:
         else:
             out |= {k: v for k, v in vars(c).items() if not k.startswith("_") and v is not None}
     return out
+
+
+def _links(route: Route) -> dict:
+    """The answer's OpenAPI links: each operation it leads to, given the id the answer holds."""
+    if not route.leads_to:
+        return {}
+    by_name = {r.operation: r for r in ROUTES}
+    links = {}
+    for name in route.leads_to:
+        (param,) = by_name[name].ids
+        links[name] = {"operationId": name, "parameters": {param: f"$response.body#/{param}"}}
+    return {route.status: {"links": links}}

@@ -5,7 +5,7 @@ rules; `requests` what a client sends; `replies` what the engine answers; `event
 type; `errors` how a refusal looks."""
 
 from engine.http.contract.errors import DOOR_ERRORS, ERRORS, Error, ErrorDetail, errors
-from engine.http.contract.events import Event
+from engine.http.contract.events import Event, Settlement
 from engine.http.contract.kinds import (
     Answer,
     Body,
@@ -35,7 +35,6 @@ from engine.http.contract.replies import (
     PayoutsPage,
     Readiness,
     Refund,
-    Settlement,
     Statement,
     StatementRow,
     StoredCall,

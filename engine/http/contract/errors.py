@@ -23,7 +23,7 @@ ERRORS = {
     403: "the key lacks the scope this route needs (the message names it)",
     404: "an unknown user, call, payout, key or route",
     409: "a party is busy, an idempotency key or key name reused, a payout settled the other "
-    "way, a refund over what was billed, or the call is ongoing",
+    "way, a refund over what was billed, the call is ongoing, or a key revoking itself",
     413: "the body is over the door's bound (BILLING_HTTP_BODY_BYTES_MAX)",
     429: "too many wrong keys from this address: retry after `Retry-After`",
     503: "the engine cannot answer now; retry after `Retry-After` with the same key",

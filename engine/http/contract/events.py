@@ -40,7 +40,9 @@ class LowBalanceData(Answer):
     paid_until: Timestamp = Field(description="when the call drops if nothing changes")
 
 
-class CallEndedData(Answer):
+class Settlement(Answer):
+    """A call's end, once: what `end_call` answers, and the data of its events."""
+
     call_id: int
     user_id: int
     listener_id: int
@@ -88,12 +90,12 @@ class LowBalance(_Event):
 
 class CallDropped(_Event):
     type: Literal["call_dropped"]
-    data: CallEndedData
+    data: Settlement
 
 
 class CallSettled(_Event):
     type: Literal["call_settled"]
-    data: CallEndedData
+    data: Settlement
 
 
 class CallRefunded(_Event):

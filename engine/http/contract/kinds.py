@@ -53,8 +53,10 @@ def _whole(value):
 
 
 def whole_number(description: str = "", **bounds):
+    # The Field first: its bounds are then the schema's (minimum, maximum), the validator
+    # still runs before them.
     return Annotated[
-        int, BeforeValidator(_whole), Field(strict=True, description=description, **bounds)
+        int, Field(strict=True, description=description, **bounds), BeforeValidator(_whole)
     ]
 
 

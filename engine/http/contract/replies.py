@@ -131,18 +131,6 @@ class StoredCall(Answer):
     earnings_paise: int
 
 
-class Settlement(Answer):
-    call_id: int
-    user_id: int
-    listener_id: int
-    status: CallStatus
-    end_reason: EndReason
-    billed_minutes: int
-    coins_spent: int
-    earnings_paise: int
-    ended_at: Timestamp
-
-
 class TimelineMinute(Answer):
     minute: int
     due_at: Timestamp = Field(description="when the minute started: the time it carries")

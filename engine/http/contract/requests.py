@@ -1,6 +1,6 @@
 """What a client sends: request bodies and the parameters of reads, each with every rule the
 server enforces that a schema can state. A body whose every field has a default may be left
-out, or sent as `null`."""
+out."""
 
 from __future__ import annotations
 
@@ -70,7 +70,10 @@ class Bonus(Body):
 
 
 def _top_up_kind(body) -> str | None:
-    tx_type = body.get("tx_type", PURCHASE) if isinstance(body, dict) else body.tx_type
+    if isinstance(body, dict):
+        tx_type = body.get("tx_type", PURCHASE)
+    else:  # a model already, or not an object at all (refused as a purchase's body)
+        tx_type = getattr(body, "tx_type", PURCHASE)
     if tx_type == PURCHASE:
         return "purchase"
     return "bonus" if tx_type in tuple(BucketType) else None
