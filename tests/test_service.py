@@ -58,11 +58,14 @@ def service(tmp_path):
 
 
 async def sse(http: httpx.AsyncClient, last_id: int | None, until, got: list) -> None:
-    """Read /v1/events after `last_id` into `got` until `until(got)`."""
+    """Read the event stream after `last_id` into `got` until `until(got)`: from its own path,
+    or, when resuming, from the page's path asked for a stream (as older clients do)."""
     headers = {"Accept": "text/event-stream"}
+    path = "/v1/events/stream"
     if last_id is not None:
         headers["Last-Event-ID"] = str(last_id)
-    async with http.stream("GET", "/v1/events", headers=headers) as r:
+        path = "/v1/events"
+    async with http.stream("GET", path, headers=headers) as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
         event: dict = {}
         async for line in r.aiter_lines():

@@ -29,8 +29,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from pydantic import TypeAdapter
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+import engine.http.contract as m
 import engine.http.table as http_table
 from actors.errors import BillingError, EngineUnavailable
 from engine.http.answers import (
@@ -143,6 +145,8 @@ def _openapi(app: FastAPI) -> dict:
         _drop_empty_examples(spec)
         for name in ("HTTPValidationError", "ValidationError"):
             spec["components"]["schemas"].pop(name, None)
+        # The stream's `event` names its type: one enum, as every other idea has.
+        spec["components"]["schemas"]["EventType"] = TypeAdapter(m.EventType).json_schema()
         spec["components"]["securitySchemes"] = {
             SECURITY_SCHEME: {
                 "type": "http",

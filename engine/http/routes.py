@@ -30,6 +30,29 @@ EVENTS_PAGE = 200  # events read per poll
 
 router = APIRouter()
 
+# One message of the stream (OpenAPI 3.1: a text/event-stream's schema describes each event).
+SSE_EVENT = {
+    "type": "object",
+    "properties": {
+        "id": {
+            "type": "string",
+            "pattern": "^[0-9]+$",
+            "description": "the event's id: send it back as `Last-Event-ID` to resume after it",
+        },
+        "event": {"$ref": "#/components/schemas/EventType"},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "description": "the event, as `GET /v1/events` gives it",
+        },
+    },
+    "required": ["id", "event", "data"],
+}
+EventsAfter = Query(0, ge=0, description="resume after this event id")
+EventsOf = Query(None, ge=1, le=AMOUNT_MAX, description="only this person's calls")
+LastEventId = Header(
+    None, pattern=r"^[0-9]{1,18}$", description="resume after this event id (a stream's)"
+)
 UserId = Path(ge=1, le=AMOUNT_MAX, description="the user's or listener's id")
 
 
@@ -89,44 +112,67 @@ async def calls_of(
 
 @router.get(
     "/v1/events",
-    summary="call events: a JSON page, or a server-sent event stream",
-    description="One page of events after `after` (or `Last-Event-ID`), oldest first, as JSON "
-    '(`{"events": [...]}`), unless the client asks for `Accept: text/event-stream`: then '
-    "an endless stream, `id`, `event` (the event's type) and `data` (the event as JSON) per "
-    "event, resumed after `Last-Event-ID`.",
+    summary="call events, a page: oldest first, after an event id",
+    description="Up to `limit` events after `after` (or `Last-Event-ID`), oldest first. A client "
+    "that keeps the last id it handled and asks again after it sees every event at least once. "
+    "(`GET /v1/events/stream` sends them as they come; so does this path for a client that asks "
+    "for `Accept: text/event-stream`.)",
     response_model=m.EventsPage,
     operation_id="list_events",
     tags=["events"],
-    responses=m.errors()
-    | {200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+    responses=m.errors(),
     openapi_extra={"security": scope_security("read")},
 )
 async def events(
     request: Request,
-    after: int = Query(0, ge=0, description="resume after this event id"),
-    user_id: int | None = Query(None, ge=1, description="only this person's calls"),
-    limit: int = Query(
-        EVENTS_PAGE, ge=1, le=READ_LIMIT_MAX, description="events in the page (JSON only)"
-    ),
-    last_event_id: str | None = Header(
-        None, pattern=r"^[0-9]{1,18}$", description="resume after this event id (a stream's)"
-    ),
+    after: int = EventsAfter,
+    user_id: int | None = EventsOf,
+    limit: int = Query(EVENTS_PAGE, ge=1, le=READ_LIMIT_MAX, description="events in the page"),
+    last_event_id: str | None = LastEventId,
 ):
+    if "text/event-stream" in request.headers.get("accept", ""):
+        return await events_stream(request, after, user_id, last_event_id)
+    after = _resumed(after, last_event_id)
+    return answer({"events": await (await engine_of(request)).events(after, limit, user_id)})
+
+
+@router.get(
+    "/v1/events/stream",
+    summary="call events as they come: server-sent events, resumable",
+    description="An endless text/event-stream: per event `id`, `event` (its type) and `data` "
+    "(the event as `GET /v1/events` gives it), after `after` or `Last-Event-ID`; a comment every "
+    f"{EVENTS_KEEPALIVE_S:.0f} s when idle. A client that reconnects with the last id it read "
+    "misses nothing.",
+    response_class=StreamingResponse,
+    operation_id="stream_events",
+    tags=["events"],
+    responses=m.errors() | {200: {"content": {"text/event-stream": {"schema": SSE_EVENT}}}},
+    openapi_extra={"security": scope_security("read")},
+)
+async def events_stream(
+    request: Request,
+    after: int = EventsAfter,
+    user_id: int | None = EventsOf,
+    last_event_id: str | None = LastEventId,
+):
+    after = _resumed(after, last_event_id)
     engine = await engine_of(request)
-    if last_event_id:
-        try:
-            after = int(last_event_id)
-        except ValueError:
-            given = f"got {last_event_id!r}"
-            raise BillingError(f"Last-Event-ID must be an event id, {given}") from None
-    if "text/event-stream" not in request.headers.get("accept", ""):
-        return answer({"events": await engine.events(after, limit, user_id)})
     first = await engine.events(after, EVENTS_PAGE, user_id)
     return StreamingResponse(
         _stream(engine, request, after, user_id, first),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+def _resumed(after: int, last_event_id: str | None) -> int:
+    """Where a page or a stream starts: after `Last-Event-ID` when given, else `after`."""
+    if not last_event_id:
+        return after
+    try:
+        return int(last_event_id)
+    except ValueError:
+        raise BillingError(f"Last-Event-ID must be an event id, got {last_event_id!r}") from None
 
 
 async def _stream(engine, request: Request, after: int, user_id, page: list) -> AsyncIterator:
