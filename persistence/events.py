@@ -97,7 +97,8 @@ class Relay:
             pipe = self.redis.pipeline(transaction=False)
             for e in events:
                 e = iso_times(e)  # the stream says its times as the HTTP API does
-                fields = {k: v for k, v in e.items() if k not in ("data", "id")}
+                # A field that is null (a payout's call_id) is left out: Redis holds strings.
+                fields = {k: v for k, v in e.items() if k not in ("data", "id") and v is not None}
                 fields["data"] = json.dumps(e["data"], separators=(",", ":"))
                 pipe.xadd(
                     self.stream, fields, id=f"{e['id']}-0", maxlen=self.len_max, approximate=True

@@ -145,6 +145,30 @@ async def test_events_reach_the_stream_once_and_again_after_redis_loses_it(
             await r.aclose()
 
 
+async def test_an_event_of_no_call_reaches_the_stream_and_the_ones_after_it(pool, services):
+    """A payout's events have no call: the relay leaves the null out, and does not stall on
+    it (Redis refuses a null, and the relay retried that one batch forever)."""
+    uid = await payer(pool, call_id=9)
+    await pool.execute(
+        """INSERT INTO events (event_key, type, call_id, user_id, at, data) VALUES
+           ('payout_pending:1', 'payout_pending', NULL, $1, now(), '{}'),
+           ('call_settled:9', 'call_settled', 9, $1, now(), '{}')""",
+        uid,
+    )
+    r = aioredis.Redis.from_url(services.redis_url, decode_responses=True)
+    relay = Relay(services.redis_url)
+    try:
+        await r.delete(STREAM)
+        assert await relay.relay_once(pool) == 2
+        (_, payout), (_, settled) = await r.xrange(STREAM)
+        assert (payout["type"], "call_id" in payout) == ("payout_pending", False)
+        assert (settled["type"], settled["call_id"]) == ("call_settled", "9")
+    finally:
+        await relay.close()
+        await r.delete(STREAM)
+        await r.aclose()
+
+
 def data_time(iso: str) -> float:
     import datetime as dt
 
