@@ -44,6 +44,10 @@ class UnknownKey(BillingError):
     """No API key by that name."""
 
 
+class UnknownWebhook(BillingError):
+    """No webhook endpoint with that id (or it was deleted)."""
+
+
 class KeyInUse(BillingError):
     """An API key asked to revoke itself: another admin key (or the CLI) must, so that an
     admin never locks themselves out."""

@@ -13,6 +13,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from actors.errors import InvalidInput
 from actors.money import RateCard
 from engine import envvars
+from engine.webhooks import ENV as ENV_WEBHOOKS
+from engine.webhooks import WebhookLimits
 from persistence.badges import BadgeThresholds
 from persistence.client import ClientLimits
 from persistence.db import mask_url
@@ -54,6 +56,7 @@ class Config:
     rate_card: RateCard = field(default_factory=RateCard)
     writer: WriterLimits = field(default_factory=WriterLimits)
     client: ClientLimits = field(default_factory=ClientLimits)
+    webhooks: WebhookLimits = field(default_factory=WebhookLimits)
 
     def __post_init__(self) -> None:
         if self.placement not in PLACEMENTS:
@@ -126,6 +129,9 @@ def from_env(env: dict[str, str] | None = None, **overrides) -> Config:
     writer = envvars.read(env, ENV_WRITER)
     if writer:
         values["writer"] = WriterLimits(**writer)
+    webhooks = envvars.read(env, ENV_WEBHOOKS)
+    if webhooks:
+        values["webhooks"] = WebhookLimits(**webhooks)
     if env.get("BILLING_BADGE_THRESHOLDS"):
         try:
             values["badge_thresholds"] = BadgeThresholds(

@@ -49,6 +49,8 @@ class Lifecycle:
         self.scheduler = None
         self._sweeps: PresenceSweeps | None = None
         self._relay: Relay | None = None
+        self._webhooks = None  # the Dispatcher, and its task, in an owner on the real clock
+        self._webhooks_task: asyncio.Task | None = None
         self._keeper: asyncio.Task | None = None
         self._started_ray = False
         self._own_ray = False
@@ -122,7 +124,12 @@ class Lifecycle:
         self.placement = make_placement(cfg, self.database_url, self.redis_url)
         await self.placement.start()
         if cfg.clock == "real":
-            self._keeper = asyncio.get_running_loop().create_task(self._keep())
+            from engine.webhooks import Dispatcher
+
+            loop = asyncio.get_running_loop()
+            self._keeper = loop.create_task(self._keep())
+            self._webhooks = Dispatcher(self.pool, cfg.webhooks)
+            self._webhooks_task = loop.create_task(self._webhooks.run())
             if cfg.scheduler:
                 self.scheduler = Scheduler(self.owner, type(self.owner).attach)
                 self.scheduler.start()
@@ -164,6 +171,10 @@ class Lifecycle:
             await self.scheduler.stop()
         if self._keeper is not None:
             self._keeper.cancel()
+        if self._webhooks_task is not None:
+            self._webhooks_task.cancel()
+            await asyncio.gather(self._webhooks_task, return_exceptions=True)
+            await self._webhooks.close()
         if self.placement is not None:
             await self.placement.stop()
         if self.writer is not None and not self.attached:

@@ -35,7 +35,7 @@ ORDER BY event_id LIMIT $2
 """
 
 
-def _event(row) -> dict:
+def event_of(row) -> dict:
     return {
         "id": row["event_id"],
         "type": row["type"],
@@ -52,7 +52,7 @@ async def read_events(
     """Committed events with an id above `after`, oldest first (of one party, if `user_id`:
     the payer's events and those of calls they listen to)."""
     rows = await pool.fetch(READ_SQL, after, min(limit, READ_LIMIT_MAX), user_id)
-    return [_event(r) for r in rows]
+    return [event_of(r) for r in rows]
 
 
 async def last_event_id(pool: asyncpg.Pool) -> int:

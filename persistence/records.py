@@ -63,6 +63,7 @@ CALL_DROPPED = "call_dropped"
 CALL_SETTLED = "call_settled"
 CALL_REFUNDED = "call_refunded"
 PAYOUT_EVENTS = {"pending": "payout_pending", "paid": "payout_paid", "rejected": "payout_rejected"}
+WEBHOOK_DISABLED = "webhook_disabled"  # an endpoint failed past its retry time (engine/webhooks.py)
 EVENT_TYPES = (
     CALL_STARTED,
     LOW_BALANCE,
@@ -70,6 +71,7 @@ EVENT_TYPES = (
     CALL_SETTLED,
     CALL_REFUNDED,
     *PAYOUT_EVENTS.values(),
+    WEBHOOK_DISABLED,
 )
 
 

@@ -293,6 +293,50 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        12,
+        "webhooks: endpoints, and their deliveries of events",
+        """
+        -- An endpoint's event of its own (webhook_disabled) is nobody's: no user.
+        ALTER TABLE events ALTER COLUMN user_id DROP NOT NULL;
+        ALTER TABLE events DROP CONSTRAINT events_type_check;
+        ALTER TABLE events ADD CONSTRAINT events_type_check CHECK (type IN
+            ('call_started', 'low_balance', 'call_dropped', 'call_settled', 'call_refunded',
+             'payout_pending', 'payout_paid', 'payout_rejected', 'webhook_disabled'));
+        -- `queued_through`: every event up to this id is queued as a delivery, or is not of
+        -- the endpoint's types. The secret signs (HMAC needs it): kept, never shown again.
+        CREATE TABLE webhooks (
+            webhook_id      bigserial PRIMARY KEY,
+            url             text NOT NULL,
+            event_types     text[] NOT NULL CHECK (cardinality(event_types) > 0),
+            secret          text NOT NULL,
+            status          text NOT NULL DEFAULT 'enabled'
+                            CHECK (status IN ('enabled', 'disabled', 'deleted')),
+            queued_through  bigint NOT NULL,
+            created_at      timestamptz NOT NULL DEFAULT now(),
+            disabled_at     timestamptz,
+            disabled_reason text
+        );
+        -- One row per endpoint and event: pending until a 2xx, then delivered. `lane` is what
+        -- order is kept within (a call; a person's payouts): its next waits for its last.
+        CREATE TABLE webhook_deliveries (
+            webhook_id      bigint NOT NULL REFERENCES webhooks,
+            event_id        bigint NOT NULL REFERENCES events,
+            lane            text NOT NULL,
+            status          text NOT NULL CHECK (status IN ('pending', 'delivered')),
+            attempts        integer NOT NULL DEFAULT 0,
+            next_at         timestamptz NOT NULL,
+            first_failed_at timestamptz,
+            last_attempt_at timestamptz,
+            last_status     integer,
+            last_error      text,
+            delivered_at    timestamptz,
+            PRIMARY KEY (webhook_id, event_id)
+        );
+        CREATE INDEX webhook_deliveries_pending ON webhook_deliveries (webhook_id, event_id)
+            WHERE status = 'pending';
+        """,
+    ),
 ]
 
 
@@ -334,6 +378,8 @@ async def migrate(conn: asyncpg.Connection, through: int | None = None) -> int:
 
 
 TABLES = (
+    "webhook_deliveries",
+    "webhooks",
     "api_keys",
     "buckets",
     "refunds",

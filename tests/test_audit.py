@@ -135,6 +135,8 @@ RESTORE_ORDER = (
     "refunds",
     "buckets",
     "api_keys",
+    "webhooks",
+    "webhook_deliveries",
 )
 
 

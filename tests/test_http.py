@@ -219,6 +219,9 @@ OPERATIONS = {  # operationId: tag, as a generated client names its methods and 
     "get_call_timeline": "calls", "list_calls": "calls", "send_heartbeat": "presence",
     "list_events": "events", "stream_events": "events", "create_key": "keys",
     "list_keys": "keys", "revoke_key": "keys",
+    "create_webhook": "webhooks", "list_webhooks": "webhooks", "get_webhook": "webhooks",
+    "delete_webhook": "webhooks", "list_webhook_deliveries": "webhooks",
+    "replay_webhook": "webhooks",
     "get_health": "health", "get_readiness": "health",
 }  # fmt: skip
 
@@ -278,7 +281,7 @@ def test_the_openapi_schema_is_made_for_generated_clients():
     assert set(ops["list_events"]["responses"]["200"]["content"]) == {"application/json"}
     assert set(ops["stream_events"]["responses"]["200"]["content"]) == {"text/event-stream"}
     items = components["EventsPage"]["properties"]["events"]["items"]
-    assert items["discriminator"]["propertyName"] == "type" and len(items["oneOf"]) == 8
+    assert items["discriminator"]["propertyName"] == "type" and len(items["oneOf"]) == 9
     # What the server enforces, the schema states.
     assert components["NewUser"]["properties"]["name"]["pattern"]
     assert components["Purchase"]["properties"]["amount"]["type"] == "integer"

@@ -1,7 +1,8 @@
 """A restart that always works: `up` and everything it started killed with SIGKILL during HTTP
 traffic, `up` again at once on the same data dir and port, every answered top-up, start and
-end found, the calls left ongoing ended, a clean stop that leaves no process behind, and the
-audit clean. Also the pieces on their own: the port check and the servers a dead run left."""
+end found, the calls left ongoing ended, every call's events at the app's webhook (down
+through the restart), a clean stop that leaves no process behind, and the audit clean. Also
+the pieces on their own: the port check and the servers a dead run left."""
 
 import asyncio
 import contextlib
@@ -21,8 +22,10 @@ import pytest
 
 from engine import leftovers
 from engine.cli.up import port_free
+from engine.webhooks import WebhookLimits, verify
 from tests.test_cli import CLI, STEP_S_MAX, read_until, run
 from tests.test_service import embedded_env, free_port, ok
+from tests.test_webhooks import Receiver
 
 # One worker runs the end-to-end tests one after another (pyproject's addopts).
 pytestmark = pytest.mark.xdist_group("end_to_end")
@@ -31,14 +34,14 @@ PEOPLE = 12
 TRAFFIC_S = 4.0
 
 
-def start_up(data_dir, port: int) -> tuple[subprocess.Popen, str, list[str]]:
+def start_up(data_dir, port: int, env=None) -> tuple[subprocess.Popen, str, list[str]]:
     args = ["up", "--http-port", str(port), "--no-dashboard"]
     proc = subprocess.Popen(
         CLI + args,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env=embedded_env(data_dir),
+        env=embedded_env(data_dir) | (env or {}),
     )
     url, lines = read_until(proc, r"http=(\S+)")
     assert url, "".join(lines)
@@ -146,18 +149,26 @@ def left_running(data_dir, port: int) -> list[str]:
 @pytest.mark.ray
 async def test_up_killed_mid_traffic_restarts_at_once_and_loses_nothing_it_answered(tmp_path):
     port = free_port()
-    proc, url, lines = start_up(tmp_path, port)
+    env = {"BILLING_WEBHOOK_PRIVATE_URLS": "1"}  # the receiver is on this machine
+    proc, url, lines = start_up(tmp_path, port, env)
     key = printed_key(lines)
     assert key, "".join(lines)
     auth = {"Authorization": f"Bearer {key}"}
+    receiver = Receiver(free_port())
+    receiver.up()
     try:
         async with httpx.AsyncClient(base_url=url, timeout=30, headers=auth) as http:
+            hook = {"url": receiver.url, "event_types": ["call_started", "call_settled"]}
+            made = await http.post("/v1/webhooks", json=hook)
+            assert made.status_code == 201, made.text
+            secret = made.json()["secret"]
             users, listeners = await people(http)
             traffic = Traffic(http, users, listeners)
             until = time.monotonic() + TRAFFIC_S + 30
             clients = [asyncio.create_task(traffic.client(s, until)) for s in range(8)]
             await asyncio.sleep(TRAFFIC_S)
             killed = await asyncio.to_thread(kill_everything, proc)
+            receiver.down()  # and the app's endpoint goes down with it, for a while
             await asyncio.wait_for(asyncio.gather(*clients), 60)
         assert killed > 5 and traffic.top_ups and traffic.started and traffic.ended
         assert set(traffic.health_codes) == {200}, traffic.health_codes  # /healthz under load
@@ -166,7 +177,7 @@ async def test_up_killed_mid_traffic_restarts_at_once_and_loses_nothing_it_answe
 
         # At once: the port in TIME_WAIT, the dead run's servers still up, its record left.
         restarted = time.monotonic()
-        proc, url, lines = start_up(tmp_path, port)
+        proc, url, lines = start_up(tmp_path, port, env)
         assert time.monotonic() - restarted < STEP_S_MAX
         assert not os.path.exists(dead_run_dir) and printed_key(lines) is None  # the same key
         async with httpx.AsyncClient(base_url=url, timeout=30, headers=auth) as http:
@@ -187,10 +198,13 @@ async def test_up_killed_mid_traffic_restarts_at_once_and_loses_nothing_it_answe
                 assert stored["billed_minutes"] == end["billed_minutes"]
             for cid in set(traffic.started) - set(traffic.ended):
                 assert ok(await http.post(f"/v1/calls/{cid}/end"))["status"] == "completed"
+        receiver.up()
+        await asyncio.to_thread(every_call_reaches_the_webhook, receiver, secret, traffic.started)
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=STEP_S_MAX)
         assert proc.returncode == 0 and "stopped cleanly" in out, out
     finally:
+        receiver.down()
         if proc.poll() is None:
             kill_everything(proc)
     deadline = time.monotonic() + 10
@@ -200,6 +214,29 @@ async def test_up_killed_mid_traffic_restarts_at_once_and_loses_nothing_it_answe
     assert leftovers.running(str(tmp_path)) == []
     audit = run(["audit"], env=embedded_env(tmp_path))
     assert audit.returncode == 0 and "audit passed" in audit.stdout, audit.stdout
+
+
+def every_call_reaches_the_webhook(receiver: Receiver, secret: str, started: dict) -> None:
+    """Each answered call's start and settlement reach the endpoint, though the engine was
+    killed and the endpoint down: signed, a call's start before its settlement. One that was
+    on its way at the kill may come twice (at least once), never more than were in flight."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        seen = {(json.loads(b)["call_id"], json.loads(b)["type"]) for _, b, _ in receiver.got}
+        if all((cid, "call_settled") in seen for cid in started):
+            break
+        time.sleep(0.2)
+    firsts: dict[int, list[str]] = {}
+    ids = []
+    for headers, body, _ in receiver.got:
+        assert verify(secret, body, headers["billing-signature"])
+        event = json.loads(body)
+        ids.append(event["id"])
+        if event["type"] not in firsts.setdefault(event["call_id"], []):
+            firsts[event["call_id"]].append(event["type"])
+    for cid in started:
+        assert firsts.get(cid) == ["call_started", "call_settled"], (cid, firsts.get(cid))
+    assert len(ids) - len(set(ids)) <= WebhookLimits().in_flight_max
 
 
 def test_a_port_whose_connections_wait_in_time_wait_is_free_and_a_listened_one_is_not():

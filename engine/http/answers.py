@@ -21,6 +21,7 @@ from actors.errors import (
     UnknownKey,
     UnknownPayout,
     UnknownUser,
+    UnknownWebhook,
 )
 from actors.times import iso_times
 
@@ -42,6 +43,7 @@ STATUS: list[tuple[type[BaseException], int]] = [
     (UnknownCall, 404),
     (UnknownPayout, 404),
     (UnknownKey, 404),
+    (UnknownWebhook, 404),
     (PartyBusy, 409),
     (IdempotencyConflict, 409),
     (KeyInUse, 409),

@@ -11,6 +11,7 @@ from engine.http.contract.kinds import (
     Body,
     CallStatus,
     CallType,
+    DeliveryStatus,
     EndReason,
     EventType,
     Id,
@@ -20,6 +21,7 @@ from engine.http.contract.kinds import (
     Timestamp,
     TopUpType,
     Unit,
+    WebhookStatus,
 )
 from engine.http.contract.replies import (
     Balance,
@@ -70,5 +72,6 @@ __all__ = [
     "PayoutsPage", "PayoutsQuery", "Purchase", "Readiness", "Refund", "Role", "Settlement", "Spend",
     "Statement", "StatementQuery", "StatementRow", "StoredCall", "Tier", "Timeline",
     "TimelineMinute", "Timestamp", "TopUp", "TopUpType", "Transfer", "Unit", "UserCreated",
-    "WalletEvent", "WalletQuery", "Withdrawal", "Withdrawn", "errors",
+    "WalletEvent", "WalletQuery", "Withdrawal", "Withdrawn", "errors", "WebhookStatus",
+    "DeliveryStatus",
 ]  # fmt: skip

@@ -21,7 +21,7 @@ ERRORS = {
     401: "a missing or wrong API key",
     402: "insufficient coins or earnings",
     403: "the key lacks the scope this route needs (the message names it)",
-    404: "an unknown user, call, payout, key or route",
+    404: "an unknown user, call, payout, key, webhook or route",
     409: "a party is busy, an idempotency key or key name reused, a payout settled the other "
     "way, a refund over what was billed, the call is ongoing, or a key revoking itself",
     413: "the body is over the door's bound (BILLING_HTTP_BODY_BYTES_MAX)",

@@ -71,6 +71,12 @@ class PayoutData(Answer):
     reason: str | None
 
 
+class WebhookDisabledData(Answer):
+    webhook_id: int
+    url: str
+    reason: str = Field(description="the delivery that kept failing, for how long, and why")
+
+
 class _Event(Answer):
     id: int = Field(description="increasing: resume after the last one handled")
     call_id: int | None = Field(description="null for a payout's events")
@@ -118,6 +124,12 @@ class PayoutRejected(_Event):
     data: PayoutData
 
 
+class WebhookDisabled(_Event):
+    type: Literal["webhook_disabled"]
+    user_id: None = Field(description="an endpoint's event is nobody's")
+    data: WebhookDisabledData
+
+
 Event = Annotated[
     CallStarted
     | LowBalance
@@ -126,6 +138,7 @@ Event = Annotated[
     | CallRefunded
     | PayoutPending
     | PayoutPaid
-    | PayoutRejected,
+    | PayoutRejected
+    | WebhookDisabled,
     Field(discriminator="type"),
 ]

@@ -24,6 +24,7 @@ from actors.money import (
     TOP_UP_TYPES,
 )
 from persistence.records import EVENT_TYPES
+from persistence.webhooks import DELIVERY_STATUSES, WEBHOOK_STATUSES
 
 
 def _enum(name: str, values: tuple[str, ...], doc: str) -> type[enum.StrEnum]:
@@ -41,6 +42,8 @@ CallStatus = _enum("CallStatus", (ONGOING, COMPLETED, DROPPED), "a call's state"
 EndReason = _enum("EndReason", END_REASONS, "why a call ended")
 EventType = _enum("EventType", EVENT_TYPES, "what an event reports")
 PayoutStatus = _enum("PayoutStatus", PAYOUT_STATUSES, "a payout's state")
+WebhookStatus = _enum("WebhookStatus", WEBHOOK_STATUSES, "an endpoint's state")
+DeliveryStatus = _enum("DeliveryStatus", DELIVERY_STATUSES, "pending until a 2xx")
 Unit = _enum("Unit", ("coins", "paise"), "coins (a user's) or paise (a listener's earnings)")
 
 
