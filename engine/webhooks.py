@@ -273,7 +273,7 @@ class Dispatcher:
             self.failed += 1
             failing_s = await store.failed(
                 self.pool, hook["webhook_id"], d["event_id"], status, error,
-                self.limits.backoff_s(d["attempts"] + 1),
+                self.limits.backoff_s(d["attempts"] + 1), self.limits.retry_for_s,
             )  # fmt: skip
             if failing_s >= self.limits.retry_for_s:
                 reason = (

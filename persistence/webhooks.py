@@ -213,25 +213,27 @@ async def failed(
     status: int | None,
     error: str,
     retry_in_s: float,
+    retry_for_s: float,
 ) -> float:
-    """Record a failed attempt, the next one `retry_in_s` from now; how long (seconds) this
-    delivery has been failing."""
-    return (
-        await pool.fetchval(
-            """UPDATE webhook_deliveries SET attempts = attempts + 1, last_attempt_at = now(),
+    """Record a failed attempt, the next one `retry_in_s` from now, but no later than
+    `retry_for_s` after its first failure (the last attempt, which disables the endpoint if it
+    fails too, comes on time); how long (seconds) this delivery has been failing."""
+    failing_s = await pool.fetchval(
+        """UPDATE webhook_deliveries SET attempts = attempts + 1, last_attempt_at = now(),
                   last_status = $3, last_error = $4,
                   first_failed_at = coalesce(first_failed_at, now()),
-                  next_at = now() + make_interval(secs => $5)
+                  next_at = least(now() + make_interval(secs => $5),
+                                  coalesce(first_failed_at, now()) + make_interval(secs => $6))
            WHERE webhook_id = $1 AND event_id = $2 AND status = 'pending'
            RETURNING extract(epoch FROM now() - first_failed_at)::float8""",
-            webhook_id,
-            event_id,
-            status,
-            error[:ERROR_CHARS_MAX],
-            retry_in_s,
-        )
-        or 0.0
+        webhook_id,
+        event_id,
+        status,
+        error[:ERROR_CHARS_MAX],
+        retry_in_s,
+        retry_for_s,
     )
+    return failing_s or 0.0
 
 
 async def disable(pool: asyncpg.Pool, webhook_id: int, reason: str, at_ms: int) -> bool:

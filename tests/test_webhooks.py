@@ -240,6 +240,34 @@ async def test_an_endpoint_failing_past_its_retry_time_is_disabled_with_an_event
         await d.close()
 
 
+async def test_the_last_retry_comes_at_the_retry_time_not_a_backoff_later(pool, receiver):
+    limits = WebhookLimits(
+        retry_for_s=0.5, backoff_first_s=0.4, backoff_max_s=60.0, private_urls=True
+    )
+    hook = await webhooks.register(pool, receiver.url, ["call_started"], limits)
+    await add_events(pool, calls=1, per_call=1)
+    d = Dispatcher(store_pool(pool), limits)
+    try:
+
+        async def tried_twice():
+            page = await store.deliveries(pool, hook["webhook_id"], 10, None, None)
+            return bool(page) and page[0]["attempts"] == 2
+
+        await until(d, tried_twice)
+        (one,) = await store.deliveries(pool, hook["webhook_id"], 10, None, None)
+        # The backoff says 0.8 s after the second attempt; the retry time ends sooner.
+        assert one["next_at"] - one["first_failed_at"] == pytest.approx(0.5, abs=1e-6)
+
+        async def disabled():
+            return (await store.get(pool, hook["webhook_id"]))["status"] == "disabled"
+
+        await until(d, disabled)
+        (one,) = await store.deliveries(pool, hook["webhook_id"], 10, None, None)
+        assert one["attempts"] == 3
+    finally:
+        await d.close()
+
+
 async def test_only_the_types_asked_for_from_registration_on_and_none_after_deletion(
     pool, receiver
 ):
