@@ -210,8 +210,9 @@ class Dispatcher:
 
     async def run(self) -> None:
         """One task per enabled endpoint, so that a slow or dead one (each attempt up to
-        `timeout_s`) holds up no other; the list read again every IDLE_S."""
-        serving: dict[int, asyncio.Task] = {}
+        `timeout_s`) holds up no other. Every IDLE_S one statement says which endpoints have
+        work, and wakes their tasks: an idle engine asks PostgreSQL once, not per endpoint."""
+        serving: dict[int, tuple[asyncio.Task, asyncio.Event]] = {}
         try:
             while True:
                 try:
@@ -222,27 +223,31 @@ class Dispatcher:
                     hooks = None  # keep serving the ones served
                 if hooks is not None:
                     for webhook_id in [k for k in serving if k not in hooks]:
-                        serving.pop(webhook_id).cancel()
+                        serving.pop(webhook_id)[0].cancel()
                     for webhook_id, hook in hooks.items():
-                        if webhook_id not in serving or serving[webhook_id].done():
-                            serving[webhook_id] = asyncio.get_running_loop().create_task(
-                                self._serve(hook)
-                            )
+                        if webhook_id not in serving or serving[webhook_id][0].done():
+                            wake = asyncio.Event()
+                            task = asyncio.get_running_loop().create_task(self._serve(hook, wake))
+                            serving[webhook_id] = (task, wake)
+                        if hook["has_work"]:
+                            serving[webhook_id][1].set()
                 await asyncio.sleep(IDLE_S)
         finally:
-            for task in serving.values():
+            tasks = [task for task, _ in serving.values()]
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(*serving.values(), return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _serve(self, hook: dict) -> None:
+    async def _serve(self, hook: dict, wake: asyncio.Event) -> None:
+        """An endpoint's loop: when woken, rounds until one attempts nothing."""
         while True:
+            await wake.wait()
+            wake.clear()
             try:
-                busy = await self.endpoint_round(hook)
+                while await self.endpoint_round(hook):
+                    pass
             except Exception as e:  # noqa: BLE001 - an endpoint's loop outlives a bad round
                 log.warning("webhook %s round failed: %s", hook["webhook_id"], e)
-                busy = False
-            if not busy:
-                await asyncio.sleep(IDLE_S)
 
     async def round(self) -> bool:
         """One pass over every enabled endpoint, side by side (what tests drive); whether

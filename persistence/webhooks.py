@@ -135,10 +135,15 @@ async def deliveries(
 
 
 async def enabled(pool: asyncpg.Pool) -> list[dict]:
-    """The endpoints to send to, with their secrets."""
+    """The endpoints to send to, with their secrets, and whether each has work now: events
+    not queued yet, or a pending delivery due (one statement for all of them)."""
     rows = await pool.fetch(
-        "SELECT webhook_id, url, event_types, secret FROM webhooks WHERE status = $1 "
-        "ORDER BY webhook_id",
+        """SELECT w.webhook_id, w.url, w.event_types, w.secret,
+                  w.queued_through < (SELECT coalesce(max(event_id), 0) FROM events)
+                  OR EXISTS (SELECT 1 FROM webhook_deliveries d
+                             WHERE d.webhook_id = w.webhook_id AND d.status = 'pending'
+                               AND d.next_at <= now()) AS has_work
+           FROM webhooks w WHERE w.status = $1 ORDER BY w.webhook_id""",
         ENABLED,
     )
     return [dict(r) for r in rows]

@@ -28,6 +28,7 @@ from persistence import webhooks as store
 from persistence.events import read_events
 from tests.conftest import engine_config
 from tests.test_service import free_port
+from tests.test_wallet_loads import counting_pool
 
 FAST = WebhookLimits(backoff_first_s=0.05, backoff_max_s=0.2, private_urls=True)
 ROUNDS_MAX = 400  # a test's dispatcher rounds at most, before it gives up waiting
@@ -323,6 +324,36 @@ async def test_an_endpoint_that_never_answers_holds_up_no_other(pool, receiver):
         await asyncio.gather(task, return_exceptions=True)
         await d.close()
         silent.close()
+
+
+async def test_idle_endpoints_cost_one_statement_a_look_not_one_each(services, pool, receiver):
+    """Twenty endpoints with nothing to send: the dispatcher asks PostgreSQL once every IDLE_S
+    which have work, and none of them asks on its own; an event wakes them."""
+    for n in range(20):
+        await webhooks.register(pool, f"{receiver.url}{n}", ["call_started"], FAST)
+    queries: list[str] = []
+    counted = await counting_pool(services, queries)
+    await counted.fetchval("SELECT 1")  # the connection's own set-up, before counting
+    queries.clear()
+    d = Dispatcher(store_pool(counted), FAST)
+    task = asyncio.get_running_loop().create_task(d.run())
+    try:
+        await asyncio.sleep(1.0)
+        looks = len(queries)
+        assert 1 <= looks <= 1.0 / webhooks.IDLE_S + 2, queries  # about 4 in a second
+        assert all("has_work" in q for q in queries), queries
+        receiver.up()
+        await add_events(pool, calls=1, per_call=1)
+        for _ in range(100):
+            if len(receiver.got) == 20:
+                break
+            await asyncio.sleep(0.05)
+        assert len(receiver.got) == 20
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await d.close()
+        await counted.close()
 
 
 def test_the_signature_is_stripes_scheme_and_verify_refuses_a_change_or_an_old_one():
