@@ -43,6 +43,7 @@ class Receiver:
         self.port, self.fail = port, fail
         self.url = f"http://127.0.0.1:{port}/hook"
         self.got: list[tuple[dict, bytes, int]] = []  # headers, body, status answered
+        self.ports: list[int] = []  # the client's port of each: which connection it came on
         self.server: ThreadingHTTPServer | None = None
         self.lock = threading.Lock()
 
@@ -50,6 +51,8 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # connections kept alive, as a real receiver's
+
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 event_id = int(self.headers["Billing-Event-Id"])
@@ -58,6 +61,7 @@ class Receiver:
                     status = receiver.fail(event_id, n) or 200
                     headers = {k.lower(): v for k, v in self.headers.items()}
                     receiver.got.append((headers, body, status))
+                    receiver.ports.append(self.client_address[1])
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -354,6 +358,25 @@ async def test_idle_endpoints_cost_one_statement_a_look_not_one_each(services, p
         await asyncio.gather(task, return_exceptions=True)
         await d.close()
         await counted.close()
+
+
+async def test_deliveries_reuse_their_connection(pool, receiver):
+    """One lane's events one after another come on one kept-alive connection (an answer left
+    unread closed it, and every delivery paid a new connection, and a TLS handshake)."""
+    types = ["call_started", "call_settled", "low_balance", "call_dropped"]
+    await webhooks.register(pool, receiver.url, types, FAST)
+    await add_events(pool, calls=1, per_call=4)
+    receiver.up()
+    d = Dispatcher(store_pool(pool), FAST)
+    try:
+
+        async def four():
+            return len(receiver.got) == 4
+
+        await until(d, four)
+    finally:
+        await d.close()
+    assert len(set(receiver.ports)) == 1, receiver.ports
 
 
 def test_the_signature_is_stripes_scheme_and_verify_refuses_a_change_or_an_old_one():
