@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -217,19 +218,73 @@ def _default_paise() -> dict[str, dict[str, int]]:
     }
 
 
+def _per_call_type(value: int) -> dict[str, int]:
+    return dict.fromkeys(CALL_TYPES, value)
+
+
 @dataclass(frozen=True)
 class RateCard:
-    """Coins per minute the user pays per call type; paise per minute the listener earns."""
+    """Coins per minute the user pays per call type; paise per minute the listener earns. The
+    price plan's keys (actors/price_plan.py: increments, free seconds, listeners' price
+    bounds, the earnings rule) are optional; their defaults price as whole minutes do."""
 
     coins_per_minute: dict[str, int] = field(default_factory=_default_coins)
     paise_per_minute: dict[str, dict[str, int]] = field(default_factory=_default_paise)
+    increment_s: dict[str, int] = field(default_factory=lambda: _per_call_type(60))
+    free_s: dict[str, int] = field(default_factory=lambda: _per_call_type(0))
+    price_bounds: dict = field(default_factory=dict)  # {call_type: {tier: (min, max)}}
+    earnings_rule: str = "tier"
+    share_pct: dict[str, int] | None = None  # by tier, for the rule "share"
+    coin_value_paise: int | None = None
 
     def __post_init__(self) -> None:
+        from actors import price_plan as plan  # it imports this module's words
+
         for call_type in CALL_TYPES:
             positive_amount(self.coins_per_minute.get(call_type), f"rate {call_type} coins")
             for tier in TIERS:
                 rate = self.paise_per_minute.get(tier, {}).get(call_type)
                 positive_amount(rate, f"rate {tier}/{call_type} paise")
+        fix = functools.partial(object.__setattr__, self)
+        fix("increment_s", plan.per_call_type(self.increment_s, "increment_s", plan.increment))
+        fix("free_s", plan.per_call_type(self.free_s, "free_s", plan.free_seconds))
+        fix("price_bounds", plan.price_bounds(self.price_bounds))
+        one_of(self.earnings_rule, plan.EARNINGS_RULES, "earnings_rule")
+        if self.coin_value_paise is not None:
+            positive_amount(self.coin_value_paise, "coin_value_paise")
+        if self.share_pct is not None:
+            fix("share_pct", plan.share_pcts(self.share_pct))
+        if self.earnings_rule == plan.SHARE_RULE and (
+            self.share_pct is None or self.coin_value_paise is None
+        ):
+            raise InvalidInput(
+                "earnings_rule 'share' needs share_pct (every tier) and coin_value_paise"
+            )
+
+    def price(self, call_type: str, tier: str, listener_price: int | None = None):
+        """The price a call of `call_type` with a listener of `tier` fixes at its start: the
+        listener's own price clamped to the tier's bounds, or the card's rate when the card
+        lets no listener price this call type or they set none."""
+        from actors.price_plan import Price, clamp
+
+        coins, paise = self.rates(call_type, tier)
+        bounds = self.price_bounds.get(call_type, {}).get(tier)
+        rate, source, clamped_from = coins, "card", None
+        if listener_price is not None and bounds is not None:
+            rate, source = clamp(listener_price, bounds), "listener"
+            clamped_from = listener_price if rate != listener_price else None
+        share = self.earnings_rule == "share"
+        return Price(
+            rate_coins=rate,
+            increment_s=self.increment_s[call_type],
+            free_s=self.free_s[call_type],
+            rule=self.earnings_rule,
+            paise_per_minute=None if share else paise,
+            share_pct=self.share_pct[tier] if share else None,
+            coin_value_paise=self.coin_value_paise,
+            source=source,
+            clamped_from=clamped_from,
+        )
 
     def rates(self, call_type: str, tier: str) -> tuple[int, int]:
         one_of(call_type, CALL_TYPES, "call_type")
