@@ -261,6 +261,13 @@ class RateCard:
                 "earnings_rule 'share' needs share_pct (every tier) and coin_value_paise"
             )
 
+    def plan_keys_set(self) -> list[str]:
+        """The price plan's keys this card sets away from their defaults."""
+        default = RateCard()
+        keys = ("increment_s", "free_s", "price_bounds", "earnings_rule", "share_pct",
+                "coin_value_paise")  # fmt: skip
+        return [k for k in keys if getattr(self, k) != getattr(default, k)]
+
     def price(self, call_type: str, tier: str, listener_price: int | None = None):
         """The price a call of `call_type` with a listener of `tier` fixes at its start: the
         listener's own price clamped to the tier's bounds, or the card's rate when the card

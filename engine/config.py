@@ -69,6 +69,14 @@ class Config:
             value = getattr(self, name)
             if type(value) is not int or value < 1:
                 raise InvalidInput(f"{name} must be a positive integer, got {value!r}")
+        unapplied = self.rate_card.plan_keys_set()
+        if unapplied:
+            # actors/price_plan.py prices them; calls do not use it yet (issue 36): a card that
+            # says "1-s increments" must not bill whole minutes without a word.
+            raise InvalidInput(
+                f"the rate card's {', '.join(unapplied)} are not applied to calls yet: leave "
+                "them out (calls are billed by the whole minute, with no free seconds)"
+            )
         if self.shards > SHARDS_MAX:
             raise InvalidInput(f"shards must be at most {SHARDS_MAX}, got {self.shards}")
         for name in ("minute_seconds", "heartbeat_timeout_s", "jobs_interval_s"):
