@@ -9,7 +9,7 @@ import asyncio
 
 from actors.call import END_REASONS, SETTLEMENT_KEYS, CallRequest
 from actors.errors import IdempotencyConflict, InvalidInput
-from actors.money import CALL_TYPES, TIERS, entity_id, key_of, one_of, page_limit
+from actors.money import AMOUNT_MAX, CALL_TYPES, TIERS, entity_id, key_of, one_of, page_limit
 from engine.lifecycle import Lifecycle
 from engine.operations import EndCall, ReadCall, ReadWallet, StartCall
 from engine.retryable import retryable
@@ -180,8 +180,10 @@ class CallRequests:
         `call_settled`) with an id above `after`, oldest first; of one party with `user_id`.
         Each is `{"id", "type", "call_id", "user_id", "at", "data"}`; a consumer keeps the last
         id it handled and asks again after it (delivery is at least once)."""
-        if type(after) is not int or after < 0:
-            raise InvalidInput(f"after must be a non-negative integer event id, got {after!r}")
+        if type(after) is not int or not 0 <= after <= AMOUNT_MAX:
+            raise InvalidInput(
+                f"after must be an integer event id in [0, {AMOUNT_MAX}], got {after!r}"
+            )
         page_limit(limit, READ_LIMIT_MAX)
         if user_id is not None:
             entity_id(user_id, "user_id")

@@ -68,7 +68,9 @@ async def test_a_call_tells_its_start_low_balance_drop_and_settlement_in_order(e
 class TestRefusals:
     """Each case refuses and changes nothing: they share one engine per placement."""
 
-    @pytest.mark.parametrize("bad", [{"after": -1}, {"limit": 0}, {"limit": 10**6}, {"user_id": 0}])
+    @pytest.mark.parametrize(
+        "bad", [{"after": -1}, {"after": 2**53}, {"limit": 0}, {"limit": 10**6}, {"user_id": 0}]
+    )
     async def test_bad_event_reads_are_refused_by_name(self, shared_engine, bad):
         with pytest.raises(InvalidInput, match=next(iter(bad))):
             await shared_engine.events(**bad)

@@ -129,6 +129,7 @@ HOSTILE = [
     ("POST", "/v1/users", {"name": ""}, 400, "InvalidInput", "name"),
     ("GET", "/v1/users/{u}/calls?limit=0", None, 400, "InvalidInput", "limit"),
     ("GET", "/v1/events?after=-1", None, 400, "InvalidInput", "after"),
+    ("GET", "/v1/events?after=3350594465617248199376896", None, 400, "InvalidInput", "after"),
     ("GET", "/v1/nothing", None, 404, "NotFound", ""),
     ("POST", "/v1/payouts/9999/paid", {}, 404, "UnknownPayout", "9999"),
     ("POST", "/v1/payouts/9999/rejected", {"reason": ""}, 400, "InvalidInput", "reason"),

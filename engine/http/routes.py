@@ -48,7 +48,7 @@ SSE_EVENT = {
     },
     "required": ["id", "event", "data"],
 }
-EventsAfter = Query(0, ge=0, description="resume after this event id")
+EventsAfter = Query(0, ge=0, le=AMOUNT_MAX, description="resume after this event id")
 EventsOf = Query(None, ge=1, le=AMOUNT_MAX, description="only this person's calls")
 LastEventId = Header(
     None, pattern=r"^[0-9]{1,18}$", description="resume after this event id (a stream's)"
