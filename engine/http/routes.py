@@ -50,8 +50,9 @@ SSE_EVENT = {
 }
 EventsAfter = Query(0, ge=0, le=AMOUNT_MAX, description="resume after this event id")
 EventsOf = Query(None, ge=1, le=AMOUNT_MAX, description="only this person's calls")
+# At most 15 digits: every id it says is below 2**53 - 1, the largest event id asked for.
 LastEventId = Header(
-    None, pattern=r"^[0-9]{1,18}$", description="resume after this event id (a stream's)"
+    None, pattern=r"^[0-9]{1,15}$", description="resume after this event id (a stream's)"
 )
 UserId = Path(ge=1, le=AMOUNT_MAX, description="the user's or listener's id")
 
