@@ -16,6 +16,7 @@ import asyncpg
 from persistence.commit import EVENTS_LOCK_CLASS, EVENTS_LOCK_SQL
 from persistence.events import event_of
 from persistence.records import WEBHOOK_DISABLED
+from persistence.store import to_epoch
 
 ENABLED, DISABLED, DELETED = "enabled", "disabled", "deleted"
 PENDING, DELIVERED = "pending", "delivered"
@@ -35,14 +36,14 @@ def _webhook(row) -> dict:
     out = dict(row)
     out["event_types"] = list(out["event_types"])
     for k in ("created_at", "disabled_at"):
-        out[k] = out[k] and out[k].timestamp()
+        out[k] = to_epoch(out[k])
     return out
 
 
 def _delivery(row) -> dict:
     out = dict(row)
     for k in ("next_at", "first_failed_at", "last_attempt_at", "delivered_at"):
-        out[k] = out[k] and out[k].timestamp()
+        out[k] = to_epoch(out[k])
     if out["status"] == DELIVERED:
         out["next_at"] = None
     return out
@@ -79,9 +80,11 @@ async def get(pool: asyncpg.Pool, webhook_id: int) -> dict | None:
 
 
 async def delete(pool: asyncpg.Pool, webhook_id: int) -> dict | None:
-    """Stop an endpoint for good (its rows stay, for its deliveries' history)."""
+    """Stop an endpoint for good (its rows stay, for its deliveries' history); None if it is
+    unknown or deleted already."""
     row = await pool.fetchrow(
-        f"UPDATE webhooks SET status = $2 WHERE webhook_id = $1 RETURNING {FIELDS}",
+        f"""UPDATE webhooks SET status = $2 WHERE webhook_id = $1 AND status <> $2
+            RETURNING {FIELDS}""",
         webhook_id,
         DELETED,
     )

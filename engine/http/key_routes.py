@@ -13,6 +13,7 @@ from actors.errors import KeyInUse
 from engine import keys
 from engine.http.answers import answer
 from engine.http.door import scope_security
+from engine.http.routes import pool_of
 
 Scope = enum.StrEnum("Scope", {s: s for s in keys.SCOPES})
 Scope.__doc__ = "what a key may do"
@@ -43,10 +44,6 @@ ADMIN = {"security": scope_security("admin")}
 KeyName = Path(pattern=f"^{keys.NAME_PATTERN}$", description="the key's name")
 
 
-async def _pool(request: Request):
-    return await (await request.app.state.get_engine()).pool()
-
-
 @router.post(
     "/v1/keys",
     summary="make an API key: the key is in this answer only",
@@ -58,7 +55,7 @@ async def _pool(request: Request):
     tags=["keys"],
 )
 async def create_key(request: Request, body: NewKey):
-    return answer(await keys.create(await _pool(request), body.name, body.scopes), 201)
+    return answer(await keys.create(await pool_of(request), body.name, body.scopes), 201)
 
 
 @router.get(
@@ -71,7 +68,7 @@ async def create_key(request: Request, body: NewKey):
     tags=["keys"],
 )
 async def list_keys(request: Request):
-    return answer({"keys": await keys.listed(await _pool(request))})
+    return answer({"keys": await keys.listed(await pool_of(request))})
 
 
 @router.post(
@@ -86,4 +83,4 @@ async def list_keys(request: Request):
 async def revoke_key(request: Request, name: str = KeyName):
     if name == getattr(request.state, "api_key", None):
         raise KeyInUse(f"key {name!r} is the one asking: revoke it with another admin key")
-    return answer(await keys.revoke(await _pool(request), name))
+    return answer(await keys.revoke(await pool_of(request), name))

@@ -61,6 +61,12 @@ def engine_of(request: Request):
     return request.app.state.get_engine()
 
 
+async def pool_of(request: Request):
+    """The engine's PostgreSQL pool, for the routes that read or write it themselves (keys,
+    webhooks)."""
+    return await (await engine_of(request)).pool()
+
+
 @router.get(
     "/healthz",
     summary="the service is alive",

@@ -14,6 +14,7 @@ from actors.money import AMOUNT_MAX
 from engine import webhooks
 from engine.http.answers import answer
 from engine.http.door import scope_security
+from engine.http.routes import engine_of, pool_of
 from persistence import webhooks as store
 
 
@@ -81,10 +82,6 @@ Before = Query(None, ge=1, le=AMOUNT_MAX, description="the last event id of the 
 OnlyStatus = Query(None, description="only the deliveries in this state")
 
 
-async def _pool(request: Request):
-    return await (await request.app.state.get_engine()).pool()
-
-
 def _found(row: dict | None, webhook_id: int) -> dict:
     if row is None or row["status"] == store.DELETED:
         raise UnknownWebhook(f"no webhook {webhook_id}")
@@ -102,7 +99,7 @@ def _found(row: dict | None, webhook_id: int) -> dict:
     tags=["webhooks"],
 )
 async def create_webhook(request: Request, body: NewWebhook):
-    engine = await request.app.state.get_engine()
+    engine = await engine_of(request)
     made = await webhooks.register(
         await engine.pool(), body.url, body.event_types, engine.config.webhooks
     )
@@ -119,7 +116,7 @@ async def create_webhook(request: Request, body: NewWebhook):
     tags=["webhooks"],
 )
 async def list_webhooks(request: Request):
-    return answer({"webhooks": await store.listed(await _pool(request))})
+    return answer({"webhooks": await store.listed(await pool_of(request))})
 
 
 @router.get(
@@ -132,7 +129,7 @@ async def list_webhooks(request: Request):
     tags=["webhooks"],
 )
 async def get_webhook(request: Request, webhook_id: int = WebhookId):
-    return answer(_found(await store.get(await _pool(request), webhook_id), webhook_id))
+    return answer(_found(await store.get(await pool_of(request), webhook_id), webhook_id))
 
 
 @router.delete(
@@ -145,9 +142,10 @@ async def get_webhook(request: Request, webhook_id: int = WebhookId):
     tags=["webhooks"],
 )
 async def delete_webhook(request: Request, webhook_id: int = WebhookId):
-    pool = await _pool(request)
-    _found(await store.get(pool, webhook_id), webhook_id)
-    return answer(await store.delete(pool, webhook_id))
+    deleted = await store.delete(await pool_of(request), webhook_id)
+    if deleted is None:
+        raise UnknownWebhook(f"no webhook {webhook_id}")
+    return answer(deleted)
 
 
 @router.get(
@@ -166,7 +164,7 @@ async def list_webhook_deliveries(
     before: int | None = Before,
     status: m.DeliveryStatus | None = OnlyStatus,
 ):
-    pool = await _pool(request)
+    pool = await pool_of(request)
     _found(await store.get(pool, webhook_id), webhook_id)
     out = await store.deliveries(pool, webhook_id, limit, before, status)
     full = len(out) == limit
@@ -183,5 +181,5 @@ async def list_webhook_deliveries(
     tags=["webhooks"],
 )
 async def replay_webhook(request: Request, body: Replay, webhook_id: int = WebhookId):
-    row = await store.replay(await _pool(request), webhook_id, body.from_event_id)
+    row = await store.replay(await pool_of(request), webhook_id, body.from_event_id)
     return answer(_found(row, webhook_id))
