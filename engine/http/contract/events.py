@@ -18,14 +18,20 @@ from engine.http.contract.kinds import (
 )
 
 
-class CallStartedData(Answer):
+class CallTerms(Answer):
+    """What a call is, fixed at its start: its parties, type and rates (every answer and
+    event that shows a call starts with these)."""
+
     call_id: int
     user_id: int
     listener_id: int
     call_type: CallType
-    tier: Tier
-    rate_coins: int
-    rate_paise: int
+    tier: Tier = Field(description="the listener's tier when the call started")
+    rate_coins: int = Field(description="coins a minute the payer pays")
+    rate_paise: int = Field(description="paise a minute the listener earns")
+
+
+class CallStartedData(CallTerms):
     connected_at: Timestamp
 
 

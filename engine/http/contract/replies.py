@@ -7,15 +7,13 @@ from typing import Literal
 
 from pydantic import Field
 
-from engine.http.contract.events import Event
+from engine.http.contract.events import CallTerms, Event
 from engine.http.contract.kinds import (
     Answer,
     BucketType,
     CallStatus,
-    CallType,
     EndReason,
     PayoutStatus,
-    Tier,
     Timestamp,
     Unit,
 )
@@ -90,14 +88,7 @@ class Balance(Answer):
     )
 
 
-class Call(Answer):
-    call_id: int
-    user_id: int
-    listener_id: int
-    call_type: CallType
-    tier: Tier = Field(description="the listener's tier when the call started")
-    rate_coins: int = Field(description="coins a minute the payer pays")
-    rate_paise: int = Field(description="paise a minute the listener earns")
+class Call(CallTerms):
     connected_at: Timestamp
     billed_minutes: int
     coins_spent: int
@@ -114,14 +105,7 @@ class Call(Answer):
     )
 
 
-class StoredCall(Answer):
-    call_id: int
-    user_id: int
-    listener_id: int
-    call_type: CallType
-    tier: Tier
-    rate_coins: int
-    rate_paise: int
+class StoredCall(CallTerms):
     status: CallStatus
     end_reason: EndReason | None
     connected_at: Timestamp
