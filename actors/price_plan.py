@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from actors.errors import InvalidInput
-from actors.money import CALL_TYPES, TIERS
+from actors.money import CALL_TYPES, TIERS, one_of
 
 INCREMENTS_S = (1, 2, 3, 5, 6, 10, 12, 15, 20, 30, 60)  # each divides a minute
 TIER_RULE, SHARE_RULE = "tier", "share"
@@ -34,13 +34,19 @@ def _int(value: object, what: str, low: int, high: int) -> int:
     return value
 
 
-def per_call_type(value: object, what: str, check) -> dict[str, int]:
-    """A card's `{call_type: value}`, every call type present, each value checked."""
+def _by_call_type(value: object, what: str) -> dict:
+    """A card's object keyed by call type, naming none the engine does not know."""
     if not isinstance(value, dict):
         raise InvalidInput(f"{what} must be an object by call type, got {value!r}")
     unknown = set(value) - set(CALL_TYPES)
     if unknown:
         raise InvalidInput(f"{what}: unknown call types {sorted(unknown)}")
+    return value
+
+
+def per_call_type(value: object, what: str, check) -> dict[str, int]:
+    """A card's `{call_type: value}`, every call type present, each value checked."""
+    _by_call_type(value, what)
     missing = [t for t in CALL_TYPES if t not in value]
     if missing:
         raise InvalidInput(f"{what}: missing call types {missing}")
@@ -61,11 +67,7 @@ def free_seconds(value: object, what: str) -> int:
 def price_bounds(value: object) -> dict[str, dict[str, tuple[int, int]]]:
     """`{call_type: {tier: [min, max]}}`: a call type present names every tier; absent, its
     listeners cannot set prices."""
-    if not isinstance(value, dict):
-        raise InvalidInput(f"price_bounds must be an object by call type, got {value!r}")
-    unknown = set(value) - set(CALL_TYPES)
-    if unknown:
-        raise InvalidInput(f"price_bounds: unknown call types {sorted(unknown)}")
+    _by_call_type(value, "price_bounds")
     out = {}
     for call_type, by_tier in value.items():
         if not isinstance(by_tier, dict) or set(by_tier) != set(TIERS):
@@ -110,13 +112,11 @@ class Price:
         _int(self.rate_coins, "rate_coins", 1, 2**31 - 1)
         increment(self.increment_s, "increment_s")
         free_seconds(self.free_s, "free_s")
-        if self.rule == TIER_RULE:
+        if one_of(self.rule, EARNINGS_RULES, "earnings rule") == TIER_RULE:
             _int(self.paise_per_minute, "paise_per_minute", 0, 2**31 - 1)
-        elif self.rule == SHARE_RULE:
+        else:
             _int(self.share_pct, "share_pct", 0, 100)
             _int(self.coin_value_paise, "coin_value_paise", 1, 2**31 - 1)
-        else:
-            raise InvalidInput(f"earnings rule must be one of {EARNINGS_RULES}, got {self.rule!r}")
 
 
 def clamp(price: int, bounds: tuple[int, int]) -> int:
