@@ -9,75 +9,28 @@ after a crash is the same row.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
+from actors import price_plan as plan
 from actors.buckets import minutes_affordable
 from actors.errors import InvariantViolation
 from actors.money import (
     CALL_TYPES,
     COMPLETED,
     DROPPED,
-    EARN,
     ONGOING,
-    PAISE,
     REASON_EXPIRED,
     REASON_HANGUP,
     REASON_INSUFFICIENT,
     TIERS,
-    Transfer,
+    RateCard,
     to_ms,
 )
+from actors.settlement import Settlement, ended_view
 from actors.shared import one_copy
 
 END_REASONS = (REASON_HANGUP, REASON_INSUFFICIENT, REASON_EXPIRED)
 
-
-def earn_transfer_id(call_id: int) -> str:
-    return f"earn:call:{call_id}"
-
-
-@dataclass(frozen=True)
-class Settlement:
-    call_id: int
-    user_id: int
-    listener_id: int
-    status: str
-    end_reason: str
-    billed_minutes: int
-    coins_spent: int
-    earnings_paise: int
-    ended_ms: int
-
-    @property
-    def ended_at(self) -> float:
-        return self.ended_ms / 1000
-
-    def earn_transfer(self) -> Transfer | None:
-        """The listener's credit, posted once when the call settles."""
-        if self.earnings_paise == 0:
-            return None
-        return Transfer(
-            earn_transfer_id(self.call_id),
-            self.listener_id,
-            PAISE,
-            self.earnings_paise,
-            EARN,
-            self.call_id,
-            None,
-            self.ended_ms,
-            self.ended_ms,
-        )
-
-    def as_dict(self) -> dict:
-        """The settlement as answers show it (SETTLEMENT_KEYS)."""
-        return {k: getattr(self, k) for k in SETTLEMENT_KEYS}
-
-
-# A settlement as answers show it: its fields, with the end as epoch seconds.
-SETTLEMENT_KEYS = tuple(
-    "ended_at" if f.name == "ended_ms" else f.name for f in dataclasses.fields(Settlement)
-)
 
 # What defines a call, as it travels: the one field list its spec (to another process), its
 # start record (to the writer), its row's columns and its recovery derive from. Its time and
@@ -93,14 +46,12 @@ CALL_FIELDS = (
     "connected_ms",
     "minute_ms",
     "max_minutes",
+    *plan.PLAN_FIELDS,
 )
-# What a settlement's record carries to the writer (the call's row already names its parties).
-END_FIELDS = tuple(
-    f.name for f in dataclasses.fields(Settlement) if f.name not in ("user_id", "listener_id")
-)
-# A call as the event that announces it shows it: who, what and at what price, and when.
+# A call as the event that announces it shows it: who, what and at what price, and when (and
+# the whole price, as `price`).
 STARTED_KEYS = (
-    *(k for k in CALL_FIELDS if k not in ("connected_ms", "minute_ms", "max_minutes")),
+    *CALL_FIELDS[: CALL_FIELDS.index("connected_ms")],
     "connected_at",
 )
 
@@ -117,6 +68,7 @@ class Call:
         "connected_ms",
         "minute_ms",
         "max_minutes",
+        *plan.PLAN_FIELDS,
         "billed_minutes",
         "settlement",
         "low_balance_warned",
@@ -135,6 +87,14 @@ class Call:
         minute_seconds: float,
         max_minutes: int,
         billed_minutes: int = 0,
+        increment_s: int = 60,
+        free_s: int = 0,
+        earnings_rule: str = plan.TIER_RULE,
+        share_pct: int | None = None,
+        coin_value_paise: int | None = None,
+        price_source: str = plan.CARD,
+        rate_card_id: int = 0,
+        clamped_from: int | None = None,
     ) -> None:
         self.call_id = call_id
         self.user_id = user_id
@@ -147,6 +107,14 @@ class Call:
         self.connected_ms = to_ms(connected_at)
         self.minute_ms = to_ms(minute_seconds)
         self.max_minutes = max_minutes
+        self.increment_s = increment_s
+        self.free_s = free_s
+        self.earnings_rule = one_copy(earnings_rule)
+        self.share_pct = share_pct
+        self.coin_value_paise = coin_value_paise
+        self.price_source = one_copy(price_source)
+        self.rate_card_id = rate_card_id
+        self.clamped_from = clamped_from
         self.billed_minutes = billed_minutes
         self.settlement: Settlement | None = None
         self.low_balance_warned = False
@@ -161,6 +129,14 @@ class Call:
             raise InvariantViolation(f"call {self.call_id}: minute of {self.minute_ms} ms")
         if self.max_minutes < 1:
             raise InvariantViolation(f"call {self.call_id}: at most {self.max_minutes} minutes")
+        self.price()  # a price that does not hold raises here, not at the call's end
+
+    def price(self) -> plan.Price:
+        """The price the call fixed at its start."""
+        return plan.price_of(self)
+
+    def price_view(self) -> dict:
+        return plan.view(self.price(), self.rate_card_id)
 
     @property
     def connected_at(self) -> float:
@@ -181,7 +157,7 @@ class Call:
     @classmethod
     def from_spec(cls, spec, billed_minutes: int = 0) -> Call:
         """The call of a spec, or of anything that maps CALL_FIELDS (a stored row)."""
-        args = {k: spec[k] for k in CALL_FIELDS}
+        args = {k: spec[k] for k in CALL_FIELDS if k in spec}  # plan fields may be left out
         connected_ms, minute_ms = args.pop("connected_ms"), args.pop("minute_ms")
         call = cls(
             **args,
@@ -250,6 +226,9 @@ class Call:
                 f"call {self.call_id}: ends at {ended_ms} ms, before its minute "
                 f"{self.billed_minutes} started"
             )
+        c = plan.charge(
+            self.price(), self.billed_minutes, ended_ms - self.connected_ms, self.minute_ms
+        )
         self.settlement = Settlement(
             call_id=self.call_id,
             user_id=self.user_id,
@@ -258,8 +237,12 @@ class Call:
             end_reason=reason,
             billed_minutes=self.billed_minutes,
             coins_spent=self.billed_minutes * self.rate_coins,
-            earnings_paise=self.billed_minutes * self.rate_paise,
+            earnings_paise=c.earnings_paise,
             ended_ms=ended_ms,
+            coins_charged=c.coins_charged,
+            coins_returned=c.coins_returned,
+            charged_seconds=c.charged_s,
+            platform_paise=c.platform_paise,
         )
         return self.settlement
 
@@ -321,6 +304,11 @@ class Call:
         if s is None and balance_coins is not None:
             minutes, until_ms = self.affordable(balance_coins, buckets)
             paid_until = until_ms / 1000
+        price = self.price()
+        prepaid = self.billed_minutes * self.rate_coins
+        earned = None
+        if s is None:  # so far: what the minutes prepaid would earn, charged whole
+            earned = plan.earnings_for(price, 60 * self.billed_minutes, prepaid)
         return {
             "call_id": self.call_id,
             "user_id": self.user_id,
@@ -331,8 +319,10 @@ class Call:
             "rate_paise": self.rate_paise,
             "connected_at": self.connected_at,
             "billed_minutes": self.billed_minutes,
-            "coins_spent": self.billed_minutes * self.rate_coins,
-            "earnings_paise": self.billed_minutes * self.rate_paise,
+            "coins_spent": prepaid,
+            "earnings_paise": earned if s is None else s.earnings_paise,
+            **ended_view(s),
+            "price": plan.view(price, self.rate_card_id),
             "next_tick_at": self.next_due_at() if s is None else None,
             "status": self.status,
             "end_reason": None if s is None else s.end_reason,
@@ -344,28 +334,37 @@ class Call:
 
 @dataclass(frozen=True)
 class CallRequest:
-    """A call to connect, before its listener is held: the listener's host answers the tier,
-    and the tier picks the rates."""
+    """A call to connect, before its listener is held: the listener's host answers their tier
+    and their own price, and the card in force at the start prices the call with them."""
 
     call_id: int
     user_id: int
     listener_id: int
     call_type: str
-    rates: dict[str, tuple[int, int]]  # tier -> (coins, paise) per minute
+    card: RateCard
+    rate_card_id: int
     minute_seconds: float
     max_minutes: int
 
-    def call(self, tier: str, now: float) -> Call:
-        coins, paise = self.rates[tier]
+    def call(self, tier: str, now: float, listener_price: int | None = None) -> Call:
+        price = self.card.price(self.call_type, tier, listener_price)
         return Call(
             self.call_id,
             self.user_id,
             self.listener_id,
             self.call_type,
             tier,
-            coins,
-            paise,
+            price.rate_coins,
+            self.card.rates(self.call_type, tier)[1],
             now,
             self.minute_seconds,
             self.max_minutes,
+            increment_s=price.increment_s,
+            free_s=price.free_s,
+            earnings_rule=price.rule,
+            share_pct=price.share_pct,
+            coin_value_paise=price.coin_value_paise,
+            price_source=price.source,
+            rate_card_id=self.rate_card_id,
+            clamped_from=price.clamped_from,
         )

@@ -9,7 +9,8 @@ are billed in the order they fell due, not call by call.
 
 from __future__ import annotations
 
-from actors.call import Call, Settlement
+from actors.call import Call
+from actors.settlement import Settlement
 from actors.wallet import Wallet
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import uuid
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ PAYOUT_VOID = "payout_void"  # a rejected payout: its hold (the withdraw) back t
 REFUND = "refund"  # a refunded call's coins back to its payer
 CLAWBACK = "clawback"  # the same minutes' earnings back from the call's listener
 EXPIRE = "expire"  # the rest of a bucket of bonus coins, at its expiry (actors/buckets.py)
+UNUSED_COINS = "unused"  # a call's prepaid coins its price did not charge, back at its end
 
 TX_TYPES = (
     PURCHASE,
@@ -34,6 +36,7 @@ TX_TYPES = (
     REFUND,
     CLAWBACK,
     EXPIRE,
+    UNUSED_COINS,
 )
 # Transfers from the outside that create coins: the only way coins enter the system.
 TOP_UP_TYPES = (PURCHASE, BONUS, REFERRAL_BONUS)
@@ -50,6 +53,7 @@ TX_UNIT_SIGN = {
     REFUND: (COINS, 1),
     CLAWBACK: (PAISE, -1),
     EXPIRE: (COINS, -1),
+    UNUSED_COINS: (COINS, 1),
 }
 
 # A payout is a withdraw that holds the earnings at once, then is paid (the hold stays, as the
@@ -261,12 +265,25 @@ class RateCard:
                 "earnings_rule 'share' needs share_pct (every tier) and coin_value_paise"
             )
 
-    def plan_keys_set(self) -> list[str]:
-        """The price plan's keys this card sets away from their defaults."""
-        default = RateCard()
-        keys = ("increment_s", "free_s", "price_bounds", "earnings_rule", "share_pct",
-                "coin_value_paise")  # fmt: skip
-        return [k for k in keys if getattr(self, k) != getattr(default, k)]
+    @classmethod
+    def from_dict(cls, card: object) -> RateCard:
+        """A card from JSON (BILLING_RATE_CARD, the body of a new card), naming what is
+        wrong."""
+        if not isinstance(card, dict):
+            raise InvalidInput(f"a rate card must be an object, got {card!r}")
+        unknown = set(card) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise InvalidInput(f"a rate card has no keys {sorted(unknown)}")
+        return cls(**card)
+
+    def as_dict(self) -> dict:
+        """The card as JSON holds it (what `from_dict` reads back)."""
+        out = dataclasses.asdict(self)
+        out["price_bounds"] = {
+            t: {tier: list(b) for tier, b in by_tier.items()}
+            for t, by_tier in self.price_bounds.items()
+        }
+        return out
 
     def price(self, call_type: str, tier: str, listener_price: int | None = None):
         """The price a call of `call_type` with a listener of `tier` fixes at its start: the

@@ -1,6 +1,6 @@
-"""Price plans, the arithmetic (issue 36, first part: not yet wired into calls): what a rate
-card may say beyond today's rates, the price a call fixes at its start, and what a call of a
-given length is charged at its end, returned and earned. Pure and exact: integers only, times
+"""Price plans, the arithmetic: what a rate card may say beyond its rates, the price a call
+fixes at its start (and records: PLAN_FIELDS), and what a call of a given length is charged at
+its end, returned and earned. Pure and exact: integers only, times
 in milliseconds, no float on the way to a coin.
 
 A minute is 60 billed seconds (with a shortened `minute_ms`, a billed second lasts
@@ -26,6 +26,19 @@ TIER_RULE, SHARE_RULE = "tier", "share"
 EARNINGS_RULES = (TIER_RULE, SHARE_RULE)
 FREE_S_MAX = 3_600  # free seconds a call type may have
 SECONDS_PER_MINUTE = 60
+CARD, LISTENER = "card", "listener"  # where a call's rate came from
+# What a call records of its price beyond its rates (`rate_coins`, `rate_paise`): columns of
+# `calls`, fields of its spec.
+PLAN_FIELDS = (
+    "increment_s",
+    "free_s",
+    "earnings_rule",
+    "share_pct",
+    "coin_value_paise",
+    "price_source",
+    "rate_card_id",
+    "clamped_from",
+)
 
 
 def _int(value: object, what: str, low: int, high: int) -> int:
@@ -151,14 +164,54 @@ def charge(price: Price, minutes_billed: int, elapsed_ms: int, minute_ms: int) -
     started = elapsed_ms * SECONDS_PER_MINUTE // (minute_ms * price.increment_s) + 1
     charged_s = min(SECONDS_PER_MINUTE * minutes_billed, price.increment_s * started)
     coins = -(-price.rate_coins * charged_s // SECONDS_PER_MINUTE)  # ceil
-    if price.rule == TIER_RULE:
-        earnings = price.paise_per_minute * charged_s // SECONDS_PER_MINUTE
-    else:
-        earnings = coins * price.coin_value_paise * price.share_pct // 100
+    earnings = earnings_for(price, charged_s, coins)
     platform = None
     if price.coin_value_paise is not None:
         platform = coins * price.coin_value_paise - earnings
     return Charge(tenths, charged_s, coins, prepaid - coins, earnings, platform, False)
+
+
+def earnings_for(price: Price, charged_s: int, coins_charged: int) -> int:
+    """The listener's paise for `charged_s` billed seconds charged `coins_charged`."""
+    if price.rule == TIER_RULE:
+        return price.paise_per_minute * charged_s // SECONDS_PER_MINUTE
+    return coins_charged * price.coin_value_paise * price.share_pct // 100
+
+
+def price_of(call) -> Price:
+    """The price a call recorded: from a Call, or a stored row (anything with its fields)."""
+    get = call.__getitem__ if hasattr(call, "keys") else call.__getattribute__
+    tier = get("earnings_rule") == TIER_RULE
+    return Price(
+        rate_coins=get("rate_coins"),
+        increment_s=get("increment_s"),
+        free_s=get("free_s"),
+        rule=get("earnings_rule"),
+        paise_per_minute=get("rate_paise") if tier else None,
+        share_pct=get("share_pct"),
+        coin_value_paise=get("coin_value_paise"),
+        source=get("price_source"),
+        clamped_from=get("clamped_from"),
+    )
+
+
+def view(price: Price, rate_card_id: int) -> dict:
+    """A call's `price`, as answers and events show it."""
+    earnings: dict = {"rule": price.rule}
+    if price.rule == TIER_RULE:
+        earnings["paise_per_minute"] = price.paise_per_minute
+    else:
+        earnings["share_pct"] = price.share_pct
+    earnings["coin_value_paise"] = price.coin_value_paise
+    return {
+        "rate_coins": price.rate_coins,
+        "increment_s": price.increment_s,
+        "free_s": price.free_s,
+        "earnings": earnings,
+        "rate_card_id": rate_card_id,
+        "source": price.source,
+        "clamped_from": price.clamped_from,
+    }
 
 
 def in_words(price: Price, c: Charge, minutes_billed: int) -> str:
@@ -171,3 +224,43 @@ def in_words(price: Price, c: Charge, minutes_billed: int) -> str:
     unit = "by the minute" if price.increment_s == 60 else f"at {price.increment_s}-s increments"
     return (f"{lasted} s billed as {c.charged_s} s {unit}: {c.coins_charged} coins; "
             f"{c.coins_returned} of {prepaid} prepaid returned")  # fmt: skip
+
+
+def from_view(v: dict) -> Price:
+    """The price of a call as answers show it (`view`)."""
+    e = v["earnings"]
+    return Price(
+        rate_coins=v["rate_coins"],
+        increment_s=v["increment_s"],
+        free_s=v["free_s"],
+        rule=e["rule"],
+        paise_per_minute=e.get("paise_per_minute"),
+        share_pct=e.get("share_pct"),
+        coin_value_paise=e.get("coin_value_paise"),
+        source=v["source"],
+        clamped_from=v["clamped_from"],
+    )
+
+
+def decided_in_words(v: dict, tier: str) -> str:
+    """How a call's price was decided, as `explain` says it."""
+    card = f"rate card {v['rate_card_id']}"
+    if not v["rate_card_id"]:
+        card += " (the configured one)"
+    rate = f"{v['rate_coins']} coins a minute: "
+    if v["source"] == LISTENER and v["clamped_from"] is not None:
+        rate += (f"the listener's own price {v['clamped_from']} clamped to the bounds of "
+                 f"tier {tier} on {card}")  # fmt: skip
+    elif v["source"] == LISTENER:
+        rate += f"the listener's own price, within tier {tier}'s bounds on {card}"
+    else:
+        rate += f"the rate of {card}"
+    unit = "by the minute" if v["increment_s"] == 60 else f"at {v['increment_s']}-s increments"
+    free = f", the first {v['free_s']} s free" if v["free_s"] else ""
+    e = v["earnings"]
+    if e["rule"] == TIER_RULE:
+        earns = f"the listener earns {e['paise_per_minute']} paise a charged minute (tier {tier})"
+    else:
+        earns = (f"the listener earns {e['share_pct']}% of the coins charged at "
+                 f"{e['coin_value_paise']} paise a coin (tier {tier})")  # fmt: skip
+    return f"{rate}; billed {unit}{free}; {earns}"

@@ -94,10 +94,9 @@ class Wallet:
         # payout id -> paise held, for this listener's pending payouts (their withdraw
         # transfers already took the paise out of `earnings_paise`).
         self.payouts: dict[int, int] = UNUSED
-        # Bonus coins that expire, in order of expiry (actors/buckets.py); what expired, for
-        # the host to write: (as_of position, ids expired, their transfers, the buckets
-        # after); and the time of the last debit from outside (a grant comes after it). Both
-        # are a shared empty tuple until used, as the maps above are `UNUSED`.
+        # Bonus coins that expire, by expiry (actors/buckets.py); what expired, for the host to
+        # write: (as_of position, ids expired, their transfers, the buckets after); the last
+        # outside debit's time (a grant comes after it). Empty tuples until used, as `UNUSED`.
         self.buckets: list[list] | tuple = ()
         self.expiring: list[tuple] | tuple = ()
         self.debit_ms = 0
@@ -343,12 +342,14 @@ class Wallet:
         self._check()
         return transfers, last, short
 
-    def close_call(self, call_id: int) -> int | None:
-        """Stop paying for a call. Returns its last billed minute, None if it was closed."""
+    def close_call(self, call_id: int, returned: int = 0) -> int | None:
+        """Stop paying for a call, its `returned` coins (prepaid, not charged) back. Returns its
+        last billed minute; None if it was closed (and nothing comes back twice)."""
         entry = self.calls.get(call_id)
         if entry is None:
             return None
         del self.calls[call_id]
+        self.balance_coins += returned
         return entry[1]
 
     # -- the listener's side -----------------------------------------------------------------

@@ -21,6 +21,7 @@ from engine.money_requests import PeopleAndMoney
 from engine.operator import Operator
 from engine.payout_requests import PayoutsAndRefunds
 from engine.presence_jobs import PresenceAndJobs
+from engine.price_requests import PricePlans
 
 
 def _by(part: str, method):
@@ -41,6 +42,7 @@ class Engine:
         self.payouts_refunds = PayoutsAndRefunds(self.life)
         self.presence_jobs = PresenceAndJobs(self.life, self)
         self.operator = Operator(self.life, self.calls)
+        self.prices = PricePlans(self.life)
 
     async def start(self, attach_only: bool = False) -> Engine:
         """Join Ray, then attach to the engine running in the namespace, or start one (with
@@ -97,6 +99,13 @@ class Engine:
     calls_of = _by("calls", CallRequests.calls_of)
     bill_due = _by("calls", CallRequests.bill_due)
     events = _by("calls", CallRequests.events)
+
+    # -- prices ------------------------------------------------------------------------------
+
+    schedule_rate_card = _by("prices", PricePlans.schedule_rate_card)
+    rate_cards = _by("prices", PricePlans.rate_cards)
+    set_prices = _by("prices", PricePlans.set_prices)
+    listener_prices = _by("prices", PricePlans.listener_prices)
 
     # -- payouts and refunds -----------------------------------------------------------------
 

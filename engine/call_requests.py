@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import asyncio
 
-from actors.call import END_REASONS, SETTLEMENT_KEYS, CallRequest
+from actors.call import END_REASONS, CallRequest
 from actors.errors import IdempotencyConflict, InvalidInput
-from actors.money import AMOUNT_MAX, CALL_TYPES, TIERS, entity_id, key_of, one_of, page_limit
+from actors.money import AMOUNT_MAX, CALL_TYPES, entity_id, key_of, one_of, page_limit
+from actors.settlement import SETTLEMENT_KEYS
 from engine.lifecycle import Lifecycle
 from engine.operations import EndCall, ReadCall, ReadWallet, StartCall
 from engine.retryable import retryable
@@ -35,7 +36,6 @@ class CallRequests:
         self._starting: dict[tuple[int, str], asyncio.Future] = {}  # keyed starts under way
         self._call_ids = store.SequenceIds()
         self._payers: dict[int, int] = {}  # call id -> payer, for CALL_PAYERS_MAX calls
-        self._rates_by_type: dict[str, dict[str, tuple[int, int]]] = {}
 
     @retryable
     async def start_call(
@@ -78,14 +78,6 @@ class CallRequests:
         finally:
             self._starting.pop((user_id, key), None)
 
-    def _rates(self, call_type: str) -> dict[str, tuple[int, int]]:
-        """(coins, paise) per minute of `call_type` by tier, from this engine's rate card."""
-        rates = self._rates_by_type.get(call_type)
-        if rates is None:
-            card = self.life.config.rate_card
-            rates = self._rates_by_type[call_type] = {t: card.rates(call_type, t) for t in TIERS}
-        return rates
-
     async def _start_call(self, user_id, listener_id, call_type, key: str | None) -> dict:
         # Nothing here that memory can answer is read from PostgreSQL: the call id comes from
         # a block taken from the sequence; each party's role is checked by their own host (the
@@ -93,16 +85,19 @@ class CallRequests:
         # listener's tier today comes back with the hold.
         config = self.life.config
         call_id = await self._call_ids.next(await self.life.pool())
+        now = self.life.clock.now()
+        card_id, card = await self.life.cards.in_force(now)
         request = CallRequest(
             call_id,
             user_id,
             listener_id,
             call_type,
-            self._rates(call_type),
+            card,
+            card_id,
             config.minute_seconds,
             config.max_call_minutes,
         )
-        op = StartCall(now=self.life.clock.now(), request=request, start_key=key)
+        op = StartCall(now=now, request=request, start_key=key)
         state = await self.life.placement.ask(op)
         if len(self._payers) >= CALL_PAYERS_MAX:
             del self._payers[next(iter(self._payers))]

@@ -69,14 +69,6 @@ class Config:
             value = getattr(self, name)
             if type(value) is not int or value < 1:
                 raise InvalidInput(f"{name} must be a positive integer, got {value!r}")
-        unapplied = self.rate_card.plan_keys_set()
-        if unapplied:
-            # actors/price_plan.py prices them; calls do not use it yet (issue 36): a card that
-            # says "1-s increments" must not bill whole minutes without a word.
-            raise InvalidInput(
-                f"the rate card's {', '.join(unapplied)} are not applied to calls yet: leave "
-                "them out (calls are billed by the whole minute, with no free seconds)"
-            )
         if self.shards > SHARDS_MAX:
             raise InvalidInput(f"shards must be at most {SHARDS_MAX}, got {self.shards}")
         for name in ("minute_seconds", "heartbeat_timeout_s", "jobs_interval_s"):
@@ -149,9 +141,8 @@ def from_env(env: dict[str, str] | None = None, **overrides) -> Config:
             raise InvalidInput(f"BILLING_BADGE_THRESHOLDS is not valid: {e}") from None
     if env.get("BILLING_RATE_CARD"):
         try:
-            card = json.loads(env["BILLING_RATE_CARD"])
-            values["rate_card"] = RateCard(**card)
-        except (ValueError, TypeError) as e:
+            values["rate_card"] = RateCard.from_dict(json.loads(env["BILLING_RATE_CARD"]))
+        except ValueError as e:
             raise InvalidInput(f"BILLING_RATE_CARD is not a valid rate card: {e}") from None
     values.update({k: v for k, v in overrides.items() if v is not None})
     return Config(**values)

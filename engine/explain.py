@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from actors.money import REASON_EXPIRED, REASON_HANGUP, REASON_INSUFFICIENT
+from actors import price_plan as plan
+from actors.money import REASON_EXPIRED, REASON_HANGUP, REASON_INSUFFICIENT, to_ms
 
 
 def clock(t: float | None) -> str:
@@ -52,11 +53,15 @@ def explain(call: dict, ledger: dict, heartbeat_timeout_s: float) -> dict:
             }
         )
     terms = (minute_s, ledger["max_minutes"], heartbeat_timeout_s)
+    end = _end(call, minutes, events, terms)
+    if end is not None:
+        end["charge"] = _charge(call, ledger["minute_ms"] or 60_000)
     return {
         "call": call,
+        "price": plan.decided_in_words(call["price"], call["tier"]),
         "minutes": minutes,
         "wallet_events": events,
-        "end": _end(call, minutes, events, terms),
+        "end": end,
         "rows_cut": ledger["cut"],
     }
 
@@ -108,6 +113,14 @@ def _end(call: dict, minutes: list[dict], events: list[dict], terms: tuple) -> d
             f"{heartbeat_timeout_s:.0f} s"
         )
     return {"status": call["status"], "reason": reason, "rule": rule, "at": at}
+
+
+def _charge(call: dict, minute_ms: int) -> str:
+    """The end-of-call rounding in words: the call's recorded price over its recorded length."""
+    price = plan.from_view(call["price"])
+    elapsed_ms = to_ms(call["ended_at"]) - to_ms(call["connected_at"])
+    charged = plan.charge(price, call["billed_minutes"], elapsed_ms, minute_ms)
+    return plan.in_words(price, charged, call["billed_minutes"])
 
 
 def _balance_at(at: float, minutes: list[dict], events: list[dict]) -> int | None:

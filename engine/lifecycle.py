@@ -12,6 +12,7 @@ from actors.errors import NotRunning
 from engine.clock import make_clock
 from engine.config import Config, from_env
 from engine.embedded import Embedded, embedded_for
+from engine.rate_cards import RateCards
 from persistence.db import close_pools, get_pool
 from persistence.events import Relay
 from persistence.presence import Presence
@@ -47,6 +48,7 @@ class Lifecycle:
         self.presence: Presence | None = None
         self.attached = False
         self.scheduler = None
+        self.cards = RateCards(self.config.rate_card, self.pool, self.clock)
         self._sweeps: PresenceSweeps | None = None
         self._relay: Relay | None = None
         self._webhooks = None  # the Dispatcher, and its task, in an owner on the real clock

@@ -192,11 +192,15 @@ class ReadCall(Operation):
 
 @dataclass(**OP)
 class ReserveListener(Operation):
-    """Reserve a listener for a call that opens on its payer's host; answers their tier today."""
+    """Reserve a listener for a call that opens on its payer's host; answers their tier today
+    and, when the call's card lets listeners price `call_type` (`priced`), their own price for
+    it (or None): `(tier, price)`."""
 
     listener_id: int
     call_id: int
     payer_id: int
+    call_type: str = "audio"
+    priced: bool = False
 
     @property
     def routed_by(self) -> int:
@@ -222,6 +226,37 @@ class ReleaseListener(Operation):
     listener_id: int
     call_id: int
     earnings_paise: int
+
+    @property
+    def routed_by(self) -> int:
+        return self.listener_id
+
+
+# -- a listener's own prices, on the listener's host -----------------------------------------
+
+
+@dataclass(**OP)
+class SetPrices(Operation):
+    """Set a listener's prices (coins a minute by call type, the whole set), each within the
+    bounds for their tier today of the card in force (`rate_card_id`, its `bounds`:
+    `{call_type: {tier: (min, max)}}`). Once per key."""
+
+    listener_id: int
+    prices: dict[str, int]
+    key: str
+    rate_card_id: int
+    bounds: dict
+
+    @property
+    def routed_by(self) -> int:
+        return self.listener_id
+
+
+@dataclass(**OP)
+class ReadPrices(Operation):
+    """A listener's prices now and their tier today."""
+
+    listener_id: int
 
     @property
     def routed_by(self) -> int:

@@ -46,6 +46,23 @@ FROM (
 ) ev JOIN wallets w ON w.user_id = ev.user_id
 """
 
+# A settled call with what its recorded price charges for its length (actors/price_plan.py's
+# `charge`, in SQL): `e_ms` from its recorded connect to its end, `free` under its free seconds.
+ELAPSED = """round(extract(epoch FROM c.ended_at) * 1000)::bigint
+             - round(extract(epoch FROM c.connected_at) * 1000)::bigint"""
+CHARGED_S = """CASE WHEN e.minute_ms IS NULL THEN 60 * e.billed_minutes
+     WHEN e.e_ms * 60 < e.free_s * e.minute_len THEN 0
+     ELSE least(60 * e.billed_minutes,
+                e.increment_s * (e.e_ms * 60 / (e.minute_len * e.increment_s) + 1)) END"""
+CHARGED = f"""
+SELECT s.*, (s.rate_coins * s.want_s + 59) / 60 AS want_coins,
+       CASE WHEN s.earnings_rule = 'tier' THEN s.rate_paise * s.want_s / 60
+            ELSE (s.rate_coins * s.want_s + 59) / 60 * s.coin_value_paise * s.share_pct / 100
+       END AS want_paise
+FROM (SELECT e.*, {CHARGED_S} AS want_s
+      FROM (SELECT c.*, {ELAPSED} AS e_ms, coalesce(c.minute_ms, 60000)::bigint AS minute_len
+            FROM calls c WHERE c.status <> 'ongoing') e) s"""
+
 CHECKS: list[tuple[str, str]] = [
     (
         "coin balance = opening + transfers",
@@ -91,10 +108,49 @@ CHECKS: list[tuple[str, str]] = [
               OR (c.status <> 'ongoing' AND c.billed_minutes <> coalesce(m.n, 0))""",
     ),
     (
-        "settled calls whose totals disagree with minutes and rates",
-        """SELECT count(*) FROM calls WHERE status <> 'ongoing' AND (
+        "settled calls whose charge, return or earnings disagree with their price and length",
+        f"""SELECT count(*) FROM ({CHARGED}) c WHERE status <> 'ongoing' AND (
               coins_spent <> billed_minutes * rate_coins
-           OR earnings_paise <> billed_minutes * rate_paise)""",
+           OR charged_seconds IS DISTINCT FROM want_s
+           OR coins_charged IS DISTINCT FROM want_coins
+           OR coins_returned IS DISTINCT FROM coins_spent - want_coins
+           OR earnings_paise <> want_paise
+           OR platform_paise IS DISTINCT FROM want_coins * coin_value_paise - want_paise)""",
+    ),
+    (
+        "prepaid coins not returned exactly when due, or returns without their call",
+        """SELECT (SELECT count(*) FROM calls c
+                   LEFT JOIN ledger u ON u.transfer_id = 'unused:' || c.call_id
+                   WHERE c.status <> 'ongoing'
+                     AND ((u.transfer_id IS NOT NULL) <> (c.coins_returned > 0)
+                          OR u.amount <> c.coins_returned OR u.user_id <> c.user_id
+                          OR u.call_id <> c.call_id OR u.created_at <> c.ended_at))
+                + (SELECT count(*) FROM ledger l WHERE l.tx_type = 'unused' AND NOT EXISTS
+                     (SELECT 1 FROM calls c WHERE l.transfer_id = 'unused:' || c.call_id
+                      AND c.status <> 'ongoing'))""",
+    ),
+    (
+        "calls on a card before its date, or on a card that does not exist",
+        """SELECT count(*) FROM calls c LEFT JOIN rate_cards r USING (rate_card_id)
+           WHERE c.rate_card_id <> 0
+             AND (r.rate_card_id IS NULL OR c.connected_at < r.effective_at)""",
+    ),
+    (
+        "rate cards dated before they were scheduled",
+        "SELECT count(*) FROM rate_cards WHERE effective_at < created_at",
+    ),
+    (
+        "listener prices outside the bounds of their card and tier when set",
+        """SELECT count(*) FROM listener_prices p
+           CROSS JOIN LATERAL jsonb_each(p.prices) AS x(call_type, price)
+           LEFT JOIN rate_cards r ON r.rate_card_id = p.rate_card_id
+           WHERE NOT (p.bounds ? x.call_type)
+              OR x.price::bigint < (p.bounds -> x.call_type ->> 0)::bigint
+              OR x.price::bigint > (p.bounds -> x.call_type ->> 1)::bigint
+              OR (p.rate_card_id <> 0 AND (r.rate_card_id IS NULL
+                  OR r.card -> 'price_bounds' -> x.call_type -> p.tier
+                     IS DISTINCT FROM p.bounds -> x.call_type
+                  OR r.effective_at > p.set_at))""",
     ),
     (
         "settled calls not credited to their listener exactly once",
@@ -183,9 +239,14 @@ CHECKS: list[tuple[str, str]] = [
     ),
     (
         "refunds whose coins or earnings disagree with their call's parties and rates",
-        """SELECT count(*) FROM refunds r JOIN calls c USING (call_id)
-           WHERE r.coins <> r.minutes * c.rate_coins
-              OR r.paise <> CASE WHEN r.listener_pays THEN r.minutes * c.rate_paise ELSE 0 END
+        """SELECT count(*) FROM (
+               SELECT r.*, coalesce(sum(r.coins) OVER (PARTITION BY r.call_id
+                   ORDER BY r.created_at, r.refund_id
+                   ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before
+               FROM refunds r) r JOIN calls c USING (call_id)
+           WHERE r.coins <> least(r.minutes * c.rate_coins, c.coins_charged - r.before)
+              OR r.paise <> CASE WHEN r.listener_pays
+                                 THEN r.coins * c.earnings_paise / c.coins_charged ELSE 0 END
               OR r.user_id <> c.user_id OR r.listener_id <> c.listener_id
               OR r.created_at < c.ended_at""",
     ),
@@ -270,6 +331,7 @@ async def ledger_totals(pool: asyncpg.Pool) -> dict:
              coalesce(sum(amount) FILTER (WHERE tx_type = 'refund'), 0) AS coins_refunded,
              coalesce(-sum(amount) FILTER (WHERE tx_type = 'clawback'), 0) AS paise_clawed_back,
              coalesce(-sum(amount) FILTER (WHERE tx_type = 'expire'), 0) AS coins_expired,
+             coalesce(sum(amount) FILTER (WHERE tx_type = 'unused'), 0) AS coins_returned,
              count(*) AS transfers
            FROM ledger"""
     )
@@ -282,6 +344,7 @@ async def ledger_totals(pool: asyncpg.Pool) -> dict:
         == opening
         + out["coins_in"]
         + out["coins_refunded"]
+        + out["coins_returned"]
         - out["coins_spent"]
         - out["coins_expired"]
     )

@@ -10,7 +10,7 @@ import json
 
 import asyncpg
 
-from actors.call import CALL_FIELDS, END_FIELDS
+from actors.call import CALL_FIELDS
 from actors.errors import InvariantViolation
 from actors.money import (
     AMOUNT_AT,
@@ -21,6 +21,7 @@ from actors.money import (
     Transfer,
     is_call_minute,
 )
+from actors.settlement import END_FIELDS
 from persistence.db import STAGING_TABLE
 from persistence.records import (
     BUCKET,
@@ -30,6 +31,8 @@ from persistence.records import (
     PAYOUT_FIELDS,
     PAYOUT_SETTLED,
     PAYOUT_SETTLED_FIELDS,
+    PRICES,
+    PRICES_FIELDS,
     REFUND,
     REFUND_FIELDS,
     REFUNDED,
@@ -107,6 +110,22 @@ FIELD_TYPES = {
     "expires_ms": "bigint",
     "as_of": "bigint",
     "bucket_id": "text",
+    "increment_s": "int",
+    "free_s": "int",
+    "earnings_rule": "text",
+    "share_pct": "int",
+    "coin_value_paise": "bigint",
+    "price_source": "text",
+    "rate_card_id": "bigint",
+    "clamped_from": "bigint",
+    "coins_charged": "bigint",
+    "coins_returned": "bigint",
+    "charged_seconds": "bigint",
+    "platform_paise": "bigint",
+    "prices": "text",
+    "bounds": "text",
+    "set_ms": "bigint",
+    "idempotency_key": "text",
 }
 # Columns of `calls` kept as timestamps, from a record's milliseconds.
 AS_TIMESTAMP = {"connected_ms": "connected_at", "ended_ms": "ended_at"}
@@ -202,8 +221,15 @@ UPDATE buckets b SET coins_left = v.coins_left, as_of = v.as_of, expired = v.exp
 FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::boolean[])
      AS v(bucket_id, coins_left, as_of, expired)
 WHERE b.bucket_id = v.bucket_id AND b.as_of < v.as_of"""
+ROW_SQL[PRICES] = f"""
+INSERT INTO listener_prices (listener_id, prices, tier, rate_card_id, bounds, set_at,
+                             idempotency_key)
+SELECT v.listener_id, v.prices::jsonb, v.tier, v.rate_card_id, v.bounds::jsonb,
+       {ms_to_ts("set_ms")}, v.idempotency_key
+FROM {unnest(PRICES_FIELDS)}
+ON CONFLICT (listener_id, idempotency_key) DO NOTHING"""
 # A row is written before its update; a record of lists (BUCKET_STATES) is one row per index.
-ROW_ORDER = (PAYOUT, PAYOUT_SETTLED, REFUND, REFUNDED, BUCKET, BUCKET_STATES)
+ROW_ORDER = (PAYOUT, PAYOUT_SETTLED, REFUND, REFUNDED, BUCKET, BUCKET_STATES, PRICES)
 LISTED = frozenset({BUCKET_STATES})
 
 # Event ids are read in order (`events.read_events`, the relay's cursor), so they must become

@@ -57,10 +57,14 @@ async def refund(pool: asyncpg.Pool, refund_id: str) -> dict | None:
     return None if row is None else dict(row)
 
 
-async def refunded_minutes(pool: asyncpg.Pool, call_id: int) -> int:
-    return await pool.fetchval(
-        "SELECT coalesce(sum(minutes), 0)::int FROM refunds WHERE call_id = $1", call_id
+async def refunded(pool: asyncpg.Pool, call_id: int) -> tuple[int, int]:
+    """(minutes, coins) refunded of the call so far."""
+    row = await pool.fetchrow(
+        "SELECT coalesce(sum(minutes), 0)::int, coalesce(sum(coins), 0)::bigint FROM refunds "
+        "WHERE call_id = $1",
+        call_id,
     )
+    return row[0], row[1]
 
 
 async def unfinished_refunds(pool: asyncpg.Pool) -> list[dict]:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import msgpack
 
 from actors import buckets as bk
-from actors.call import END_FIELDS, STARTED_KEYS, Settlement
+from actors.call import STARTED_KEYS
 from actors.errors import InvariantViolation
 from actors.money import DROPPED, Transfer, check_transfer
+from actors.settlement import END_FIELDS, Settlement
 
 TRANSFER_FIELDS = len(Transfer._fields)
 CALL_START = 1
@@ -28,6 +29,7 @@ REFUND = 6  # a refund recorded with the listener's claw-back: REFUND_FIELDS
 REFUNDED = 7  # its coins credited to the payer: REFUNDED_FIELDS
 BUCKET = 8  # a bucket of coins that expire, with its top-up: BUCKET_FIELDS
 BUCKET_STATES = 9  # a wallet's buckets as of a position, with what expired: BUCKET_STATES_FIELDS
+PRICES = 10  # a change of a listener's prices: PRICES_FIELDS (prices and bounds as JSON text)
 
 PAYOUT_FIELDS = ("payout_id", "listener_id", "amount_paise", "transfer_id", "created_ms")
 PAYOUT_SETTLED_FIELDS = ("payout_id", "status", "reason", "settled_ms")
@@ -47,7 +49,17 @@ REFUNDED_FIELDS = ("refund_id", "refunded_ms")
 BUCKET_FIELDS = ("bucket_id", "user_id", "tx_type", "coins", "expires_ms", "as_of")
 # one list per field, a bucket per index (`bucket_states_record`)
 BUCKET_STATES_FIELDS = ("bucket_ids", "coins_left", "as_ofs", "expired")
+PRICES_FIELDS = (
+    "listener_id",
+    "prices",
+    "tier",
+    "rate_card_id",
+    "bounds",
+    "set_ms",
+    "idempotency_key",
+)
 ROW_FIELDS = {
+    PRICES: PRICES_FIELDS,
     PAYOUT: PAYOUT_FIELDS,
     PAYOUT_SETTLED: PAYOUT_SETTLED_FIELDS,
     REFUND: REFUND_FIELDS,
@@ -106,7 +118,7 @@ def bucket_states_record(as_of: int, expired: list[str], transfers: list, after:
 
 
 def call_started_event(call) -> list:
-    data = {k: getattr(call, k) for k in STARTED_KEYS}
+    data = {k: getattr(call, k) for k in STARTED_KEYS} | {"price": call.price_view()}
     return event_record(CALL_STARTED, call.call_id, call.user_id, call.connected_ms, data)
 
 
@@ -119,14 +131,21 @@ def call_start_record(call, start_key: str | None = None) -> list:
     return [CALL_START, *call.fields(), start_key]
 
 
-def call_end_record(s: Settlement) -> list:
-    """The settlement's END_FIELDS."""
-    return [CALL_END, *(getattr(s, f) for f in END_FIELDS)]
+def call_end_record(s: Settlement, transfers: list, events: list) -> list:
+    """The settlement's END_FIELDS, then what it moves and its events: one record, so that a
+    call's end, its return, its listener's credit and its events commit in one transaction
+    whatever the producer's batches cut."""
+    return [CALL_END, *(getattr(s, f) for f in END_FIELDS), transfers, events]
 
 
 # Where an end record (without its kind) holds the totals that must not be negative.
 END_TOTALS_AT = tuple(
-    END_FIELDS.index(f) for f in ("billed_minutes", "coins_spent", "earnings_paise")
+    END_FIELDS.index(f)
+    for f in ("billed_minutes", "coins_spent", "earnings_paise", "coins_charged",
+              "coins_returned", "charged_seconds")
+)  # fmt: skip
+SPENT_AT, CHARGED_AT, RETURNED_AT = (
+    END_FIELDS.index(f) for f in ("coins_spent", "coins_charged", "coins_returned")
 )
 
 
@@ -137,17 +156,14 @@ def is_transfer_record(r) -> bool:
 
 
 def settlement_records(s: Settlement) -> list[list]:
-    """A settlement is written in one batch: the call's end, the listener's credit, and its
-    events (`call_dropped` first if it was dropped, then `call_settled`)."""
-    out = [call_end_record(s)]
-    earn = s.earn_transfer()
-    if earn is not None:
-        out.append(earn)
+    """A settlement is one record: the call's end, the coins it returns and the listener's
+    credit, and its events (`call_dropped` first if it was dropped, then `call_settled`)."""
     data = s.as_dict()
+    events = []
     if s.status == DROPPED:
-        out.append(event_record(CALL_DROPPED, s.call_id, s.user_id, s.ended_ms, data))
-    out.append(event_record(CALL_SETTLED, s.call_id, s.user_id, s.ended_ms, data))
-    return out
+        events.append(event_record(CALL_DROPPED, s.call_id, s.user_id, s.ended_ms, data))
+    events.append(event_record(CALL_SETTLED, s.call_id, s.user_id, s.ended_ms, data))
+    return [call_end_record(s, s.transfers(), events)]
 
 
 def pack(records: list[list]) -> bytes:
@@ -183,11 +199,17 @@ class Batch:
             elif kind == CALL_START:
                 self.starts.append(r[1:])
             elif kind == CALL_END:
-                end = r[1:]
+                *end, transfers, events = r[1:]
                 totals = [end[i] for i in END_TOTALS_AT]
                 if min(totals) < 0:
                     raise InvariantViolation(f"call end {end[0]}: negative totals {totals}")
+                if end[CHARGED_AT] + end[RETURNED_AT] != end[SPENT_AT]:
+                    raise InvariantViolation(
+                        f"call end {end[0]}: charged {end[CHARGED_AT]} and returned "
+                        f"{end[RETURNED_AT]} of {end[SPENT_AT]} prepaid"
+                    )
                 self.ends.append(end)
+                self.add([*transfers, *events])
             elif kind == EVENT:
                 if r[2] not in EVENT_TYPES:
                     raise InvariantViolation(f"unknown event type {r[2]!r}")

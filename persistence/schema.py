@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncpg
 
+from persistence.schema_plans import PRICE_PLAN_MIGRATIONS
+
 # Held while migrating so that two processes starting at once do not both migrate.
 MIGRATION_LOCK_KEY = 0x6269_6C6C
 
@@ -337,6 +339,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             WHERE status = 'pending';
         """,
     ),
+    *PRICE_PLAN_MIGRATIONS,
 ]
 
 
@@ -378,6 +381,8 @@ async def migrate(conn: asyncpg.Connection, through: int | None = None) -> int:
 
 
 TABLES = (
+    "listener_prices",
+    "rate_cards",
     "webhook_deliveries",
     "webhooks",
     "api_keys",

@@ -8,9 +8,11 @@ import datetime as dt
 import asyncpg
 
 from actors import buckets as bk
+from actors import price_plan as plan
 from actors.call import CALL_FIELDS, Call
 from actors.errors import InvariantViolation, UnknownCall
 from actors.money import to_ms
+from actors.settlement import ENDED_KEYS
 from actors.wallet import Wallet
 from persistence.buckets import load_buckets
 from persistence.schema import call_minutes
@@ -174,8 +176,9 @@ async def external_transfers(
     return {r["transfer_id"]: (r["tx_type"], r["amount"]) for r in rows}
 
 
-CALL_COLUMNS = """call_id, user_id, listener_id, call_type, tier, rate_coins, rate_paise, status,
-    end_reason, connected_at, ended_at, billed_minutes, coins_spent, earnings_paise"""
+CALL_COLUMNS = f"""call_id, user_id, listener_id, call_type, tier, rate_coins, rate_paise, status,
+    end_reason, connected_at, ended_at, billed_minutes, coins_spent, earnings_paise,
+    {", ".join((*ENDED_KEYS, *plan.PLAN_FIELDS))}"""
 
 
 # A stored call's CALL_FIELDS as recovery reads them: its start as epoch milliseconds.
@@ -190,7 +193,8 @@ RECOVERY_COLUMNS = ", ".join(
 def call_from_row(row, minute_seconds: float, max_minutes: int, billed: int) -> Call:
     """A stored call (RECOVERY_COLUMNS), billed through `billed`; the minute length and maximum
     it recorded, or the given ones for a call stored before calls recorded theirs."""
-    spec = {f: row.get(f) for f in CALL_FIELDS}  # a Record or a dict
+    # A Record or a dict; a row from before price plans has no plan fields (the defaults).
+    spec = {f: row.get(f) for f in CALL_FIELDS if f not in plan.PLAN_FIELDS or f in row}
     spec["minute_ms"] = spec["minute_ms"] or to_ms(minute_seconds)
     spec["max_minutes"] = spec["max_minutes"] or max_minutes
     return Call.from_spec(spec, billed)
@@ -225,9 +229,13 @@ async def load_ongoing_calls(
 
 
 def call_row_dict(row) -> dict:
+    """A stored call as answers show it (`Call.state`'s keys): its price as `price`."""
     out = dict(row)
     out["connected_at"] = to_epoch(row["connected_at"])
     out["ended_at"] = to_epoch(row["ended_at"])
+    out["price"] = plan.view(plan.price_of(row), row["rate_card_id"])
+    for f in plan.PLAN_FIELDS:
+        del out[f]
     return out
 
 

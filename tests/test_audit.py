@@ -31,10 +31,12 @@ async def settled_call(pool):
     await pool.execute(
         f"""UPDATE calls SET status = 'completed', end_reason = 'hangup',
                   ended_at = to_timestamp({T0 + 90}), billed_minutes = 2, coins_spent = 20,
+                  coins_charged = 20, coins_returned = 0, charged_seconds = 120,
                   earnings_paise = 200 WHERE call_id = 1"""
     )
 
 
+CHARGE_CHECK = "settled calls whose charge, return or earnings disagree with their price and length"
 CORRUPTIONS = [
     (
         "UPDATE wallets SET settled_coins = settled_coins + 5 WHERE user_id = 2",
@@ -58,7 +60,29 @@ CORRUPTIONS = [
     ),
     (
         "UPDATE calls SET coins_spent = 30 WHERE call_id = 1",
-        "settled calls whose totals disagree with minutes and rates",
+        CHARGE_CHECK,
+    ),
+    (
+        "UPDATE calls SET coins_charged = 15, coins_returned = 5 WHERE call_id = 1",
+        CHARGE_CHECK,
+    ),
+    (
+        "INSERT INTO ledger VALUES ('unused:2', 2, 'coins', 5, 'unused', 2, NULL, now())",
+        "prepaid coins not returned exactly when due, or returns without their call",
+    ),
+    (
+        f"INSERT INTO rate_cards VALUES (7, to_timestamp({T0 + 1}), '{{}}', now(), NULL);"
+        "UPDATE calls SET rate_card_id = 7 WHERE call_id = 1",
+        "calls on a card before its date, or on a card that does not exist",
+    ),
+    (
+        "INSERT INTO rate_cards VALUES (8, now() - interval '1 day', '{}', now(), NULL)",
+        "rate cards dated before they were scheduled",
+    ),
+    (
+        """INSERT INTO listener_prices (listener_id, prices, tier, rate_card_id, bounds, set_at)
+           VALUES (4, '{"audio": 50}', 'basic', 0, '{"audio": [5, 15]}', now())""",
+        "listener prices outside the bounds of their card and tier when set",
     ),
     (
         "DELETE FROM ledger WHERE transfer_id = 'earn:call:1'",
@@ -137,6 +161,8 @@ RESTORE_ORDER = (
     "api_keys",
     "webhooks",
     "webhook_deliveries",
+    "rate_cards",
+    "listener_prices",
 )
 
 

@@ -59,7 +59,7 @@ def test_a_call_settles_once_whatever_races_to_end_it():
 
 def test_earnings_accrue_at_the_rate_fixed_at_start_and_are_one_transfer():
     c = make(billed=4, rate_paise=180)
-    t = c.hang_up(T0 + 200).earn_transfer()
+    [t] = c.hang_up(T0 + 200).transfers()  # the default card returns nothing: whole minutes
     assert (t.transfer_id, t.amount, t.unit, t.user_id) == ("earn:call:7", 720, "paise", 2)
 
 

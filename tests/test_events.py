@@ -9,7 +9,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from actors import InvariantViolation
-from actors.call import Settlement
+from actors.settlement import Settlement
 from engine import InvalidInput
 from persistence import events
 from persistence.commit import commit_batch

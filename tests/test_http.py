@@ -223,6 +223,8 @@ OPERATIONS = {  # operationId: tag, as a generated client names its methods and 
     "create_webhook": "webhooks", "list_webhooks": "webhooks", "get_webhook": "webhooks",
     "delete_webhook": "webhooks", "list_webhook_deliveries": "webhooks",
     "replay_webhook": "webhooks",
+    "schedule_rate_card": "prices", "list_rate_cards": "prices",
+    "set_listener_prices": "prices", "get_listener_prices": "prices",
     "get_health": "health", "get_readiness": "health",
 }  # fmt: skip
 
@@ -354,9 +356,8 @@ class TestHttpOnOneEngine(OnOneEngine):
             assert [m["balance_after_coins"] for m in timeline["minutes"]] == [90, 80, 70]
             assert timeline["end"]["rule"].startswith("hung up at ")
             assert ISO.fullmatch(timeline["minutes"][0]["committed_at"]), timeline["minutes"][0]
-            assert timeline["call"] == live | {
-                k: end.json()[k] for k in ("status", "end_reason")
-            } | {
+            ended = ("status", "end_reason", "coins_charged", "coins_returned", "charged_seconds")
+            assert timeline["call"] == live | {k: end.json()[k] for k in ended} | {
                 "ended_at": end.json()["ended_at"],
                 "next_tick_at": None,
                 "minutes_affordable": None,

@@ -153,16 +153,17 @@ def test_a_card_that_is_not_whole_is_refused_naming_what(card, named):
         RateCard(**card)
 
 
-def test_the_engine_refuses_a_card_whose_plan_it_does_not_apply_yet():
-    """The arithmetic is here; calls do not use it yet: a card asking for 1-s increments is
-    refused naming the keys, rather than billed by the whole minute without a word."""
+def test_the_engine_reads_a_plan_card_and_names_what_is_wrong_in_one():
     from engine.config import from_env
 
     card = '{"increment_s": {"audio": 1, "video": 6}, "free_s": {"audio": 15, "video": 0}}'
-    with pytest.raises(InvalidInput, match="increment_s, free_s are not applied to calls yet"):
-        from_env({"BILLING_RATE_CARD": card})
+    read = from_env({"BILLING_RATE_CARD": card}).rate_card
+    assert (read.increment_s, read.free_s) == ({"audio": 1, "video": 6}, {"audio": 15, "video": 0})
+    assert RateCard.from_dict(read.as_dict()) == read
     bad = '{"increment_s": {"audio": 7, "video": 6}}'
     with pytest.raises(InvalidInput, match="BILLING_RATE_CARD .* increment_s.audio"):
         from_env({"BILLING_RATE_CARD": bad})
+    with pytest.raises(InvalidInput, match=r"no keys \['increments'\]"):
+        from_env({"BILLING_RATE_CARD": '{"increments": {}}'})
     plain = '{"coins_per_minute": {"audio": 12, "video": 60}}'
     assert from_env({"BILLING_RATE_CARD": plain}).rate_card.rates("audio", "basic")[0] == 12

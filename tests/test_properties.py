@@ -49,10 +49,8 @@ class Billing(RuleBasedStateMachine):
         if s is None:
             return
         payer = self.wallets[s.user_id]
-        assert payer.close_call(s.call_id) == s.billed_minutes
-        earn = s.earn_transfer()
-        if earn is not None:
-            self.post([earn])
+        assert payer.close_call(s.call_id, s.coins_returned) == s.billed_minutes
+        self.post(s.transfers())  # the listener's credit (the default card returns nothing)
         assert self.wallets[s.listener_id].release_listener(s.call_id, s.earnings_paise)
         self.settled[s.call_id] = s
         self.deliveries.append(("release", (s.listener_id, s.call_id, s.earnings_paise)))

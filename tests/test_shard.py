@@ -6,7 +6,7 @@ import pytest
 
 from actors import Call, IdempotencyConflict, InsufficientCoins, InvalidInput
 from actors.call import CallRequest
-from actors.money import TIERS, to_ms
+from actors.money import CALL_TYPES, TIERS, RateCard, to_ms
 from bench.setup import ongoing_calls
 from engine.config import Config
 from engine.operations import (
@@ -75,8 +75,11 @@ def end_call(sh, user, call_id, now):
 
 async def new_call(pool, sh, user, listener, now=T0, rate=10):
     call_id = await store.SequenceIds(1).next(pool)
-    rates = dict.fromkeys(TIERS, (rate, 100))
-    request = CallRequest(call_id, user, listener, "audio", rates, MIN, 240)
+    card = RateCard(
+        coins_per_minute=dict.fromkeys(CALL_TYPES, rate),
+        paise_per_minute={t: dict.fromkeys(CALL_TYPES, 100) for t in TIERS},
+    )
+    request = CallRequest(call_id, user, listener, "audio", card, 0, MIN, 240)
     await ask(sh, StartCall(now=now, request=request, start_key=None))
     return call_id
 

@@ -5,8 +5,8 @@ import asyncio
 import pytest
 
 from actors import InvariantViolation
-from actors.call import Settlement
 from actors.money import Transfer
+from actors.settlement import Settlement
 from engine.cli.proxy import Proxy as PgProxy
 from persistence import store
 from persistence.client import ClientLimits, WriterClient

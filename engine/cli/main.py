@@ -71,6 +71,14 @@ def cmd_statement(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rate_cards(args: argparse.Namespace) -> int:
+    from engine.cli.rate_cards_view import run, table
+
+    listed = on_running_engine(args, lambda e: run(e, args.schedule, args.at, args.key))
+    console.print_json(json.dumps(iso_times(listed))) if args.json else console.print(table(listed))
+    return 0
+
+
 def cmd_top(args: argparse.Namespace) -> int:
     from engine.cli.top import run
 
@@ -238,6 +246,7 @@ COMMANDS = {
     "explain call": cmd_explain,
     "top": cmd_top,
     "statement": cmd_statement,
+    "rate-cards": cmd_rate_cards,
     "audit": cmd_audit,
     "bench": cmd_bench,
     "chaos": cmd_chaos,

@@ -109,7 +109,7 @@ def build_parser(commands: Commands) -> argparse.ArgumentParser:
     parser.epilog = "Settings come from the environment or these flags; see the README."
     sub = parser.add_subparsers(dest="command", required=True)
     adders = (_demo, _up, _stop, _serve_config, _inspect, _explain, _top, _statement, _audit)
-    adders += (_bench,)
+    adders += (_bench, _rate_cards)
     adders += (_chaos, _jobs, _keys)
     for add in adders:
         add(sub, commands)
@@ -246,6 +246,15 @@ def _statement(sub, commands: Commands) -> None:
     st.add_argument("user_id", type=int, help="the user's or listener's id")
     st.add_argument("--csv", action="store_true", help="CSV instead of a table")
     _engine_flags(st, only=("ray", "data_dir"))
+
+
+def _rate_cards(sub, commands: Commands) -> None:
+    rc = _command(sub, "rate-cards", "the rate cards: in force, scheduled, past", commands)
+    rc.add_argument("--schedule", metavar="FILE", help="a card's JSON to schedule first")
+    rc.add_argument("--at", metavar="TIME", help="when it takes effect (ISO 8601, with offset)")
+    rc.add_argument("--key", help="an idempotency key: scheduling again changes nothing")
+    rc.add_argument("--json", action="store_true", help="JSON instead of a table")
+    _engine_flags(rc, only=("ray", "data_dir"))
 
 
 def _audit(sub, commands: Commands) -> None:

@@ -48,9 +48,13 @@ class PayerCalls:
         PostgreSQL shows otherwise)."""
         r, now = op.request, op.now
         reserved = {"now": now, "listener_id": r.listener_id, "call_id": r.call_id}
-        tier = await self.router.ask(ReserveListener(**reserved, payer_id=r.user_id))
+        priced = r.call_type in r.card.price_bounds  # the card lets listeners price it
+        reserve = ReserveListener(
+            **reserved, payer_id=r.user_id, call_type=r.call_type, priced=priced
+        )
+        tier, own_price = await self.router.ask(reserve)
         try:
-            return await self.open(r.call(tier, now), now, op.start_key)
+            return await self.open(r.call(tier, now, own_price), now, op.start_key)
         except BillingError:
             await self.router.ask(CancelReservation(**reserved))
             raise

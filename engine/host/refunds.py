@@ -60,7 +60,7 @@ class Refunds:
             raise CallOngoing(f"call {op.call_id} is ongoing; refund it once it has ended")
         if call["listener_id"] != op.listener_id:
             raise InvariantViolation(f"refund {rid} asked of listener {op.listener_id}'s host")
-        refunded = await payouts.refunded_minutes(pool, op.call_id)
+        refunded, coins_before = await payouts.refunded(pool, op.call_id)
         left = call["billed_minutes"] - refunded
         minutes = left if op.minutes is None else op.minutes
         if minutes > left or minutes <= 0:
@@ -68,14 +68,23 @@ class Refunds:
                 f"call {op.call_id} billed {call['billed_minutes']} minutes and "
                 f"{refunded} are refunded already; {left} can be, not {minutes}"
             )
+        # What the call charged is all a refund gives back (its price may have returned part
+        # of the prepaid minutes at its end); earnings go back in the same proportion.
+        charged = call["coins_charged"]
+        coins = min(minutes * call["rate_coins"], charged - coins_before)
+        if coins <= 0:
+            raise RefundExceedsBilled(
+                f"call {op.call_id} charged {charged} coins and {coins_before} are refunded "
+                "already: nothing is left to refund"
+            )
         return {
             "refund_id": rid,
             "call_id": op.call_id,
             "user_id": call["user_id"],
             "listener_id": op.listener_id,
             "minutes": minutes,
-            "coins": minutes * call["rate_coins"],
-            "paise": minutes * call["rate_paise"] if op.listener_pays else 0,
+            "coins": coins,
+            "paise": coins * call["earnings_paise"] // charged if op.listener_pays else 0,
             "listener_pays": op.listener_pays,
             "reason": op.reason,
         }

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import asyncio
 
-from actors.call import Call, Settlement
+from actors.call import Call
 from actors.errors import InvariantViolation
+from actors.settlement import Settlement
 from engine.host.book import CallBook
 from engine.host.meter import Meter
 from engine.host.notices import Notices
@@ -50,7 +51,7 @@ class Settlements:
         for s in settlements:
             self._under_way[s.call_id] = loop.create_future()
             w = self.cache.wallets.get(s.user_id)
-            last = None if w is None else w.close_call(s.call_id)
+            last = None if w is None else w.close_call(s.call_id, s.coins_returned)
             if last is not None and last != s.billed_minutes:
                 raise InvariantViolation(
                     f"call {s.call_id}: wallet billed {last} minutes, call says {s.billed_minutes}"

@@ -9,10 +9,10 @@ behind (appended to the writer client), the settlements of calls that ran out fo
 
 from __future__ import annotations
 
-from actors.call import Settlement
 from actors.due_order import bill_call_due, bill_payer_due
 from actors.errors import InvariantViolation
 from actors.money import to_ms
+from actors.settlement import Settlement
 from actors.wallet import Wallet
 from engine.host.book import CallBook
 from engine.host.expiries import BucketExpiries

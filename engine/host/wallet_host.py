@@ -24,6 +24,7 @@ from engine.host.book import CallBook
 from engine.host.expiries import BucketExpiries
 from engine.host.externals import Externals
 from engine.host.listener_desk import ListenerDesk
+from engine.host.listener_prices import ListenerPrices
 from engine.host.meter import Meter, NoMeter
 from engine.host.notices import Notices
 from engine.host.payer_calls import PayerCalls
@@ -41,10 +42,12 @@ from engine.operations import (
     InspectWallet,
     Operation,
     ReadCall,
+    ReadPrices,
     ReadWallet,
     RefundCoins,
     ReleaseListener,
     ReserveListener,
+    SetPrices,
     SettlePayout,
     Spend,
     StartCall,
@@ -114,6 +117,7 @@ class WalletHost:
             self.time, self.book, client, self.settlements, self.router, presence, meter,
             settings.user_calls_max,
         )  # fmt: skip
+        self.prices = ListenerPrices(self.time, self.cache, client)
         # Each operation's one handler.
         self._handlers: dict[type, Callable[[Operation], Awaitable]] = {
             TopUp: externals.top_up,
@@ -128,6 +132,8 @@ class WalletHost:
             EndCall: self.payer_calls.end,
             ReadCall: self.payer_calls.read,
             ReserveListener: self._reserve_listener,
+            SetPrices: self.prices.set,
+            ReadPrices: self.prices.read,
             CancelReservation: self._cancel_reservation,
             ReleaseListener: self._release_listener,
         }
@@ -190,9 +196,10 @@ class WalletHost:
         w, _ = await self.time.wallet_at(op.user_id, op.now)
         return w.state()
 
-    async def _reserve_listener(self, op: ReserveListener) -> str:
+    async def _reserve_listener(self, op: ReserveListener) -> tuple[str, int | None]:
         w, _ = await self.time.wallet_at(op.listener_id, op.now)
-        return await self.desk.reserve(w, op.call_id, op.payer_id, op.now)
+        own = await self.prices.own(op.listener_id, op.call_type) if op.priced else None
+        return await self.desk.reserve(w, op.call_id, op.payer_id, op.now), own
 
     async def _cancel_reservation(self, op: CancelReservation) -> None:
         self.desk.cancel(await self.cache.wallet(op.listener_id), op.call_id)

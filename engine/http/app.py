@@ -118,11 +118,12 @@ def build_app(
         app.add_exception_handler(kind, handler)
     from engine.http.docs_pages import router as docs_router
     from engine.http.key_routes import router as keys_router
+    from engine.http.price_routes import router as prices_router
     from engine.http.routes import router  # its routes answer with the helpers above
     from engine.http.webhook_routes import router as webhooks_router
 
     # The routes themselves, not include_router's wrapper: one routing step per request.
-    for r in (router, keys_router, webhooks_router, docs_router):
+    for r in (router, keys_router, webhooks_router, prices_router, docs_router):
         app.router.routes.extend(r.routes)
     http_table.register(app)
     app.openapi = lambda: _openapi(app)

@@ -11,11 +11,34 @@ from engine.http.contract.kinds import (
     Answer,
     CallStatus,
     CallType,
+    EarningsRule,
     EndReason,
     PayoutStatus,
+    PriceSource,
     Tier,
     Timestamp,
 )
+
+
+class Earnings(Answer):
+    rule: EarningsRule
+    paise_per_minute: int | None = Field(None, description="rule tier: paise a charged minute")
+    share_pct: int | None = Field(None, description="rule share: % of the coins' value")
+    coin_value_paise: int | None = Field(description="what a coin is worth, when the card says")
+
+
+class Price(Answer):
+    """A call's price, fixed at its start: nothing that changes later reprices it."""
+
+    rate_coins: int = Field(description="coins a minute, prepaid at each minute's start")
+    increment_s: int = Field(description="billed seconds the end rounds up to (60: minutes)")
+    free_s: int = Field(description="a call shorter than this many billed seconds is free")
+    earnings: Earnings
+    rate_card_id: int = Field(description="the card in force at the start (0: the configured)")
+    source: PriceSource
+    clamped_from: int | None = Field(
+        description="the listener's own price, when their tier's bounds moved it to rate_coins"
+    )
 
 
 class CallTerms(Answer):
@@ -28,7 +51,8 @@ class CallTerms(Answer):
     call_type: CallType
     tier: Tier = Field(description="the listener's tier when the call started")
     rate_coins: int = Field(description="coins a minute the payer pays")
-    rate_paise: int = Field(description="paise a minute the listener earns")
+    rate_paise: int = Field(description="paise a minute the listener earns (rule tier)")
+    price: Price
 
 
 class CallStartedData(CallTerms):
@@ -55,9 +79,15 @@ class Settlement(Answer):
     status: CallStatus
     end_reason: EndReason
     billed_minutes: int
-    coins_spent: int
+    coins_spent: int = Field(description="what its minutes prepaid")
     earnings_paise: int
     ended_at: Timestamp
+    coins_charged: int = Field(description="what its price charged for the time it lasted")
+    coins_returned: int = Field(description="prepaid and not charged: back to the payer")
+    charged_seconds: int = Field(description="billed seconds charged")
+    platform_paise: int | None = Field(
+        description="coins_charged * coin value - earnings_paise; null without a coin value"
+    )
 
 
 class CallRefundedData(Answer):

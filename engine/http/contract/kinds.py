@@ -23,6 +23,7 @@ from actors.money import (
     TIERS,
     TOP_UP_TYPES,
 )
+from actors.price_plan import CARD, EARNINGS_RULES, INCREMENTS_S, LISTENER
 from persistence.records import EVENT_TYPES
 from persistence.webhooks import DELIVERY_STATUSES, WEBHOOK_STATUSES
 
@@ -44,6 +45,12 @@ EventType = _enum("EventType", EVENT_TYPES, "what an event reports")
 PayoutStatus = _enum("PayoutStatus", PAYOUT_STATUSES, "a payout's state")
 WebhookStatus = _enum("WebhookStatus", WEBHOOK_STATUSES, "an endpoint's state")
 DeliveryStatus = _enum("DeliveryStatus", DELIVERY_STATUSES, "pending until a 2xx")
+EarningsRule = _enum(
+    "EarningsRule", EARNINGS_RULES, "tier: paise a minute by tier; share: a share of the coins"
+)
+Increment = enum.IntEnum("Increment", {f"s{v}": v for v in INCREMENTS_S})
+Increment.__doc__ = "billed seconds a call's end rounds up to: a divisor of 60"
+PriceSource = _enum("PriceSource", (CARD, LISTENER), "the listener's own price, or the card's")
 Unit = _enum("Unit", ("coins", "paise"), "coins (a user's) or paise (a listener's earnings)")
 
 

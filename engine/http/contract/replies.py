@@ -93,6 +93,10 @@ class Call(CallTerms):
     billed_minutes: int
     coins_spent: int
     earnings_paise: int
+    coins_charged: int | None = Field(description="once ended: what its price charged")
+    coins_returned: int | None = Field(description="once ended: prepaid coins given back")
+    charged_seconds: int | None = Field(description="once ended: billed seconds charged")
+    platform_paise: int | None = Field(description="once ended, with a coin value")
     next_tick_at: Timestamp | None = Field(description="when the next minute is billed")
     status: CallStatus
     end_reason: EndReason | None
@@ -113,6 +117,10 @@ class StoredCall(CallTerms):
     billed_minutes: int
     coins_spent: int
     earnings_paise: int
+    coins_charged: int | None = Field(description="once ended: what its price charged")
+    coins_returned: int | None = Field(description="once ended: prepaid coins given back")
+    charged_seconds: int | None = Field(description="once ended: billed seconds charged")
+    platform_paise: int | None = Field(description="once ended, with a coin value")
 
 
 class TimelineMinute(Answer):
@@ -142,10 +150,19 @@ class CallEnd(Answer):
         examples=["dropped at 12:03:00.000 UTC: balance 5 coins < rate 10 coins a minute, ..."],
     )
     at: Timestamp
+    charge: str = Field(
+        description="the end's rounding in words",
+        examples=["90.4 s billed as 91 s at 1-s increments: 16 coins; 4 of 20 prepaid returned"],
+    )
 
 
 class Timeline(Answer):
     call: Call
+    price: str = Field(
+        description="how the call's price was decided, in words",
+        examples=["10 coins a minute: the rate of rate card 0 (the configured one); billed by "
+                  "the minute; the listener earns 100 paise a charged minute (tier basic)"],
+    )  # fmt: skip
     minutes: list[TimelineMinute]
     wallet_events: list[WalletEvent] = Field(
         description="the payer's other coin transfers during the call, in time order"
