@@ -184,30 +184,31 @@ async def set_sql(pool, calls: int, minutes: int) -> Run:
     return Run.measured("set_sql", calls, calls * minutes, elapsed, lat, watch)
 
 
+# `sharded_plan`: every call priced by the second with its first 15 s free (the minute path
+# must not pay for the price).
+PLAN = {"increment_s": 1, "free_s": 15}
+
+
 async def engine_path(
-    placement: str, database_url: str, redis_url: str, calls: int, minutes: int, shards: int
+    placement: str,
+    database_url: str,
+    redis_url: str,
+    calls: int,
+    minutes: int,
+    shards: int,
+    plan: dict | None = None,
 ) -> Run:
     """The engine: N ongoing calls recovered from PostgreSQL (manual clock). Throughput:
     `minutes` rounds of one minute of every call, pipelined, the clock stopped only when all
     of them are committed. Latency: `LATENCY_ROUNDS` more rounds, each waited on until
-    committed."""
+    committed. With a `plan`, the calls and the card are priced by it."""
     from engine.api import Engine
-    from engine.config import from_env
     from persistence.db import get_pool
 
     pool = await get_pool(database_url)
     await reset(pool)
-    await ongoing_calls(pool, calls, COINS_EACH, T0)
-    cfg = from_env(
-        database_url=database_url,
-        redis_url=redis_url,
-        placement=placement,
-        clock="manual",
-        shards=shards,
-        minute_seconds=60.0,
-        scheduler=False,
-        actors_per_node_max=max(48, 3 * calls + 8),
-    )
+    await ongoing_calls(pool, calls, COINS_EACH, T0, **(plan or {}))
+    cfg = _engine_config(placement, database_url, redis_url, calls, shards, plan)
     watch = RssWatch()
     t = time.perf_counter()
     engine = await Engine(cfg).start()
@@ -234,15 +235,35 @@ async def engine_path(
         await engine.stop()
     expected = calls * (1 + minutes + LATENCY_ROUNDS)
     note = "" if billed == expected else f"billed {billed} of {expected} minutes"
-    run = Run.measured(
-        placement.replace("-", "_"), calls, calls * minutes, elapsed, lat, watch, note
-    )
+    name = placement.replace("-", "_") + ("_plan" if plan is not None else "")
+    run = Run.measured(name, calls, calls * minutes, elapsed, lat, watch, note)
     run.extra = {
         "recover_s": round(recover_s, 2),
         "processes": len(watch.pids),
         "rss_peak_mib_by_process": _by_process(watch.peak_by_process),
     }
     return run
+
+
+def _engine_config(placement, database_url, redis_url, calls: int, shards: int, plan):
+    from actors.money import CALL_TYPES, RateCard
+    from engine.config import from_env
+
+    cfg = from_env(
+        database_url=database_url,
+        redis_url=redis_url,
+        placement=placement,
+        clock="manual",
+        shards=shards,
+        minute_seconds=60.0,
+        scheduler=False,
+        actors_per_node_max=max(48, 3 * calls + 8),
+    )
+    if plan is None:
+        return cfg
+    return cfg.replace(
+        rate_card=RateCard(**{k: dict.fromkeys(CALL_TYPES, v) for k, v in plan.items()})
+    )
 
 
 def _by_process(peaks: dict[str, int]) -> dict[str, int]:
@@ -272,9 +293,11 @@ async def run_path(
         return await seed_loop(pool, calls, minutes)
     if path == "set_sql":
         return await set_sql(pool, calls, minutes)
+    if path == "sharded_plan":
+        return await engine_path("sharded", database_url, redis_url, calls, minutes, shards, PLAN)
     placement = {"actor_per_call": "actor-per-call", "sharded": "sharded"}[path]
     return await engine_path(placement, database_url, redis_url, calls, minutes, shards)
 
 
-PATHS = ("copy_limit", "seed_loop", "set_sql", "actor_per_call", "sharded")
+PATHS = ("copy_limit", "seed_loop", "set_sql", "actor_per_call", "sharded", "sharded_plan")
 __all__ = ["PATHS", "Run", "run_path"]

@@ -57,8 +57,16 @@ async def people(conn, first: int, n: int, coins_each: int, bought: dt.datetime)
     )
 
 
-async def ongoing_calls(pool: asyncpg.Pool, calls: int, coins_each: int, connected_at: float):
-    """Users 1..N pay, listeners N+1..2N listen, call i is user i with listener N+i."""
+async def ongoing_calls(
+    pool: asyncpg.Pool,
+    calls: int,
+    coins_each: int,
+    connected_at: float,
+    increment_s: int = 60,
+    free_s: int = 0,
+):
+    """Users 1..N pay, listeners N+1..2N listen, call i is user i with listener N+i; each call
+    priced at `increment_s` and `free_s` (by default, whole minutes)."""
     at = dt.datetime.fromtimestamp(connected_at, dt.UTC)
     bought = at - dt.timedelta(seconds=1)  # the coins were bought before the call
     async with pool.acquire() as conn, conn.transaction():
@@ -74,13 +82,15 @@ async def ongoing_calls(pool: asyncpg.Pool, calls: int, coins_each: int, connect
         )
         await conn.execute(
             """INSERT INTO calls (call_id, user_id, listener_id, call_type, tier, rate_coins,
-                                  rate_paise, status, connected_at)
-               SELECT g, g, $1 + g, 'audio', 'basic', $3, $4, 'ongoing', $2::timestamptz
+                                  rate_paise, status, connected_at, increment_s, free_s)
+               SELECT g, g, $1 + g, 'audio', 'basic', $3, $4, 'ongoing', $2::timestamptz, $5, $6
                FROM generate_series(1, $1) g""",
             calls,
             at,
             RATE_COINS,
             RATE_PAISE,
+            increment_s,
+            free_s,
         )
         await conn.execute("SELECT setval('calls_call_id_seq', $1)", calls)
         await conn.execute("SELECT setval('users_user_id_seq', 2 * $1)", calls)

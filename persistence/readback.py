@@ -27,6 +27,9 @@ async def snapshot(pool: asyncpg.Pool) -> dict:
             )
         )
         earned = dict(await conn.fetch("SELECT call_id, amount FROM ledger WHERE tx_type = 'earn'"))
+        returned = dict(
+            await conn.fetch("SELECT call_id, amount FROM ledger WHERE tx_type = 'unused'")
+        )
         payouts = dict(await conn.fetch("SELECT payout_id, status FROM payouts"))
         refunds = {
             r["refund_id"]: (r["minutes"], r["listener_pays"], r["done"])
@@ -52,13 +55,15 @@ async def snapshot(pool: asyncpg.Pool) -> dict:
         "calls": calls,
         "minutes": minutes,
         "earned": earned,
+        "returned": returned,
     }
 
 
 async def calls_of(pool: asyncpg.Pool, user_ids: list[int]) -> list[dict]:
     """The calls these users pay, with `connected_at` in epoch seconds."""
     rows = await pool.fetch(
-        "SELECT call_id, user_id, listener_id, rate_coins, rate_paise, "
+        "SELECT call_id, user_id, listener_id, rate_coins, rate_paise, increment_s, free_s, "
+        "earnings_rule, share_pct, coin_value_paise, "
         "extract(epoch FROM connected_at)::float8 AS connected_at FROM calls "
         "WHERE user_id = ANY($1::bigint[])",
         user_ids,

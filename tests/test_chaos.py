@@ -6,7 +6,14 @@ import time
 import pytest
 
 from actors import PartyBusy
-from engine.cli.chaos import CRASH_KINDS, ChaosResult, Model, check_database, run_chaos
+from engine.cli.chaos import (
+    CRASH_KINDS,
+    PLAN_CARD,
+    ChaosResult,
+    Model,
+    check_database,
+    run_chaos,
+)
 from engine.host.listener_desk import RESERVATION_UNCONFIRMED_S
 from engine.host.wallet_host import HostSettings, WalletHost
 from engine.operations import ReserveListener, Withdraw
@@ -16,6 +23,22 @@ from tests.conftest import PLACEMENTS, engine_config
 
 MIN = 60.0
 RUN_SECONDS = 8.0
+
+
+@pytest.mark.parametrize("placement", PLACEMENTS)
+async def test_a_chaos_run_on_a_plan_card_returns_and_earns_exactly(
+    services, pool, ray_session, placement
+):
+    """Calls by the second and in 6-s increments with free seconds, earnings a share: every
+    end's charge, return and earnings checked against the model, under the same faults."""
+    config = engine_config(services, placement, rate_card=PLAN_CARD)
+    result = await run_chaos(config, RUN_SECONDS, seed=12)
+    out = result.as_dict()
+    assert result.ok, out["mismatches"]
+    assert out["acknowledged"] > 5 and out["acknowledged_lost"] == 0
+    db = await get_pool(services.database_url)  # the run's engine closed the shared pool
+    returned = await db.fetchval("SELECT count(*) FROM ledger WHERE tx_type = 'unused'")
+    assert returned > 0  # ends that gave back part of what was prepaid
 
 
 @pytest.mark.parametrize("placement", PLACEMENTS)

@@ -87,6 +87,9 @@ async def test_increments_free_seconds_and_listener_prices_charge_exactly(engine
     assert (back["amount"], back["user_id"], back["tx_type"]) == (5, user, "unused")
     assert back["created_at"].timestamp() == pytest.approx(end["ended_at"])
     assert (await engine.balance(user))["balance_coins"] == 1000 - 19
+    rows = [(r["kind"], r["amount"], r["balance_after"]) for r in
+            (await engine.statement(user))["transfers"]]  # fmt: skip
+    assert rows == [("purchase", 1000, 1000), ("minutes", -24, 976), ("unused", 5, 981)]
     assert (await engine.get_call(started["call_id"]))["price"] == started["price"]
     words = await engine.explain_call(started["call_id"])
     assert words["end"]["charge"] == (

@@ -27,7 +27,9 @@ def rows_in_time_order(out: dict) -> list[tuple]:
     rows += [
         (
             e["at"],
-            e["tx_type"] if e["call_id"] is None else f"minute of call {e['call_id']}",
+            f"minute of call {e['call_id']}"
+            if e["tx_type"] == "spend" and e["call_id"]
+            else e["tx_type"],
             e["coins"],
             e["balance_after_coins"],
             e["at"],
@@ -56,7 +58,10 @@ def table(out: dict) -> Table:
             "[yellow]not yet[/]" if committed is None else clock(committed),
         )
     end = out["end"]
-    t.caption = "ongoing: " + clock(c["next_tick_at"]) + " next" if end is None else end["rule"]
+    ended = "ongoing: " + clock(c["next_tick_at"]) + " next"
+    if end is not None:
+        ended = f"{end['rule']}\n{end['charge']}"
+    t.caption = f"{out['price']}\n{ended}"
     return t
 
 

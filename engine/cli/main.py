@@ -208,12 +208,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_chaos(args: argparse.Namespace) -> int:
     import random
 
-    from engine.cli.chaos import chaos_command
+    from engine.cli.chaos import PLAN_CARD, chaos_command
 
     if not args.seconds > 0:
         raise BillingError(f"--seconds must be positive, got {args.seconds}")
     seed = args.seed if args.seed is not None else random.randrange(1_000_000)
     config = config_of(args)
+    if args.plan:
+        config = config.replace(rate_card=PLAN_CARD)
     console.print(f"chaos: seed {seed}, {args.seconds:g} s, {config.placement} placement")
     result = chaos_command(config, args.seconds, seed, console)
     out = result.as_dict()

@@ -20,6 +20,7 @@ BENCH_PATHS = (
     "set_sql",
     "actor_per_call",
     "sharded",
+    "sharded_plan",
     "requests",
     "seed_requests",
     "http_requests",
@@ -277,7 +278,7 @@ def _bench(sub, commands: Commands) -> None:
         "--paths",
         nargs="+",
         choices=BENCH_PATHS,
-        help="minute paths (default: the first five) and request paths",
+        help="minute paths (default: the first six) and request paths",
     )
     bench.add_argument(
         "--requests",
@@ -309,6 +310,12 @@ def _chaos(sub, commands: Commands) -> None:
     chaos.add_argument("--seconds", type=float, default=60.0, help="how long the load runs")
     chaos.add_argument("--seed", type=int, help="the seed of the run (default: a random one)")
     chaos.add_argument("--json", help="write the result as JSON here")
+    chaos.add_argument(
+        "--plan",
+        action="store_true",
+        help="price calls on a plan card (1-s and 6-s increments, free seconds, a revenue "
+        "share) instead of BILLING_RATE_CARD",
+    )
 
 
 def _jobs(sub, commands: Commands) -> None:

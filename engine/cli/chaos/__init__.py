@@ -5,7 +5,7 @@ refunds), `checks` compares PostgreSQL with the
 model, and `driver` runs the steps."""
 
 from engine.cli.chaos.checks import ChaosResult, check_database
-from engine.cli.chaos.driver import Chaos, chaos_command, run_chaos
+from engine.cli.chaos.driver import PLAN_CARD, Chaos, chaos_command, run_chaos
 from engine.cli.chaos.faults import CRASH_KINDS
 from engine.cli.chaos.model import Model, ModelCall
 
@@ -14,6 +14,7 @@ __all__ = [
     "Chaos",
     "ChaosResult",
     "Model",
+    "PLAN_CARD",
     "ModelCall",
     "chaos_command",
     "check_database",

@@ -139,6 +139,13 @@ class ChaosRequests:
         if status != "refused" or not isinstance(answer, refusal[expected]):
             self.mismatch(f"{what}: expected {expected}, got {status} {answer!r}")
 
+    def plan(self, call_type: str) -> tuple:
+        """The plan of a call of `call_type` with a listener of the tier `basic` on the card."""
+        card = self.engine.config.rate_card
+        share = card.share_pct["basic"] if card.earnings_rule == "share" else None
+        return (card.increment_s[call_type], card.free_s[call_type], card.earnings_rule, share,
+                card.coin_value_paise)  # fmt: skip
+
     async def start_call(self, user: int, listener: int, call_type: str) -> None:
         rate_coins, rate_paise = self.engine.config.rate_card.rates(call_type, "basic")
         now = self.engine.clock.now()
@@ -157,9 +164,13 @@ class ChaosRequests:
                 self.mismatch(f"{what}: expected to start, got {answer!r}")
                 return
             self.result.acknowledged += 1
-            self.model.start(answer["call_id"], user, listener, rate_coins, rate_paise, now)
+            plan = self.plan(call_type)
+            self.model.start(answer["call_id"], user, listener, rate_coins, rate_paise, now, plan)
             if (answer["rate_coins"], answer["rate_paise"]) != (rate_coins, rate_paise):
                 self.mismatch(f"{what}: rates {answer['rate_coins']}/{answer['rate_paise']}")
+            price = answer["price"]
+            if (price["increment_s"], price["free_s"], price["earnings"]["rule"]) != plan[:3]:
+                self.mismatch(f"{what}: price {price}, model plan {plan}")
             return
         error = {"busy": PartyBusy, "insufficient": InsufficientCoins}[expected]
         if status != "refused" or not isinstance(answer, error):
@@ -170,7 +181,13 @@ class ChaosRequests:
         outcomes, self.hang_up_s = await self.timed(
             lambda: self.engine.end_call(call_id), copies, self.hang_up_s
         )
-        self.model.end(call_id, self.engine.clock.now())
+        # A hang-up ends at the request's time, or just after its payer's last event (a bonus
+        # is granted a millisecond after a debit): at most a second later.
+        now = self.engine.clock.now()
+        ended = [a["ended_at"] for status, a in outcomes if status == "ok"]
+        if any(t > now + 1.0 for t in ended):
+            self.mismatch(f"end call {call_id}: ended at {ended}, asked at {now}")
+        self.model.end(call_id, max([now, *ended]))
         c = self.model.calls[call_id]
         for status, answer in outcomes:
             if status == "unanswered":
@@ -180,7 +197,8 @@ class ChaosRequests:
                 continue
             self.result.acknowledged += 1
             got = (answer["status"], answer["end_reason"], answer["billed_minutes"])
-            if got != (c.status, c.reason, c.minutes):
+            got += (answer["coins_charged"], answer["earnings_paise"])
+            if got != (c.status, c.reason, c.minutes, c.charged, c.earned):
                 self.mismatch(f"end call {call_id}: answered {got}, model {c}")
 
     async def reconcile_starts(self) -> None:
@@ -208,7 +226,9 @@ class ChaosRequests:
                     r["rate_coins"],
                     r["rate_paise"],
                     r["connected_at"],
-                )
+                    (r["increment_s"], r["free_s"], r["earnings_rule"], r["share_pct"],
+                     r["coin_value_paise"]),
+                )  # fmt: skip
                 self.model.bill(self.engine.clock.now())
         self.ambiguous_starts.clear()
 

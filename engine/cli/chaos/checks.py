@@ -74,7 +74,8 @@ def _check_money_back(db: dict, m: Model, r: ChaosResult) -> None:
         r.mismatch(f"refund {rid} was stored but never acknowledged")
     statuses = Counter(db["payouts"].values())
     r.wallet_ops = {f"payouts_{s}": n for s, n in sorted(statuses.items())}
-    r.wallet_ops |= {"refunds": len(db["refunds"])} | db["buckets"]
+    r.wallet_ops |= {"refunds": len(db["refunds"]), "returns": len(db["returned"])}
+    r.wallet_ops |= db["buckets"]
 
 
 async def check_database(pool, m: Model, r: ChaosResult) -> None:
@@ -105,6 +106,10 @@ async def check_database(pool, m: Model, r: ChaosResult) -> None:
             continue
         got = (row["status"], row["end_reason"], row["billed_minutes"], row["coins_spent"])
         want = (c.status, c.reason, c.minutes, c.minutes * c.rate_coins)
+        if c.status != "ongoing":
+            returned = c.minutes * c.rate_coins - c.charged
+            got += (row["coins_charged"], db["returned"].get(cid, 0))
+            want += (c.charged, returned)
         if got != want:
             r.mismatch(f"call {cid}: stored {got}, model {want}")
         n = db["minutes"].get(cid, 0)
@@ -112,8 +117,8 @@ async def check_database(pool, m: Model, r: ChaosResult) -> None:
         if n < c.minutes:
             r.acknowledged_lost += c.minutes - n
             r.mismatch(f"call {cid}: {n} minute transfers, model {c.minutes}")
-        if db["earned"].get(cid, 0) != c.minutes * c.rate_paise:
-            r.mismatch(f"call {cid}: earned {db['earned'].get(cid)}, model {c.minutes}×rate")
+        if db["earned"].get(cid, 0) != c.earned:
+            r.mismatch(f"call {cid}: earned {db['earned'].get(cid)}, model {c.earned}")
     for cid in db["calls"].keys() - m.calls.keys():
         r.mismatch(f"call {cid} was stored but never started as far as the model knows")
     _check_money_back(db, m, r)

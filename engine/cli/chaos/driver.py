@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import time
 
+from actors.money import RateCard
 from engine.cli.chaos.answers import ChaosRequests
 from engine.cli.chaos.checks import ChaosResult, check_database
 from engine.cli.chaos.faults import CLOCK_JUMP_MINUTES, CRASH_KINDS, FAULT_PROBABILITY, Faults
@@ -118,6 +119,18 @@ class Chaos:
         await r.compare_live()
         await r.must(self.engine.sync, "drain what the reads expired")
         await check_database(await get_pool(self.engine.database_url), self.model, self.result)
+
+
+# `chaos --plan`: calls priced by the second (audio, the first 15 s free) and in 6-s increments
+# (video, the first 20 s free), listeners paid 40-60 % of what users pay: every end returns
+# part of what its minutes prepaid.
+PLAN_CARD = RateCard(
+    increment_s={"audio": 1, "video": 6},
+    free_s={"audio": 15, "video": 20},
+    earnings_rule="share",
+    share_pct={"basic": 40, "bronze": 45, "silver": 50, "gold": 60},
+    coin_value_paise=50,
+)
 
 
 async def run_chaos(

@@ -24,14 +24,22 @@ class ModelCall:
     status: str = "ongoing"
     reason: str | None = None
     refunded: int = 0  # minutes refunded
+    # The price's plan: (increment_s, free_s, earnings rule, share_pct, coin_value_paise);
+    # the default is whole minutes, earnings by tier.
+    plan: tuple = (60, 0, "tier", None, None)
+    charged: int = 0  # coins the end charged (the rest of the prepaid minutes went back)
+    earned: int = 0  # paise the listener earned
+    refunded_coins: int = 0
 
 
 @dataclass
 class Model:
     """What the ledger must say: minute k of a call is due at connected_at + (k-1)·minute and is
     paid if the payer has the coins, else the call drops at that boundary; minute 1 is paid at
-    the start; a call ends at its maximum length; a hang-up keeps the started minute; the
-    listener earns minutes × paise rate once, at the end; an idempotency key applies once."""
+    the start; a call ends at its maximum length; a hang-up keeps the started minute; at the
+    end the price charges its increments of the time the call lasted (nothing under its free
+    seconds), the prepaid rest goes back to the payer and the listener earns the charged time
+    by the rule, once; an idempotency key applies once."""
 
     minute_s: float
     max_minutes: int
@@ -42,6 +50,7 @@ class Model:
     in_call: dict[int, int] = field(default_factory=dict)  # party -> call id
     payouts: dict[int, list] = field(default_factory=dict)  # id -> [listener, paise, status]
     refunds: dict[str, tuple] = field(default_factory=dict)  # key -> (call, minutes, pays)
+    refunded: dict[str, tuple] = field(default_factory=dict)  # key -> (coins, paise)
     # user -> buckets of bonus coins that expire: [coins left, expires at, key], first to
     # expire first
     buckets: dict[int, list] = field(default_factory=dict)
@@ -116,14 +125,17 @@ class Model:
             return "ongoing", 0
         left = c.minutes - c.refunded
         n = left if minutes is None else minutes
-        if n > left or n <= 0:
+        coins = min(n * c.rate_coins, c.charged - c.refunded_coins)  # never more than charged
+        if n > left or n <= 0 or coins <= 0:
             return "exceeds", 0
-        paise = n * c.rate_paise if pays else 0
+        paise = coins * c.earned // c.charged if pays else 0  # as earned, in proportion
         if self.paise[c.listener] < paise:
             return "insufficient", 0
         self.paise[c.listener] -= paise
-        self.coins[c.user] += n * c.rate_coins
+        self.coins[c.user] += coins
         c.refunded += n
+        c.refunded_coins += coins
+        self.refunded[key] = (coins, paise)
         self.refunds[key] = (call_id, n, pays)
         return "applied", n
 
@@ -135,9 +147,12 @@ class Model:
             return "insufficient"
         return None
 
-    def start(self, call_id: int, user, listener, rate_coins, rate_paise, t: float) -> None:
+    def start(self, call_id: int, user, listener, rate_coins, rate_paise, t: float, plan=None):
         self._take(user, rate_coins)
-        self.calls[call_id] = ModelCall(call_id, user, listener, rate_coins, rate_paise, t)
+        c = ModelCall(call_id, user, listener, rate_coins, rate_paise, t)
+        self.calls[call_id] = c
+        if plan is not None:
+            c.plan = plan
         self.in_call[user] = self.in_call[listener] = call_id
 
     def bill(self, t: float) -> None:
@@ -155,22 +170,38 @@ class Model:
         due = max(1, min(elapsed_ms // minute_ms + 1, self.max_minutes))
         while c.minutes < due:
             self._expire(c.user, c.connected_at + c.minutes * self.minute_s)  # its start
-            if self.coins[c.user] < c.rate_coins:
-                self._settle(c, "dropped", "insufficient_coins")
+            if self.coins[c.user] < c.rate_coins:  # it ends at the boundary it cannot pay
+                self._settle(c, "dropped", "insufficient_coins", c.minutes * minute_ms)
                 return
             self._take(c.user, c.rate_coins)
             c.minutes += 1
         if elapsed_ms >= self.max_minutes * minute_ms:
-            self._settle(c, "dropped", "expired")
+            self._settle(c, "dropped", "expired", self.max_minutes * minute_ms)
 
     def end(self, call_id: int, t: float) -> None:
         self.bill(t)
         c = self.calls[call_id]
         if c.status == "ongoing":
-            self._settle(c, "completed", "hangup")
+            self._settle(c, "completed", "hangup", to_ms(t) - to_ms(c.connected_at))
 
-    def _settle(self, c: ModelCall, status: str, reason: str) -> None:
+    def _settle(self, c: ModelCall, status: str, reason: str, lasted_ms: int) -> None:
+        """The end: charged what the price says for `lasted_ms` (DESIGN.md, "Price plans"), the
+        prepaid rest back to the payer, the listener's earnings for the charged time."""
         c.status, c.reason = status, reason
-        self.paise[c.listener] += c.minutes * c.rate_paise
+        increment, free, rule, share_pct, coin_value = c.plan
+        minute_ms = to_ms(self.minute_s)
+        if lasted_ms * 60 < free * minute_ms:  # e < free_s, e = lasted_ms * 60 / minute_ms
+            charged_s = 0
+        else:
+            charged_s = min(
+                60 * c.minutes, increment * (lasted_ms * 60 // (minute_ms * increment) + 1)
+            )
+        c.charged = -(-c.rate_coins * charged_s // 60)
+        if rule == "tier":
+            c.earned = c.rate_paise * charged_s // 60
+        else:
+            c.earned = c.charged * coin_value * share_pct // 100
+        self.coins[c.user] += c.minutes * c.rate_coins - c.charged
+        self.paise[c.listener] += c.earned
         self.in_call.pop(c.user, None)
         self.in_call.pop(c.listener, None)

@@ -69,11 +69,10 @@ class PayoutsAndRefunds:
         send = lambda: r.engine.refund_call(call_id, minutes, "chaos", key, pays)  # noqa: E731
         outcomes, self.lately_s = await r.timed(send, copies, self.lately_s)
         expected, n = r.model.refund(key, call_id, minutes, pays, r.engine.clock.now())
-        c = r.model.calls[call_id]
         what = f"refund {minutes} minutes of call {call_id} (pays={pays}) key {key}"
         applies = expected in ("applied", "repeat")
         for answer in self._acknowledged(what, expected, applies, outcomes):
-            want = (n, n * c.rate_coins, n * c.rate_paise if pays else 0)
+            want = (n, *r.model.refunded[key])
             got = (answer["minutes"], answer["coins"], answer["paise"])
             if got != want or answer["refunded_at"] is None:
                 r.mismatch(f"{what}: answered {answer}, model {want}")
@@ -87,5 +86,6 @@ class PayoutsAndRefunds:
             if c.user == user
             and c.status != "ongoing"
             and c.minutes > c.refunded
+            and c.charged > c.refunded_coins
             and c.listener not in m.in_call
         ]

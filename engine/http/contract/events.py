@@ -57,6 +57,7 @@ class CallTerms(Answer):
 
 class CallStartedData(CallTerms):
     connected_at: Timestamp
+    price: Price | None = Field(None, description="absent from events written before price plans")
 
 
 class LowBalanceData(Answer):
@@ -88,6 +89,16 @@ class Settlement(Answer):
     platform_paise: int | None = Field(
         description="coins_charged * coin value - earnings_paise; null without a coin value"
     )
+
+
+class SettledData(Settlement):
+    """A settlement as its events carry it (null where an event was written before price
+    plans)."""
+
+    coins_charged: int | None = None
+    coins_returned: int | None = None
+    charged_seconds: int | None = None
+    platform_paise: int | None = None
 
 
 class CallRefundedData(Answer):
@@ -132,12 +143,12 @@ class LowBalance(_Event):
 
 class CallDropped(_Event):
     type: Literal["call_dropped"]
-    data: Settlement
+    data: SettledData
 
 
 class CallSettled(_Event):
     type: Literal["call_settled"]
-    data: Settlement
+    data: SettledData
 
 
 class CallRefunded(_Event):

@@ -175,8 +175,9 @@ class StatementRow(Answer):
     transfer_id: str = Field(description="the transfer's id; a call's minutes: `call:{id}`")
     kind: str = Field(
         description="purchase, bonus, referral_bonus, spend, withdraw (a payout's hold), "
-        "payout_void (a rejected payout's hold released), refund, clawback, earn, or "
-        "minutes: a call's minutes in one row when it ended"
+        "payout_void (a rejected payout's hold released), refund, clawback, earn, expire, "
+        "minutes (a call's minutes in one row when it ended), or unused (what its price did not "
+        "charge of them, back: the row after)"
     )
     amount: int = Field(description="added (+) or taken (-), in `unit`")
     unit: Unit
