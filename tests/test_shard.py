@@ -1,6 +1,7 @@
 """A shard run in-process against a real writer and PostgreSQL: recovery and races, no Ray."""
 
 import asyncio
+import math
 
 import pytest
 
@@ -340,3 +341,23 @@ async def test_a_batch_of_requests_shares_one_commit_and_answers_each_its_own(po
     await sh.sync()
     assert await pool.fetchval("SELECT count(*) FROM ledger WHERE transfer_id LIKE 'ext:%:k'") == 20
     assert await audit_violations(pool) == {}
+
+
+async def test_a_pass_bills_a_minute_due_at_the_ms_its_clock_reached(pool, services):
+    """A clock's float a hair short of a minute's start (a manual clock sums its steps) is the
+    same ms as the start: the pass bills that minute, as every operation at that time would
+    (the timers once compared floats, and a refund of a call the pass should have dropped
+    read it as ongoing)."""
+    user, listener = await people(pool, 0)
+    sh = shard(services)
+    start = 1_800_000_212.629
+    await top_up(sh, user, 15, "k", start)
+    call_id = await new_call(pool, sh, user, listener, now=start)
+    due = (to_ms(start) + to_ms(MIN)) / 1000  # minute 2's start, as the call holds it
+    short = math.nextafter(due, 0)
+    assert short < due and to_ms(short) == to_ms(due)
+    await sh.bill_due(short, True)  # 5 coins left: minute 2 cannot be paid, the call drops
+    row = await pool.fetchrow(
+        "SELECT status, billed_minutes FROM calls WHERE call_id = $1", call_id
+    )
+    assert (row["status"], row["billed_minutes"]) == ("dropped", 1)

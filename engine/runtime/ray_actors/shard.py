@@ -18,6 +18,7 @@ import ray
 
 from actors.call import Call
 from actors.errors import EngineUnavailable, InvariantViolation
+from actors.money import to_ms
 from aio.batching import Batcher, BatchLimits
 from aio.once import LoadOnce
 from aio.retry import Retry, retrying
@@ -169,7 +170,9 @@ class Shard(HostActor):
             while True:
                 await self.client.room()
                 oldest_at = self.timers.first_at()
-                due = self.timers.take(now, TICK_SLICE_MAX)
+                # Due by `now` as the ledger counts time, in whole ms: a clock's float sum can fall
+                # a hair short of a due time that its ms already reached.
+                due = self.timers.take(to_ms(now) / 1000, TICK_SLICE_MAX)
                 if not due:
                     break
                 minutes = self.host.bill_due(due, now)
