@@ -17,18 +17,25 @@ CALLS = 10_000
 T0 = 1_800_000_000.0
 
 
-def setup_calls():
+# A call's price: whole minutes (the default card), or by the second with 15 s free.
+PLANS = {"default": {}, "by_the_second": {"increment_s": 1, "free_s": 15}}
+
+
+def setup_calls(plan: dict | None = None):
     wallets, calls = [], []
     for i in range(1, CALLS + 1):
         w = Wallet(i, "user", balance_coins=10**9)
         w.open_call(i, 10, 1, 0, 60_000)
         wallets.append(w)
-        calls.append(Call(i, i, CALLS + i, "audio", "basic", 10, 100, T0, 60.0, 10**6, 1))
+        calls.append(
+            Call(i, i, CALLS + i, "audio", "basic", 10, 100, T0, 60.0, 10**6, 1, **(plan or {}))
+        )
     return wallets, calls
 
 
-def test_tick_logic_one_minute_of_10k_calls(benchmark):
-    wallets, calls = setup_calls()
+@pytest.mark.parametrize("plan", PLANS)
+def test_tick_logic_one_minute_of_10k_calls(benchmark, plan):
+    wallets, calls = setup_calls(PLANS[plan])
     minute = {"now": T0}
 
     def one_minute():
@@ -39,6 +46,19 @@ def test_tick_logic_one_minute_of_10k_calls(benchmark):
             c.after_billing(last, short, now)
 
     benchmark(one_minute)
+
+
+@pytest.mark.parametrize("plan", PLANS)
+def test_settling_10k_calls_90_4_s_long(benchmark, plan):
+    """A call's end: its charge by its price, its return and earnings, its transfers."""
+
+    def settle_all():
+        _, calls = setup_calls(PLANS[plan])
+        for c in calls:
+            c.billed_minutes = 2
+            c.hang_up(T0 + 90.4).transfers()
+
+    benchmark.pedantic(settle_all, rounds=5)
 
 
 def records(n):

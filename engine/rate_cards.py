@@ -8,6 +8,8 @@ card meant to price calls from an exact moment is scheduled at least that far ah
 
 from __future__ import annotations
 
+import asyncio
+import bisect
 import time
 
 from actors.errors import IdempotencyConflict, InvalidInput
@@ -23,30 +25,39 @@ class RateCards:
         self.configured = configured
         self._pool = pool  # async () -> the pool
         self._clock = clock
+        self._rows: list[dict] = []  # the stored cards as read, by date
         self._cards: list[tuple[int, int, RateCard]] = []  # (effective ms, id, card), by date
         self._read_at: float | None = None
+        self._lock: asyncio.Lock | None = None  # made in the loop that first reads
 
     async def _refresh(self, force: bool = False) -> None:
-        fresh = self._read_at is not None and time.monotonic() - self._read_at < CARDS_REFRESH_S
-        if fresh and not force:
-            return
-        rows = await stored.cards(await self._pool())
-        self._cards = [
-            (to_ms(r["effective_at"]), r["rate_card_id"], RateCard.from_dict(r["card"]))
-            for r in rows
-        ]
-        self._read_at = time.monotonic()
+        """Read the stored cards again if they are older than CARDS_REFRESH_S (or `force`):
+        one read at a time, which the starts waiting on it share."""
+        asked_at = time.monotonic()
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            read_at = self._read_at
+            if read_at is not None and (read_at >= asked_at if force else
+                                        asked_at - read_at < CARDS_REFRESH_S):  # fmt: skip
+                return
+            self._rows = await stored.cards(await self._pool())
+            self._cards = [
+                (to_ms(r["effective_at"]), r["rate_card_id"], RateCard.from_dict(r["card"]))
+                for r in self._rows
+            ]
+            self._read_at = time.monotonic()
 
     async def in_force(self, now: float) -> tuple[int, RateCard]:
         """(id, card) of the card in force at `now`: the latest whose date has come."""
         await self._refresh()
-        now_ms = to_ms(now)
-        found = (CONFIGURED, self.configured)
-        for effective_ms, card_id, card in self._cards:
-            if effective_ms > now_ms:
-                break
-            found = (card_id, card)
-        return found
+        return self._at(to_ms(now))
+
+    def _at(self, now_ms: int) -> tuple[int, RateCard]:
+        i = bisect.bisect_right(self._cards, now_ms, key=lambda c: c[0])  # cards dated by now
+        if i == 0:
+            return CONFIGURED, self.configured
+        return self._cards[i - 1][1], self._cards[i - 1][2]
 
     async def schedule(
         self, effective_at: float, card: dict, idempotency_key: str | None = None
@@ -77,11 +88,9 @@ class RateCards:
 
     async def listing(self) -> dict:
         """The card in force now, those scheduled, and past ones (newest first)."""
-        now = self._clock.now()
         await self._refresh(force=True)
-        in_force_id, _ = await self.in_force(now)
-        rows = await stored.cards(await self._pool())
-        now_ms = to_ms(now)
+        now_ms, rows = to_ms(self._clock.now()), self._rows
+        in_force_id, _ = self._at(now_ms)
         configured = {
             "rate_card_id": CONFIGURED,
             "effective_at": None,
