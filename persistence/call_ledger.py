@@ -2,9 +2,10 @@
 payer's coin transfers from the call's start until now (outside transfers, and the minutes of
 their calls), each with when it happened, was billed and was committed.
 
-Every row read is a primary-key range (a call's minutes: `call:{id}:`; a person's outside
-transfers: `ext:{user}:`) or an index read (the payer's calls that were still ongoing at the
-start), so explaining a call costs what the call and its payer did since, not their history.
+Every row read is a primary-key range (a call's minutes: `call:{id}:`), an index range (the
+payer's other coin transfers since the start, `ledger_statement`: top-ups, spends, refunds,
+returns, expiries) or an index read (the payer's calls that were still ongoing at the start),
+so explaining a call costs what the call and its payer did since, not their history.
 """
 
 from __future__ import annotations
@@ -32,8 +33,7 @@ WITH calls_then AS (
 )
 SELECT * FROM (
     SELECT {_COLUMNS} FROM ledger l
-    WHERE l.transfer_id >= 'ext:' || $1::bigint || ':'
-      AND l.transfer_id < 'ext:' || $1::bigint || ';'
+    WHERE l.user_id = $1 AND NOT (l.tx_type = 'spend' AND l.call_id IS NOT NULL)
       AND l.unit = 'coins' AND l.created_at >= $2
     UNION ALL
     SELECT {_COLUMNS} FROM calls_then c CROSS JOIN LATERAL (

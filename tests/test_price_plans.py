@@ -96,6 +96,9 @@ async def test_increments_free_seconds_and_listener_prices_charge_exactly(engine
         "90.4 s billed as 91 s at 1-s increments: 19 coins; 5 of 24 prepaid returned"
     )
     assert "the listener's own price" in words["price"]
+    assert [m["balance_after_coins"] for m in words["minutes"]] == [988, 976]
+    assert [(e["tx_type"], e["coins"], e["balance_after_coins"]) for e in words["wallet_events"]
+            ] == [("unused", 5, 981)]  # fmt: skip
 
     # Under the free 15 s: nothing charged, nothing earned, minute 1 back.
     started, end = await call_of(engine, user, l2, 10)

@@ -130,9 +130,10 @@ async def report(pool, console: Console, call_ids: list[int]) -> int:
     audit.add_column("violations", justify="right")
     for name, count in checks:
         audit.add_row(name, f"[green]{count}[/]" if count == 0 else f"[red]{count}[/]")
+    back = money["coins_returned"] + money["coins_refunded"]
     audit.add_row(
         f"coins held ({money['coins_held']}) = bought ({money['coins_in']}) "
-        f"- spent ({money['coins_spent']})",
+        f"- spent ({money['coins_spent']})" + (f" + returned ({back})" if back else ""),
         "[green]0[/]" if money["coins_conserved"] else "[red]1[/]",
     )
     console.print(audit)

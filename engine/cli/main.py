@@ -166,7 +166,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         for name, n in checks:
             t.add_row(name, f"[green]{n}[/]" if n == 0 else f"[red]{n}[/]")
         t.add_row(
-            "coins held = bought + refunded - spent - expired (system-wide)",
+            "coins held = bought + refunded + returned - spent - expired (system-wide)",
             "[green]0[/]" if money["coins_conserved"] else "[red]1[/]",
         )
         console.print(t)

@@ -136,7 +136,10 @@ class WalletEvent(Answer):
     transfer_id: str
     tx_type: str
     coins: int = Field(description="coins added (+) or taken (-)")
-    call_id: int | None = Field(description="set for a minute of another call of the payer")
+    call_id: int | None = Field(
+        description="the call it belongs to: a minute of another call of the payer, a call's "
+        "return (`unused`) or refund"
+    )
     at: Timestamp
     committed_at: Timestamp | None
     balance_after_coins: int
