@@ -100,6 +100,8 @@ class Lifecycle:
         self.config = meta["config"].replace(clock=clock)
         self.database_url, self.redis_url = meta["database_url"], meta["redis_url"]
         self.clock = _local_clocks.get(writer.key, self.clock)
+        # Card 0 is the running engine's BILLING_RATE_CARD, not this process's.
+        self.cards = RateCards(self.config.rate_card, self.pool, self.clock)
         self.writer = writer
         self.attached = True
         self.placement = make_placement(self.config, self.database_url, self.redis_url, True)

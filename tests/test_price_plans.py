@@ -220,6 +220,26 @@ async def test_a_card_scheduled_for_later_is_not_felt_by_live_calls(engine, pool
 
 
 @pytest.mark.parametrize("engine", ["sharded"], indirect=True)
+async def test_an_attached_engine_prices_on_the_running_engines_card(engine, pool):
+    """A Serve replica, `rate-cards` or a job attach to the engine running in the namespace:
+    card 0 is that engine's BILLING_RATE_CARD, not the attaching process's default."""
+    from engine.api import Engine
+    from engine.config import Config
+
+    user, (listener, _, _) = await people(engine)
+    other = await Engine(Config(namespace=engine.config.namespace, clock="manual")).start(
+        attach_only=True
+    )
+    try:
+        assert other.attached
+        started = await other.start_call(user, listener)
+        assert (started["price"]["increment_s"], started["price"]["free_s"]) == (1, 15)
+        assert (await other.rate_cards())["in_force"]["card"]["increment_s"]["audio"] == 1
+    finally:
+        await other.stop()
+
+
+@pytest.mark.parametrize("engine", ["sharded"], indirect=True)
 async def test_prices_and_cards_over_http(engine, pool):
     from actors.times import iso
     from tests.test_http import client
