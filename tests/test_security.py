@@ -116,6 +116,9 @@ def engine():
         up.stop()
 
 
+PORT_SETTLE_S = 10.0  # how long a reload of HAProxy may leave the API's port unlisted
+
+
 def listening(procs) -> dict[tuple[str, int], str]:
     """(address, port) -> process name of every TCP socket `procs` listen on."""
     out = {}
@@ -173,10 +176,17 @@ def replica_ports(up: Up) -> list[int]:
 
 
 def test_every_socket_is_on_loopback_or_private_to_the_engines_user(engine):
-    procs = engine.processes()
+    # Serve reloads HAProxy when a deployment changes (a new process takes the port, the old one
+    # lets go): for a moment neither may list it. Asked again, briefly, until one does.
+    deadline = time.monotonic() + PORT_SETTLE_S
+    while True:
+        procs = engine.processes()
+        tcp = listening(procs)
+        if ("127.0.0.1", engine.port) in tcp or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     names = {p.name() for p in procs}
     assert {"haproxy", "postgres", "redis-server", "gcs_server", "raylet"} <= names, names
-    tcp = listening(procs)
     assert tcp and (("127.0.0.1", engine.port) in tcp)
     beyond = {a: n for a, n in tcp.items() if not a[0].startswith(("127.", "::ffff:127."))}
     assert beyond == {}, beyond  # Ray's, Serve's, HAProxy's stats and metrics alike
