@@ -47,7 +47,7 @@ def _int(value: object, what: str, low: int, high: int) -> int:
     return value
 
 
-def _by_call_type(value: object, what: str) -> dict:
+def by_call_type(value: object, what: str) -> dict:
     """A card's object keyed by call type, naming none the engine does not know."""
     if not isinstance(value, dict):
         raise InvalidInput(f"{what} must be an object by call type, got {value!r}")
@@ -59,7 +59,7 @@ def _by_call_type(value: object, what: str) -> dict:
 
 def per_call_type(value: object, what: str, check) -> dict[str, int]:
     """A card's `{call_type: value}`, every call type present, each value checked."""
-    _by_call_type(value, what)
+    by_call_type(value, what)
     missing = [t for t in CALL_TYPES if t not in value]
     if missing:
         raise InvalidInput(f"{what}: missing call types {missing}")
@@ -80,7 +80,7 @@ def free_seconds(value: object, what: str) -> int:
 def price_bounds(value: object) -> dict[str, dict[str, tuple[int, int]]]:
     """`{call_type: {tier: [min, max]}}`: a call type present names every tier; absent, its
     listeners cannot set prices."""
-    _by_call_type(value, "price_bounds")
+    by_call_type(value, "price_bounds")
     out = {}
     for call_type, by_tier in value.items():
         if not isinstance(by_tier, dict) or set(by_tier) != set(TIERS):

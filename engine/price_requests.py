@@ -4,8 +4,8 @@ the card in force for their tier that day."""
 
 from __future__ import annotations
 
-from actors.errors import InvalidInput
-from actors.money import CALL_TYPES, entity_id, key_of, positive_amount
+from actors.money import entity_id, key_of, positive_amount
+from actors.price_plan import by_call_type
 from engine.lifecycle import Lifecycle
 from engine.operations import ReadPrices, SetPrices
 from engine.retryable import retryable
@@ -39,11 +39,7 @@ class PricePlans:
         Each must be within the bounds of the card in force for their tier today; kept with its
         time. With a key, a repeat answers the change that key made."""
         entity_id(listener_id, "listener_id")
-        if not isinstance(prices, dict):
-            raise InvalidInput(f"prices must be an object by call type, got {prices!r}")
-        unknown = sorted(set(prices) - set(CALL_TYPES))
-        if unknown:
-            raise InvalidInput(f"prices: unknown call types {unknown}")
+        by_call_type(prices, "prices")
         for call_type, price in prices.items():
             positive_amount(price, f"prices.{call_type}")
         now = self.life.clock.now()

@@ -57,12 +57,7 @@ class ListenerPrices:
         pool = await self.cache.pool()
         before = await stored.by_key(pool, op.listener_id, op.key)
         if before is not None:
-            if before["prices"] != op.prices:
-                raise IdempotencyConflict(
-                    f"idempotency key {op.key!r} set listener {op.listener_id}'s prices to "
-                    f"{before['prices']}, not {op.prices}"
-                )
-            return before
+            return self._as_asked(before, op)
         bounds = {}
         for call_type, price in op.prices.items():
             by_tier = op.bounds.get(call_type)
@@ -89,17 +84,20 @@ class ListenerPrices:
             "idempotency_key": op.key,
         }
         await self.client.durable([row_record(PRICES, row)])
+        # Read again on the next ask: the latest change may be another request's.
+        self._known.pop(op.listener_id, None)
         # What PostgreSQL holds for the key now (a racing request with it may have come first).
-        done = await stored.by_key(pool, op.listener_id, op.key)
-        self._remember(
-            op.listener_id, (await stored.latest(pool, [op.listener_id]))[op.listener_id]
-        )
-        if done["prices"] != op.prices:
+        return self._as_asked(await stored.by_key(pool, op.listener_id, op.key), op)
+
+    @staticmethod
+    def _as_asked(change: dict, op: SetPrices) -> dict:
+        """The change a key made, refused if it set other prices than `op` asks."""
+        if change["prices"] != op.prices:
             raise IdempotencyConflict(
                 f"idempotency key {op.key!r} set listener {op.listener_id}'s prices to "
-                f"{done['prices']}, not {op.prices}"
+                f"{change['prices']}, not {op.prices}"
             )
-        return done
+        return change
 
     async def read(self, op: ReadPrices) -> dict:
         tier = await self._listener(op.listener_id, op.now)
