@@ -9,8 +9,7 @@ after a crash is the same row.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from actors import offers
 from actors import price_plan as plan
 from actors.buckets import minutes_affordable
 from actors.errors import InvariantViolation
@@ -23,7 +22,6 @@ from actors.money import (
     REASON_HANGUP,
     REASON_INSUFFICIENT,
     TIERS,
-    RateCard,
     to_ms,
 )
 from actors.settlement import Settlement, ended_view
@@ -47,6 +45,7 @@ CALL_FIELDS = (
     "minute_ms",
     "max_minutes",
     *plan.PLAN_FIELDS,
+    *offers.OFFER_FIELDS,
 )
 # A call as the event that announces it shows it: who, what and at what price, and when (and
 # the whole price, as `price`).
@@ -69,6 +68,7 @@ class Call:
         "minute_ms",
         "max_minutes",
         *plan.PLAN_FIELDS,
+        *offers.OFFER_FIELDS,
         "billed_minutes",
         "settlement",
         "low_balance_warned",
@@ -95,6 +95,9 @@ class Call:
         price_source: str = plan.CARD,
         rate_card_id: int = 0,
         clamped_from: int | None = None,
+        offer_id: int | None = None,
+        offer_minutes: int = 0,
+        offer_pays: str | None = None,
     ) -> None:
         self.call_id = call_id
         self.user_id = user_id
@@ -115,6 +118,10 @@ class Call:
         self.price_source = one_copy(price_source)
         self.rate_card_id = rate_card_id
         self.clamped_from = clamped_from
+        # The offer that pays the first `offer_minutes` minutes (actors/offers.py), if any.
+        self.offer_id = offer_id
+        self.offer_minutes = offer_minutes
+        self.offer_pays = None if offer_pays is None else one_copy(offer_pays)
         self.billed_minutes = billed_minutes
         self.settlement: Settlement | None = None
         self.low_balance_warned = False
@@ -129,6 +136,10 @@ class Call:
             raise InvariantViolation(f"call {self.call_id}: minute of {self.minute_ms} ms")
         if self.max_minutes < 1:
             raise InvariantViolation(f"call {self.call_id}: at most {self.max_minutes} minutes")
+        if (self.offer_id is None) != (self.offer_minutes == 0) or self.offer_minutes < 0:
+            raise InvariantViolation(
+                f"call {self.call_id}: offer {self.offer_id} of {self.offer_minutes} minutes"
+            )
         self.price()  # a price that does not hold raises here, not at the call's end
 
     def price(self) -> plan.Price:
@@ -226,9 +237,13 @@ class Call:
                 f"call {self.call_id}: ends at {ended_ms} ms, before its minute "
                 f"{self.billed_minutes} started"
             )
-        c = plan.charge(
-            self.price(), self.billed_minutes, ended_ms - self.connected_ms, self.minute_ms
-        )
+        price = self.price()
+        c = plan.charge(price, self.billed_minutes, ended_ms - self.connected_ms, self.minute_ms)
+        o = offers.end(price, c, self.billed_minutes, self.offer_minutes, self.offer_pays)
+        platform = None
+        if price.coin_value_paise is not None:  # what the payer paid, less the listener's part
+            offered = o.coins_granted - o.coins_returned
+            platform = (c.coins_charged - offered) * price.coin_value_paise - o.listener_paise
         self.settlement = Settlement(
             call_id=self.call_id,
             user_id=self.user_id,
@@ -237,12 +252,15 @@ class Call:
             end_reason=reason,
             billed_minutes=self.billed_minutes,
             coins_spent=self.billed_minutes * self.rate_coins,
-            earnings_paise=c.earnings_paise,
+            earnings_paise=o.listener_paise,
             ended_ms=ended_ms,
             coins_charged=c.coins_charged,
             coins_returned=c.coins_returned,
             charged_seconds=c.charged_s,
-            platform_paise=c.platform_paise,
+            platform_paise=platform,
+            offer_minutes_used=o.minutes_used,
+            offer_coins_returned=o.coins_returned,
+            offer_earnings_paise=o.earnings_paise,
         )
         return self.settlement
 
@@ -263,7 +281,8 @@ class Call:
         or fewer."""
         if self.low_balance_warned or self.settlement is not None:
             return None
-        minutes_left = balance_coins // self.rate_coins
+        free = max(0, self.offer_minutes - self.billed_minutes)  # minutes the offer still pays
+        minutes_left = free + balance_coins // self.rate_coins
         if minutes_left > minutes_threshold:
             return None
         self.low_balance_warned = True
@@ -285,13 +304,15 @@ class Call:
         when the call drops if nothing changes, in ms: the start of the first minute they
         cannot pay, or the call's expiry). Counts this call alone: a payer with several calls
         at once runs out sooner."""
-        minutes = minutes_affordable(
+        limit = self.max_minutes - self.billed_minutes
+        free = min(max(0, self.offer_minutes - self.billed_minutes), limit)  # the offer pays
+        minutes = free + minutes_affordable(
             balance_coins,
             buckets or [],
             self.rate_coins,
-            self.next_due_ms(),
+            self.next_due_ms() + free * self.minute_ms,
             self.minute_ms,
-            self.max_minutes - self.billed_minutes,
+            limit - free,
         )
         return minutes, min(self.next_due_ms() + minutes * self.minute_ms, self.expires_ms())
 
@@ -323,6 +344,7 @@ class Call:
             "earnings_paise": earned if s is None else s.earnings_paise,
             **ended_view(s),
             "price": plan.view(price, self.rate_card_id),
+            "offer": offers.view(self.offer_id, self.offer_minutes),
             "next_tick_at": self.next_due_at() if s is None else None,
             "status": self.status,
             "end_reason": None if s is None else s.end_reason,
@@ -330,41 +352,3 @@ class Call:
             "minutes_affordable": minutes,
             "paid_until": paid_until,
         }
-
-
-@dataclass(frozen=True)
-class CallRequest:
-    """A call to connect, before its listener is held: the listener's host answers their tier
-    and their own price, and the card in force at the start prices the call with them."""
-
-    call_id: int
-    user_id: int
-    listener_id: int
-    call_type: str
-    card: RateCard
-    rate_card_id: int
-    minute_seconds: float
-    max_minutes: int
-
-    def call(self, tier: str, now: float, listener_price: int | None = None) -> Call:
-        price = self.card.price(self.call_type, tier, listener_price)
-        return Call(
-            self.call_id,
-            self.user_id,
-            self.listener_id,
-            self.call_type,
-            tier,
-            price.rate_coins,
-            self.card.rates(self.call_type, tier)[1],
-            now,
-            self.minute_seconds,
-            self.max_minutes,
-            increment_s=price.increment_s,
-            free_s=price.free_s,
-            earnings_rule=price.rule,
-            share_pct=price.share_pct,
-            coin_value_paise=price.coin_value_paise,
-            price_source=price.source,
-            rate_card_id=self.rate_card_id,
-            clamped_from=price.clamped_from,
-        )

@@ -48,6 +48,10 @@ class UnknownWebhook(BillingError):
     """No webhook endpoint with that id (or it was deleted)."""
 
 
+class UnknownOffer(BillingError):
+    """No offer with that id, or no offer has that code."""
+
+
 class KeyInUse(BillingError):
     """An API key asked to revoke itself: another admin key (or the CLI) must, so that an
     admin never locks themselves out."""

@@ -24,6 +24,8 @@ REFUND = "refund"  # a refunded call's coins back to its payer
 CLAWBACK = "clawback"  # the same minutes' earnings back from the call's listener
 EXPIRE = "expire"  # the rest of a bucket of bonus coins, at its expiry (actors/buckets.py)
 UNUSED_COINS = "unused"  # a call's prepaid coins its price did not charge, back at its end
+OFFER_GRANT = "offer_grant"  # an offer's coins for a call's free minutes, to its payer at start
+OFFER_RETURN = "offer_return"  # what of them the call's price did not charge, out at its end
 
 TX_TYPES = (
     PURCHASE,
@@ -37,6 +39,8 @@ TX_TYPES = (
     CLAWBACK,
     EXPIRE,
     UNUSED_COINS,
+    OFFER_GRANT,
+    OFFER_RETURN,
 )
 # Transfers from the outside that create coins: the only way coins enter the system.
 TOP_UP_TYPES = (PURCHASE, BONUS, REFERRAL_BONUS)
@@ -54,6 +58,8 @@ TX_UNIT_SIGN = {
     CLAWBACK: (PAISE, -1),
     EXPIRE: (COINS, -1),
     UNUSED_COINS: (COINS, 1),
+    OFFER_GRANT: (COINS, 1),
+    OFFER_RETURN: (COINS, -1),
 }
 
 # A payout is a withdraw that holds the earnings at once, then is paid (the hold stays, as the

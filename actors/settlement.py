@@ -1,12 +1,14 @@
 """A call's end, made once: what it was charged, what of its prepaid minutes goes back to the
-payer (`unused:{call_id}`), what its listener earned (`earn:call:{call_id}`). Pure, no I/O."""
+payer (`unused:{call_id}`), what of its offer's grant goes back out (`offer_return:{call_id}`),
+what its listener earned (`earn:call:{call_id}`). Pure, no I/O."""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
 
-from actors.money import COINS, EARN, PAISE, UNUSED_COINS, Transfer
+from actors import offers
+from actors.money import COINS, EARN, OFFER_RETURN, PAISE, UNUSED_COINS, Transfer
 
 
 def earn_transfer_id(call_id: int) -> str:
@@ -37,6 +39,11 @@ class Settlement:
     coins_returned: int = 0
     charged_seconds: int | None = None
     platform_paise: int | None = None
+    # What its offer paid (actors/offers.py): free minutes started, the grant's coins returned
+    # (`offer_return:{call_id}`), the listener's earnings it paid.
+    offer_minutes_used: int = 0
+    offer_coins_returned: int = 0
+    offer_earnings_paise: int = 0
 
     def __post_init__(self) -> None:
         if self.coins_charged is None:
@@ -56,6 +63,10 @@ class Settlement:
             out.append(Transfer(unused_transfer_id(self.call_id), self.user_id, COINS,
                                 self.coins_returned, UNUSED_COINS, self.call_id, None,
                                 self.ended_ms, self.ended_ms))  # fmt: skip
+        if self.offer_coins_returned > 0:  # after the return: the grant's rest is in it
+            out.append(Transfer(offers.return_id(self.call_id), self.user_id, COINS,
+                                -self.offer_coins_returned, OFFER_RETURN, self.call_id,
+                                None, self.ended_ms, self.ended_ms))  # fmt: skip
         if self.earnings_paise > 0:
             out.append(Transfer(earn_transfer_id(self.call_id), self.listener_id, PAISE,
                                 self.earnings_paise, EARN, self.call_id, None, self.ended_ms,
@@ -67,9 +78,12 @@ class Settlement:
         return {k: getattr(self, k) for k in SETTLEMENT_KEYS}
 
 
-# A settlement as answers show it: its fields, with the end as epoch seconds.
+# A settlement as answers show it: its fields, with the end as epoch seconds (its offer's part
+# shows in the call's `offer`).
 SETTLEMENT_KEYS = tuple(
-    "ended_at" if f.name == "ended_ms" else f.name for f in dataclasses.fields(Settlement)
+    "ended_at" if f.name == "ended_ms" else f.name
+    for f in dataclasses.fields(Settlement)
+    if f.name not in offers.OFFER_END_FIELDS
 )
 # What a settlement's record carries to the writer (the call's row already names its parties).
 END_FIELDS = tuple(

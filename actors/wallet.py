@@ -38,12 +38,13 @@ from actors.transfer_ids import (
     minute_transfer_id,
     payout_void_id,
 )
+from actors.wallet_buckets import ExpiringCoins
 
 # Payouts a listener may have pending at once (each holds its earnings until paid or rejected).
 PAYOUTS_PENDING_MAX = 1_000
 
 
-class Wallet:
+class Wallet(ExpiringCoins):
     __slots__ = (
         "user_id",
         "role",
@@ -76,8 +77,10 @@ class Wallet:
         self.balance_coins = balance_coins
         self.earnings_paise = earnings_paise
         # call_id -> [coins per minute, last billed minute, minute 1's time in ms, minute
-        # length in ms], for the calls this wallet pays: each minute's transfer carries the
-        # time the minute started, so a minute billed late or billed again is the same row.
+        # length in ms, free minutes], for the calls this wallet pays: each minute's transfer
+        # carries the time the minute started, so a minute billed late or billed again is the
+        # same row. An offer's free minutes draw on its grant to that call, held apart from
+        # `balance_coins` (what the payer may spend), never on the payer's own coins.
         self.calls: dict[int, list[int]] = calls if calls else UNUSED
         # transfer_id -> (tx_type, amount) of the external transfers applied while this wallet
         # is loaded, and of those its host recalled from the ledger: the memory of idempotency
@@ -242,29 +245,6 @@ class Wallet:
         self._own("external")[refund] = (REFUND, coins)
         return Transfer(refund, self.user_id, COINS, coins, REFUND, call_id, None, at_ms, at_ms)
 
-    # -- coins that expire (actors/buckets.py) -----------------------------------------------
-
-    def grant_ms(self, now_ms: int) -> int:
-        """When a bucket granted at `now_ms` is applied: after every debit from outside."""
-        return max(now_ms, self.debit_ms + 1)
-
-    def expire_through(self, at_ms: int, as_of: int) -> None:
-        """Expire the buckets due by `at_ms`: their rest leaves the balance, and what expired
-        waits in `expiring` with the buckets' state as of the position `as_of`."""
-        if not self.buckets or self.buckets[0][bk.EXPIRES_MS] > at_ms:
-            return
-        ids, gone = bk.expire(self.user_id, self.buckets, at_ms)
-        self.balance_coins += sum(t.amount for t in gone)
-        self._check()
-        if not self.expiring:
-            self.expiring = []
-        self.expiring.append((as_of, ids, gone, [b[:] for b in self.buckets]))
-
-    def take_expired(self) -> list[tuple]:
-        """What expired since the last time this was asked (`expiring`), emptied."""
-        out, self.expiring = self.expiring, ()
-        return out or []  # the list itself, not a copy; a fresh one for the shared tuple
-
     # -- the payer's side of a call ----------------------------------------------------------
 
     def stamp(self, now_ms: int) -> int:
@@ -274,10 +254,11 @@ class Wallet:
         return self.clock_ms
 
     def open_call(
-        self, call_id: int, rate_coins: int, calls_max: int, at_ms: int, minute_ms: int
-    ) -> Transfer:
-        """Start paying for a call at `at_ms`: minute 1 is charged now, or the call does not
-        start."""
+        self, call_id: int, rate_coins: int, calls_max: int, at_ms: int, minute_ms: int,
+        free_minutes: int = 0,
+    ) -> Transfer:  # fmt: skip
+        """Start paying for a call at `at_ms`: minute 1 is charged now (from the offer's grant
+        if the call has `free_minutes`), or the call does not start."""
         if self.role != "user":
             raise InvalidInput(f"user {self.user_id} is a {self.role}, not a user")
         if call_id in self.calls:
@@ -289,13 +270,13 @@ class Wallet:
                 f"user {self.user_id} already has {len(self.calls)} ongoing call(s), "
                 f"the most allowed is {calls_max}"
             )
-        if self.balance_coins < rate_coins:
+        if not free_minutes and self.balance_coins < rate_coins:
             raise InsufficientCoins(
                 f"user {self.user_id} has {self.balance_coins} coins, minute 1 costs {rate_coins}"
             )
         if minute_ms <= 0:
             raise InvariantViolation(f"call {call_id}: minute of {minute_ms} ms")
-        self.pay_for(call_id, [rate_coins, 0, at_ms, minute_ms])
+        self.pay_for(call_id, [rate_coins, 0, at_ms, minute_ms, free_minutes])
         self.debit_ms = at_ms  # minute 1 is taken as an outside input is
         transfers, _, _ = self.bill_minutes(call_id, 1)
         return transfers[0]
@@ -309,7 +290,7 @@ class Wallet:
         entry = self.calls.get(call_id)
         if entry is None:
             raise UnknownCall(f"call {call_id} is not open on wallet {self.user_id}")
-        rate, last, first_ms, minute_ms = entry
+        rate, last, first_ms, minute_ms, free = entry
         billed_ms = self.clock_ms  # the host stamped the wallet with the time of this billing
         transfers: list[Transfer] = []
         short = False
@@ -318,13 +299,14 @@ class Wallet:
             if self.buckets and self.buckets[0][bk.EXPIRES_MS] <= starts_ms:
                 # a bucket that expires by this minute's start cannot pay it
                 self.expire_through(starts_ms, bk.position(starts_ms, bk.BEFORE))
-            if self.balance_coins < rate:
-                short = True
-                break
+            if last >= free:  # past the free minutes: the payer's own coins
+                if self.balance_coins < rate:
+                    short = True
+                    break
+                self.balance_coins -= rate
+                if self.buckets:
+                    bk.draw(self.buckets, rate)
             last += 1
-            self.balance_coins -= rate
-            if self.buckets:
-                bk.draw(self.buckets, rate)
             transfers.append(
                 Transfer(
                     minute_transfer_id(call_id, last),
@@ -342,15 +324,20 @@ class Wallet:
         self._check()
         return transfers, last, short
 
-    def close_call(self, call_id: int, returned: int = 0) -> int | None:
-        """Stop paying for a call, its `returned` coins (prepaid, not charged) back. Returns its
-        last billed minute; None if it was closed (and nothing comes back twice)."""
+    def close_call(self, call_id: int, returned: int = 0, offer_returned: int = 0) -> int | None:
+        """Stop paying for a call: its `returned` coins (prepaid, not charged) back, and its
+        offer's grant not drawn, less `offer_returned` (the grant's part that goes back out).
+        Returns its last billed minute; None if it was closed (nothing comes back twice)."""
         entry = self.calls.get(call_id)
         if entry is None:
             return None
+        rate, last, _, _, free = entry
+        back = returned + max(0, free - last) * rate - offer_returned
+        if back < 0:
+            raise InvariantViolation(f"call {call_id}: the offer takes back more than it left")
         del self.calls[call_id]
-        self.balance_coins += returned
-        return entry[1]
+        self.balance_coins += back
+        return last
 
     # -- the listener's side -----------------------------------------------------------------
 
@@ -390,7 +377,7 @@ class Wallet:
             "earnings_paise": self.earnings_paise,
             "calls": {
                 cid: {"rate_coins": rate, "billed_minutes": last}
-                for cid, (rate, last, _, _) in self.calls.items()
+                for cid, (rate, last, *_) in self.calls.items()
             },
             "listener_call_id": self.listener_call_id,
             "clock_ms": self.clock_ms,

@@ -18,6 +18,7 @@ from engine.call_requests import CallRequests
 from engine.config import Config
 from engine.lifecycle import Lifecycle
 from engine.money_requests import PeopleAndMoney
+from engine.offer_requests import OfferRequests
 from engine.operator import Operator
 from engine.payout_requests import PayoutsAndRefunds
 from engine.presence_jobs import PresenceAndJobs
@@ -38,7 +39,8 @@ class Engine:
     def __init__(self, config: Config | None = None) -> None:
         self.life = Lifecycle(config, self)
         self.money = PeopleAndMoney(self.life)
-        self.calls = CallRequests(self.life)
+        self.offer_requests = OfferRequests(self.life)
+        self.calls = CallRequests(self.life, self.offer_requests)
         self.payouts_refunds = PayoutsAndRefunds(self.life)
         self.presence_jobs = PresenceAndJobs(self.life, self)
         self.operator = Operator(self.life, self.calls)
@@ -106,6 +108,14 @@ class Engine:
     rate_cards = _by("prices", PricePlans.rate_cards)
     set_prices = _by("prices", PricePlans.set_prices)
     listener_prices = _by("prices", PricePlans.listener_prices)
+
+    # -- offers ------------------------------------------------------------------------------
+
+    create_offer = _by("offer_requests", OfferRequests.create_offer)
+    offer = _by("offer_requests", OfferRequests.offer)
+    offers = _by("offer_requests", OfferRequests.offers)
+    set_listener_offers = _by("offer_requests", OfferRequests.set_listener_offers)
+    listener_offers = _by("offer_requests", OfferRequests.listener_offers)
 
     # -- payouts and refunds -----------------------------------------------------------------
 

@@ -7,15 +7,19 @@ from __future__ import annotations
 
 import asyncio
 
-from actors.call import END_REASONS, CallRequest
-from actors.errors import IdempotencyConflict, InvalidInput
+from actors.call import END_REASONS
+from actors.call_request import CallRequest
+from actors.errors import BillingError, IdempotencyConflict, InvalidInput
 from actors.money import AMOUNT_MAX, CALL_TYPES, entity_id, key_of, one_of, page_limit
 from actors.settlement import SETTLEMENT_KEYS
 from engine.lifecycle import Lifecycle
+from engine.offer_requests import OfferRequests
+from engine.offer_requests import offer_code as offer_code_of
 from engine.operations import EndCall, ReadCall, ReadWallet, StartCall
 from engine.retryable import retryable
 from persistence import store
 from persistence.events import READ_LIMIT_MAX, read_events
+from persistence.offers import code_exists as offer_code_exists
 
 # Payers of the calls this process started, so that an end or a read goes to the payer's host
 # without reading the call's row first. Past the cap the oldest entry goes (that call's next
@@ -31,8 +35,9 @@ STORED = {
 
 
 class CallRequests:
-    def __init__(self, life: Lifecycle) -> None:
+    def __init__(self, life: Lifecycle, offer_requests: OfferRequests) -> None:
         self.life = life
+        self.offers = offer_requests
         self._starting: dict[tuple[int, str], asyncio.Future] = {}  # keyed starts under way
         self._call_ids = store.SequenceIds()
         self._payers: dict[int, int] = {}  # call id -> payer, for CALL_PAYERS_MAX calls
@@ -44,30 +49,37 @@ class CallRequests:
         listener_id: int,
         call_type: str = "audio",
         idempotency_key: str | None = None,
+        offer_code: str | None = None,
     ) -> dict:
         """Connect a call: minute 1 is charged now. Returns the call's state after the start
-        is committed. With an idempotency key, a repeat returns the call that key started, and
-        the key used for another listener or call type is refused."""
+        is committed, with the offer it took (`offer`: the best the payer is eligible for,
+        `offer_code` naming a campaign's; null if none). With an idempotency key, a repeat
+        returns the call that key started, and the key used for another listener or call type
+        is refused."""
         entity_id(user_id, "user_id")
         entity_id(listener_id, "listener_id")
         one_of(call_type, CALL_TYPES, "call_type")
+        code = offer_code_of(offer_code)
+        if code is not None and not await offer_code_exists(await self.life.pool(), code):
+            raise InvalidInput(f"offer_code {code!r} is no offer's code")
         key = None if idempotency_key is None else key_of(idempotency_key)
+        start = (user_id, listener_id, call_type, code)
         if key is None:
-            return await self._start_call(user_id, listener_id, call_type, None)
+            return await self._start_call(*start, None)
         # One start per key at a time in this process; a repeat waits for the first.
         slot = (user_id, key)
         while (running := self._starting.get(slot)) is not None:
             await asyncio.wait([running])
         # The task frees its slot when it ends, even if this caller stops waiting.
-        task = asyncio.ensure_future(self._start_keyed(user_id, listener_id, call_type, key))
+        task = asyncio.ensure_future(self._start_keyed(*start, key))
         self._starting[slot] = task
         return await asyncio.shield(task)
 
-    async def _start_keyed(self, user_id, listener_id, call_type, key) -> dict:
+    async def _start_keyed(self, user_id, listener_id, call_type, code, key) -> dict:
         try:
             before = await store.call_by_start_key(await self.life.pool(), user_id, key)
             if before is None:
-                return await self._start_call(user_id, listener_id, call_type, key)
+                return await self._start_call(user_id, listener_id, call_type, code, key)
             if (before["listener_id"], before["call_type"]) != (listener_id, call_type):
                 raise IdempotencyConflict(
                     f"idempotency key {key!r} started call {before['call_id']} with listener "
@@ -78,7 +90,7 @@ class CallRequests:
         finally:
             self._starting.pop((user_id, key), None)
 
-    async def _start_call(self, user_id, listener_id, call_type, key: str | None) -> dict:
+    async def _start_call(self, user_id, listener_id, call_type, code, key: str | None) -> dict:
         # Nothing here that memory can answer is read from PostgreSQL: the call id comes from
         # a block taken from the sequence; each party's role is checked by their own host (the
         # listener's when it holds them, the payer's when it opens the call), and the
@@ -87,6 +99,8 @@ class CallRequests:
         call_id = await self._call_ids.next(await self.life.pool())
         now = self.life.clock.now()
         card_id, card = await self.life.cards.in_force(now)
+        # The offer it takes, its minutes reserved in PostgreSQL before anything else.
+        offer = await self.offers.claim(call_id, user_id, listener_id, call_type, code, key, now)
         request = CallRequest(
             call_id,
             user_id,
@@ -96,9 +110,17 @@ class CallRequests:
             card_id,
             config.minute_seconds,
             config.max_call_minutes,
+            offer_id=offer and offer["offer_id"],
+            offer_minutes=offer["minutes"] if offer else 0,
+            offer_pays=offer and offer["pays_listener"],
         )
         op = StartCall(now=now, request=request, start_key=key)
-        state = await self.life.placement.ask(op)
+        try:
+            state = await self.life.placement.ask(op)
+        except BillingError:  # refused before anything was written: the minutes go back
+            if offer is not None:
+                await self.offers.release(call_id)
+            raise
         if len(self._payers) >= CALL_PAYERS_MAX:
             del self._payers[next(iter(self._payers))]
         self._payers[call_id] = user_id

@@ -33,10 +33,13 @@ def explain(call: dict, ledger: dict, heartbeat_timeout_s: float) -> dict:
     minutes, events = [], []
     ended_at = call["ended_at"]
     ours = [row["call_id"] == call["call_id"] and row["minute_no"] is not None for row in rows]
-    first = ours.index(True) if True in ours else 0  # what came before minute 1 is not "during"
+    # What came before the call's first row (minute 1, or its offer's grant) is not "during".
+    its = [row["call_id"] == call["call_id"] for row in rows]
+    first = its.index(True) if True in its else 0
+    free = (call["offer"] or {}).get("free_minutes", 0)
     for row, mine, balance_after in zip(rows[first:], ours[first:], after[first:], strict=True):
         if mine:
-            minutes.append(_minute(row, balance_after))
+            minutes.append(_minute(row, balance_after, free))
         elif ended_at is None or row["at"] <= ended_at:
             events.append(_event(row, balance_after))
     minute_s = (ledger["minute_ms"] or 60_000) / 1000
@@ -50,6 +53,7 @@ def explain(call: dict, ledger: dict, heartbeat_timeout_s: float) -> dict:
                 "committed_at": None,
                 "coins": call["rate_coins"],
                 "balance_after_coins": None,
+                "paid_by": "offer" if n <= free else "payer",
             }
         )
     terms = (minute_s, ledger["max_minutes"], heartbeat_timeout_s)
@@ -59,6 +63,7 @@ def explain(call: dict, ledger: dict, heartbeat_timeout_s: float) -> dict:
     return {
         "call": call,
         "price": plan.decided_in_words(call["price"], call["tier"]),
+        "offer": _offer(call, ledger.get("offer")),
         "minutes": minutes,
         "wallet_events": events,
         "end": end,
@@ -66,7 +71,28 @@ def explain(call: dict, ledger: dict, heartbeat_timeout_s: float) -> dict:
     }
 
 
-def _minute(row: dict, balance_after: int) -> dict:
+def _offer(call: dict, offer: dict | None) -> str | None:
+    """The offer that paid the call's first minutes, in words."""
+    if call["offer"] is None or offer is None:
+        return None
+    free, call_id = call["offer"]["free_minutes"], call["call_id"]
+    who = "the platform pays the listener for them"
+    if offer["pays_listener"] != "platform":
+        who = "nobody pays the listener for them (they opted in)"
+    grant = free * call["rate_coins"]
+    words = (
+        f"offer {offer['offer_id']} ({offer['eligible']}): the first {free} minutes free, "
+        f"paid from its grant of {grant} coins (offer:{call_id}); {who}"
+    )
+    if call["status"] != "ongoing":
+        words += (
+            f"; {offer['minutes_used']} used, {offer['coins_returned']} coins back "
+            f"(offer_return:{call_id}), {offer['earnings_paise']} paise of earnings paid"
+        )
+    return words
+
+
+def _minute(row: dict, balance_after: int, free: int) -> dict:
     return {
         "minute": row["minute_no"],
         "due_at": row["at"],
@@ -74,6 +100,7 @@ def _minute(row: dict, balance_after: int) -> dict:
         "committed_at": row["committed_at"],
         "coins": -row["amount"],
         "balance_after_coins": balance_after,
+        "paid_by": "offer" if row["minute_no"] <= free else "payer",
     }
 
 

@@ -10,7 +10,7 @@ import time
 from zoneinfo import ZoneInfo
 
 from actors.money import one_of
-from persistence import badges, payouts, store
+from persistence import badges, offers, payouts, store
 from persistence import buckets as bucket_store
 
 log = logging.getLogger("billing.jobs")
@@ -60,8 +60,12 @@ def next_daily(now: float, hhmm: str, timezone: str) -> float:
 
 async def expire_calls(engine) -> int:
     """End as dropped/expired every call past its maximum duration, or whose parties sent
-    no heartbeat within the timeout. Returns how many it ended."""
+    no heartbeat within the timeout. Returns how many it ended. Claims on offers whose start
+    never got its call (`offers.CLAIM_UNCONFIRMED_S`) give their minutes back first."""
     now = engine.clock.now()
+    released = await offers.release_unconfirmed(await engine.pool(), now)
+    if released:
+        log.info("%d offer claims without their call released", released)
     rows = await store.ongoing_calls(await engine.pool())
     if not rows:
         return 0

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from actors.call import CallRequest
+from actors.call_request import CallRequest
 
 OP = {"frozen": True, "slots": True, "kw_only": True}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncpg
 
 from actors.money import TX_UNIT_SIGN
+from persistence.audit_offers import OFFER_CHECKS, OFFER_FREE_MINUTE, OFFER_RETURN_AS_SPENT
 from persistence.buckets import BUCKETS_CHECK, audit_buckets
 from persistence.schema import call_minutes
 
@@ -36,8 +37,11 @@ SELECT ev.kind, ev.rate_coins,
 FROM (
     SELECT user_id, created_at AS at,
            {TRANSFER_KIND} AS kind,
-           amount, NULL::bigint AS rate_coins, transfer_id AS id
-    FROM ledger WHERE unit = 'coins'
+           CASE WHEN tx_type = 'offer_return' THEN {OFFER_RETURN_AS_SPENT} ELSE amount END
+               AS amount,
+           NULL::bigint AS rate_coins, transfer_id AS id
+    FROM ledger l WHERE unit = 'coins' AND tx_type <> 'offer_grant'
+      AND NOT (tx_type = 'spend' AND call_id IS NOT NULL AND {OFFER_FREE_MINUTE})
     UNION ALL
     SELECT c.user_id, c.ended_at, 1, 0, c.rate_coins, c.call_id::text
     FROM calls c
@@ -54,14 +58,28 @@ CHARGED_S = """CASE WHEN e.minute_ms IS NULL THEN 60 * e.billed_minutes
      WHEN e.e_ms * 60 < e.free_s * e.minute_len THEN 0
      ELSE least(60 * e.billed_minutes,
                 e.increment_s * (e.e_ms * 60 / (e.minute_len * e.increment_s) + 1)) END"""
+# With an offer (actors/offers.py): `offered` is what its grant paid of the charge, and the
+# payer's part earns the listener what it always does; the offer's part earns them as usual if
+# the platform pays, nothing if nobody does.
 CHARGED = f"""
-SELECT s.*, (s.rate_coins * s.want_s + 59) / 60 AS want_coins,
-       CASE WHEN s.earnings_rule = 'tier' THEN s.rate_paise * s.want_s / 60
-            ELSE (s.rate_coins * s.want_s + 59) / 60 * s.coin_value_paise * s.share_pct / 100
-       END AS want_paise
-FROM (SELECT e.*, {CHARGED_S} AS want_s
-      FROM (SELECT c.*, {ELAPSED} AS e_ms, coalesce(c.minute_ms, 60000)::bigint AS minute_len
-            FROM calls c WHERE c.status <> 'ongoing') e) s"""
+SELECT t.*, CASE WHEN t.offer_pays = 'nobody' THEN t.payer_paise ELSE t.full_paise END
+                AS want_paise,
+       CASE WHEN t.offer_pays = 'platform' THEN t.full_paise - t.payer_paise ELSE 0 END
+                AS want_offer_paise
+FROM (SELECT u.*,
+             CASE WHEN u.earnings_rule = 'tier' THEN u.rate_paise * u.want_s / 60
+                  ELSE u.want_coins * u.coin_value_paise * u.share_pct / 100 END AS full_paise,
+             CASE WHEN u.earnings_rule = 'tier'
+                  THEN u.rate_paise * greatest(0, u.want_s - 60 * u.offer_minutes) / 60
+                  ELSE (u.want_coins - u.offered) * u.coin_value_paise * u.share_pct / 100
+             END AS payer_paise
+      FROM (SELECT s.*, (s.rate_coins * s.want_s + 59) / 60 AS want_coins,
+                   least((s.rate_coins * s.want_s + 59) / 60, s.offer_minutes * s.rate_coins)
+                       AS offered
+            FROM (SELECT e.*, {CHARGED_S} AS want_s
+                  FROM (SELECT c.*, {ELAPSED} AS e_ms,
+                               coalesce(c.minute_ms, 60000)::bigint AS minute_len
+                        FROM calls c WHERE c.status <> 'ongoing') e) s) u) t"""
 
 CHECKS: list[tuple[str, str]] = [
     (
@@ -115,7 +133,11 @@ CHECKS: list[tuple[str, str]] = [
            OR coins_charged IS DISTINCT FROM want_coins
            OR coins_returned IS DISTINCT FROM coins_spent - want_coins
            OR earnings_paise <> want_paise
-           OR platform_paise IS DISTINCT FROM want_coins * coin_value_paise - want_paise)""",
+           OR offer_earnings_paise <> want_offer_paise
+           OR offer_coins_returned <> offer_minutes * rate_coins - offered
+           OR offer_minutes_used <> least(billed_minutes, offer_minutes)
+           OR platform_paise IS DISTINCT FROM
+              (want_coins - offered) * coin_value_paise - want_paise)""",
     ),
     (
         "prepaid coins not returned exactly when due, or returns without their call",
@@ -282,6 +304,7 @@ CHECKS: list[tuple[str, str]] = [
         """SELECT count(*) FROM (SELECT listener_id FROM calls WHERE status = 'ongoing'
                                  GROUP BY listener_id HAVING count(*) > 1) x""",
     ),
+    *OFFER_CHECKS,
 ]
 
 
@@ -332,6 +355,9 @@ async def ledger_totals(pool: asyncpg.Pool) -> dict:
              coalesce(-sum(amount) FILTER (WHERE tx_type = 'clawback'), 0) AS paise_clawed_back,
              coalesce(-sum(amount) FILTER (WHERE tx_type = 'expire'), 0) AS coins_expired,
              coalesce(sum(amount) FILTER (WHERE tx_type = 'unused'), 0) AS coins_returned,
+             coalesce(sum(amount) FILTER (WHERE tx_type = 'offer_grant'), 0) AS coins_offered,
+             coalesce(-sum(amount) FILTER (WHERE tx_type = 'offer_return'), 0)
+                 AS coins_offer_returned,
              count(*) AS transfers
            FROM ledger"""
     )
@@ -345,6 +371,8 @@ async def ledger_totals(pool: asyncpg.Pool) -> dict:
         + out["coins_in"]
         + out["coins_refunded"]
         + out["coins_returned"]
+        + out["coins_offered"]
+        - out["coins_offer_returned"]
         - out["coins_spent"]
         - out["coins_expired"]
     )

@@ -126,6 +126,12 @@ FIELD_TYPES = {
     "bounds": "text",
     "set_ms": "bigint",
     "idempotency_key": "text",
+    "offer_id": "bigint",
+    "offer_minutes": "int",
+    "offer_pays": "text",
+    "offer_minutes_used": "int",
+    "offer_coins_returned": "bigint",
+    "offer_earnings_paise": "bigint",
 }
 # Columns of `calls` kept as timestamps, from a record's milliseconds.
 AS_TIMESTAMP = {"connected_ms": "connected_at", "ended_ms": "ended_at"}
@@ -155,7 +161,8 @@ _ENDED = ", ".join(f"{c} = {v}" for c, v in map(column, END_FIELDS) if c != "cal
 
 # A call that ends moves its payer's wallet by the minutes the ledger holds for it (one range
 # of the primary key), once: only a call still ongoing ends. The ledger must agree with the
-# call's own totals, or the batch is refused.
+# call's own totals, or the batch is refused. Its offer's claim settles with it: the minutes it
+# held go back to the budget, less those it used.
 APPLY_ENDS_SQL = f"""
 WITH v AS (
     SELECT * FROM {unnest(END_FIELDS)}
@@ -172,6 +179,16 @@ WITH v AS (
     UPDATE wallets x SET settled_coins = x.settled_coins - p.coins
     FROM (SELECT user_id, sum(coins)::bigint AS coins FROM minutes GROUP BY user_id) p
     WHERE x.user_id = p.user_id RETURNING 1
+), claims AS (
+    UPDATE offer_claims k SET settled = true
+    FROM ended e WHERE k.call_id = e.call_id AND NOT k.settled
+    RETURNING k.call_id, k.offer_id, k.minutes
+), budgets AS (
+    UPDATE offers o SET minutes_reserved = o.minutes_reserved - b.held,
+                        minutes_used = o.minutes_used + b.used
+    FROM (SELECT k.offer_id, sum(k.minutes) AS held, sum(v.offer_minutes_used) AS used
+          FROM claims k JOIN v USING (call_id) GROUP BY k.offer_id) b
+    WHERE o.offer_id = b.offer_id RETURNING 1
 )
 SELECT (SELECT count(DISTINCT user_id) FROM minutes) AS payers,
        (SELECT count(*) FROM w) AS updated,

@@ -119,6 +119,8 @@ def bucket_states_record(as_of: int, expired: list[str], transfers: list, after:
 
 def call_started_event(call) -> list:
     data = {k: getattr(call, k) for k in STARTED_KEYS} | {"price": call.price_view()}
+    if call.offer_id is not None:  # a call without one announces itself as it always did
+        data["offer"] = {"offer_id": call.offer_id, "free_minutes": call.offer_minutes}
     return event_record(CALL_STARTED, call.call_id, call.user_id, call.connected_ms, data)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from persistence.schema_plans import PRICE_PLAN_MIGRATIONS
+from persistence.schema_plans import OFFER_MIGRATIONS, PLAN_TABLES, PRICE_PLAN_MIGRATIONS
 
 # Held while migrating so that two processes starting at once do not both migrate.
 MIGRATION_LOCK_KEY = 0x6269_6C6C
@@ -340,6 +340,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         """,
     ),
     *PRICE_PLAN_MIGRATIONS,
+    *OFFER_MIGRATIONS,
 ]
 
 
@@ -381,19 +382,7 @@ async def migrate(conn: asyncpg.Connection, through: int | None = None) -> int:
 
 
 TABLES = (
-    "listener_prices",
-    "rate_cards",
-    "webhook_deliveries",
-    "webhooks",
-    "api_keys",
-    "buckets",
-    "refunds",
-    "payouts",
-    "events",
-    "listener_badges",
-    "ledger",
-    "calls",
-    "listener_earnings",
-    "wallets",
-    "users",
+    *PLAN_TABLES,
+    *("webhook_deliveries", "webhooks", "api_keys", "buckets", "refunds", "payouts", "events"),
+    *("listener_badges", "ledger", "calls", "listener_earnings", "wallets", "users"),
 )

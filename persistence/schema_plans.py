@@ -1,4 +1,8 @@
-"""Migrations of price plans (kept apart from `schema.py`, which holds the ones before)."""
+"""Migrations of price plans and offers (kept apart from `schema.py`, which holds the ones
+before)."""
+
+# Their tables, those that name others first (`schema.TABLES`, emptied by tests and benches).
+PLAN_TABLES = ("offer_claims", "listener_offer_optins", "offers", "listener_prices", "rate_cards")
 
 PRICE_PLAN_MIGRATIONS: list[tuple[int, str, str]] = [
     (
@@ -55,6 +59,80 @@ PRICE_PLAN_MIGRATIONS: list[tuple[int, str, str]] = [
             UNIQUE (listener_id, idempotency_key)
         );
         CREATE INDEX listener_prices_latest ON listener_prices (listener_id, change_id DESC);
+        """,
+    ),
+]
+
+OFFER_MIGRATIONS: list[tuple[int, str, str]] = [
+    (
+        14,
+        "offers: their terms and budgets, each start's claim, listeners' opt-in, calls' offers",
+        """
+        ALTER TABLE ledger DROP CONSTRAINT ledger_tx_type_check;
+        ALTER TABLE ledger ADD CONSTRAINT ledger_tx_type_check CHECK (tx_type IN
+            ('purchase', 'spend', 'earn', 'withdraw', 'bonus', 'referral_bonus',
+             'payout_void', 'refund', 'clawback', 'expire', 'unused', 'offer_grant',
+             'offer_return'));
+        ALTER TABLE events DROP CONSTRAINT events_type_check;
+        ALTER TABLE events ADD CONSTRAINT events_type_check CHECK (type IN
+            ('call_started', 'low_balance', 'call_dropped', 'call_settled', 'call_refunded',
+             'payout_pending', 'payout_paid', 'payout_rejected', 'webhook_disabled',
+             'call_suspended', 'call_resumed'));
+        -- The budget is never overspent: what the calls under way hold and what ended calls
+        -- used is within it, row by row, whatever starts at once.
+        CREATE TABLE offers (
+            offer_id         bigserial PRIMARY KEY,
+            free_minutes     integer NOT NULL CHECK (free_minutes > 0),
+            eligible         text NOT NULL
+                CHECK (eligible IN ('first_call', 'first_call_with_listener', 'code')),
+            code             text UNIQUE,
+            call_types       text[] NOT NULL CHECK (cardinality(call_types) > 0),
+            valid_from       timestamptz NOT NULL,
+            valid_until      timestamptz NOT NULL,
+            budget_minutes   bigint NOT NULL CHECK (budget_minutes > 0),
+            per_user_max     integer NOT NULL CHECK (per_user_max > 0),
+            pays_listener    text NOT NULL CHECK (pays_listener IN ('platform', 'nobody')),
+            minutes_reserved bigint NOT NULL DEFAULT 0 CHECK (minutes_reserved >= 0),
+            minutes_used     bigint NOT NULL DEFAULT 0 CHECK (minutes_used >= 0),
+            created_at       timestamptz NOT NULL,
+            idempotency_key  text UNIQUE,
+            CHECK (valid_until > valid_from),
+            CHECK (minutes_reserved + minutes_used <= budget_minutes),
+            CHECK ((eligible = 'code') = (code IS NOT NULL))
+        );
+        -- A start's claim on an offer, made before its call starts: released if the call does
+        -- not start, settled with the call's end. A start retried with its key finds its claim.
+        CREATE TABLE offer_claims (
+            call_id      bigint PRIMARY KEY,
+            offer_id     bigint NOT NULL REFERENCES offers,
+            user_id      bigint NOT NULL,
+            listener_id  bigint NOT NULL,
+            minutes      integer NOT NULL CHECK (minutes > 0),
+            start_key    text,
+            claimed_at   timestamptz NOT NULL,
+            settled      boolean NOT NULL DEFAULT false,
+            UNIQUE (user_id, start_key)
+        );
+        CREATE INDEX offer_claims_by_user ON offer_claims (user_id, offer_id);
+        CREATE INDEX offer_claims_under_way ON offer_claims (claimed_at) WHERE NOT settled;
+        -- Listeners who take calls whose free minutes nobody pays them for.
+        CREATE TABLE listener_offer_optins (
+            listener_id  bigint PRIMARY KEY REFERENCES users,
+            free_minutes boolean NOT NULL,
+            set_at       timestamptz NOT NULL
+        );
+        ALTER TABLE calls
+            ADD COLUMN offer_id             bigint REFERENCES offers,
+            ADD COLUMN offer_minutes        integer NOT NULL DEFAULT 0 CHECK (offer_minutes >= 0),
+            ADD COLUMN offer_pays           text CHECK (offer_pays IN ('platform', 'nobody')),
+            ADD COLUMN offer_minutes_used   integer NOT NULL DEFAULT 0
+                CHECK (offer_minutes_used >= 0),
+            ADD COLUMN offer_coins_returned bigint NOT NULL DEFAULT 0
+                CHECK (offer_coins_returned >= 0),
+            ADD COLUMN offer_earnings_paise bigint NOT NULL DEFAULT 0
+                CHECK (offer_earnings_paise >= 0),
+            ADD CHECK ((offer_id IS NULL) = (offer_minutes = 0));
+        CREATE INDEX calls_by_offer ON calls (offer_id) WHERE offer_id IS NOT NULL;
         """,
     ),
 ]

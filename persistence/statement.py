@@ -17,6 +17,7 @@ import re
 
 import asyncpg
 
+from actors import offers
 from actors.errors import InvalidInput, UnknownUser
 from persistence.commit import EPOCH
 
@@ -26,14 +27,14 @@ STATEMENT_PAGE_MAX = 200
 PAGE_SQL = """
 SELECT * FROM (
     (SELECT l.created_at AS at, l.transfer_id AS id, l.tx_type AS kind, l.amount, l.unit,
-            l.call_id, NULL::int AS minutes
+            l.call_id, NULL::int AS minutes, NULL::bigint AS offer_id, 0 AS offer_minutes
      FROM ledger l
      WHERE l.user_id = $1 AND NOT (l.tx_type = 'spend' AND l.call_id IS NOT NULL)
        AND (l.created_at, l.transfer_id) > ($2, $3)
      ORDER BY l.created_at, l.transfer_id LIMIT $4)
     UNION ALL
     (SELECT c.ended_at, ('call:' || c.call_id) COLLATE "C", 'minutes', -c.coins_spent, 'coins',
-            c.call_id, c.billed_minutes
+            c.call_id, c.billed_minutes, c.offer_id, c.offer_minutes
      FROM calls c
      WHERE c.user_id = $1 AND c.ended_at IS NOT NULL AND c.billed_minutes > 0
        AND (c.ended_at, ('call:' || c.call_id) COLLATE "C") > ($2, $3)
@@ -103,6 +104,7 @@ async def statement_page(pool: asyncpg.Pool, user_id: int, after: str | None, li
                 "unit": r["unit"],
                 "call_id": r["call_id"],
                 "minutes": r["minutes"],
+                "offer": offers.view(r["offer_id"], r["offer_minutes"]),
                 "at": r["at"].timestamp(),
                 "balance_after": held[r["unit"]],
             }

@@ -8,6 +8,7 @@ import datetime as dt
 import asyncpg
 
 from actors import buckets as bk
+from actors import offers
 from actors import price_plan as plan
 from actors.call import CALL_FIELDS, Call
 from actors.errors import InvariantViolation, UnknownCall
@@ -115,7 +116,8 @@ LEFT JOIN listener_earnings e ON e.listener_id = u.user_id
 WHERE u.user_id = ANY($1)
 """
 ONGOING_OF_SQL = """
-SELECT call_id, user_id, listener_id, rate_coins, connected_at, minute_ms FROM calls
+SELECT call_id, user_id, listener_id, rate_coins, connected_at, minute_ms, offer_minutes
+FROM calls
 WHERE status = 'ongoing' AND (user_id = ANY($1) OR listener_id = ANY($1))
 """
 PENDING_PAYOUTS_SQL = """
@@ -156,7 +158,10 @@ async def load_wallets(
         if payer is not None:
             minute_ms = c["minute_ms"] or to_ms(minute_seconds_default)
             first_ms = to_ms(c["connected_at"].timestamp())
-            payer.pay_for(c["call_id"], [c["rate_coins"], last[c["call_id"]], first_ms, minute_ms])
+            rate, billed, free = c["rate_coins"], last[c["call_id"]], c["offer_minutes"]
+            payer.pay_for(c["call_id"], [rate, billed, first_ms, minute_ms, free])
+            # The view's balance holds the offer's grant not drawn yet: not the payer's to spend.
+            payer.balance_coins -= offers.credit_left(free, billed, rate)
         listener = wallets.get(c["listener_id"])
         if listener is not None:
             listener.listener_call_id = c["call_id"]
@@ -178,7 +183,9 @@ async def external_transfers(
 
 CALL_COLUMNS = f"""call_id, user_id, listener_id, call_type, tier, rate_coins, rate_paise, status,
     end_reason, connected_at, ended_at, billed_minutes, coins_spent, earnings_paise,
-    {", ".join((*ENDED_KEYS, *plan.PLAN_FIELDS))}"""
+    {", ".join((*ENDED_KEYS, *plan.PLAN_FIELDS, "offer_id", "offer_minutes"))}"""
+# What a stored row may lack (it is from before price plans or offers): their defaults.
+OPTIONAL_FIELDS = (*plan.PLAN_FIELDS, *offers.OFFER_FIELDS)
 
 
 # A stored call's CALL_FIELDS as recovery reads them: its start as epoch milliseconds.
@@ -194,7 +201,7 @@ def call_from_row(row, minute_seconds: float, max_minutes: int, billed: int) -> 
     """A stored call (RECOVERY_COLUMNS), billed through `billed`; the minute length and maximum
     it recorded, or the given ones for a call stored before calls recorded theirs."""
     # A Record or a dict; a row from before price plans has no plan fields (the defaults).
-    spec = {f: row.get(f) for f in CALL_FIELDS if f not in plan.PLAN_FIELDS or f in row}
+    spec = {f: row.get(f) for f in CALL_FIELDS if f not in OPTIONAL_FIELDS or f in row}
     spec["minute_ms"] = spec["minute_ms"] or to_ms(minute_seconds)
     spec["max_minutes"] = spec["max_minutes"] or max_minutes
     return Call.from_spec(spec, billed)
@@ -234,6 +241,7 @@ def call_row_dict(row) -> dict:
     out["connected_at"] = to_epoch(row["connected_at"])
     out["ended_at"] = to_epoch(row["ended_at"])
     out["price"] = plan.view(plan.price_of(row), row["rate_card_id"])
+    out["offer"] = offers.view(out.pop("offer_id"), out.pop("offer_minutes"))
     for f in plan.PLAN_FIELDS:
         del out[f]
     return out

@@ -151,7 +151,10 @@ RESTORE_ORDER = (
     "users",
     "wallets",
     "listener_earnings",
+    "offers",
     "calls",
+    "offer_claims",
+    "listener_offer_optins",
     "ledger",
     "events",
     "listener_badges",
@@ -174,7 +177,8 @@ pytestmark = pytest.mark.xdist_group("audit")
 async def history_rows(services, ray_session):
     """A history the engine made on the manual clock: call A hung up after 3 minutes, its
     listener then withdrew; call B dropped for coins at its third minute, and its payer topped
-    up a minute after the drop; then payouts settled both ways and both calls refunded."""
+    up a minute after the drop; then payouts settled both ways and both calls refunded. Call C,
+    of a payer without coins, took a code's 5 free minutes and hung up with A: 2 go back."""
     from engine.api import Engine
     from tests.conftest import clean, engine_config
 
@@ -189,10 +193,17 @@ async def history_rows(services, ray_session):
         # A bonus that expires during call A: minutes 1 and 2 draw 20 of it, 5 expire at 90 s.
         now = eng.clock.now()
         await eng.top_up(ids["ua"], 25, "bonus", idempotency_key="bonus", expires_at=now + 90)
+        ids["uc"], ids["lc"] = await eng.create_user("c"), await eng.create_listener("lc")
+        offer = await eng.create_offer(
+            5, "code", now - 1, now + 3600, budget_minutes=8, code="AUDIT", call_types=["audio"]
+        )
+        ids["offer"] = offer["offer_id"]
         ids["a"] = (await eng.start_call(ids["ua"], ids["la"]))["call_id"]
         ids["b"] = (await eng.start_call(ids["ub"], ids["lb"]))["call_id"]
+        ids["c"] = (await eng.start_call(ids["uc"], ids["lc"], offer_code="AUDIT"))["call_id"]
         await eng.advance(150)
         await eng.end_call(ids["a"])
+        await eng.end_call(ids["c"])
         paid = await eng.withdraw(ids["la"], 100, idempotency_key="w")
         await eng.advance(60)
         await eng.top_up(ids["ub"], 50, idempotency_key="after")
@@ -331,6 +342,48 @@ POLICY_CORRUPTIONS = [
         "UPDATE ledger SET created_at = '2000-01-01' WHERE transfer_id = 'refund:{a}:r:clawback'",
         "withdrawals that take earnings below zero in time order",
     ),
+    # offers
+    (
+        "UPDATE offers SET minutes_used = minutes_used + 1",
+        "offers whose budget counters disagree with their claims and calls, or over budget",
+    ),
+    (
+        "INSERT INTO offer_claims VALUES (99, {offer}, {uc}, {lc}, 1, NULL, now(), true)",
+        "offers taken beyond their per-user limit, outside their window or call types, by a "
+        "call that was not the payer's first (with the listener), or unclaimed",
+    ),
+    (
+        "UPDATE offers SET valid_from = valid_from + interval '1 minute'",
+        "offers taken beyond their per-user limit, outside their window or call types, by a "
+        "call that was not the payer's first (with the listener), or unclaimed",
+    ),
+    (
+        "UPDATE offers SET call_types = '{{video}}'",
+        "offers taken beyond their per-user limit, outside their window or call types, by a "
+        "call that was not the payer's first (with the listener), or unclaimed",
+    ),
+    (
+        "UPDATE offers SET eligible = 'first_call', code = NULL; "
+        "UPDATE calls SET user_id = {ua} WHERE call_id = {c}",
+        "offers taken beyond their per-user limit, outside their window or call types, by a "
+        "call that was not the payer's first (with the listener), or unclaimed",
+    ),
+    (
+        "DELETE FROM ledger WHERE transfer_id = 'offer:{c}'",
+        "free minutes not paid from their offer's grant, or its rest not returned at the end",
+    ),
+    (
+        "UPDATE ledger SET amount = amount + 1 WHERE transfer_id = 'offer_return:{c}'",
+        "free minutes not paid from their offer's grant, or its rest not returned at the end",
+    ),
+    (
+        "UPDATE calls SET offer_earnings_paise = 0 WHERE call_id = {c}",
+        "settled calls whose charge, return or earnings disagree with their price and length",
+    ),
+    (
+        "UPDATE calls SET offer_pays = 'nobody', earnings_paise = 0 WHERE call_id = {c}",
+        "settled calls whose charge, return or earnings disagree with their price and length",
+    ),
 ]
 
 
@@ -347,6 +400,8 @@ async def test_the_engine_history_follows_the_billing_policy(engine_history, poo
     assert (b["ended_at"] - b["connected_at"]).total_seconds() == 120
     expired = await pool.fetchval("SELECT amount FROM ledger WHERE tx_type = 'expire'")
     assert expired == -5  # 25 bonus coins, 20 of them paid minutes 1 and 2
+    c = await pool.fetchrow("SELECT * FROM calls WHERE call_id = $1", ids["c"])
+    assert (c["billed_minutes"], c["offer_minutes_used"], c["offer_coins_returned"]) == (3, 3, 20)
     assert await violations(pool) == {}
 
 

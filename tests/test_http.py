@@ -225,6 +225,8 @@ OPERATIONS = {  # operationId: tag, as a generated client names its methods and 
     "replay_webhook": "webhooks",
     "schedule_rate_card": "prices", "list_rate_cards": "prices",
     "set_listener_prices": "prices", "get_listener_prices": "prices",
+    "create_offer": "offers", "list_offers": "offers", "get_offer": "offers",
+    "set_listener_offers": "offers", "get_listener_offers": "offers",
     "get_health": "health", "get_readiness": "health",
 }  # fmt: skip
 

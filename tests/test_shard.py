@@ -6,7 +6,7 @@ import math
 import pytest
 
 from actors import Call, IdempotencyConflict, InsufficientCoins, InvalidInput
-from actors.call import CallRequest
+from actors.call_request import CallRequest
 from actors.money import CALL_TYPES, TIERS, RateCard, to_ms
 from bench.setup import ongoing_calls
 from engine.config import Config

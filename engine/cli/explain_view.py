@@ -16,7 +16,7 @@ def rows_in_time_order(out: dict) -> list[tuple]:
     rows = [
         (
             m["due_at"],
-            f"minute {m['minute']}",
+            f"minute {m['minute']}" + (" (offer)" if m.get("paid_by") == "offer" else ""),
             -m["coins"],
             m["balance_after_coins"],
             m["billed_at"],
@@ -61,7 +61,8 @@ def table(out: dict) -> Table:
     ended = "ongoing: " + clock(c["next_tick_at"]) + " next"
     if end is not None:
         ended = f"{end['rule']}\n{end['charge']}"
-    t.caption = f"{out['price']}\n{ended}"
+    offer = "" if out.get("offer") is None else f"{out['offer']}\n"
+    t.caption = f"{out['price']}\n{offer}{ended}"
     return t
 
 

@@ -4,6 +4,7 @@ the start recorded, written through), an end (billed to its time, settled once),
 
 from __future__ import annotations
 
+from actors import offers
 from actors.call import Call
 from actors.errors import BillingError
 from engine.host.book import CallBook
@@ -67,13 +68,18 @@ class PayerCalls:
         await self.client.room()
         call.connected_ms = max(call.connected_ms, w.stamp(now_ms))
         first = w.open_call(
-            call.call_id, call.rate_coins, self.user_calls_max, call.connected_ms, call.minute_ms
-        )
+            call.call_id, call.rate_coins, self.user_calls_max, call.connected_ms,
+            call.minute_ms, call.offer_minutes,
+        )  # fmt: skip
         call.after_billing_ms(1, False, call.connected_ms)
         self.book.add(call, w)
-        await self.client.durable(
-            [call_start_record(call, start_key), first, call_started_event(call)]
-        )
+        records = [call_start_record(call, start_key), first, call_started_event(call)]
+        if call.offer_minutes:  # the offer's grant for the free minutes, before minute 1
+            grant = offers.grant(
+                call.call_id, call.user_id, call.offer_minutes, call.rate_coins, call.connected_ms
+            )
+            records.insert(1, grant)
+        await self.client.durable(records)
         self.book.counts["calls_started"] += 1
         self.book.counts["minutes_billed"] += 1  # minute 1, at connect
         self.meter.billed(1, started=1)

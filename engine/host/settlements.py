@@ -51,7 +51,11 @@ class Settlements:
         for s in settlements:
             self._under_way[s.call_id] = loop.create_future()
             w = self.cache.wallets.get(s.user_id)
-            last = None if w is None else w.close_call(s.call_id, s.coins_returned)
+            last = (
+                None
+                if w is None
+                else w.close_call(s.call_id, s.coins_returned, s.offer_coins_returned)
+            )
             if last is not None and last != s.billed_minutes:
                 raise InvariantViolation(
                     f"call {s.call_id}: wallet billed {last} minutes, call says {s.billed_minutes}"

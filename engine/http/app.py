@@ -12,7 +12,7 @@ message as in the Python API. Errors are `{"error": {"type", "message"}}`:
 | 401 | a missing or wrong API key (engine/http/door.py) |
 | 402 | InsufficientCoins, InsufficientEarnings: the wallet cannot pay what was asked |
 | 403 | a key without the scope the route needs |
-| 404 | UnknownUser, UnknownCall, UnknownPayout, UnknownKey, UnknownWebhook, an unknown route |
+| 404 | Unknown{User,Call,Payout,Key,Webhook,Offer}: no such thing; an unknown route |
 | 409 | PartyBusy, IdempotencyConflict |
 | 413 | a body over the door's bound |
 | 429 | a source past its wrong keys; `Retry-After` says when to try again |
@@ -118,12 +118,13 @@ def build_app(
         app.add_exception_handler(kind, handler)
     from engine.http.docs_pages import router as docs_router
     from engine.http.key_routes import router as keys_router
+    from engine.http.offer_routes import router as offers_router
     from engine.http.price_routes import router as prices_router
     from engine.http.routes import router  # its routes answer with the helpers above
     from engine.http.webhook_routes import router as webhooks_router
 
     # The routes themselves, not include_router's wrapper: one routing step per request.
-    for r in (router, keys_router, webhooks_router, prices_router, docs_router):
+    for r in (router, keys_router, webhooks_router, prices_router, offers_router, docs_router):
         app.router.routes.extend(r.routes)
     http_table.register(app)
     app.openapi = lambda: _openapi(app)

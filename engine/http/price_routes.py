@@ -5,7 +5,7 @@ as starting a call does; reading them `read`)."""
 from __future__ import annotations
 
 from fastapi import APIRouter, Path, Request
-from pydantic import AwareDatetime, Field, create_model
+from pydantic import Field, create_model
 
 import engine.http.contract as m
 from actors.money import AMOUNT_MAX, CALL_TYPES
@@ -17,6 +17,7 @@ from engine.http.contract.kinds import (
     Increment,
     Key,
     Paise,
+    TimeIn,
     whole_number,
 )
 from engine.http.door import scope_security
@@ -56,7 +57,7 @@ class RateCardTerms(m.Body):
 
 
 class NewRateCard(RateCardTerms):
-    effective_at: AwareDatetime = Field(
+    effective_at: TimeIn = Field(
         description="when it takes effect: at or after now, never back-dated",
         examples=["2026-12-31T18:30:00.000+00:00"],
     )

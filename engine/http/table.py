@@ -121,7 +121,7 @@ async def _refund(engine, body: m.NewRefund | None, call_id: int) -> dict:
 
 async def _start_call(engine, body: m.NewCall) -> dict:
     return await engine.start_call(
-        body.user_id, body.listener_id, body.call_type, body.idempotency_key
+        body.user_id, body.listener_id, body.call_type, body.idempotency_key, body.offer_code
     )
 
 

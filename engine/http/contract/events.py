@@ -41,6 +41,13 @@ class Price(Answer):
     )
 
 
+class CallOffer(Answer):
+    """The offer a call took at its start: its first `free_minutes` minutes are the offer's."""
+
+    offer_id: int
+    free_minutes: int = Field(description="the free minutes this call got (what the budget had)")
+
+
 class CallTerms(Answer):
     """What a call is, fixed at its start: its parties, type and rates (every answer and
     event that shows a call starts with these)."""
@@ -53,6 +60,9 @@ class CallTerms(Answer):
     rate_coins: int = Field(description="coins a minute the payer pays")
     rate_paise: int = Field(description="paise a minute the listener earns (rule tier)")
     price: Price
+    offer: CallOffer | None = Field(
+        None, description="the offer that pays its first minutes; null (events: absent) if none"
+    )
 
 
 class CallStartedData(CallTerms):

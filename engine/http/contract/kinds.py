@@ -7,7 +7,7 @@ from __future__ import annotations
 import enum
 from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
 from actors.buckets import BUCKET_TYPES
 from actors.call import END_REASONS
@@ -92,6 +92,17 @@ Key = Annotated[
         examples=["order-81723"],
     ),
 ]
+
+
+def _time_text(value: object) -> object:
+    if not isinstance(value, str):
+        raise ValueError("a time is ISO 8601 text with its offset, not a number")
+    return value
+
+
+# A time a request gives: ISO 8601 text with its offset (a number is refused: as epoch seconds it
+# would be read silently in some unit).
+TimeIn = Annotated[AwareDatetime, BeforeValidator(_time_text)]
 # Every time the HTTP API says (answers and events alike): ISO 8601, UTC, with its offset and
 # milliseconds (`actors/times.py`; the Python API answers the same times as epoch seconds).
 Timestamp = Annotated[

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from engine.http.contract.events import CallTerms, Event
+from engine.http.contract.events import CallOffer, CallTerms, Event
 from engine.http.contract.kinds import (
     Answer,
     BucketType,
@@ -129,7 +129,13 @@ class TimelineMinute(Answer):
     billed_at: Timestamp | None = Field(description="when the host billed it")
     committed_at: Timestamp | None = Field(description="null: billed, not committed yet")
     coins: int = Field(description="coins the minute took")
-    balance_after_coins: int | None = Field(description="the payer's coins after it")
+    balance_after_coins: int | None = Field(
+        description="the payer's coins after it, as the ledger has them (an offer's grant not "
+        "drawn yet included)"
+    )
+    paid_by: Literal["payer", "offer"] = Field(
+        description="offer: one of the free minutes, drawn from the offer's grant"
+    )
 
 
 class WalletEvent(Answer):
@@ -166,6 +172,11 @@ class Timeline(Answer):
         examples=["10 coins a minute: the rate of rate card 0 (the configured one); billed by "
                   "the minute; the listener earns 100 paise a charged minute (tier basic)"],
     )  # fmt: skip
+    offer: str | None = Field(
+        description="the offer that paid its first minutes, in words; null without one",
+        examples=["offer 1 (first_call): the first 3 minutes free, paid from its grant of 30 "
+                  "coins (offer:7); the platform pays the listener for them"],
+    )  # fmt: skip
     minutes: list[TimelineMinute]
     wallet_events: list[WalletEvent] = Field(
         description="the payer's other coin transfers during the call, in time order"
@@ -180,12 +191,17 @@ class StatementRow(Answer):
         description="purchase, bonus, referral_bonus, spend, withdraw (a payout's hold), "
         "payout_void (a rejected payout's hold released), refund, clawback, earn, expire, "
         "minutes (a call's minutes in one row when it ended), or unused (what its price did not "
-        "charge of them, back: the row after)"
+        "charge of them, back: the row after), offer_grant (an offer's coins for a call's "
+        "free minutes, at its start) or offer_return (what of them the call did not use, at its "
+        "end)"
     )
     amount: int = Field(description="added (+) or taken (-), in `unit`")
     unit: Unit
     call_id: int | None
     minutes: int | None = Field(description="a `minutes` row: how many")
+    offer: CallOffer | None = Field(
+        None, description="a `minutes` row of a call that took an offer: which"
+    )
     at: Timestamp
     balance_after: int = Field(description="the balance in `unit` after it")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, Discriminator, Field, Tag
+from pydantic import Discriminator, Field, Tag
 
 from actors.money import AMOUNT_MAX, NAME_CHARS_MAX, PURCHASE, REASON_CHARS_MAX
 from engine.http.contract.kinds import (
@@ -19,6 +19,7 @@ from engine.http.contract.kinds import (
     Key,
     Paise,
     Role,
+    TimeIn,
     text,
     whole_number,
 )
@@ -61,7 +62,7 @@ class Bonus(Body):
     amount: Coins = Field(examples=[20])
     tx_type: BucketType
     idempotency_key: Key = None
-    expires_at: AwareDatetime | None = Field(
+    expires_at: TimeIn | None = Field(
         None,
         description="when the coins left of it leave the wallet: after the top-up, at most "
         "400 days ahead; null: never",
@@ -130,6 +131,13 @@ class NewCall(Body):
     listener_id: Id = Field(description="the listener", examples=[2])
     call_type: CallType = CallType.audio
     idempotency_key: Key = Field(None, description="a repeat returns the same call")
+    offer_code: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="a campaign's code: the start takes its offer if the payer is eligible",
+        examples=["WELCOME"],
+    )
 
 
 class EndCall(Body):
