@@ -281,3 +281,89 @@ async def test_an_offer_call_survives_its_payers_host_restarting(engine, pool):
     end = await engine.end_call(started["call_id"])
     assert end["billed_minutes"] == 4 and end["coins_charged"] == 40
     assert await audit_violations(pool) == {}
+
+
+async def test_offers_over_http(engine, pool):
+    """Created with `admin`, read with `read`; a start names its code; the start answer, the
+    call and the statement say the offer; a bad window or code is a 400 naming it."""
+    from actors.times import iso
+    from tests.test_http import client
+
+    if engine.placement.name != "sharded":
+        pytest.skip("the HTTP layer is the same on both placements")
+    user, listener = await payer(engine), await engine.create_listener("l")
+    now = engine.clock.now()
+    body = {"free_minutes": 2, "eligible": "code", "code": "HTTP", "valid_from": iso(now - 1),
+            "valid_until": iso(now + 3600), "budget_minutes": 10,
+            "idempotency_key": "o"}  # fmt: skip
+    async with client(engine) as http:
+        made = await http.post("/v1/offers", json=body)
+        assert made.status_code == 201, made.text
+        offer = made.json()
+        assert (offer["pays_listener"], offer["per_user_max"], offer["minutes_left"]) == (
+            "platform", 1, 10,
+        )  # fmt: skip
+        assert (await http.post("/v1/offers", json=body)).json() == offer
+        bad = await http.post("/v1/offers", json=body | {"idempotency_key": "p",
+                                                         "valid_until": iso(now - 5)})  # fmt: skip
+        assert bad.status_code == 400 and "valid_until" in bad.json()["error"]["message"]
+        number = await http.post("/v1/offers", json=body | {"valid_from": 0})
+        assert number.status_code == 400, number.text
+        wrong = await http.post("/v1/calls", json={"user_id": user, "listener_id": listener,
+                                                   "offer_code": "NOPE"})  # fmt: skip
+        assert wrong.status_code == 400 and "NOPE" in wrong.json()["error"]["message"]
+        r = await http.post("/v1/calls", json={"user_id": user, "listener_id": listener,
+                                               "offer_code": "HTTP"})  # fmt: skip
+        assert r.status_code == 201, r.text
+        assert r.json()["offer"] == {"offer_id": offer["offer_id"], "free_minutes": 2}
+        call_id = r.json()["call_id"]
+        await engine.advance(30)
+        assert (await http.post(f"/v1/calls/{call_id}/end")).status_code == 200
+        assert (await http.get(f"/v1/calls/{call_id}")).json()["offer"]["free_minutes"] == 2
+        shown = (await http.get(f"/v1/offers/{offer['offer_id']}")).json()
+        assert (shown["minutes_used"], shown["coins_granted"], shown["coins_returned"]) == (
+            1, 20, 10,
+        )  # fmt: skip
+        listed = (await http.get("/v1/offers")).json()
+        assert [o["offer_id"] for o in listed["offers"]] == [offer["offer_id"]]
+        assert (await http.get("/v1/offers/999")).status_code == 404
+        opt = await http.put(f"/v1/listeners/{listener}/offers", json={"free_minutes": True})
+        assert opt.status_code == 200 and opt.json()["free_minutes"] is True, opt.text
+        assert (await http.get(f"/v1/listeners/{listener}/offers")).json()["free_minutes"]
+        assert (await http.put(f"/v1/listeners/{user}/offers",
+                               json={"free_minutes": True})).status_code == 400  # fmt: skip
+        timeline = (await http.get(f"/v1/calls/{call_id}/timeline")).json()
+        assert timeline["offer"].startswith(f"offer {offer['offer_id']} (code)")
+    assert await audit_violations(pool) == {}
+
+
+async def test_200_concurrent_claims_take_exactly_the_budget(services, pool):
+    """Two hundred starts claim a code offer of 3 free minutes at once against a budget of 50,
+    each on a connection of its own: 16 get 3 minutes, one gets the 2 left, the rest none."""
+    import asyncpg
+
+    from actors.offers import Terms
+    from persistence import offers as stored
+
+    now = 1_800_000_000.0
+    terms = Terms.from_dict({"free_minutes": 3, "eligible": "code", "code": "RUSH",
+                             "valid_from": now - 1, "valid_until": now + 60,
+                             "budget_minutes": 50, "pays_listener": "platform"})  # fmt: skip
+    offer = await stored.create(pool, terms, now, None)
+    wide = await asyncpg.create_pool(services.database_url, min_size=40, max_size=40)
+    try:
+        got = await asyncio.gather(
+            *(
+                stored.claim(
+                    wide, 1000 + i, 10_000 + i, 20_000 + i, "audio", "RUSH", None, now, 240
+                )
+                for i in range(200)
+            )  # fmt: skip
+        )
+    finally:
+        await wide.close()
+    minutes = sorted((g["minutes"] for g in got if g), reverse=True)
+    assert minutes == [3] * 16 + [2]
+    shown = await stored.read(pool, offer["offer_id"])
+    assert (shown["minutes_reserved"], shown["minutes_left"]) == (50, 0)
+    assert await pool.fetchval("SELECT sum(minutes) FROM offer_claims") == 50
