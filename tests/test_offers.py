@@ -367,3 +367,29 @@ async def test_200_concurrent_claims_take_exactly_the_budget(services, pool):
     shown = await stored.read(pool, offer["offer_id"])
     assert (shown["minutes_reserved"], shown["minutes_left"]) == (50, 0)
     assert await pool.fetchval("SELECT sum(minutes) FROM offer_claims") == 50
+
+
+async def test_the_offers_command_creates_one_from_a_file_and_lists_them(engine, tmp_path):
+    import json
+
+    from rich.console import Console
+
+    from actors.times import iso
+    from engine.cli.offers_view import run, table
+
+    if engine.placement.name != "sharded":
+        pytest.skip("the command is the same on both placements")
+    now = engine.clock.now()
+    terms = tmp_path / "offer.json"
+    terms.write_text(json.dumps({"free_minutes": 3, "eligible": "code", "code": "WELCOME",
+                                 "valid_from": iso(now), "valid_until": iso(now + 86_400),
+                                 "budget_minutes": 500}))  # fmt: skip
+    made = await run(engine, str(terms), "campaign-1", None)
+    assert [(o["code"], o["minutes_left"]) for o in made] == [("WELCOME", 500)]
+    assert await run(engine, str(terms), "campaign-1", None) == made  # the key: once
+    listed = await run(engine, None, None, None)
+    console = Console(record=True, width=250)
+    console.print(table(listed))
+    assert "code WELCOME" in console.export_text()
+    with pytest.raises(InvalidInput, match="not an offer's JSON"):
+        await run(engine, str(tmp_path / "missing.json"), None, None)

@@ -79,6 +79,14 @@ def cmd_rate_cards(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_offers(args: argparse.Namespace) -> int:
+    from engine.cli.offers_view import run, table
+
+    listed = on_running_engine(args, lambda e: run(e, args.create, args.key, args.show))
+    console.print_json(json.dumps(iso_times(listed))) if args.json else console.print(table(listed))
+    return 0
+
+
 def cmd_top(args: argparse.Namespace) -> int:
     from engine.cli.top import run
 
@@ -249,6 +257,7 @@ COMMANDS = {
     "top": cmd_top,
     "statement": cmd_statement,
     "rate-cards": cmd_rate_cards,
+    "offers": cmd_offers,
     "audit": cmd_audit,
     "bench": cmd_bench,
     "chaos": cmd_chaos,

@@ -110,7 +110,7 @@ def build_parser(commands: Commands) -> argparse.ArgumentParser:
     parser.epilog = "Settings come from the environment or these flags; see the README."
     sub = parser.add_subparsers(dest="command", required=True)
     adders = (_demo, _up, _stop, _serve_config, _inspect, _explain, _top, _statement, _audit)
-    adders += (_bench, _rate_cards)
+    adders += (_bench, _rate_cards, _offers)
     adders += (_chaos, _jobs, _keys)
     for add in adders:
         add(sub, commands)
@@ -256,6 +256,15 @@ def _rate_cards(sub, commands: Commands) -> None:
     rc.add_argument("--key", help="an idempotency key: scheduling again changes nothing")
     rc.add_argument("--json", action="store_true", help="JSON instead of a table")
     _engine_flags(rc, only=("ray", "data_dir"))
+
+
+def _offers(sub, commands: Commands) -> None:
+    of = _command(sub, "offers", "the offers: budgets and what each cost", commands)
+    of.add_argument("--create", metavar="FILE", help="an offer's terms as JSON, created first")
+    of.add_argument("--key", help="an idempotency key: creating again changes nothing")
+    of.add_argument("--show", metavar="ID", type=int, help="that offer alone")
+    of.add_argument("--json", action="store_true", help="JSON instead of a table")
+    _engine_flags(of, only=("ray", "data_dir"))
 
 
 def _audit(sub, commands: Commands) -> None:
