@@ -21,6 +21,7 @@ from actors.money import (
     REASON_EXPIRED,
     REASON_HANGUP,
     REASON_INSUFFICIENT,
+    SUSPENDED,
     TIERS,
     to_ms,
 )
@@ -46,6 +47,7 @@ CALL_FIELDS = (
     "max_minutes",
     *plan.PLAN_FIELDS,
     *offers.OFFER_FIELDS,
+    "grace_s",
 )
 # A call as the event that announces it shows it: who, what and at what price, and when (and
 # the whole price, as `price`).
@@ -69,9 +71,12 @@ class Call:
         "max_minutes",
         *plan.PLAN_FIELDS,
         *offers.OFFER_FIELDS,
+        "grace_s",
         "billed_minutes",
         "settlement",
         "low_balance_warned",
+        "suspended_ms",
+        "grace_note",
     )
 
     def __init__(
@@ -98,6 +103,7 @@ class Call:
         offer_id: int | None = None,
         offer_minutes: int = 0,
         offer_pays: str | None = None,
+        grace_s: int = 0,
     ) -> None:
         self.call_id = call_id
         self.user_id = user_id
@@ -122,6 +128,12 @@ class Call:
         self.offer_id = offer_id
         self.offer_minutes = offer_minutes
         self.offer_pays = None if offer_pays is None else one_copy(offer_pays)
+        # Billed seconds a minute the payer cannot pay waits for a credit (suspended) before
+        # the call drops at that minute's due time; when the wait began (the minute's due time)
+        # and the change of state its event reports (suspended, resumed) until it is written.
+        self.grace_s = grace_s
+        self.suspended_ms: int | None = None
+        self.grace_note: tuple[str, int] | None = None
         self.billed_minutes = billed_minutes
         self.settlement: Settlement | None = None
         self.low_balance_warned = False
@@ -181,7 +193,29 @@ class Call:
 
     @property
     def status(self) -> str:
-        return ONGOING if self.settlement is None else self.settlement.status
+        if self.settlement is not None:
+            return self.settlement.status
+        return ONGOING if self.suspended_ms is None else SUSPENDED
+
+    def grace_until_ms(self) -> int | None:
+        """While suspended: when the call drops if no credit pays the minute it waits on."""
+        if self.suspended_ms is None:
+            return None
+        return self.suspended_ms + self.grace_s * self.minute_ms // 60
+
+    def wake_ms(self) -> int:
+        """When something next happens to the call by itself: its next minute, or, while it
+        is suspended, the end of its grace."""
+        until = self.grace_until_ms()
+        return self.next_due_ms() if until is None else until
+
+    def wake_at(self) -> float:
+        return self.wake_ms() / 1000
+
+    def waiting(self, now_ms: int) -> bool:
+        """Suspended, and its grace not over by `now_ms`: only a credit moves it."""
+        until = self.grace_until_ms()
+        return until is not None and now_ms < until
 
     def minute_at(self, now: float) -> int:
         """The last minute that has started by `now` (capped by the maximum duration)."""
@@ -215,10 +249,19 @@ class Call:
                 f"call {self.call_id}: billed minutes went back from "
                 f"{self.billed_minutes} to {last_minute}"
             )
+        if self.suspended_ms is not None and last_minute > self.billed_minutes:
+            self.suspended_ms = None  # a credit paid the minute it waited on
+            self.grace_note = ("call_resumed", now_ms)
         self.billed_minutes = last_minute
         if short:
-            # Ends at the boundary it could not pay; that minute is not billed.
-            return self._settle(DROPPED, REASON_INSUFFICIENT, self.next_due_ms())
+            due = self.next_due_ms()
+            if self.grace_s and now_ms < due + self.grace_s * self.minute_ms // 60:
+                if self.suspended_ms is None:  # waits for a credit, until its grace ends
+                    self.suspended_ms = due
+                    self.grace_note = ("call_suspended", due)
+                return None
+            # Ends at the boundary it could not pay; that minute is not billed (nor the grace).
+            return self._settle(DROPPED, REASON_INSUFFICIENT, due)
         if last_minute >= self.max_minutes and now_ms >= self.expires_ms():
             return self._settle(DROPPED, REASON_EXPIRED, self.expires_ms())
         return None
@@ -327,6 +370,7 @@ class Call:
             paid_until = until_ms / 1000
         price = self.price()
         prepaid = self.billed_minutes * self.rate_coins
+        until = self.grace_until_ms()
         earned = None
         if s is None:  # so far: what the minutes prepaid would earn, charged whole
             earned = plan.earnings_for(price, 60 * self.billed_minutes, prepaid)
@@ -345,8 +389,9 @@ class Call:
             **ended_view(s),
             "price": plan.view(price, self.rate_card_id),
             "offer": offers.view(self.offer_id, self.offer_minutes),
-            "next_tick_at": self.next_due_at() if s is None else None,
+            "next_tick_at": self.wake_at() if s is None else None,
             "status": self.status,
+            "grace_until": None if s is not None or until is None else until / 1000,
             "end_reason": None if s is None else s.end_reason,
             "ended_at": None if s is None else s.ended_at,
             "minutes_affordable": minutes,

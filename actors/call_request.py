@@ -50,4 +50,5 @@ class CallRequest:
             offer_id=self.offer_id,
             offer_minutes=self.offer_minutes,
             offer_pays=self.offer_pays,
+            grace_s=self.card.grace_s[self.call_type],
         )

@@ -41,7 +41,9 @@ def bill_payer_due(wallet: Wallet, calls: list[Call], now_ms: int, out: list) ->
             due = [
                 c
                 for c in live
-                if c.settlement is None and c.billed_minutes < c.minute_at_ms(now_ms)
+                if c.settlement is None
+                and c.billed_minutes < c.minute_at_ms(now_ms)
+                and not c.waiting(now_ms)
             ]
             if not due:
                 break
@@ -56,3 +58,17 @@ def bill_payer_due(wallet: Wallet, calls: list[Call], now_ms: int, out: list) ->
                     settled.append(s)
     wallet.stamp(now_ms)
     return settled
+
+
+def resume_paid(wallet: Wallet, calls: list[Call], at_ms: int, out: list) -> int:
+    """After a credit to `wallet` at `at_ms`: each of its calls waiting in their grace, in the
+    order their unpaid minutes fell due, has that minute billed now if the coins pay it (dated
+    at the credit: nothing is dated before what paid for it). Returns the minutes billed."""
+    waiting = sorted((c for c in calls if c.waiting(at_ms)), key=lambda c: c.suspended_ms)
+    billed = 0
+    for c in waiting:
+        transfers, last, short = wallet.bill_minutes(c.call_id, c.billed_minutes + 1, at_ms)
+        out.extend(transfers)
+        billed += len(transfers)
+        c.after_billing_ms(last, short, at_ms)  # within the grace: resumed, or waits on
+    return billed

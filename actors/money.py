@@ -76,6 +76,8 @@ TIERS = ("basic", "bronze", "silver", "gold")
 ROLES = ("user", "listener")
 
 ONGOING = "ongoing"
+SUSPENDED = "suspended"  # a minute fell due that the payer could not pay: within its grace
+LIVE_STATUSES = (ONGOING, SUSPENDED)  # a call not ended
 COMPLETED = "completed"
 DROPPED = "dropped"
 REASON_HANGUP = "hangup"
@@ -242,6 +244,7 @@ class RateCard:
     paise_per_minute: dict[str, dict[str, int]] = field(default_factory=_default_paise)
     increment_s: dict[str, int] = field(default_factory=lambda: _per_call_type(60))
     free_s: dict[str, int] = field(default_factory=lambda: _per_call_type(0))
+    grace_s: dict[str, int] = field(default_factory=lambda: _per_call_type(0))
     price_bounds: dict = field(default_factory=dict)  # {call_type: {tier: (min, max)}}
     earnings_rule: str = "tier"
     share_pct: dict[str, int] | None = None  # by tier, for the rule "share"
@@ -258,6 +261,7 @@ class RateCard:
         fix = functools.partial(object.__setattr__, self)
         fix("increment_s", plan.per_call_type(self.increment_s, "increment_s", plan.increment))
         fix("free_s", plan.per_call_type(self.free_s, "free_s", plan.free_seconds))
+        fix("grace_s", plan.per_call_type(self.grace_s, "grace_s", plan.grace_seconds))
         fix("price_bounds", plan.price_bounds(self.price_bounds))
         one_of(self.earnings_rule, plan.EARNINGS_RULES, "earnings_rule")
         if self.coin_value_paise is not None:

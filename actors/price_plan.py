@@ -25,6 +25,9 @@ INCREMENTS_S = (1, 2, 3, 5, 6, 10, 12, 15, 20, 30, 60)  # each divides a minute
 TIER_RULE, SHARE_RULE = "tier", "share"
 EARNINGS_RULES = (TIER_RULE, SHARE_RULE)
 FREE_S_MAX = 3_600  # free seconds a call type may have
+# Billed seconds a call may stay suspended for a minute its payer cannot pay: under a minute, so
+# that the next minute never falls due while one waits (a credit bills them in time order).
+GRACE_S_MAX = 59
 SECONDS_PER_MINUTE = 60
 CARD, LISTENER = "card", "listener"  # where a call's rate came from
 # What a call records of its price beyond its rates (`rate_coins`, `rate_paise`): columns of
@@ -75,6 +78,10 @@ def increment(value: object, what: str) -> int:
 
 def free_seconds(value: object, what: str) -> int:
     return _int(value, what, 0, FREE_S_MAX)
+
+
+def grace_seconds(value: object, what: str) -> int:
+    return _int(value, what, 0, GRACE_S_MAX)
 
 
 def price_bounds(value: object) -> dict[str, dict[str, tuple[int, int]]]:

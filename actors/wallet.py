@@ -277,13 +277,17 @@ class Wallet(ExpiringCoins):
         if minute_ms <= 0:
             raise InvariantViolation(f"call {call_id}: minute of {minute_ms} ms")
         self.pay_for(call_id, [rate_coins, 0, at_ms, minute_ms, free_minutes])
-        self.debit_ms = at_ms  # minute 1 is taken as an outside input is
+        if not free_minutes:
+            self.debit_ms = at_ms  # minute 1 is taken as an outside input is
         transfers, _, _ = self.bill_minutes(call_id, 1)
         return transfers[0]
 
-    def bill_minutes(self, call_id: int, through_minute: int) -> tuple[list[Transfer], int, bool]:
+    def bill_minutes(
+        self, call_id: int, through_minute: int, paid_ms: int | None = None
+    ) -> tuple[list[Transfer], int, bool]:
         """Bill every minute of the call up to `through_minute` not billed yet, each stamped
-        with the time it started.
+        with the time it started (or, with `paid_ms`, the first one with the time of the credit
+        that paid it: a minute that waited in its grace).
 
         Returns (transfers, last billed minute, short) where short means the next minute could
         not be paid. Asking again for minutes already billed changes nothing (rule 4)."""
@@ -307,6 +311,9 @@ class Wallet(ExpiringCoins):
                 if self.buckets:
                     bk.draw(self.buckets, rate)
             last += 1
+            at_ms = starts_ms
+            if paid_ms is not None:
+                at_ms, paid_ms = max(paid_ms, starts_ms), None
             transfers.append(
                 Transfer(
                     minute_transfer_id(call_id, last),
@@ -316,8 +323,8 @@ class Wallet(ExpiringCoins):
                     SPEND,
                     call_id,
                     last,
-                    starts_ms,
-                    billed_ms if billed_ms > starts_ms else starts_ms,
+                    at_ms,
+                    billed_ms if billed_ms > at_ms else at_ms,
                 )
             )
         entry[1] = last

@@ -28,6 +28,7 @@ CALL_PAYERS_MAX = 200_000
 # What the answer for a call that ended adds to its stored row.
 STORED = {
     "next_tick_at": None,
+    "grace_until": None,
     "minutes_affordable": None,
     "paid_until": None,
     "answered_from": "stored",
@@ -156,7 +157,7 @@ class CallRequests:
                 return row | STORED
             payer = row["user_id"]
         live = await self.life.placement.ask(op_for(payer, self.life.clock.now()))
-        if live is None or live["status"] != "ongoing":
+        if live is None or live["ended_at"] is not None:
             self._payers.pop(call_id, None)
         if live is not None:
             return live

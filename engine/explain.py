@@ -84,7 +84,7 @@ def _offer(call: dict, offer: dict | None) -> str | None:
         f"offer {offer['offer_id']} ({offer['eligible']}): the first {free} minutes free, "
         f"paid from its grant of {grant} coins (offer:{call_id}); {who}"
     )
-    if call["status"] != "ongoing":
+    if call["ended_at"] is not None:
         words += (
             f"; {offer['minutes_used']} used, {offer['coins_returned']} coins back "
             f"(offer_return:{call_id}), {offer['earnings_paise']} paise of earnings paid"

@@ -5,7 +5,12 @@ from __future__ import annotations
 import asyncpg
 
 from actors.money import TX_UNIT_SIGN
-from persistence.audit_offers import OFFER_CHECKS, OFFER_FREE_MINUTE, OFFER_RETURN_AS_SPENT
+from persistence.audit_offers import (
+    OFFER_CHECKS,
+    OFFER_FREE_MINUTE,
+    OFFER_RETURN_AS_SPENT,
+    RESUMED_MINUTE,
+)
 from persistence.buckets import BUCKETS_CHECK, audit_buckets
 from persistence.schema import call_minutes
 
@@ -15,6 +20,12 @@ STARTED_BY_END = """least(
     floor(extract(epoch FROM (c.ended_at - c.connected_at)) * 1000 / c.minute_ms)::bigint + 1,
     coalesce(c.max_minutes, c.billed_minutes))"""
 BOUNDARY_OF_UNPAID = "c.connected_at + c.billed_minutes * c.minute_ms * interval '1 millisecond'"
+# A call ended (hung up, or expired by the cleanup) while the minute after its last was waiting
+# in its grace: it ended then with the minutes paid, as if dropped at that boundary.
+GRACE = "c.grace_s * c.minute_ms / 60 * interval '1 millisecond'"
+ENDED_IN_GRACE = f"""(c.grace_s > 0 AND c.end_reason IN ('hangup', 'expired')
+     AND c.billed_minutes = {STARTED_BY_END} - 1
+     AND c.ended_at < {BOUNDARY_OF_UNPAID} + {GRACE})"""
 
 # A payer's coins as things happened: every coin transfer by its time (a minute carries the time
 # it started, a top-up or spend the time it was applied), and each drop for coins at its
@@ -22,15 +33,18 @@ BOUNDARY_OF_UNPAID = "c.connected_at + c.billed_minutes * c.minute_ms * interval
 # drops, then outside inputs (top-ups, spends, a call's start with its minute 1; credits before
 # debits): an operation at time t sees everything due by t. `balance` is the running balance
 # after each event (kind -1 expiry, 0 minute due, 1 drop, 2 outside input).
-TRANSFER_KIND = """CASE WHEN tx_type = 'expire' THEN -1
-     WHEN tx_type = 'spend' AND call_id IS NOT NULL AND minute_no <> 1 THEN 0 ELSE 2 END"""
+# A minute a credit paid in its grace is ordered as that credit's outside input is
+# (`RESUMED_MINUTE`).
+TRANSFER_KIND = f"""CASE WHEN l.tx_type = 'expire' THEN -1
+     WHEN l.tx_type = 'spend' AND l.call_id IS NOT NULL AND l.minute_no <> 1
+          AND NOT {RESUMED_MINUTE} THEN 0 ELSE 2 END"""
 # Each transaction type's unit and sign, as actors/money.py says them.
 UNIT_AND_SIGN = " OR ".join(
     f"(tx_type = '{t}' AND unit = '{unit}' AND amount {'>' if sign > 0 else '<'} 0)"
     for t, (unit, sign) in TX_UNIT_SIGN.items()
 )
 COINS_IN_TIME_ORDER = f"""
-SELECT ev.kind, ev.rate_coins,
+SELECT ev.kind, ev.rate_coins, ev.user_id, ev.at,
        w.opening_coins + sum(ev.amount) OVER (
            PARTITION BY ev.user_id ORDER BY ev.at, ev.kind, ev.amount DESC, ev.id
            ROWS UNBOUNDED PRECEDING) AS balance
@@ -43,10 +57,11 @@ FROM (
     FROM ledger l WHERE unit = 'coins' AND tx_type <> 'offer_grant'
       AND NOT (tx_type = 'spend' AND call_id IS NOT NULL AND {OFFER_FREE_MINUTE})
     UNION ALL
-    SELECT c.user_id, c.ended_at, 1, 0, c.rate_coins, c.call_id::text
+    SELECT c.user_id, {BOUNDARY_OF_UNPAID}, 1, 0, c.rate_coins, c.call_id::text
     FROM calls c
-    WHERE c.status = 'dropped' AND c.end_reason = 'insufficient_coins'
-      AND c.minute_ms IS NOT NULL AND c.ended_at = {BOUNDARY_OF_UNPAID}
+    WHERE c.minute_ms IS NOT NULL AND (
+          (c.status = 'dropped' AND c.end_reason = 'insufficient_coins'
+           AND c.ended_at = {BOUNDARY_OF_UNPAID}) OR {ENDED_IN_GRACE})
 ) ev JOIN wallets w ON w.user_id = ev.user_id
 """
 
@@ -194,20 +209,29 @@ CHECKS: list[tuple[str, str]] = [
         f"""SELECT count(*) FROM calls c
            WHERE c.status <> 'ongoing' AND c.minute_ms IS NOT NULL AND NOT CASE
              WHEN c.end_reason = 'hangup' THEN
-               c.status = 'completed' AND c.billed_minutes = {STARTED_BY_END}
+               c.status = 'completed'
+               AND (c.billed_minutes = {STARTED_BY_END} OR {ENDED_IN_GRACE})
              WHEN c.end_reason = 'expired' THEN
-               c.status = 'dropped' AND c.billed_minutes = {STARTED_BY_END}
+               c.status = 'dropped'
+               AND (c.billed_minutes = {STARTED_BY_END} OR {ENDED_IN_GRACE})
              WHEN c.end_reason = 'insufficient_coins' THEN
                c.status = 'dropped' AND c.billed_minutes >= 1
                AND (c.ended_at = {BOUNDARY_OF_UNPAID} OR c.billed_minutes = {STARTED_BY_END})
              ELSE false END""",
     ),
     (
-        "call minutes not dated when they started, or dated after their call ended",
-        """SELECT count(*) FROM ledger l JOIN calls c ON c.call_id = l.call_id
+        "call minutes not dated when they started (or, waiting in their grace, when a credit "
+        "paid them), or dated after their call ended",
+        f"""SELECT count(*) FROM ledger l JOIN calls c ON c.call_id = l.call_id
+           CROSS JOIN LATERAL (SELECT c.connected_at
+                     + (l.minute_no - 1) * c.minute_ms * interval '1 millisecond' AS due) d
            WHERE l.tx_type = 'spend' AND c.minute_ms IS NOT NULL
-             AND (l.created_at <> c.connected_at
-                                   + (l.minute_no - 1) * c.minute_ms * interval '1 millisecond'
+             AND ((l.created_at <> d.due AND NOT (
+                     c.grace_s > 0 AND l.created_at > d.due AND l.created_at < d.due + {GRACE}
+                     AND EXISTS (SELECT 1 FROM ledger p WHERE p.user_id = c.user_id
+                                 AND p.unit = 'coins' AND p.amount > 0
+                                 AND p.tx_type <> 'offer_grant'
+                                 AND p.created_at = l.created_at)))
                   OR (c.status <> 'ongoing' AND l.created_at > c.ended_at))""",
     ),
     (
@@ -218,6 +242,16 @@ CHECKS: list[tuple[str, str]] = [
         "calls dropped for coins when the payer could pay the next minute",
         f"""SELECT count(*) FROM ({COINS_IN_TIME_ORDER}) r
            WHERE kind = 1 AND balance >= rate_coins""",
+    ),
+    (
+        "calls dropped for coins although a credit within their grace could pay the minute",
+        f"""WITH r AS MATERIALIZED ({COINS_IN_TIME_ORDER})
+           SELECT count(*) FROM calls c
+           WHERE c.grace_s > 0 AND c.status = 'dropped' AND c.end_reason = 'insufficient_coins'
+             AND c.minute_ms IS NOT NULL AND EXISTS (
+               SELECT 1 FROM r WHERE r.user_id = c.user_id AND r.kind = 2
+                 AND r.at >= {BOUNDARY_OF_UNPAID} AND r.at < {BOUNDARY_OF_UNPAID} + {GRACE}
+                 AND r.balance >= c.rate_coins)""",
     ),
     (
         "withdrawals that take earnings below zero in time order",
@@ -340,40 +374,3 @@ async def run_audit(
             )
             out.append((f"ongoing calls more than {lag_minutes_max} minutes behind", lagging))
         return out
-
-
-async def ledger_totals(pool: asyncpg.Pool) -> dict:
-    row = await pool.fetchrow(
-        """SELECT
-             coalesce(sum(amount) FILTER (WHERE tx_type IN
-                        ('purchase', 'bonus', 'referral_bonus')), 0) AS coins_in,
-             coalesce(-sum(amount) FILTER (WHERE tx_type = 'spend'), 0) AS coins_spent,
-             coalesce(sum(amount) FILTER (WHERE tx_type = 'earn'), 0) AS paise_earned,
-             coalesce(-sum(amount) FILTER (WHERE tx_type = 'withdraw'), 0) AS paise_withdrawn,
-             coalesce(sum(amount) FILTER (WHERE tx_type = 'payout_void'), 0) AS paise_released,
-             coalesce(sum(amount) FILTER (WHERE tx_type = 'refund'), 0) AS coins_refunded,
-             coalesce(-sum(amount) FILTER (WHERE tx_type = 'clawback'), 0) AS paise_clawed_back,
-             coalesce(-sum(amount) FILTER (WHERE tx_type = 'expire'), 0) AS coins_expired,
-             coalesce(sum(amount) FILTER (WHERE tx_type = 'unused'), 0) AS coins_returned,
-             coalesce(sum(amount) FILTER (WHERE tx_type = 'offer_grant'), 0) AS coins_offered,
-             coalesce(-sum(amount) FILTER (WHERE tx_type = 'offer_return'), 0)
-                 AS coins_offer_returned,
-             count(*) AS transfers
-           FROM ledger"""
-    )
-    held = await pool.fetchval("SELECT coalesce(sum(balance_coins), 0) FROM wallet_balances")
-    opening = await pool.fetchval("SELECT coalesce(sum(opening_coins), 0) FROM wallets")
-    out = dict(row)
-    out["coins_held"] = held
-    out["coins_conserved"] = (
-        held
-        == opening
-        + out["coins_in"]
-        + out["coins_refunded"]
-        + out["coins_returned"]
-        + out["coins_offered"]
-        - out["coins_offer_returned"]
-        - out["coins_spent"]
-        - out["coins_expired"]
-    )
-    return out

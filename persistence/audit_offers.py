@@ -1,6 +1,6 @@
 """The rules of offers that the database can show, each a query counting its violations (added
-to `audit.CHECKS`). What a call's offer charged and earned is checked with its price
-(`audit.CHARGED`)."""
+to `audit.CHECKS`; what a call's offer charged and earned is checked with its price,
+`audit.CHARGED`), and how the ledger tells a minute a credit paid in its grace."""
 
 from __future__ import annotations
 
@@ -70,3 +70,11 @@ OFFER_FREE_MINUTE = """EXISTS (SELECT 1 FROM calls c WHERE c.call_id = l.call_id
 OFFER_RETURN_AS_SPENT = """l.amount + coalesce((
     SELECT (c.offer_minutes - least(c.billed_minutes, c.offer_minutes)) * c.rate_coins
     FROM calls c WHERE c.call_id = l.call_id), 0)"""
+
+# A minute that waited in its grace is dated at the credit that paid it (its `call_resumed`
+# event, written with it, says so), and is ordered as that credit's outside input is (after it:
+# credits before debits), not as a minute that fell due, even when the credit came at its due
+# time.
+RESUMED_MINUTE = """(l.billed_at = l.created_at AND EXISTS (
+    SELECT 1 FROM events e
+    WHERE e.event_key = 'call_resumed:' || l.call_id || ':' || l.minute_no))"""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 
 from actors import buckets as bk
+from persistence.audit_offers import RESUMED_MINUTE
 from persistence.commit import EPOCH
 from persistence.schema import call_minutes
 
@@ -17,20 +18,23 @@ FROM buckets WHERE user_id = ANY($1::bigint[]) AND NOT expired
 """
 
 # The coins each user's minutes and outside spends took from their `since` on ($1 the users,
-# $2 their times), each with its time in ms and whether it was an outside input (a spend, or a
-# call's minute 1): a call's minutes are one range of the primary key, a spend is in
-# `ledger_statement`.
+# $2 their times), each with its time in ms, whether it was an outside input (a spend, or a
+# call's minute 1) and whether it drew as one (those, and a minute a credit paid in its grace,
+# after that credit): a call's minutes are one range of the primary key, a spend is in
+# `ledger_statement`. An offer's free minutes drew on its grant, not on the payer's coins.
 DEBITS_SQL = f"""
 SELECT u.user_id, round(extract(epoch FROM l.created_at) * 1000)::bigint AS at_ms,
-       -l.amount AS coins, l.minute_no = 1 AS outside
+       -l.amount AS coins, l.minute_no = 1 AS outside,
+       l.minute_no = 1 OR {RESUMED_MINUTE} AS as_outside
 FROM unnest($1::bigint[], $2::timestamptz[]) AS u(user_id, since)
 JOIN calls c ON c.user_id = u.user_id AND (c.ended_at IS NULL OR c.ended_at >= u.since)
 CROSS JOIN LATERAL (
-    SELECT created_at, amount, minute_no FROM ledger l
+    SELECT created_at, billed_at, amount, minute_no, call_id FROM ledger l
     WHERE {call_minutes("c.call_id", "l")} AND l.created_at >= u.since
+      AND l.minute_no > c.offer_minutes
 ) l
 UNION ALL
-SELECT l.user_id, round(extract(epoch FROM l.created_at) * 1000)::bigint, -l.amount, true
+SELECT l.user_id, round(extract(epoch FROM l.created_at) * 1000)::bigint, -l.amount, true, true
 FROM unnest($1::bigint[], $2::timestamptz[]) AS u(user_id, since)
 JOIN ledger l ON l.user_id = u.user_id AND l.tx_type = 'spend' AND l.call_id IS NULL
              AND l.created_at >= u.since
@@ -49,7 +53,7 @@ async def debits(conn, since_ms: dict[int, int | None]) -> dict[int, tuple[list,
     positions: dict[int, list] = {u: [] for u in users}
     last_ms = dict.fromkeys(users, 0)
     for r in await conn.fetch(DEBITS_SQL, users, since):
-        u, rank = r["user_id"], bk.OUTSIDE if r["outside"] else bk.MINUTE
+        u, rank = r["user_id"], bk.OUTSIDE if r["as_outside"] else bk.MINUTE
         positions[u].append((bk.position(r["at_ms"], rank), r["coins"]))
         if r["outside"]:
             last_ms[u] = max(last_ms[u], r["at_ms"])

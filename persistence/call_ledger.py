@@ -21,7 +21,7 @@ from persistence.schema import call_minutes
 TIMELINE_ROWS_MAX = 10_000
 
 _COLUMNS = f"""l.transfer_id, l.tx_type, l.amount, l.call_id, l.minute_no,
-       {TRANSFER_KIND.replace("call_id", "l.call_id").replace("minute_no", "l.minute_no")} AS kind,
+       {TRANSFER_KIND} AS kind,
        extract(epoch FROM l.created_at)::float8 AS at,
        extract(epoch FROM l.billed_at)::float8 AS billed_at,
        extract(epoch FROM l.committed_at)::float8 AS committed_at"""

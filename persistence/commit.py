@@ -132,6 +132,7 @@ FIELD_TYPES = {
     "offer_minutes_used": "int",
     "offer_coins_returned": "bigint",
     "offer_earnings_paise": "bigint",
+    "grace_s": "int",
 }
 # Columns of `calls` kept as timestamps, from a record's milliseconds.
 AS_TIMESTAMP = {"connected_ms": "connected_at", "ended_ms": "ended_at"}

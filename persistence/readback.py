@@ -63,7 +63,7 @@ async def calls_of(pool: asyncpg.Pool, user_ids: list[int]) -> list[dict]:
     """The calls these users pay, with `connected_at` in epoch seconds."""
     rows = await pool.fetch(
         "SELECT call_id, user_id, listener_id, rate_coins, rate_paise, increment_s, free_s, "
-        "earnings_rule, share_pct, coin_value_paise, "
+        "earnings_rule, share_pct, coin_value_paise, offer_minutes, grace_s, "
         "extract(epoch FROM connected_at)::float8 AS connected_at FROM calls "
         "WHERE user_id = ANY($1::bigint[])",
         user_ids,
@@ -82,3 +82,21 @@ async def minutes_committed(pool: asyncpg.Pool, call_ids: list[int]) -> int:
         "SELECT count(*) FROM ledger WHERE tx_type = 'spend' AND call_id = ANY($1::bigint[])",
         call_ids,
     )
+
+
+async def offers_state(pool: asyncpg.Pool) -> dict:
+    """Each call's offer minutes (those with an offer), each offer's budget counters, and how
+    many times calls were suspended in their grace and resumed."""
+    calls = await pool.fetch("SELECT call_id, offer_minutes FROM calls WHERE offer_id IS NOT NULL")
+    offers = await pool.fetch(
+        "SELECT offer_id, budget_minutes, minutes_reserved, minutes_used FROM offers"
+    )
+    grace = await pool.fetch(
+        "SELECT type, count(*) AS n FROM events "
+        "WHERE type IN ('call_suspended', 'call_resumed') GROUP BY type"
+    )
+    return {
+        "offer_minutes": {r["call_id"]: r["offer_minutes"] for r in calls},
+        "offers": [dict(r) for r in offers],
+        "grace": {r["type"]: r["n"] for r in grace},
+    }

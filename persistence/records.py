@@ -74,6 +74,8 @@ LOW_BALANCE = "low_balance"
 CALL_DROPPED = "call_dropped"
 CALL_SETTLED = "call_settled"
 CALL_REFUNDED = "call_refunded"
+CALL_SUSPENDED = "call_suspended"  # a minute the payer cannot pay waits for a credit
+CALL_RESUMED = "call_resumed"  # a credit within the grace paid it
 PAYOUT_EVENTS = {"pending": "payout_pending", "paid": "payout_paid", "rejected": "payout_rejected"}
 WEBHOOK_DISABLED = "webhook_disabled"  # an endpoint failed past its retry time (engine/webhooks.py)
 EVENT_TYPES = (
@@ -82,6 +84,8 @@ EVENT_TYPES = (
     CALL_DROPPED,
     CALL_SETTLED,
     CALL_REFUNDED,
+    CALL_SUSPENDED,
+    CALL_RESUMED,
     *PAYOUT_EVENTS.values(),
     WEBHOOK_DISABLED,
 )
@@ -122,6 +126,25 @@ def call_started_event(call) -> list:
     if call.offer_id is not None:  # a call without one announces itself as it always did
         data["offer"] = {"offer_id": call.offer_id, "free_minutes": call.offer_minutes}
     return event_record(CALL_STARTED, call.call_id, call.user_id, call.connected_ms, data)
+
+
+def grace_event(call, balance_coins: int) -> list:
+    """The event of a call's change in its grace (`grace_note`, taken): suspended at the due
+    time of the minute it cannot pay, or resumed when a credit paid it."""
+    kind, at_ms = call.grace_note
+    call.grace_note = None
+    data = {"call_id": call.call_id, "user_id": call.user_id, "listener_id": call.listener_id}
+    if kind == CALL_SUSPENDED:
+        minute = call.billed_minutes + 1
+        data |= {"minute": minute, "balance_coins": balance_coins,
+                 "coins_needed": max(1, call.rate_coins - balance_coins),
+                 "grace_until": call.grace_until_ms() / 1000}  # fmt: skip
+    else:
+        minute = call.billed_minutes
+        data |= {"minute": minute, "paid_at": at_ms / 1000, "next_tick_at": call.wake_at()}
+    return event_record(
+        kind, call.call_id, call.user_id, at_ms, data, of=f"{call.call_id}:{minute}"
+    )
 
 
 def low_balance_event(notice: dict, at_ms: int) -> list:

@@ -135,4 +135,12 @@ OFFER_MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX calls_by_offer ON calls (offer_id) WHERE offer_id IS NOT NULL;
         """,
     ),
+    (
+        15,
+        "grace at the cut-off: the billed seconds a call's unpaid minute waits for a credit",
+        """
+        ALTER TABLE calls ADD COLUMN grace_s integer NOT NULL DEFAULT 0
+            CHECK (grace_s >= 0 AND grace_s < 60);
+        """,
+    ),
 ]

@@ -185,7 +185,7 @@ CALL_COLUMNS = f"""call_id, user_id, listener_id, call_type, tier, rate_coins, r
     end_reason, connected_at, ended_at, billed_minutes, coins_spent, earnings_paise,
     {", ".join((*ENDED_KEYS, *plan.PLAN_FIELDS, "offer_id", "offer_minutes"))}"""
 # What a stored row may lack (it is from before price plans or offers): their defaults.
-OPTIONAL_FIELDS = (*plan.PLAN_FIELDS, *offers.OFFER_FIELDS)
+OPTIONAL_FIELDS = (*plan.PLAN_FIELDS, *offers.OFFER_FIELDS, "grace_s")
 
 
 # A stored call's CALL_FIELDS as recovery reads them: its start as epoch milliseconds.

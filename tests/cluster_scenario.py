@@ -18,7 +18,8 @@ from ray.cluster_utils import Cluster
 from engine.api import Engine
 from engine.config import Config
 from engine.runtime.cluster import lean_ray
-from persistence.audit import ledger_totals, run_audit
+from persistence.audit import run_audit
+from persistence.audit_totals import ledger_totals
 
 CALLS = 12
 SHARDS = 4

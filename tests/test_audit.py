@@ -247,7 +247,8 @@ POLICY_CORRUPTIONS = [
     (
         "UPDATE ledger SET created_at = created_at + interval '10 minutes' "
         "WHERE transfer_id = 'call:{a}:3'",
-        "call minutes not dated when they started, or dated after their call ended",
+        "call minutes not dated when they started (or, waiting in their grace, when a credit "
+        "paid them), or dated after their call ended",
     ),
     (
         "UPDATE ledger SET created_at = created_at + interval '1 hour' "

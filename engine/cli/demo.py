@@ -15,7 +15,8 @@ from actors.errors import BillingError
 from engine.api import Engine
 from engine.config import Config
 from persistence import readback, store
-from persistence.audit import ledger_totals, run_audit
+from persistence.audit import run_audit
+from persistence.audit_totals import ledger_totals
 from persistence.db import get_pool
 
 # What each demo user does: (share of users, minutes of coins they hold, hang-up minute)

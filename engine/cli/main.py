@@ -145,7 +145,8 @@ def cmd_keys(args: argparse.Namespace) -> int:
 def cmd_audit(args: argparse.Namespace) -> int:
     from engine.embedded import embedded_for
     from engine.runtime import cluster
-    from persistence.audit import ledger_totals, run_audit
+    from persistence.audit import run_audit
+    from persistence.audit_totals import ledger_totals
     from persistence.db import get_pool
 
     config = config_of(args)

@@ -4,7 +4,7 @@ applied once per idempotency key and written through: the answer comes after the
 
 from __future__ import annotations
 
-from actors.money import SPEND, WITHDRAW, check_external
+from actors.money import COINS, SPEND, WITHDRAW, check_external
 from actors.transfer_ids import external_transfer_id
 from engine.host.expiries import BucketExpiries
 from engine.host.listener_desk import ListenerDesk
@@ -75,6 +75,8 @@ class Externals:
                 records = [self.expiries.granted_record(w, t, expires_ms)]
             else:
                 records = [t]
+            if t.unit == COINS and t.amount > 0:  # a credit: a minute waiting in its grace
+                records += self.time.resume(w, at_ms)
             await self.client.durable(records)
         else:
             # A repeat: answer once the original is committed, with nothing applied again.

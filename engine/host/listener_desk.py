@@ -54,7 +54,7 @@ class ListenerDesk:
         if outcome is None:
             # Neither ongoing nor settled on its payer's host: PostgreSQL decides.
             await self._release_if_settled(w)
-        elif outcome["status"] != "ongoing":
+        elif outcome["ended_at"] is not None:
             self.release(w, call_id, outcome["earnings_paise"])
 
     def release(self, w: Wallet, call_id: int, earned_paise: int) -> bool:

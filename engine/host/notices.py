@@ -8,7 +8,7 @@ import asyncio
 
 from actors.wallet import Wallet
 from persistence.presence import Presence
-from persistence.records import low_balance_event
+from persistence.records import grace_event, low_balance_event
 
 
 class Notices:
@@ -21,6 +21,8 @@ class Notices:
         """The notice of each ongoing call of `calls` whose payer's coins now run low: kept to
         publish, and its event appended to `records` (with the minutes that ran them low)."""
         for c in calls:
+            if c.grace_note is not None:
+                records.append(grace_event(c, w.balance_coins))
             if c.settlement is None:
                 notice = c.low_balance(w.balance_coins, self.low_balance_minutes)
                 if notice is not None:

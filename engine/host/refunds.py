@@ -102,7 +102,8 @@ class Refunds:
             data |= {"coins": op.coins, "paise": op.paise, "reason": op.reason}
             event = event_record(CALL_REFUNDED, op.call_id, op.user_id, at_ms, data, of=rid)
             done = {"refund_id": rid, "refunded_ms": at_ms}
-            await self.client.durable([row_record(REFUNDED, done, [t], event)])
+            resumed = self.time.resume(w, at_ms)  # a minute waiting in its grace
+            await self.client.durable([row_record(REFUNDED, done, [t], event), *resumed])
         else:
             await self.client.wait_committed()
         return {"user_id": op.user_id, "balance_coins": w.balance_coins, "applied": t is not None}

@@ -9,7 +9,7 @@ behind (appended to the writer client), the settlements of calls that ran out fo
 
 from __future__ import annotations
 
-from actors.due_order import bill_call_due, bill_payer_due
+from actors.due_order import bill_call_due, bill_payer_due, resume_paid
 from actors.errors import InvariantViolation
 from actors.money import to_ms
 from actors.settlement import Settlement
@@ -117,6 +117,20 @@ class TimeOrder:
         if settled:
             self.settlements.settle(settled, urgent=False)
         return minutes
+
+    def resume(self, w: Wallet, at_ms: int) -> list:
+        """After a credit to `w` at `at_ms`: the minutes its calls waited on in their grace,
+        billed if it pays them, with their events; for the caller to write with the credit (a
+        crash keeps both or neither)."""
+        if not w.calls:
+            return []
+        calls = self.book.paid_by(w)
+        if not any(c.suspended_ms is not None for c in calls):
+            return []
+        records: list = []
+        self._billed(resume_paid(w, calls, at_ms, records))
+        self.notices.note(w, calls, records)
+        return records
 
     def _billed(self, minutes: int) -> None:
         self.book.counts["minutes_billed"] += minutes

@@ -9,7 +9,7 @@ from pydantic import Field, create_model
 
 import engine.http.contract as m
 from actors.money import AMOUNT_MAX, CALL_TYPES
-from actors.price_plan import FREE_S_MAX, INCREMENTS_S
+from actors.price_plan import FREE_S_MAX, GRACE_S_MAX, INCREMENTS_S
 from engine.http.answers import answer
 from engine.http.contract.kinds import (
     Coins,
@@ -24,6 +24,7 @@ from engine.http.door import scope_security
 from engine.http.routes import engine_of
 
 FreeSeconds = whole_number("billed seconds", ge=0, le=FREE_S_MAX)
+GraceSeconds = whole_number("billed seconds", ge=0, le=GRACE_S_MAX)
 Pct = whole_number("percent", ge=0, le=100)
 
 
@@ -43,6 +44,12 @@ class RateCardTerms(m.Body):
     )
     free_s: dict[m.CallType, FreeSeconds] | None = Field(
         None, description="a call shorter than this is free", examples=[{"audio": 15, "video": 0}]
+    )
+    grace_s: dict[m.CallType, GraceSeconds] | None = Field(
+        None,
+        description="billed seconds a minute the payer cannot pay waits for a credit (the call "
+        "suspended) before it drops; 0: drops at once",
+        examples=[{"audio": 30, "video": 0}],
     )
     price_bounds: dict[m.CallType, dict[m.Tier, list[Coins]]] | None = Field(
         None,
@@ -69,6 +76,7 @@ class RateCardShown(m.Answer):
     paise_per_minute: dict[str, dict[str, int]]
     increment_s: dict[str, int]
     free_s: dict[str, int]
+    grace_s: dict[str, int]
     price_bounds: dict[str, dict[str, list[int]]]
     earnings_rule: EarningsRule
     share_pct: dict[str, int] | None

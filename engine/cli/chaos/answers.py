@@ -45,6 +45,7 @@ class ChaosRequests:
         self.history: list[tuple[int, str, str, int]] = []  # acknowledged keyed requests
         self.ambiguous_starts: list[tuple[int, int]] = []  # (user, listener)
         self.quarantined: dict[int, float] = {}  # listener -> when its reservation lapses
+        self.offer_code: str | None = None  # `--plan`: half the starts name it
         self._keys = 0
         self.hang_up_s = CRASH_AFTER_HANGUP_S
 
@@ -146,26 +147,41 @@ class ChaosRequests:
         return (card.increment_s[call_type], card.free_s[call_type], card.earnings_rule, share,
                 card.coin_value_paise)  # fmt: skip
 
+    def grace_ms(self, call_type: str) -> int:
+        card, minute_s = self.engine.config.rate_card, self.engine.config.minute_seconds
+        return card.grace_s[call_type] * round(minute_s * 1000) // 60
+
     async def start_call(self, user: int, listener: int, call_type: str) -> None:
         rate_coins, rate_paise = self.engine.config.rate_card.rates(call_type, "basic")
         now = self.engine.clock.now()
         expected = self.model.start_refusal(user, listener, rate_coins, now)
         self.result.operations += 1
         # A start has no idempotency key: it is sent once; without an answer it is looked up.
+        # With an offer's code, it may take the offer (as long as its budget lasts): the model
+        # takes what the start answered (the audit and the final check hold the budget).
+        code = self.offer_code if self.offer_code and self.rng.random() < 0.5 else None
         status, answer = await self.attempt(
-            lambda: self.engine.start_call(user, listener, call_type), retry=False
+            lambda: self.engine.start_call(user, listener, call_type, offer_code=code),
+            retry=False,
         )
         what = f"start {call_type} call {user}->{listener}"
         if status == "unanswered":
             self.ambiguous_starts.append((user, listener))
             return
+        offered = status == "ok" and answer["offer"] is not None
+        if expected == "insufficient" and offered:
+            expected = None  # the offer pays minute 1
         if expected is None:
             if status != "ok":
                 self.mismatch(f"{what}: expected to start, got {answer!r}")
                 return
             self.result.acknowledged += 1
             plan = self.plan(call_type)
-            self.model.start(answer["call_id"], user, listener, rate_coins, rate_paise, now, plan)
+            free = answer["offer"]["free_minutes"] if offered else 0
+            if offered and code is None:
+                self.mismatch(f"{what}: took offer {answer['offer']} without its code")
+            self.model.start(answer["call_id"], user, listener, rate_coins, rate_paise, now, plan,
+                             free, self.grace_ms(call_type))  # fmt: skip
             if (answer["rate_coins"], answer["rate_paise"]) != (rate_coins, rate_paise):
                 self.mismatch(f"{what}: rates {answer['rate_coins']}/{answer['rate_paise']}")
             price = answer["price"]
@@ -228,6 +244,8 @@ class ChaosRequests:
                     r["connected_at"],
                     (r["increment_s"], r["free_s"], r["earnings_rule"], r["share_pct"],
                      r["coin_value_paise"]),
+                    r["offer_minutes"],
+                    r["grace_s"] * round(self.engine.config.minute_seconds * 1000) // 60,
                 )  # fmt: skip
                 self.model.bill(self.engine.clock.now())
         self.ambiguous_starts.clear()

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 
 from engine.cli.chaos.model import Model
 from persistence import readback
-from persistence.audit import ledger_totals, run_audit
+from persistence.audit import run_audit
+from persistence.audit_totals import ledger_totals
 
 MISMATCHES_KEPT = 50
 
@@ -78,6 +79,24 @@ def _check_money_back(db: dict, m: Model, r: ChaosResult) -> None:
     r.wallet_ops |= db["buckets"]
 
 
+async def _check_offers(pool, m: Model, r: ChaosResult) -> None:
+    """Every call took the free minutes its start answered (no other), and no budget was
+    overspent: what ended calls used is what the model says, nothing is held at the end."""
+    db = await readback.offers_state(pool)
+    took = {cid: c.free for cid, c in m.calls.items() if c.free}
+    if db["offer_minutes"] != took:
+        r.mismatch(f"offer minutes stored {db['offer_minutes']}, answered {took}")
+    used = sum(min(c.minutes, c.free) for c in m.calls.values() if c.status != "ongoing")
+    for o in db["offers"]:
+        if o["minutes_reserved"] + o["minutes_used"] > o["budget_minutes"]:
+            r.mismatch(f"offer {o['offer_id']} overspent: {o}")
+        if (o["minutes_used"], o["minutes_reserved"]) != (used, 0):
+            r.mismatch(f"offer {o['offer_id']}: {o}, model used {used}, none held")
+    if db["offers"]:
+        r.wallet_ops |= {"offer_calls": len(took), "offer_minutes_used": used}
+    r.wallet_ops |= db["grace"]
+
+
 async def check_database(pool, m: Model, r: ChaosResult) -> None:
     """Compare PostgreSQL with the model; run the audit. Findings go into `r`."""
     r.calls = len(m.calls)
@@ -122,6 +141,7 @@ async def check_database(pool, m: Model, r: ChaosResult) -> None:
     for cid in db["calls"].keys() - m.calls.keys():
         r.mismatch(f"call {cid} was stored but never started as far as the model knows")
     _check_money_back(db, m, r)
+    await _check_offers(pool, m, r)
     checks = await run_audit(pool)
     totals = await ledger_totals(pool)
     r.audit = {name: n for name, n in checks} | {"coins_conserved": totals["coins_conserved"]}

@@ -27,6 +27,7 @@ from engine.cli.proxy import Proxy
 from persistence import readback
 from persistence.client import ClientLimits
 from persistence.db import get_pool
+from persistence.offers import CLAIM_UNCONFIRMED_S
 
 MAX_CALL_MINUTES = 30  # short, so that calls also expire during a run
 SIZES = {"sharded": (40, 12), "actor-per-call": (8, 4)}  # (users, listeners)
@@ -73,11 +74,16 @@ class Chaos:
         outcomes = await asyncio.gather(r.attempt(self.engine.bill_due), *fault)
         if outcomes[0][0] != "ok":
             r.mismatch(f"bill_due: {outcomes[0][1]!r}")
-        before = {c.call_id: c.minutes for c in self.model.calls.values()}
+        before = {c.call_id: (c.minutes, c.waiting_ms) for c in self.model.calls.values()}
         self.model.bill(self.engine.clock.now())
         if kind in CRASH_KINDS:
-            # Calls this pass billed a minute of: their payers' hosts hold it unwritten.
-            fresh = [c for c in self.model.calls.values() if c.minutes > before[c.call_id]]
+            # Calls this pass billed a minute of (their payers' hosts hold it unwritten), or
+            # suspended (their hosts die between the suspension and the credit resuming it).
+            fresh = [
+                c
+                for c in self.model.calls.values()
+                if (c.minutes, c.waiting_ms) != before[c.call_id]
+            ]
             await faults.crash(kind, fresh)
         # Calls dropped by the tick settle behind it; their listeners are free once committed.
         # A shard killed after its tick, before the commit, lost that tick's work: its
@@ -88,8 +94,16 @@ class Chaos:
         await r.must(self.engine.sync, "sync")
         self.result.steps += 1
 
-    async def setup(self, users: int, listeners: int) -> None:
+    async def setup(self, users: int, listeners: int, offers: bool = False) -> None:
         e, r = self.engine, self.requests
+        if offers:
+            # Free minutes by code, a budget far under what the starts would take.
+            now = e.clock.now()
+            await e.create_offer(
+                OFFER_MINUTES, "code", now - 1, now + 86_400, budget_minutes=users,
+                per_user_max=2, code=OFFER_CODE,
+            )  # fmt: skip
+            r.offer_code = OFFER_CODE
         r.users = [await e.create_user(f"chaos-user-{i}") for i in range(users)]
         r.listeners = [await e.create_listener(f"chaos-listener-{i}") for i in range(listeners)]
         for u in r.users:
@@ -116,6 +130,10 @@ class Chaos:
             if c.status == "ongoing":
                 await r.end_call(c.call_id)
         await r.must(self.engine.sync, "drain")
+        # A start that failed without an answer and never happened leaves its claim on the
+        # offer: its minutes go back once no write of that start can still come.
+        self.engine.clock.advance(CLAIM_UNCONFIRMED_S + 1)
+        await r.must(self.engine.cleanup_expired_calls, "release claims of starts never made")
         await r.compare_live()
         await r.must(self.engine.sync, "drain what the reads expired")
         await check_database(await get_pool(self.engine.database_url), self.model, self.result)
@@ -123,14 +141,18 @@ class Chaos:
 
 # `chaos --plan`: calls priced by the second (audio, the first 15 s free) and in 6-s increments
 # (video, the first 20 s free), listeners paid 40-60 % of what users pay: every end returns
-# part of what its minutes prepaid.
+# part of what its minutes prepaid. An audio minute the payer cannot pay waits 20 billed
+# seconds in its grace for a top-up.
 PLAN_CARD = RateCard(
     increment_s={"audio": 1, "video": 6},
     free_s={"audio": 15, "video": 20},
     earnings_rule="share",
     share_pct={"basic": 40, "bronze": 45, "silver": 50, "gold": 60},
     coin_value_paise=50,
+    grace_s={"audio": 20, "video": 0},
 )
+# `chaos --plan` also runs an offer: half the starts name its code, until its budget is spent.
+OFFER_CODE, OFFER_MINUTES = "CHAOS", 2
 
 
 async def run_chaos(
@@ -165,7 +187,8 @@ async def run_chaos(
         if await readback.users_count(pool):
             raise ValueError("chaos needs a database without users: its model starts empty")
         chaos = Chaos(engine, pg, redis, seed, seconds)
-        await chaos.setup(users or d_users, listeners or d_listeners)
+        offers = config.rate_card == PLAN_CARD
+        await chaos.setup(users or d_users, listeners or d_listeners, offers)
         return await chaos.run(progress)
     finally:
         await pg.restore()

@@ -30,6 +30,9 @@ class ModelCall:
     charged: int = 0  # coins the end charged (the rest of the prepaid minutes went back)
     earned: int = 0  # paise the listener earned
     refunded_coins: int = 0
+    free: int = 0  # minutes an offer pays (the platform pays the listener for them)
+    grace_ms: int = 0  # a minute the payer cannot pay waits this long for a credit
+    waiting_ms: int | None = None  # since when (its due time), while it waits
 
 
 @dataclass
@@ -80,6 +83,8 @@ class Model:
                 self.buckets.setdefault(who, []).append([amount, expires, key])
                 self.buckets[who].sort(key=lambda b: (b[1], f"ext:{who}:{b[2]}"))
         self.externals[tid] = (who, tx_type, amount)
+        if tx_type not in ("spend", "withdraw"):
+            self.credit(who, t)
         return "applied"
 
     def _take(self, who: int, amount: int) -> None:
@@ -133,11 +138,23 @@ class Model:
             return "insufficient", 0
         self.paise[c.listener] -= paise
         self.coins[c.user] += coins
+        self.credit(c.user, t)
         c.refunded += n
         c.refunded_coins += coins
         self.refunded[key] = (coins, paise)
         self.refunds[key] = (call_id, n, pays)
         return "applied", n
+
+    def credit(self, who: int, t: float) -> None:
+        """A credit to `who` at `t` pays the minute each of their calls waits on in its grace,
+        if the coins now do, at `t` (DESIGN.md, "Grace at the cut-off")."""
+        for c in sorted(self.calls.values(), key=lambda c: c.waiting_ms or 0):
+            if c.user != who or c.status != "ongoing" or c.waiting_ms is None:
+                continue
+            if to_ms(t) < c.waiting_ms + c.grace_ms and self.coins[who] >= c.rate_coins:
+                self._take(who, c.rate_coins)
+                c.minutes += 1
+                c.waiting_ms = None
 
     def start_refusal(self, user: int, listener: int, rate_coins: int, t: float) -> str | None:
         self.bill(t)
@@ -147,9 +164,14 @@ class Model:
             return "insufficient"
         return None
 
-    def start(self, call_id: int, user, listener, rate_coins, rate_paise, t: float, plan=None):
-        self._take(user, rate_coins)
-        c = ModelCall(call_id, user, listener, rate_coins, rate_paise, t)
+    def start(
+        self, call_id: int, user, listener, rate_coins, rate_paise, t: float, plan=None,
+        free: int = 0, grace_ms: int = 0,
+    ):  # fmt: skip
+        if not free:  # minute 1 is the offer's
+            self._take(user, rate_coins)
+        c = ModelCall(call_id, user, listener, rate_coins, rate_paise, t, free=free,
+                      grace_ms=grace_ms)  # fmt: skip
         self.calls[call_id] = c
         if plan is not None:
             c.plan = plan
@@ -170,8 +192,15 @@ class Model:
         due = max(1, min(elapsed_ms // minute_ms + 1, self.max_minutes))
         while c.minutes < due:
             self._expire(c.user, c.connected_at + c.minutes * self.minute_s)  # its start
+            if c.minutes < c.free:  # the offer pays it
+                c.minutes += 1
+                continue
             if self.coins[c.user] < c.rate_coins:  # it ends at the boundary it cannot pay
-                self._settle(c, "dropped", "insufficient_coins", c.minutes * minute_ms)
+                boundary = c.minutes * minute_ms
+                if elapsed_ms < boundary + c.grace_ms:  # unless a credit comes in its grace
+                    c.waiting_ms = to_ms(c.connected_at) + boundary
+                    return
+                self._settle(c, "dropped", "insufficient_coins", boundary)
                 return
             self._take(c.user, c.rate_coins)
             c.minutes += 1
@@ -201,7 +230,11 @@ class Model:
             c.earned = c.rate_paise * charged_s // 60
         else:
             c.earned = c.charged * coin_value * share_pct // 100
-        self.coins[c.user] += c.minutes * c.rate_coins - c.charged
+        # An offer paid its free minutes and pays its part of the charge; the payer the rest.
+        offered = min(c.charged, c.free * c.rate_coins)
+        paid = (c.minutes - min(c.minutes, c.free)) * c.rate_coins
+        self.coins[c.user] += paid - (c.charged - offered)
+        c.waiting_ms = None
         self.paise[c.listener] += c.earned
         self.in_call.pop(c.user, None)
         self.in_call.pop(c.listener, None)

@@ -31,7 +31,11 @@ class Workload:
         for user in rng.sample(r.users, k=max(1, len(r.users) // 3)):
             busy_now.add(user)
             if user in m.in_call:
-                if rng.random() < 0.25:
+                waiting = m.calls[m.in_call[user]].waiting_ms is not None
+                if waiting and rng.random() < 0.6:
+                    # a top-up racing the end of the grace its call waits in
+                    requests.append(r.external(user, "purchase", rng.randint(5, 40), r.key()))
+                elif rng.random() < 0.25:
                     busy_now.add(m.calls[m.in_call[user]].listener)  # its earnings change
                     requests.append(r.end_call(m.in_call[user], self._copies()))
                 continue

@@ -134,6 +134,25 @@ class WebhookDisabledData(Answer):
     reason: str = Field(description="the delivery that kept failing, for how long, and why")
 
 
+class _CallParties(Answer):
+    call_id: int
+    user_id: int
+    listener_id: int
+
+
+class CallSuspendedData(_CallParties):
+    minute: int = Field(description="the minute its payer could not pay when it fell due")
+    balance_coins: int
+    coins_needed: int = Field(description="at least this many more coins pay that minute")
+    grace_until: Timestamp = Field(description="it drops then, at that minute, without them")
+
+
+class CallResumedData(_CallParties):
+    minute: int = Field(description="the minute a credit paid within its grace")
+    paid_at: Timestamp = Field(description="when: the minute's transfer carries this time")
+    next_tick_at: Timestamp = Field(description="the next minute, due as before")
+
+
 class _Event(Answer):
     id: int = Field(description="increasing: resume after the last one handled")
     call_id: int | None = Field(description="null for a payout's events")
@@ -159,6 +178,16 @@ class CallDropped(_Event):
 class CallSettled(_Event):
     type: Literal["call_settled"]
     data: SettledData
+
+
+class CallSuspended(_Event):
+    type: Literal["call_suspended"]
+    data: CallSuspendedData
+
+
+class CallResumed(_Event):
+    type: Literal["call_resumed"]
+    data: CallResumedData
 
 
 class CallRefunded(_Event):
@@ -193,6 +222,8 @@ Event = Annotated[
     | CallDropped
     | CallSettled
     | CallRefunded
+    | CallSuspended
+    | CallResumed
     | PayoutPending
     | PayoutPaid
     | PayoutRejected

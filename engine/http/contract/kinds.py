@@ -20,6 +20,7 @@ from actors.money import (
     ONGOING,
     PAYOUT_STATUSES,
     ROLES,
+    SUSPENDED,
     TIERS,
     TOP_UP_TYPES,
 )
@@ -39,8 +40,13 @@ TopUpType = _enum("TopUpType", TOP_UP_TYPES, "how coins came in")
 BucketType = _enum("BucketType", BUCKET_TYPES, "top-ups whose coins may expire")
 CallType = _enum("CallType", CALL_TYPES, "what a minute costs depends on it")
 Tier = _enum("Tier", TIERS, "a listener's tier for the day, from yesterday's minutes")
-CallStatus = _enum("CallStatus", (ONGOING, COMPLETED, DROPPED), "a call's state")
+CallStatus = _enum(
+    "CallStatus",
+    (ONGOING, COMPLETED, DROPPED, SUSPENDED),
+    "a call's state: suspended, a minute its payer could not pay waits in its grace for a credit",
+)
 EndReason = _enum("EndReason", END_REASONS, "why a call ended")
+PaidBy = _enum("PaidBy", ("payer", "offer"), "who paid a minute: an offer's grant, or the payer")
 EventType = _enum("EventType", EVENT_TYPES, "what an event reports")
 PayoutStatus = _enum("PayoutStatus", PAYOUT_STATUSES, "a payout's state")
 WebhookStatus = _enum("WebhookStatus", WEBHOOK_STATUSES, "an endpoint's state")

@@ -13,6 +13,7 @@ from engine.http.contract.kinds import (
     BucketType,
     CallStatus,
     EndReason,
+    PaidBy,
     PayoutStatus,
     Timestamp,
     Unit,
@@ -97,8 +98,14 @@ class Call(CallTerms):
     coins_returned: int | None = Field(description="once ended: prepaid coins given back")
     charged_seconds: int | None = Field(description="once ended: billed seconds charged")
     platform_paise: int | None = Field(description="once ended, with a coin value")
-    next_tick_at: Timestamp | None = Field(description="when the next minute is billed")
+    next_tick_at: Timestamp | None = Field(
+        description="when the next minute is billed (suspended: when its grace ends)"
+    )
     status: CallStatus
+    grace_until: Timestamp | None = Field(
+        description="suspended: the call drops then, at its unpaid minute, unless a credit to "
+        "the payer pays that minute first"
+    )
     end_reason: EndReason | None
     ended_at: Timestamp | None
     minutes_affordable: int | None = Field(
@@ -133,7 +140,7 @@ class TimelineMinute(Answer):
         description="the payer's coins after it, as the ledger has them (an offer's grant not "
         "drawn yet included)"
     )
-    paid_by: Literal["payer", "offer"] = Field(
+    paid_by: PaidBy = Field(
         description="offer: one of the free minutes, drawn from the offer's grant"
     )
 

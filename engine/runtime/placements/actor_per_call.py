@@ -141,7 +141,7 @@ class ActorPerCallPlacement:
         if isinstance(op, StartCall):
             return await self._start(op)
         out = await self._busy(op.routed_by, self._on_host(op))
-        if isinstance(op, EndCall | ReadCall) and out is not None and out["status"] != "ongoing":
+        if isinstance(op, EndCall | ReadCall) and out is not None and out["ended_at"] is not None:
             await self._retire(op.call_id)
         return out
 
@@ -191,7 +191,7 @@ class ActorPerCallPlacement:
                 self.calls.pop(c, None)
                 continue
             billed += st["billed_now"]
-            if st["status"] != "ongoing":
+            if st["ended_at"] is not None:
                 await self._retire(c)
         return billed
 

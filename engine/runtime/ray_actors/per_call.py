@@ -17,6 +17,7 @@ import os
 import time
 
 from actors.errors import EngineUnavailable, UnknownUser
+from actors.money import LIVE_STATUSES
 from aio.once import LoadOnce
 from aio.retry import Retry, retrying
 from engine.config import Config
@@ -163,7 +164,7 @@ class CallActor:
 
     async def _loop(self) -> None:
         interval_s = self.config.timer_interval_ms / 1000
-        while self._last["status"] == "ongoing":
+        while self._last["status"] in LIVE_STATUSES:
             due = self._last.get("next_tick_at") or time.time()
             await asyncio.sleep(min(max(0.0, due - time.time()), interval_s))
             try:

@@ -142,7 +142,7 @@ class Shard(HostActor):
         gc.freeze()
 
     def _add_timer(self, call: Call) -> None:
-        self.timers.add(call.next_due_at(), call.call_id)
+        self.timers.add(call.wake_at(), call.call_id)
         if self._wake is not None:
             self._wake.set()
 
@@ -183,7 +183,7 @@ class Shard(HostActor):
                     if call is None:
                         self._stale -= 1  # the entry of a call that left
                     elif call.settlement is None:
-                        self.timers.add(call.next_due_at(), call_id)
+                        self.timers.add(call.wake_at(), call_id)
                     else:
                         self._unscheduled.add(call_id)  # ended by this pass: no entry left
                 await asyncio.sleep(0)
