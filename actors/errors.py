@@ -122,6 +122,8 @@ __all__ = [
     "RefundExceedsBilled",
     "UnknownCall",
     "UnknownKey",
+    "UnknownOffer",
     "UnknownPayout",
     "UnknownUser",
+    "UnknownWebhook",
 ]

@@ -9,6 +9,7 @@ import pytest
 from actors.call import Call
 from actors.due_order import bill_call_due, resume_paid
 from actors.money import RateCard, to_ms
+from actors.times import iso
 from actors.wallet import Wallet
 from tests.conftest import PLACEMENTS, engine_config
 from tests.helpers import audit_violations
@@ -136,9 +137,21 @@ async def test_a_suspended_call_topped_up_within_its_grace_goes_on(engine, pool)
 
 
 async def test_a_call_whose_grace_ran_out_drops_at_its_unpaid_minute(engine, pool):
+    from tests.test_http import client
+
     user, listener = await people(engine, 10)
     started = await engine.start_call(user, listener)
-    await engine.advance(MIN + 31)
+    await engine.advance(MIN + 10)
+    async with client(engine) as http:  # each answer checked against its declared model
+        shown = (await http.get(f"/v1/calls/{started['call_id']}")).json()
+        assert (shown["status"], shown["grace_until"]) == (
+            "suspended", iso(started["connected_at"] + 90),
+        )  # fmt: skip
+        await engine.sync()
+        page = (await http.get("/v1/events", params={"user_id": user})).json()
+        suspended = [e for e in page["events"] if e["type"] == "call_suspended"]
+        assert [e["data"]["coins_needed"] for e in suspended] == [10]
+    await engine.advance(21)
     end = await engine.get_call(started["call_id"])
     assert (end["status"], end["billed_minutes"], end["coins_charged"]) == ("dropped", 1, 10)
     assert end["ended_at"] == pytest.approx(started["connected_at"] + MIN)
