@@ -13,7 +13,7 @@ def iso(t: float) -> str:
     return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="milliseconds")
 
 
-TIME_KEYS = frozenset({"at", "paid_until", "valid_from", "valid_until"})
+TIME_KEYS = frozenset({"at", "paid_until", "valid_from", "valid_until", "grace_until"})
 
 
 def is_time_key(key) -> bool:
