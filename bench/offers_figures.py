@@ -41,7 +41,7 @@ def show(ex: dict) -> None:
 
 async def first_call(engine) -> None:
     now = engine.clock.now()
-    offer = await engine.create_offer(3, "first_call", now - 1, now + 86_400, 1_000)
+    offer = await engine.create_offer(3, "first_call", now - 1, now + 60, 1_000)  # a minute
     user, listener = await engine.create_user("asha"), await engine.create_listener("ravi")
     await engine.top_up(user, 50, idempotency_key="seed")
     started = await engine.start_call(user, listener)

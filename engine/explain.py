@@ -37,12 +37,13 @@ def explain(call: dict, ledger: dict, heartbeat_timeout_s: float) -> dict:
     its = [row["call_id"] == call["call_id"] for row in rows]
     first = its.index(True) if True in its else 0
     free = (call["offer"] or {}).get("free_minutes", 0)
+    minute_s = (ledger["minute_ms"] or 60_000) / 1000
     for row, mine, balance_after in zip(rows[first:], ours[first:], after[first:], strict=True):
         if mine:
-            minutes.append(_minute(row, balance_after, free))
+            due = call["connected_at"] + (row["minute_no"] - 1) * minute_s
+            minutes.append(_minute(row, balance_after, free, due))
         elif ended_at is None or row["at"] <= ended_at:
             events.append(_event(row, balance_after))
-    minute_s = (ledger["minute_ms"] or 60_000) / 1000
     for n in range(len(minutes) + 1, call["billed_minutes"] + 1):  # live, not committed yet
         due = call["connected_at"] + (n - 1) * minute_s
         minutes.append(
@@ -54,9 +55,10 @@ def explain(call: dict, ledger: dict, heartbeat_timeout_s: float) -> dict:
                 "coins": call["rate_coins"],
                 "balance_after_coins": None,
                 "paid_by": "offer" if n <= free else "payer",
+                "paid_at": None,
             }
         )
-    terms = (minute_s, ledger["max_minutes"], heartbeat_timeout_s)
+    terms = (minute_s, ledger["max_minutes"], heartbeat_timeout_s, ledger.get("grace_s", 0))
     end = _end(call, minutes, events, terms)
     if end is not None:
         end["charge"] = _charge(call, ledger["minute_ms"] or 60_000)
@@ -92,10 +94,12 @@ def _offer(call: dict, offer: dict | None) -> str | None:
     return words
 
 
-def _minute(row: dict, balance_after: int, free: int) -> dict:
+def _minute(row: dict, balance_after: int, free: int, due: float) -> dict:
+    late = row["at"] - due > 0.0005  # paid in its grace, by a credit after it fell due
     return {
         "minute": row["minute_no"],
-        "due_at": row["at"],
+        "due_at": due if late else row["at"],
+        "paid_at": row["at"] if late else None,
         "billed_at": row["billed_at"],
         "committed_at": row["committed_at"],
         "coins": -row["amount"],
@@ -121,7 +125,7 @@ def _end(call: dict, minutes: list[dict], events: list[dict], terms: tuple) -> d
     reason, at = call["end_reason"], call["ended_at"]
     if reason is None:
         return None
-    minute_s, max_minutes, heartbeat_timeout_s = terms
+    minute_s, max_minutes, heartbeat_timeout_s, grace_s = terms
     n = call["billed_minutes"]
     if reason == REASON_HANGUP:
         started = call["connected_at"] + (n - 1) * minute_s
@@ -132,6 +136,8 @@ def _end(call: dict, minutes: list[dict], events: list[dict], terms: tuple) -> d
             f"dropped at {clock(at)}: balance {balance} coins < rate {call['rate_coins']} "
             f"coins a minute, so minute {n + 1} could not be paid"
         )
+        if grace_s:
+            rule += f", nor was it within its {grace_s}-s grace"
     elif reason == REASON_EXPIRED and max_minutes and n >= max_minutes:
         rule = f"expired at {clock(at)}: the call reached its maximum of {max_minutes} minutes"
     else:
@@ -152,7 +158,7 @@ def _charge(call: dict, minute_ms: int) -> str:
 
 def _balance_at(at: float, minutes: list[dict], events: list[dict]) -> int | None:
     """The payer's balance just before `at`: after the last transfer at or before it."""
-    timed = [(m["due_at"], m["balance_after_coins"]) for m in minutes]
+    timed = [(m["paid_at"] or m["due_at"], m["balance_after_coins"]) for m in minutes]
     timed += [(e["at"], e["balance_after_coins"]) for e in events]
     known = [b for t, b in sorted(timed, key=lambda x: x[0]) if t <= at and b is not None]
     return known[-1] if known else None

@@ -50,7 +50,7 @@ async def read(pool: asyncpg.Pool, call_id: int, payer_id: int, since: float) ->
     first (in the audit's time order: at one instant, minutes that fell due, then outside
     transfers and a call's minute 1, credits before debits); the payer's
     balance now as the ledger has it (`wallet_balances`); and the call's own terms:
-    `{"rows", "balance_now", "cut", "minute_ms", "max_minutes", "offer"}` (`offer`: the
+    `{"rows", "balance_now", "cut", "minute_ms", "max_minutes", "grace_s", "offer"}` (`offer`: the
     call's offer, its terms and, once ended, what it paid). `cut`: more than
     TIMELINE_ROWS_MAX rows, the oldest left out."""
     start = dt.datetime.fromtimestamp(since, dt.UTC)
@@ -60,7 +60,8 @@ async def read(pool: asyncpg.Pool, call_id: int, payer_id: int, since: float) ->
             "SELECT balance_coins FROM wallet_balances WHERE user_id = $1", payer_id
         )
         terms = await conn.fetchrow(
-            """SELECT c.minute_ms, c.max_minutes, c.offer_id, o.eligible, o.pays_listener,
+            """SELECT c.minute_ms, c.max_minutes, c.grace_s, c.offer_id, o.eligible,
+                      o.pays_listener,
                       c.offer_minutes_used AS minutes_used,
                       c.offer_coins_returned AS coins_returned,
                       c.offer_earnings_paise AS earnings_paise
@@ -73,5 +74,6 @@ async def read(pool: asyncpg.Pool, call_id: int, payer_id: int, since: float) ->
         "cut": len(rows) > TIMELINE_ROWS_MAX,
         "minute_ms": None if terms is None else terms["minute_ms"],
         "max_minutes": None if terms is None else terms["max_minutes"],
+        "grace_s": 0 if terms is None else terms["grace_s"],
         "offer": None if terms is None or terms["offer_id"] is None else dict(terms),
     }

@@ -51,14 +51,15 @@ ON CONFLICT DO NOTHING
 RETURNING offer_id
 """
 
-# The offers a start may take, best first: in their window and call type, with budget left,
-# by code only with it; who is eligible is checked per offer (`claim`).
+# The offers a start may take, best first (most free minutes; of as many, the code the start
+# named; then the oldest): in their window and call type, with budget left, by code only with
+# it; who is eligible is checked per offer (`claim`).
 CANDIDATES_SQL = """
 SELECT offer_id, free_minutes, eligible, per_user_max, pays_listener FROM offers
 WHERE valid_from <= to_timestamp($1) AND to_timestamp($1) < valid_until
   AND $2 = ANY(call_types) AND minutes_reserved + minutes_used < budget_minutes
   AND (eligible <> 'code' OR code = $3)
-ORDER BY free_minutes DESC, offer_id
+ORDER BY free_minutes DESC, eligible = 'code' DESC, offer_id
 """
 LEFT_SQL = """
 SELECT budget_minutes - minutes_reserved - minutes_used FROM offers WHERE offer_id = $1

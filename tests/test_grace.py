@@ -128,6 +128,11 @@ async def test_a_suspended_call_topped_up_within_its_grace_goes_on(engine, pool)
     )  # fmt: skip
     assert end["ended_at"] == pytest.approx(t0 + 3 * MIN)
     await engine.sync()
+    explained = await engine.explain_call(call_id)
+    paid = [(m["minute"], m["paid_at"]) for m in explained["minutes"]]
+    assert paid[1] == (2, pytest.approx(t0 + 75)) and paid[2] == (3, None)
+    assert explained["minutes"][1]["due_at"] == pytest.approx(t0 + MIN)
+    assert explained["end"]["rule"].endswith("nor was it within its 30-s grace")
     events = [e for e in await events_of(engine, call_id) if e["type"] != "low_balance"]
     kinds = [(e["type"], e["data"].get("minute")) for e in events]
     assert kinds == [("call_started", None), ("call_suspended", 2), ("call_resumed", 2),

@@ -15,8 +15,10 @@ def rows_in_time_order(out: dict) -> list[tuple]:
     """(time, what, coins, balance after, billed, committed) for each minute and transfer."""
     rows = [
         (
-            m["due_at"],
-            f"minute {m['minute']}" + (" (offer)" if m.get("paid_by") == "offer" else ""),
+            m.get("paid_at") or m["due_at"],
+            f"minute {m['minute']}"
+            + (" (offer)" if m.get("paid_by") == "offer" else "")
+            + (" (paid in its grace)" if m.get("paid_at") else ""),
             -m["coins"],
             m["balance_after_coins"],
             m["billed_at"],
@@ -37,7 +39,7 @@ def rows_in_time_order(out: dict) -> list[tuple]:
         )
         for e in out["wallet_events"]
     ]
-    return sorted(rows, key=lambda r: r[0])
+    return sorted(rows, key=lambda r: (r[0], r[2] < 0))  # at one instant, credits first
 
 
 def table(out: dict) -> Table:

@@ -140,6 +140,9 @@ class TimelineMinute(Answer):
         description="the payer's coins after it, as the ledger has them (an offer's grant not "
         "drawn yet included)"
     )
+    paid_at: Timestamp | None = Field(
+        description="a minute a credit paid in its grace: when (after it fell due); else null"
+    )
     paid_by: PaidBy = Field(
         description="offer: one of the free minutes, drawn from the offer's grant"
     )
