@@ -128,9 +128,8 @@ class Call:
         self.offer_id = offer_id
         self.offer_minutes = offer_minutes
         self.offer_pays = None if offer_pays is None else one_copy(offer_pays)
-        # Billed seconds a minute the payer cannot pay waits for a credit (suspended) before
-        # the call drops at that minute's due time; when the wait began (the minute's due time)
-        # and the change of state its event reports (suspended, resumed) until it is written.
+        # The grace (`grace_ms`); while suspended, the due time of the minute it waits on; the
+        # change its event reports (suspended, resumed) until it is written.
         self.grace_s = grace_s
         self.suspended_ms: int | None = None
         self.grace_note: tuple[str, int] | None = None
@@ -197,15 +196,22 @@ class Call:
             return self.settlement.status
         return ONGOING if self.suspended_ms is None else SUSPENDED
 
+    def grace_ms(self) -> int:
+        """How long a minute the payer cannot pay waits for a credit (`grace_s`)."""
+        return self.grace_s * self.minute_ms // 60
+
     def grace_until_ms(self) -> int | None:
         """While suspended: when the call drops if no credit pays the minute it waits on."""
         if self.suspended_ms is None:
             return None
-        return self.suspended_ms + self.grace_s * self.minute_ms // 60
+        return self.suspended_ms + self.grace_ms()
+
+    def free_left(self) -> int:
+        """Minutes of its offer not started yet (the offer's grant pays them)."""
+        return max(0, self.offer_minutes - self.billed_minutes)
 
     def wake_ms(self) -> int:
-        """When something next happens to the call by itself: its next minute, or, while it
-        is suspended, the end of its grace."""
+        """When it next moves by itself: its next minute, or (suspended) its grace's end."""
         until = self.grace_until_ms()
         return self.next_due_ms() if until is None else until
 
@@ -255,7 +261,7 @@ class Call:
         self.billed_minutes = last_minute
         if short:
             due = self.next_due_ms()
-            if self.grace_s and now_ms < due + self.grace_s * self.minute_ms // 60:
+            if self.grace_s and now_ms < due + self.grace_ms():
                 if self.suspended_ms is None:  # waits for a credit, until its grace ends
                     self.suspended_ms = due
                     self.grace_note = ("call_suspended", due)
@@ -283,10 +289,6 @@ class Call:
         price = self.price()
         c = plan.charge(price, self.billed_minutes, ended_ms - self.connected_ms, self.minute_ms)
         o = offers.end(price, c, self.billed_minutes, self.offer_minutes, self.offer_pays)
-        platform = None
-        if price.coin_value_paise is not None:  # what the payer paid, less the listener's part
-            offered = o.coins_granted - o.coins_returned
-            platform = (c.coins_charged - offered) * price.coin_value_paise - o.listener_paise
         self.settlement = Settlement(
             call_id=self.call_id,
             user_id=self.user_id,
@@ -300,7 +302,7 @@ class Call:
             coins_charged=c.coins_charged,
             coins_returned=c.coins_returned,
             charged_seconds=c.charged_s,
-            platform_paise=platform,
+            platform_paise=o.platform_paise,
             offer_minutes_used=o.minutes_used,
             offer_coins_returned=o.coins_returned,
             offer_earnings_paise=o.earnings_paise,
@@ -324,8 +326,7 @@ class Call:
         or fewer."""
         if self.low_balance_warned or self.settlement is not None:
             return None
-        free = max(0, self.offer_minutes - self.billed_minutes)  # minutes the offer still pays
-        minutes_left = free + balance_coins // self.rate_coins
+        minutes_left = self.free_left() + balance_coins // self.rate_coins
         if minutes_left > minutes_threshold:
             return None
         self.low_balance_warned = True
@@ -348,7 +349,7 @@ class Call:
         cannot pay, or the call's expiry). Counts this call alone: a payer with several calls
         at once runs out sooner."""
         limit = self.max_minutes - self.billed_minutes
-        free = min(max(0, self.offer_minutes - self.billed_minutes), limit)  # the offer pays
+        free = min(self.free_left(), limit)  # the offer pays them
         minutes = free + minutes_affordable(
             balance_coins,
             buckets or [],

@@ -70,9 +70,9 @@ class OfferEnd:
     coins_returned: int  # the transfer `offer_return:{call_id}`
     earnings_paise: int  # the listener's earnings the offer paid (platform), 0 for nobody
     listener_paise: int  # what the listener earns for the whole call
-
-
-NO_OFFER_END = OfferEnd(0, 0, 0, 0, 0)
+    # What the payer paid (`coins_charged - offered`) at the coin value, less the listener's
+    # earnings; null without a coin value.
+    platform_paise: int | None
 
 
 def end(
@@ -81,7 +81,7 @@ def end(
     """The offer's part of a call that ends with the charge `c`, on `price`, having billed
     `minutes_billed` minutes, with `minutes` free minutes paid by `pays`."""
     if not minutes:
-        return OfferEnd(0, 0, 0, 0, c.earnings_paise)
+        return OfferEnd(0, 0, 0, 0, c.earnings_paise, c.platform_paise)
     granted = minutes * price.rate_coins
     offered = min(c.coins_charged, granted)
     paid_s = max(0, c.charged_s - plan.SECONDS_PER_MINUTE * minutes)  # the payer's seconds
@@ -90,7 +90,12 @@ def end(
         offer_paise, listener = 0, payer_part
     else:
         offer_paise, listener = c.earnings_paise - payer_part, c.earnings_paise
-    return OfferEnd(min(minutes_billed, minutes), granted, granted - offered, offer_paise, listener)
+    platform = None
+    if price.coin_value_paise is not None:
+        platform = (c.coins_charged - offered) * price.coin_value_paise - listener
+    return OfferEnd(
+        min(minutes_billed, minutes), granted, granted - offered, offer_paise, listener, platform
+    )
 
 
 def credit_left(minutes: int, billed: int, rate_coins: int) -> int:

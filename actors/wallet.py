@@ -8,6 +8,7 @@ let balances go negative).
 from __future__ import annotations
 
 from actors import buckets as bk
+from actors import offers
 from actors.errors import (
     CapacityExceeded,
     IdempotencyConflict,
@@ -339,7 +340,7 @@ class Wallet(ExpiringCoins):
         if entry is None:
             return None
         rate, last, _, _, free = entry
-        back = returned + max(0, free - last) * rate - offer_returned
+        back = returned + offers.credit_left(free, last, rate) - offer_returned
         if back < 0:
             raise InvariantViolation(f"call {call_id}: the offer takes back more than it left")
         del self.calls[call_id]

@@ -147,9 +147,9 @@ class ChaosRequests:
         return (card.increment_s[call_type], card.free_s[call_type], card.earnings_rule, share,
                 card.coin_value_paise)  # fmt: skip
 
-    def grace_ms(self, call_type: str) -> int:
-        card, minute_s = self.engine.config.rate_card, self.engine.config.minute_seconds
-        return card.grace_s[call_type] * round(minute_s * 1000) // 60
+    def grace_ms(self, grace_s: int) -> int:
+        """A grace of `grace_s` billed seconds, in ms (a billed second is a minute's 60th)."""
+        return grace_s * round(self.engine.config.minute_seconds * 1000) // 60
 
     async def start_call(self, user: int, listener: int, call_type: str) -> None:
         rate_coins, rate_paise = self.engine.config.rate_card.rates(call_type, "basic")
@@ -180,8 +180,9 @@ class ChaosRequests:
             free = answer["offer"]["free_minutes"] if offered else 0
             if offered and code is None:
                 self.mismatch(f"{what}: took offer {answer['offer']} without its code")
+            grace_ms = self.grace_ms(self.engine.config.rate_card.grace_s[call_type])
             self.model.start(answer["call_id"], user, listener, rate_coins, rate_paise, now, plan,
-                             free, self.grace_ms(call_type))  # fmt: skip
+                             free, grace_ms)  # fmt: skip
             if (answer["rate_coins"], answer["rate_paise"]) != (rate_coins, rate_paise):
                 self.mismatch(f"{what}: rates {answer['rate_coins']}/{answer['rate_paise']}")
             price = answer["price"]
@@ -245,7 +246,7 @@ class ChaosRequests:
                     (r["increment_s"], r["free_s"], r["earnings_rule"], r["share_pct"],
                      r["coin_value_paise"]),
                     r["offer_minutes"],
-                    r["grace_s"] * round(self.engine.config.minute_seconds * 1000) // 60,
+                    self.grace_ms(r["grace_s"]),
                 )  # fmt: skip
                 self.model.bill(self.engine.clock.now())
         self.ambiguous_starts.clear()
