@@ -45,6 +45,10 @@ def scope_security(scope: str) -> list[dict]:
     return [{SECURITY_SCHEME: [scope]}]
 
 
+# A route's `openapi_extra` naming the scope it needs (its `security`, which the door reads).
+ADMIN, CALLS, READ = ({"security": scope_security(s)} for s in ("admin", "calls", "read"))
+
+
 def declared_scopes(app) -> list[tuple[str, str, str | None]]:
     """(method, path, scope) of every route of `app`: the scope its `security` names, or None
     for a route that is open (it declares none: health, readiness, the docs and the schema)."""

@@ -12,7 +12,7 @@ import engine.http.contract as m
 from actors.errors import KeyInUse
 from engine import keys
 from engine.http.answers import answer
-from engine.http.door import scope_security
+from engine.http.door import ADMIN
 from engine.http.routes import pool_of
 
 Scope = enum.StrEnum("Scope", {s: s for s in keys.SCOPES})
@@ -40,7 +40,6 @@ class KeysPage(m.Answer):
 
 
 router = APIRouter()
-ADMIN = {"security": scope_security("admin")}
 KeyName = Path(pattern=f"^{keys.NAME_PATTERN}$", description="the key's name")
 
 

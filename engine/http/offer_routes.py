@@ -14,7 +14,7 @@ from actors import offers
 from actors.money import AMOUNT_MAX
 from engine.http.answers import answer
 from engine.http.contract.kinds import Key, TimeIn, whole_number
-from engine.http.door import scope_security
+from engine.http.door import ADMIN, CALLS, READ
 from engine.http.routes import engine_of
 from persistence.offers import OFFERS_PAGE_MAX
 
@@ -90,9 +90,6 @@ class ListenerOffers(m.Answer):
 
 
 router = APIRouter()
-ADMIN = {"security": scope_security("admin")}
-CALLS = {"security": scope_security("calls")}
-READ = {"security": scope_security("read")}
 OfferId = Path(ge=1, le=AMOUNT_MAX, description="the offer's id")
 ListenerId = Path(ge=1, le=AMOUNT_MAX, description="the listener's user id")
 

@@ -20,7 +20,7 @@ from engine.http.contract.kinds import (
     TimeIn,
     whole_number,
 )
-from engine.http.door import scope_security
+from engine.http.door import ADMIN, CALLS, READ
 from engine.http.routes import engine_of
 
 FreeSeconds = whole_number("billed seconds", ge=0, le=FREE_S_MAX)
@@ -128,9 +128,6 @@ class ListenerPrices(m.Answer):
 
 
 router = APIRouter()
-ADMIN = {"security": scope_security("admin")}
-CALLS = {"security": scope_security("calls")}
-READ = {"security": scope_security("read")}
 ListenerId = Path(ge=1, le=AMOUNT_MAX, description="the listener's user id")
 
 

@@ -13,7 +13,7 @@ from actors.errors import UnknownWebhook
 from actors.money import AMOUNT_MAX
 from engine import webhooks
 from engine.http.answers import answer
-from engine.http.door import scope_security
+from engine.http.door import ADMIN, READ
 from engine.http.routes import engine_of, pool_of
 from persistence import webhooks as store
 
@@ -74,8 +74,6 @@ class Replay(m.Body):
 
 
 router = APIRouter()
-ADMIN = {"security": scope_security("admin")}
-READ = {"security": scope_security("read")}
 WebhookId = Path(ge=1, le=AMOUNT_MAX, description="the webhook's id")
 PerPage = Query(20, ge=1, le=store.DELIVERIES_PAGE_MAX, description="deliveries per page")
 Before = Query(None, ge=1, le=AMOUNT_MAX, description="the last event id of the last page")
