@@ -15,12 +15,9 @@ import asyncio
 import sys
 
 from actors.money import RateCard
-from engine.api import Engine
+from bench.figures import on_engine
 from engine.cli.explain_view import rows_in_time_order
-from engine.config import Config
 from engine.explain import clock
-from persistence.audit import run_audit
-from persistence.db import recreate_database, with_database
 
 CARD = RateCard(grace_s={"audio": 30, "video": 0})
 RUSH = 200  # starts at once
@@ -99,25 +96,11 @@ async def grace(engine) -> None:
         show(await engine.explain_call(c["call_id"]))
 
 
-async def main(admin_url: str, redis_url: str) -> None:
-    await recreate_database(admin_url, "offers_figures")
-    config = Config(
-        database_url=with_database(admin_url, "offers_figures"),
-        redis_url=redis_url,
-        clock="manual",
-        rate_card=CARD,
-        namespace="offers-figures",
-    )
-    engine = await Engine(config).start()
-    try:
-        await first_call(engine)
-        await rush(engine)
-        await grace(engine)
-        found = {k: n for k, n in await run_audit(await engine.pool()) if n}
-        print("audit:", found or "clean")
-    finally:
-        await engine.stop()
+async def figures(engine) -> None:
+    await first_call(engine)
+    await rush(engine)
+    await grace(engine)
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    asyncio.run(on_engine(sys.argv[1], sys.argv[2], "offers_figures", CARD, figures))

@@ -15,10 +15,7 @@ import json
 import sys
 
 from actors.money import RateCard
-from engine.api import Engine
-from engine.config import Config
-from persistence.audit import run_audit
-from persistence.db import recreate_database, with_database
+from bench.figures import on_engine
 
 BOUNDS = {"basic": [5, 15], "bronze": [5, 20], "silver": [8, 30], "gold": [10, 40]}
 CARD = RateCard(price_bounds={"audio": BOUNDS}, coin_value_paise=50)
@@ -72,34 +69,20 @@ async def scheduled(engine, users: list[int], listeners: list[int]) -> None:
               f"{ex['end']['charge']}")  # fmt: skip
 
 
-async def main(admin_url: str, redis_url: str) -> None:
-    await recreate_database(admin_url, "plans_figures")
-    config = Config(
-        database_url=with_database(admin_url, "plans_figures"),
-        redis_url=redis_url,
-        clock="manual",
-        rate_card=CARD,
-        namespace="plans-figures",
-    )
-    engine = await Engine(config).start()
-    try:
-        users = [await engine.create_user(f"u{i}") for i in range(2)]
-        for u in users:
-            await engine.top_up(u, 10_000, idempotency_key="seed")
-        listeners = [await engine.create_listener(f"l{i}") for i in range(8)]
-        await increments(engine, users[0], listeners[:4])
-        free = {"increment_s": {"audio": 1, "video": 6}, "free_s": {"audio": 15, "video": 0},
-                "price_bounds": {"audio": BOUNDS}, "coin_value_paise": 50}  # fmt: skip
-        await engine.schedule_rate_card(engine.clock.now(), free)
-        _, ex = await ended(engine, users[0], listeners[4], 12)
-        print("a short call:", ex["end"]["charge"])
-        await clamped(engine, users[0], listeners[5])
-        await scheduled(engine, users, listeners[6:])
-        found = {k: n for k, n in await run_audit(await engine.pool()) if n}
-        print("audit:", found or "clean")
-    finally:
-        await engine.stop()
+async def figures(engine) -> None:
+    users = [await engine.create_user(f"u{i}") for i in range(2)]
+    for u in users:
+        await engine.top_up(u, 10_000, idempotency_key="seed")
+    listeners = [await engine.create_listener(f"l{i}") for i in range(8)]
+    await increments(engine, users[0], listeners[:4])
+    free = {"increment_s": {"audio": 1, "video": 6}, "free_s": {"audio": 15, "video": 0},
+            "price_bounds": {"audio": BOUNDS}, "coin_value_paise": 50}  # fmt: skip
+    await engine.schedule_rate_card(engine.clock.now(), free)
+    _, ex = await ended(engine, users[0], listeners[4], 12)
+    print("a short call:", ex["end"]["charge"])
+    await clamped(engine, users[0], listeners[5])
+    await scheduled(engine, users, listeners[6:])
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    asyncio.run(on_engine(sys.argv[1], sys.argv[2], "plans_figures", CARD, figures))

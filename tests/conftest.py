@@ -193,12 +193,20 @@ class OnOneEngine:
         return await shared_engine.pool()
 
 
-@pytest.fixture(params=PLACEMENTS)
-async def engine(request, services, pool, ray_session):
-    """An engine on each placement, on a manual clock."""
-    from engine.api import Engine
+def engine_on(**changes):
+    """An `engine` fixture: an engine on each placement, on a manual clock, its configuration
+    with `changes` (a module's rate card)."""
 
-    eng = Engine(engine_config(services, request.param))
-    await eng.start()
-    yield eng
-    await eng.stop()
+    @pytest.fixture(params=PLACEMENTS)
+    async def engine(request, services, pool, ray_session):
+        from engine.api import Engine
+
+        eng = Engine(engine_config(services, request.param, **changes))
+        await eng.start()
+        yield eng
+        await eng.stop()
+
+    return engine
+
+
+engine = engine_on()

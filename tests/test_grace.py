@@ -11,7 +11,7 @@ from actors.due_order import bill_call_due, resume_paid
 from actors.money import RateCard, to_ms
 from actors.times import iso
 from actors.wallet import Wallet
-from tests.conftest import PLACEMENTS, engine_config
+from tests.conftest import engine_on
 from tests.helpers import audit_violations
 
 MIN = 60.0
@@ -79,14 +79,7 @@ def test_without_grace_the_call_drops_at_once_as_before():
 GRACE_CARD = RateCard(grace_s={"audio": 30, "video": 0})
 
 
-@pytest.fixture(params=PLACEMENTS)
-async def engine(request, services, pool, ray_session):
-    from engine.api import Engine
-
-    eng = Engine(engine_config(services, request.param, rate_card=GRACE_CARD))
-    await eng.start()
-    yield eng
-    await eng.stop()
+engine = engine_on(rate_card=GRACE_CARD)
 
 
 async def people(engine, coins):

@@ -8,7 +8,7 @@ import pytest
 
 from actors import IdempotencyConflict, InvalidInput
 from actors.money import TIERS, RateCard
-from tests.conftest import PLACEMENTS, engine_config
+from tests.conftest import engine_on
 from tests.helpers import audit_violations
 
 MIN = 60.0
@@ -30,14 +30,7 @@ LATER = {
 }
 
 
-@pytest.fixture(params=PLACEMENTS)
-async def engine(request, services, pool, ray_session):
-    from engine.api import Engine
-
-    eng = Engine(engine_config(services, request.param, rate_card=CARD))
-    await eng.start()
-    yield eng
-    await eng.stop()
+engine = engine_on(rate_card=CARD)
 
 
 async def people(engine, coins=1000):
